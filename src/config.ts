@@ -1,0 +1,63 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { hostname } from 'node:os';
+import type { Backend } from './store/connect.ts';
+
+export interface Config {
+  port: number;
+  host: string;
+  databaseUrl: string | null;
+  natsUrl: string | null;
+  dataDir: string;
+  cedarDir: string;
+  nodeId: string;
+  adminToken: string | null;
+  logLevel: string;
+}
+
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LOG_LEVEL', string>>;
+
+/** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
+export function loadConfig(env: ConfigInput = process.env): Config {
+  const port = Number(env.PORT ?? 8080);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got ${JSON.stringify(env.PORT)}`);
+  const adminToken = env.LEASH_ADMIN_TOKEN || null;
+  if (adminToken !== null && adminToken.length < 16) throw new Error('LEASH_ADMIN_TOKEN must be at least 16 characters');
+  return {
+    port,
+    host: env.HOST || '127.0.0.1',
+    databaseUrl: env.DATABASE_URL || null,
+    natsUrl: env.NATS_URL || null,
+    dataDir: resolve(env.LEASH_DATA_DIR || './.leash'),
+    cedarDir: resolve(env.LEASH_CEDAR_DIR || './cedar'),
+    nodeId: env.LEASH_NODE_ID || `${hostname()}-${process.pid}`,
+    adminToken,
+    logLevel: env.LOG_LEVEL || 'info',
+  };
+}
+
+export function backendOf(config: Config): Backend {
+  return config.databaseUrl ? { kind: 'postgres', url: config.databaseUrl } : { kind: 'pglite', dataDir: config.dataDir };
+}
+
+export const adminTokenFile = (dataDir: string): string => join(dataDir, 'admin-token');
+
+/**
+ * The operator token. Embedded mode generates one on first start and keeps it (0600) in
+ * the data dir; with a shared database every node must be given the same token.
+ */
+export function resolveAdminToken(config: Config): { token: string; generatedAt: string | null } {
+  if (config.adminToken) return { token: config.adminToken, generatedAt: null };
+  if (config.databaseUrl) throw new Error('LEASH_ADMIN_TOKEN is required when DATABASE_URL is set (every node needs the same operator token)');
+  const file = adminTokenFile(config.dataDir);
+  try {
+    return { token: readFileSync(file, 'utf8').trim(), generatedAt: null };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  mkdirSync(config.dataDir, { recursive: true });
+  const token = `lsh_${randomBytes(32).toString('base64url')}`;
+  writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  return { token, generatedAt: file };
+}

@@ -1,0 +1,107 @@
+import { Type } from 'typebox';
+import { LeashError } from '../../errors.ts';
+import type { AgentCommand, AgentRecord, AgentState } from '../../registry/agent.ts';
+import { agentAggregate, streamId } from '../../registry/streams.ts';
+import type { CommandResult } from '../../service/command-handler.ts';
+import { checkPins } from '../../tokens/pins.ts';
+import {
+  AgentListQuery, AgentView, AuthorizeAgentBody, DiscoverAgentBody, EventView, IdParams, Problem, ReasonBody,
+  RegisterAgentBody, RevokeBody, RotateBody, WriteHeaders,
+} from '../schemas.ts';
+import type { App, ServerDeps } from '../server.ts';
+import { etag, writeOptions } from './write-options.ts';
+
+const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem };
+
+export function agentView(record: AgentRecord, version: number) {
+  return { ...record, version };
+}
+
+export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
+  const { view, follower, commands } = deps;
+
+  const run = async (id: string, command: AgentCommand, request: Parameters<typeof writeOptions>[0]) =>
+    commands.handle(agentAggregate, id, command, writeOptions(request));
+
+  const respond = (result: CommandResult<AgentState>) => {
+    if (result.state.status === 'none') throw new Error('a successful agent command left no agent');
+    return agentView(result.state, result.version);
+  };
+
+  app.get('/v1/agents', { schema: { tags: ['agents'], querystring: AgentListQuery, response: { 200: Type.Object({ agents: Type.Array(AgentView), next: Type.Optional(Type.String()) }), 400: Problem, 401: Problem } } }, async (request) => {
+    const { limit, after, ...filter } = request.query;
+    const max = limit ? Number(limit) : 100;
+    const all = view.listAgents(filter).filter((a) => after === undefined || a.record.id > after);
+    const page = all.slice(0, max);
+    const next = all.length > max ? page[page.length - 1]!.record.id : undefined;
+    return { agents: page.map((a) => agentView(a.record, a.version)), ...(next ? { next } : {}) };
+  });
+
+  app.get('/v1/agents/:id', { schema: { tags: ['agents'], params: IdParams, response: { 200: AgentView, ...errors } } }, async (request, reply) => {
+    const found = view.agents.get(request.params.id);
+    if (!found) throw new LeashError('AGENT_NOT_FOUND', `no agent ${request.params.id}`);
+    void reply.header('etag', etag(found.version));
+    return agentView(found.record, found.version);
+  });
+
+  app.get('/v1/agents/:id/events', { schema: { tags: ['agents'], params: IdParams, response: { 200: Type.Object({ events: Type.Array(EventView) }), ...errors } } }, async (request) => {
+    const events = await deps.store.readStream(streamId(agentAggregate.streamType, request.params.id));
+    if (events.length === 0) throw new LeashError('AGENT_NOT_FOUND', `no agent ${request.params.id}`);
+    return { events: events.map((e) => ({ type: e.type, version: e.version, position: e.position, at: e.at.toISOString(), data: e.data })) };
+  });
+
+  app.post('/v1/agents', { schema: { tags: ['agents'], body: RegisterAgentBody, headers: WriteHeaders, response: { 201: AgentView, ...errors } } }, async (request, reply) => {
+    const body = request.body;
+    await follower.sync(); // references may have been registered on another node a moment ago
+    if (!view.humans.has(body.owner)) throw new LeashError('UNKNOWN_OWNER', `owner ${body.owner} is not a registered human`, { owner: body.owner });
+    const groups = body.groups ?? [];
+    const missing = groups.filter((g) => !view.groups.has(g));
+    if (missing.length > 0) throw new LeashError('UNKNOWN_GROUP', `groups not registered: ${missing.join(', ')}`, { groups: missing });
+    await checkPins(body.credentials);
+    const result = await run(
+      body.id,
+      { type: 'RegisterAgent', data: { ...body, groups, tags: body.tags ?? [], ceiling: body.ceiling ?? null }, metadata: { now: new Date() } },
+      request,
+    );
+    void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/agents/${body.id}`);
+    if (result.replayed) void reply.header('idempotent-replayed', 'true');
+    return respond(result);
+  });
+
+  app.post('/v1/agents/discover', { schema: { tags: ['agents'], body: DiscoverAgentBody, headers: WriteHeaders, response: { 201: AgentView, ...errors } } }, async (request, reply) => {
+    const result = await run(request.body.id, { type: 'DiscoverAgent', data: request.body, metadata: { now: new Date() } }, request);
+    void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/agents/${request.body.id}`);
+    if (result.replayed) void reply.header('idempotent-replayed', 'true');
+    return respond(result);
+  });
+
+  /** The transitions on an existing agent share one shape: POST /v1/agents/{id}/<verb>. */
+  const transition = <B extends typeof AuthorizeAgentBody | typeof ReasonBody | typeof RotateBody | typeof RevokeBody>(
+    verb: string,
+    body: B,
+    toCommand: (input: any, now: Date) => AgentCommand,
+    extra: (result: CommandResult<AgentState>) => Record<string, unknown> = () => ({}),
+    check: (input: any) => Promise<void> = async () => {},
+  ) => {
+    app.post(`/v1/agents/:id/${verb}`, { schema: { tags: ['agents'], params: IdParams, body, headers: WriteHeaders, response: { 200: AgentView, ...errors } } }, async (request, reply) => {
+      const input = request.body as Record<string, unknown>;
+      await check(input);
+      const result = await run(request.params.id, toCommand(input, new Date()), request);
+      void reply.header('etag', etag(result.version));
+      if (result.replayed) void reply.header('idempotent-replayed', 'true');
+      return { ...respond(result), ...extra(result) };
+    });
+  };
+
+  transition('authorize', AuthorizeAgentBody, (input, now) => ({ type: 'AuthorizeAgent', data: input, metadata: { now } }));
+  transition('suspend', ReasonBody, (input, now) => ({ type: 'SuspendAgent', data: input, metadata: { now } }));
+  transition('rotate', RotateBody, (input, now) => ({ type: 'RotateCredentials', data: input, metadata: { now } }), undefined, (input) => checkPins(input.credentials));
+  transition('retire', ReasonBody, (input, now) => ({ type: 'RetireAgent', data: input, metadata: { now } }));
+  // Single node for now: the response returns once this node's view has applied the
+  // revocation. Cluster-wide confirmation over the broadcast bus extends these counts.
+  transition('revoke', RevokeBody, (input, now) => ({ type: 'RevokeAgent', data: input, metadata: { now } }), (result) => ({
+    position: result.position,
+    nodesConfirmed: 1,
+    nodesExpected: 1,
+  }));
+}

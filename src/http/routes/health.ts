@@ -1,0 +1,22 @@
+import { Type } from 'typebox';
+import type { App, ServerDeps } from '../server.ts';
+
+/** Liveness and readiness (SPEC §1). Both are public: they reveal no registry data. */
+export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
+  app.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
+
+  const Readiness = Type.Object({
+    ready: Type.Boolean(),
+    nodeId: Type.String(),
+    position: Type.Integer(),
+    checks: Type.Object({ log: Type.Object({ ok: Type.Boolean(), detail: Type.String() }) }),
+  });
+
+  app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (_request, reply) => {
+    const { caughtUp, lastError, position } = deps.follower.status;
+    const logOk = caughtUp && lastError === null;
+    const detail = !caughtUp ? 'catching up with the event log' : lastError ? `cannot read the event log: ${lastError}` : `caught up at position ${position}`;
+    void reply.status(logOk ? 200 : 503);
+    return { ready: logOk, nodeId: deps.nodeId, position: deps.view.position, checks: { log: { ok: logOk, detail } } };
+  });
+}

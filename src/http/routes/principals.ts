@@ -1,0 +1,63 @@
+import { Type } from 'typebox';
+import { LeashError } from '../../errors.ts';
+import { groupAggregate, humanAggregate } from '../../registry/streams.ts';
+import { GroupBody, GroupView, HumanBody, HumanView, IdParams, Problem, WriteHeaders } from '../schemas.ts';
+import type { App, ServerDeps } from '../server.ts';
+import { etag, writeOptions } from './write-options.ts';
+
+const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem };
+
+/** Humans and groups: the principals agents act for and belong to. */
+export async function principalRoutes(app: App, deps: ServerDeps): Promise<void> {
+  const { view, follower, commands } = deps;
+
+  const missingGroups = async (ids: string[]) => {
+    await follower.sync();
+    const missing = ids.filter((g) => !view.groups.has(g));
+    if (missing.length > 0) throw new LeashError('UNKNOWN_GROUP', `groups not registered: ${missing.join(', ')}`, { groups: missing });
+  };
+
+  app.post('/v1/humans', { schema: { tags: ['humans'], body: HumanBody, headers: WriteHeaders, response: { 201: HumanView, ...errors } } }, async (request, reply) => {
+    const data = { ...request.body, groups: request.body.groups ?? [] };
+    await missingGroups(data.groups);
+    const result = await commands.handle(humanAggregate, data.id, { type: 'RegisterHuman', data, metadata: { now: new Date() } }, writeOptions(request));
+    if (result.state.status === 'none') throw new Error('a registered human is missing');
+    const { status: _status, ...human } = result.state;
+    void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/humans/${data.id}`);
+    if (result.replayed) void reply.header('idempotent-replayed', 'true');
+    return { ...human, version: result.version };
+  });
+
+  app.get('/v1/humans', { schema: { tags: ['humans'], response: { 200: Type.Object({ humans: Type.Array(HumanView) }), 401: Problem } } }, async () => ({
+    humans: [...view.humans.values()].map((h) => ({ ...h.record, version: h.version })).sort((a, b) => (a.id < b.id ? -1 : 1)),
+  }));
+
+  app.get('/v1/humans/:id', { schema: { tags: ['humans'], params: IdParams, response: { 200: HumanView, ...errors } } }, async (request, reply) => {
+    const found = view.humans.get(request.params.id);
+    if (!found) throw new LeashError('HUMAN_NOT_FOUND', `no human ${request.params.id}`);
+    void reply.header('etag', etag(found.version));
+    return { ...found.record, version: found.version };
+  });
+
+  app.post('/v1/groups', { schema: { tags: ['groups'], body: GroupBody, headers: WriteHeaders, response: { 201: GroupView, ...errors } } }, async (request, reply) => {
+    const data = { ...request.body, parents: request.body.parents ?? [] };
+    await missingGroups(data.parents.filter((p) => p !== data.id));
+    const result = await commands.handle(groupAggregate, data.id, { type: 'RegisterGroup', data, metadata: { now: new Date() } }, writeOptions(request));
+    if (result.state.status === 'none') throw new Error('a registered group is missing');
+    const { status: _status, ...group } = result.state;
+    void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/groups/${data.id}`);
+    if (result.replayed) void reply.header('idempotent-replayed', 'true');
+    return { ...group, version: result.version };
+  });
+
+  app.get('/v1/groups', { schema: { tags: ['groups'], response: { 200: Type.Object({ groups: Type.Array(GroupView) }), 401: Problem } } }, async () => ({
+    groups: [...view.groups.values()].map((g) => ({ ...g.record, version: g.version })).sort((a, b) => (a.id < b.id ? -1 : 1)),
+  }));
+
+  app.get('/v1/groups/:id', { schema: { tags: ['groups'], params: IdParams, response: { 200: GroupView, ...errors } } }, async (request, reply) => {
+    const found = view.groups.get(request.params.id);
+    if (!found) throw new LeashError('GROUP_NOT_FOUND', `no group ${request.params.id}`);
+    void reply.header('etag', etag(found.version));
+    return { ...found.record, version: found.version };
+  });
+}

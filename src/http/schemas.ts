@@ -1,0 +1,130 @@
+import { Type, type Static } from 'typebox';
+import { agentStatuses } from '../registry/agent.ts';
+import { pinnableAlgorithms } from '../tokens/pins.ts';
+
+// Request and response shapes of SPEC §7. Every object is closed: an unknown field is a
+// 400, never silently dropped.
+
+const closed = { additionalProperties: false } as const;
+
+/** SPEC §2: ids match [A-Za-z0-9._:@-]{1,128}; so no quotes, slashes, spaces or unicode. */
+export const Id = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,128}$', description: 'id matching [A-Za-z0-9._:@-]{1,128}' });
+const Text = (maxLength: number) => Type.String({ minLength: 1, maxLength });
+const Ids = (maxItems: number) => Type.Array(Id, { maxItems, uniqueItems: true });
+
+export const EntityRef = Type.Object({ type: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$', maxLength: 256 }), id: Type.String({ minLength: 1, maxLength: 256 }) }, closed);
+
+export const TemplateLink = Type.Object(
+  {
+    template: Id,
+    values: Type.Record(Type.String({ pattern: '^\\?(principal|resource)$' }), EntityRef),
+  },
+  closed,
+);
+
+export const Provenance = Type.Object(
+  {
+    model: Text(200),
+    modelVersion: Text(100),
+    environment: Type.Union([Type.Literal('production'), Type.Literal('staging'), Type.Literal('sandbox')]),
+  },
+  closed,
+);
+
+const Jwk = Type.Object({ kty: Type.String({ maxLength: 10 }) }, { additionalProperties: Type.Any(), maxProperties: 20 });
+
+export const Credentials = Type.Object(
+  {
+    issuer: Text(500),
+    audience: Type.Union([Text(500), Type.Array(Text(500), { minItems: 1, maxItems: 10 })]),
+    algorithms: Type.Array(Type.Union(pinnableAlgorithms.map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true }),
+    clockSkewSeconds: Type.Integer({ minimum: 0, maximum: 300 }),
+    maxTokenLifetimeSeconds: Type.Integer({ minimum: 1, maximum: 86400 }),
+    jwks: Type.Optional(Type.Object({ keys: Type.Array(Jwk, { minItems: 1, maxItems: 20 }) }, closed)),
+    jwksUri: Type.Optional(Type.String({ maxLength: 2000 })),
+  },
+  closed,
+);
+
+export const RegisterAgentBody = Type.Object(
+  {
+    id: Id,
+    owner: Id,
+    purpose: Text(1000),
+    provenance: Provenance,
+    trustScore: Type.Integer({ minimum: 0, maximum: 100 }),
+    groups: Type.Optional(Ids(100)),
+    tags: Type.Optional(Type.Array(Text(100), { maxItems: 100, uniqueItems: true })),
+    credentials: Credentials,
+    ceiling: Type.Optional(Type.Union([TemplateLink, Type.Null()])),
+  },
+  closed,
+);
+export type RegisterAgentBody = Static<typeof RegisterAgentBody>;
+
+export const DiscoverAgentBody = Type.Object({ id: Id, source: Text(500), fingerprint: Text(500) }, closed);
+export const AuthorizeAgentBody = Type.Object({ grants: Type.Array(TemplateLink, { maxItems: 100 }) }, closed);
+export const ReasonBody = Type.Object({ reason: Text(1000) }, closed);
+export const RotateBody = Type.Object({ credentials: Credentials }, closed);
+export const RevokeBody = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('immediate'), Type.Literal('graceful'), Type.Literal('quarantine')]),
+    reason: Text(1000),
+    gracePeriodSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600 })),
+  },
+  closed,
+);
+
+export const HumanBody = Type.Object(
+  { id: Id, email: Type.String({ format: 'email', maxLength: 320 }), groups: Type.Optional(Ids(100)), displayName: Type.Optional(Text(200)) },
+  closed,
+);
+export const GroupBody = Type.Object({ id: Id, parents: Type.Optional(Ids(20)), description: Type.Optional(Text(1000)) }, closed);
+
+export const IdParams = Type.Object({ id: Id }, closed);
+
+export const AgentListQuery = Type.Object(
+  {
+    status: Type.Optional(Type.Union(agentStatuses.map((s) => Type.Literal(s)))),
+    owner: Type.Optional(Id),
+    tag: Type.Optional(Text(100)),
+    limit: Type.Optional(Type.String({ pattern: '^(?:[1-9][0-9]{0,2}|1000)$', description: '1..1000, default 100' })),
+    after: Type.Optional(Id),
+  },
+  closed,
+);
+
+export const WriteHeaders = Type.Object({
+  'if-match': Type.Optional(Type.String({ pattern: '^(?:W/)?"?[0-9]{1,9}"?$', description: 'expected stream version, e.g. "3"' })),
+  'idempotency-key': Type.Optional(Type.String({ pattern: '^[\\x21-\\x7e]{1,200}$' })),
+});
+
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    code: Type.String(),
+    detail: Type.Optional(Type.String()),
+    instance: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true },
+);
+
+const open = { additionalProperties: true } as const;
+export const AgentView = Type.Object(
+  {
+    id: Type.String(),
+    status: Type.String(),
+    version: Type.Integer(),
+    owner: Type.Union([Type.String(), Type.Null()]),
+    purpose: Type.String(),
+    trustScore: Type.Integer(),
+    groups: Type.Array(Type.String()),
+    tags: Type.Array(Type.String()),
+  },
+  open,
+);
+export const HumanView = Type.Object({ id: Type.String(), email: Type.String(), groups: Type.Array(Type.String()), version: Type.Integer() }, open);
+export const GroupView = Type.Object({ id: Type.String(), parents: Type.Array(Type.String()), version: Type.Integer() }, open);
+export const EventView = Type.Object({ type: Type.String(), version: Type.Integer(), position: Type.Integer(), at: Type.String(), data: Type.Any() }, open);

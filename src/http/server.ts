@@ -1,0 +1,109 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { LeashError } from '../errors.ts';
+import type { RegistryView } from '../registry/registry-view.ts';
+import type { CommandHandler } from '../service/command-handler.ts';
+import type { EventStore } from '../store/event-store.ts';
+import type { Follower } from '../store/follower.ts';
+import { errorHandler, problem } from './problem.ts';
+import { agentRoutes } from './routes/agents.ts';
+import { healthRoutes } from './routes/health.ts';
+import { principalRoutes } from './routes/principals.ts';
+
+export interface ServerDeps {
+  store: EventStore;
+  view: RegistryView;
+  follower: Follower;
+  commands: CommandHandler;
+  adminToken: string;
+  nodeId: string;
+  logger?: FastifyServerOptions['logger'];
+}
+
+export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
+
+export const BODY_LIMIT = 64 * 1024;
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export async function buildServer(deps: ServerDeps): Promise<App> {
+  const app = Fastify({
+    logger: deps.logger ?? false,
+    bodyLimit: BODY_LIMIT,
+    // An X-Request-ID from the caller is kept (and echoed) when it is sane; else we mint one.
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    ajv: {
+      // Reject, never repair: no dropped unknown fields, no "60" accepted as 60.
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false },
+    },
+    routerOptions: { maxParamLength: 512 },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).type('application/problem+json').send(problem('NOT_FOUND', `no route for ${request.method} ${request.url.split('?')[0]}`));
+  });
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  // Strings that Postgres' jsonb cannot hold (NUL, lone surrogates) are refused up front,
+  // so a bad body is a 400 and never a failed write.
+  app.addHook('preValidation', async (request) => {
+    const bad = findUnstorableString(request.body, '');
+    if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad || 'body'} contains a NUL character or an unpaired surrogate`);
+  });
+
+  const expected = digest(deps.adminToken);
+  app.addHook('onRequest', async (request) => {
+    if (!request.url.startsWith('/v1/')) return;
+    const header = request.headers.authorization;
+    const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,4096})$/.exec(header) : null;
+    // Compare digests in constant time; the token itself is never logged or echoed.
+    if (!match || !timingSafeEqual(digest(match[1]!), expected)) {
+      throw new LeashError('UNAUTHENTICATED', 'an operator bearer token is required');
+    }
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Leash', version: '0.1.0', description: 'Agent registry and lifecycle API (SPEC §7).' },
+      components: { securitySchemes: { operator: { type: 'http', scheme: 'bearer' } } },
+      security: [{ operator: [] }],
+    },
+  });
+
+  await app.register(healthRoutes, deps);
+  await app.register(principalRoutes, deps);
+  await app.register(agentRoutes, deps);
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+function findUnstorableString(value: unknown, path: string): string | null {
+  if (typeof value === 'string') return value.includes('\u0000') || !(value as string & { isWellFormed(): boolean }).isWellFormed() ? path : null;
+  if (Array.isArray(value)) {
+    for (const [i, v] of value.entries()) {
+      const bad = findUnstorableString(v, `${path}/${i}`);
+      if (bad !== null) return bad;
+    }
+    return null;
+  }
+  if (value !== null && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      const bad = findUnstorableString(k, `${path}/${k}`) ?? findUnstorableString(v, `${path}/${k}`);
+      if (bad !== null) return bad;
+    }
+  }
+  return null;
+}

@@ -1,0 +1,206 @@
+import { LeashError } from '../errors.ts';
+
+// The agent aggregate: events, state, decide, evolve. Pure: no I/O, no clock, no ids.
+
+export type AgentStatus = 'discovered' | 'registered' | 'active' | 'suspended' | 'revoked' | 'quarantined' | 'retired';
+export const agentStatuses: readonly AgentStatus[] = ['discovered', 'registered', 'active', 'suspended', 'revoked', 'quarantined', 'retired'];
+
+export type RevocationMode = 'immediate' | 'graceful' | 'quarantine';
+
+export interface Provenance {
+  model: string;
+  modelVersion: string;
+  environment: 'production' | 'staging' | 'sandbox';
+}
+
+/** What an agent's bearer JWTs must satisfy (SPEC §2). Keys are public JWKs or a JWKS URL. */
+export interface CredentialPins {
+  issuer: string;
+  audience: string | string[];
+  algorithms: string[];
+  clockSkewSeconds: number;
+  maxTokenLifetimeSeconds: number;
+  jwks?: { keys: Record<string, unknown>[] };
+  jwksUri?: string;
+}
+
+/** A Cedar template linked to this agent with slot values. */
+export interface TemplateLink {
+  template: string;
+  values: Record<string, unknown>;
+}
+
+export type AgentEvent =
+  | { type: 'AgentDiscovered'; data: { id: string; source: string; fingerprint: string; firstSeen: string; lastSeen: string } }
+  | {
+      type: 'AgentRegistered';
+      data: {
+        id: string;
+        owner: string;
+        purpose: string;
+        provenance: Provenance;
+        trustScore: number;
+        groups: string[];
+        tags: string[];
+        credentials: CredentialPins;
+        ceiling: TemplateLink | null;
+      };
+    }
+  | { type: 'AgentAuthorized'; data: { grants: TemplateLink[]; tokensNotBefore: string } }
+  | { type: 'AgentSuspended'; data: { reason: string } }
+  | { type: 'CredentialRotated'; data: { credentials: CredentialPins; tokensNotBefore: string } }
+  | { type: 'AgentRevoked'; data: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number; tokensNotBefore: string } }
+  | { type: 'AgentRetired'; data: { reason: string } };
+
+export type AgentEventType = AgentEvent['type'];
+
+export interface CommandMetadata {
+  now: Date;
+}
+
+export type AgentCommand =
+  | { type: 'DiscoverAgent'; data: { id: string; source: string; fingerprint: string }; metadata: CommandMetadata }
+  | { type: 'RegisterAgent'; data: AgentRegistration; metadata: CommandMetadata }
+  | { type: 'AuthorizeAgent'; data: { grants: TemplateLink[] }; metadata: CommandMetadata }
+  | { type: 'SuspendAgent'; data: { reason: string }; metadata: CommandMetadata }
+  | { type: 'RotateCredentials'; data: { credentials: CredentialPins }; metadata: CommandMetadata }
+  | { type: 'RevokeAgent'; data: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number }; metadata: CommandMetadata }
+  | { type: 'RetireAgent'; data: { reason: string }; metadata: CommandMetadata };
+
+export type AgentRegistration = Extract<AgentEvent, { type: 'AgentRegistered' }>['data'];
+
+export interface AgentRecord extends Omit<AgentRegistration, 'owner' | 'credentials'> {
+  status: AgentStatus;
+  /** Absent while the agent is only discovered (a shadow agent). */
+  owner: string | null;
+  credentials: CredentialPins | null;
+  grants: TemplateLink[];
+  /** Tokens issued before this instant never verify (authorize, rotate, revoke move it). */
+  tokensNotBefore: string | null;
+  discovery: { source: string; fingerprint: string; firstSeen: string; lastSeen: string } | null;
+  revocation: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number; at: string } | null;
+  suspension: { reason: string; at: string } | null;
+  retirement: { reason: string; at: string } | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type AgentState = { status: 'none' } | AgentRecord;
+
+export const initialAgentState = (): AgentState => ({ status: 'none' });
+
+/** The SPEC §2 transition table: which states each command may start from. */
+export const allowedFrom: Record<AgentCommand['type'], readonly (AgentStatus | 'none')[]> = {
+  DiscoverAgent: ['none'],
+  RegisterAgent: ['none', 'discovered'],
+  AuthorizeAgent: ['registered', 'suspended', 'quarantined', 'revoked'],
+  SuspendAgent: ['active'],
+  RotateCredentials: ['registered', 'active'],
+  RevokeAgent: ['discovered', 'registered', 'active', 'suspended', 'quarantined'],
+  RetireAgent: ['discovered', 'registered', 'active', 'suspended', 'revoked', 'quarantined'],
+};
+
+export function decideAgent(command: AgentCommand, state: AgentState): AgentEvent[] {
+  const from = state.status;
+  if (!allowedFrom[command.type].includes(from)) throw refused(command.type, from);
+  const at = command.metadata.now.toISOString();
+
+  switch (command.type) {
+    case 'DiscoverAgent':
+      return [{ type: 'AgentDiscovered', data: { ...command.data, firstSeen: at, lastSeen: at } }];
+    case 'RegisterAgent':
+      return [{ type: 'AgentRegistered', data: command.data }];
+    case 'AuthorizeAgent':
+      return [{ type: 'AgentAuthorized', data: { grants: command.data.grants, tokensNotBefore: at } }];
+    case 'SuspendAgent':
+      return [{ type: 'AgentSuspended', data: command.data }];
+    case 'RotateCredentials':
+      return [{ type: 'CredentialRotated', data: { credentials: command.data.credentials, tokensNotBefore: at } }];
+    case 'RevokeAgent':
+      // Quarantining an agent that is already quarantined changes nothing: refuse it.
+      if (command.data.mode === 'quarantine' && from === 'quarantined') throw refused(command.type, from);
+      return [{ type: 'AgentRevoked', data: { ...command.data, tokensNotBefore: at } }];
+    case 'RetireAgent':
+      return [{ type: 'AgentRetired', data: command.data }];
+    default:
+      return assertNever(command);
+  }
+}
+
+export function evolveAgent(state: AgentState, event: AgentEvent, at: Date): AgentState {
+  const when = at.toISOString();
+  if (event.type === 'AgentDiscovered') {
+    const { id, ...discovery } = event.data;
+    return {
+      id,
+      status: 'discovered',
+      owner: null,
+      purpose: '',
+      provenance: { model: '', modelVersion: '', environment: 'sandbox' },
+      trustScore: 0,
+      groups: [],
+      tags: [],
+      credentials: null,
+      ceiling: null,
+      grants: [],
+      tokensNotBefore: null,
+      discovery,
+      revocation: null,
+      suspension: null,
+      retirement: null,
+      createdAt: when,
+      updatedAt: when,
+    };
+  }
+  if (event.type === 'AgentRegistered') {
+    const discovery = state.status === 'none' ? null : state.discovery;
+    const createdAt = state.status === 'none' ? when : state.createdAt;
+    return {
+      ...event.data,
+      status: 'registered',
+      grants: [],
+      tokensNotBefore: when,
+      discovery,
+      revocation: null,
+      suspension: null,
+      retirement: null,
+      createdAt,
+      updatedAt: when,
+    };
+  }
+  if (state.status === 'none') return state; // cannot happen in a valid stream
+  const next = { ...state, updatedAt: when };
+  switch (event.type) {
+    case 'AgentAuthorized':
+      return { ...next, status: 'active', grants: event.data.grants, tokensNotBefore: event.data.tokensNotBefore, revocation: null, suspension: null };
+    case 'AgentSuspended':
+      return { ...next, status: 'suspended', suspension: { reason: event.data.reason, at: when } };
+    case 'CredentialRotated':
+      return { ...next, credentials: event.data.credentials, tokensNotBefore: event.data.tokensNotBefore };
+    case 'AgentRevoked': {
+      const { tokensNotBefore, ...revocation } = event.data;
+      return {
+        ...next,
+        status: event.data.mode === 'quarantine' ? 'quarantined' : 'revoked',
+        tokensNotBefore,
+        revocation: { ...revocation, at: when },
+      };
+    }
+    case 'AgentRetired':
+      return { ...next, status: 'retired', retirement: { reason: event.data.reason, at: when } };
+    default:
+      return assertNever(event);
+  }
+}
+
+function refused(command: AgentCommand['type'], from: AgentStatus | 'none'): LeashError {
+  if (from === 'none') return new LeashError('AGENT_NOT_FOUND', `no agent with this id (${command} needs an existing agent)`);
+  return new LeashError('INVALID_TRANSITION', `${command} is not allowed for an agent that is ${from}`, {
+    currentState: from,
+    command,
+  });
+}
+
+export function assertNever(x: never): never {
+  throw new Error(`unhandled case: ${JSON.stringify(x)}`);
+}

@@ -1,0 +1,72 @@
+import type { StoredEvent } from '../store/event-store.ts';
+import type { AgentEvent, AgentRecord, AgentStatus } from './agent.ts';
+import type { GroupEvent, GroupRecord, HumanEvent, HumanRecord } from './principals.ts';
+import { agentAggregate, groupAggregate, humanAggregate } from './streams.ts';
+
+export interface Versioned<T> {
+  record: T;
+  version: number;
+}
+
+export interface AgentFilter {
+  status?: AgentStatus;
+  owner?: string;
+  tag?: string;
+}
+
+/**
+ * The registry as of `position`: every agent, human and group, folded from the log with
+ * the same `evolve` functions the deciders use. Pure and in memory; the caller feeds it
+ * events in log order.
+ */
+export class RegistryView {
+  position = 0;
+  readonly agents = new Map<string, Versioned<AgentRecord>>();
+  readonly humans = new Map<string, Versioned<HumanRecord>>();
+  readonly groups = new Map<string, Versioned<GroupRecord>>();
+
+  apply(e: StoredEvent): void {
+    if (e.position <= this.position) return; // already folded
+    const id = e.streamId.slice(e.streamType.length + 1);
+    switch (e.streamType) {
+      case agentAggregate.streamType: {
+        const prev = this.agents.get(id)?.record ?? agentAggregate.initialState();
+        const next = agentAggregate.evolve(prev, e as unknown as AgentEvent, e.at);
+        if (next.status !== 'none') this.agents.set(id, { record: next, version: e.version });
+        break;
+      }
+      case humanAggregate.streamType: {
+        const prev = this.humans.get(id);
+        const next = humanAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as HumanEvent, e.at);
+        if (next.status !== 'none') this.humans.set(id, { record: withoutStatus(next), version: e.version });
+        break;
+      }
+      case groupAggregate.streamType: {
+        const prev = this.groups.get(id);
+        const next = groupAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as GroupEvent, e.at);
+        if (next.status !== 'none') this.groups.set(id, { record: withoutStatus(next), version: e.version });
+        break;
+      }
+      default:
+        break; // streams of later features (policies, decisions) are folded elsewhere
+    }
+    this.position = e.position;
+  }
+
+  listAgents(filter: AgentFilter): Versioned<AgentRecord>[] {
+    const out: Versioned<AgentRecord>[] = [];
+    for (const a of this.agents.values()) {
+      const r = a.record;
+      if (filter.status && r.status !== filter.status) continue;
+      if (filter.owner && r.owner !== filter.owner) continue;
+      if (filter.tag && !r.tags.includes(filter.tag)) continue;
+      out.push(a);
+    }
+    return out.sort((x, y) => (x.record.id < y.record.id ? -1 : x.record.id > y.record.id ? 1 : 0));
+  }
+}
+
+function withoutStatus<T extends { status: string }>(s: T): Omit<T, 'status'> {
+  const { status: _status, ...rest } = s;
+  return rest;
+}

@@ -1,0 +1,303 @@
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { LeashError } from '../errors.ts';
+import type { Database, EventsTable } from './events.table.ts';
+import { eventHash, GENESIS_HASH } from './hash-chain.ts';
+
+export interface EventMetadata {
+  /** Who caused it: `operator`, `operator:<sub>`, a node id… never a token. */
+  actor?: string;
+  /** sha-256 of the request that produced it, to tell a retry from a reused key. */
+  requestHash?: string;
+  [key: string]: unknown;
+}
+
+export interface NewEvent {
+  type: string;
+  data: Record<string, unknown>;
+}
+
+export interface StoredEvent<D = any> {
+  position: number;
+  streamId: string;
+  streamType: string;
+  version: number;
+  type: string;
+  data: D;
+  metadata: EventMetadata;
+  at: Date;
+  idempotencyKey: string | null;
+  prevHash: string;
+  hash: string;
+}
+
+/** A number is the stream version the caller last saw (0: the stream must not exist yet). */
+export type ExpectedVersion = number | 'any';
+
+export interface AppendRequest {
+  streamId: string;
+  streamType: string;
+  expectedVersion: ExpectedVersion;
+  events: NewEvent[];
+  /** Time comes from the caller (the command), never from inside the store. */
+  at: Date;
+  metadata?: EventMetadata;
+  idempotencyKey?: string;
+}
+
+export type AppendOutcome =
+  | { kind: 'appended'; events: StoredEvent[]; version: number; position: number }
+  /** The idempotency key was already used: nothing was appended. */
+  | { kind: 'duplicate'; streamId: string; version: number; position: number; requestHash: string | undefined };
+
+interface Pending {
+  request: AppendRequest;
+  resolve: (outcome: AppendOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** Serialises appenders across every node sharing the database; see `appendBatch`. */
+const APPEND_LOCK = 0x6c65617368; // "leash"
+
+export const EVENTS_CHANNEL = 'leash_events';
+
+/**
+ * The Postgres event log. Appends are group-committed: requests that arrive while a
+ * transaction is in flight are written together in the next one, each checked on its own
+ * (expected version, idempotency key), so one fsync serves many writers.
+ */
+export class EventStore {
+  private readonly queue: Pending[] = [];
+  private flushing = false;
+  private readonly listeners = new Set<(position: number) => void>();
+
+  constructor(
+    readonly db: Kysely<Database>,
+    private readonly maxBatch = 256,
+  ) {}
+
+  append(request: AppendRequest): Promise<AppendOutcome> {
+    if (request.events.length === 0) return Promise.reject(new Error('append needs at least one event'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ request, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  /** Called with the last committed position after each commit made by this process. */
+  onCommit(listener: (position: number) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  readStream(streamId: string, upToVersion?: number): Promise<StoredEvent[]> {
+    return readStream(this.db, streamId, upToVersion);
+  }
+
+  readAll(afterPosition: number, limit: number): Promise<StoredEvent[]> {
+    return readAll(this.db, afterPosition, limit);
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, this.maxBatch);
+        try {
+          await this.commit(batch);
+        } catch (err) {
+          if (batch.length === 1) {
+            batch[0]!.reject(err);
+            continue;
+          }
+          // One poisoned request must not fail its neighbours: retry each on its own.
+          for (const pending of batch) {
+            await this.commit([pending]).catch(pending.reject);
+          }
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private async commit(batch: Pending[]): Promise<void> {
+    const outcomes = await this.db.transaction().execute((trx) => appendBatch(trx, batch.map((p) => p.request)));
+    let last = 0;
+    outcomes.forEach((outcome, i) => {
+      const pending = batch[i]!;
+      if (outcome instanceof Error) return pending.reject(outcome);
+      if (outcome.kind === 'appended') last = Math.max(last, outcome.position);
+      pending.resolve(outcome);
+    });
+    if (last > 0) for (const listener of this.listeners) listener(last);
+  }
+}
+
+/**
+ * Appends a batch in one transaction. The advisory lock makes appenders take turns, on
+ * this node and every other: positions are handed out `head + 1, head + 2, …` and commit
+ * in that order, so the log has no gaps and the hash chain has one well-defined head.
+ */
+export async function appendBatch(trx: Transaction<Database>, requests: AppendRequest[]): Promise<(AppendOutcome | LeashError)[]> {
+  await sql`select pg_advisory_xact_lock(${APPEND_LOCK})`.execute(trx);
+  const head = await readHead(trx);
+  const versions = await readStreamVersions(trx, [...new Set(requests.map((r) => r.streamId))]);
+  const keys = requests.flatMap((r) => (r.idempotencyKey ? [r.idempotencyKey] : []));
+  const used = await readIdempotencyKeys(trx, keys);
+
+  let position = head.position;
+  let prevHash = head.hash;
+  const rows: StoredEvent[] = [];
+  const outcomes = requests.map((req): AppendOutcome | LeashError => {
+    const earlier = req.idempotencyKey ? used.get(req.idempotencyKey) : undefined;
+    if (earlier) return { kind: 'duplicate', ...earlier };
+    const current = versions.get(req.streamId) ?? 0;
+    if (req.expectedVersion !== 'any' && req.expectedVersion !== current) {
+      return new LeashError('VERSION_MISMATCH', `stream ${req.streamId} is at version ${current}, not ${req.expectedVersion}`, {
+        expectedVersion: req.expectedVersion,
+        currentVersion: current,
+      });
+    }
+    const stored = req.events.map((e, i): StoredEvent => {
+      const last = i === req.events.length - 1;
+      const event: Omit<StoredEvent, 'hash'> = {
+        position: ++position,
+        streamId: req.streamId,
+        streamType: req.streamType,
+        version: current + i + 1,
+        type: e.type,
+        data: e.data,
+        metadata: req.metadata ?? {},
+        at: req.at,
+        // The key marks the append as a whole, so it sits on its last event.
+        idempotencyKey: last ? (req.idempotencyKey ?? null) : null,
+        prevHash,
+      };
+      prevHash = eventHash(prevHash, event);
+      return { ...event, hash: prevHash };
+    });
+    rows.push(...stored);
+    const tail = stored[stored.length - 1]!;
+    versions.set(req.streamId, tail.version);
+    if (req.idempotencyKey) {
+      used.set(req.idempotencyKey, {
+        streamId: req.streamId,
+        version: tail.version,
+        position: tail.position,
+        requestHash: req.metadata?.requestHash,
+      });
+    }
+    return { kind: 'appended', events: stored, version: tail.version, position: tail.position };
+  });
+
+  if (rows.length > 0) {
+    await insertEvents(trx, rows);
+    await sql`select pg_notify(${EVENTS_CHANNEL}, ${String(position)})`.execute(trx);
+  }
+  return outcomes;
+}
+
+const INSERT_CHUNK = 1000; // 11 parameters a row, far below Postgres' 65535
+
+export async function insertEvents(db: Db, events: StoredEvent[]): Promise<void> {
+  for (let i = 0; i < events.length; i += INSERT_CHUNK) {
+    await db
+      .insertInto('events')
+      .values(
+        events.slice(i, i + INSERT_CHUNK).map((e) => ({
+          position: e.position,
+          stream_id: e.streamId,
+          stream_type: e.streamType,
+          version: e.version,
+          type: e.type,
+          data: JSON.stringify(e.data),
+          metadata: JSON.stringify(e.metadata),
+          recorded_at: e.at,
+          idempotency_key: e.idempotencyKey,
+          prev_hash: e.prevHash,
+          hash: e.hash,
+        })),
+      )
+      .execute();
+  }
+}
+
+export async function readHead(db: Db): Promise<{ position: number; hash: string }> {
+  const row = await db.selectFrom('events').select(['position', 'hash']).orderBy('position', 'desc').limit(1).executeTakeFirst();
+  return row ? { position: Number(row.position), hash: row.hash } : { position: 0, hash: GENESIS_HASH };
+}
+
+export async function readStreamVersions(db: Db, streamIds: string[]): Promise<Map<string, number>> {
+  if (streamIds.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('events')
+    .select(['stream_id', (eb) => eb.fn.max('version').as('version')])
+    .where('stream_id', 'in', streamIds)
+    .groupBy('stream_id')
+    .execute();
+  return new Map(rows.map((r) => [r.stream_id, Number(r.version)]));
+}
+
+type KeyUse = { streamId: string; version: number; position: number; requestHash: string | undefined };
+
+export async function readIdempotencyKeys(db: Db, keys: string[]): Promise<Map<string, KeyUse>> {
+  if (keys.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('events')
+    .select(['idempotency_key', 'stream_id', 'version', 'position', 'metadata'])
+    .where('idempotency_key', 'in', keys)
+    .execute();
+  return new Map(
+    rows.map((r) => [
+      r.idempotency_key!,
+      {
+        streamId: r.stream_id,
+        version: r.version,
+        position: Number(r.position),
+        requestHash: (r.metadata as EventMetadata).requestHash,
+      },
+    ]),
+  );
+}
+
+export async function readStream(db: Db, streamId: string, upToVersion?: number): Promise<StoredEvent[]> {
+  let query = db.selectFrom('events').selectAll().where('stream_id', '=', streamId);
+  if (upToVersion !== undefined) query = query.where('version', '<=', upToVersion);
+  return (await query.orderBy('version').execute()).map(toStoredEvent);
+}
+
+/**
+ * Events after `afterPosition`, in log order, for catch-up readers. Only rows of
+ * transactions older than every transaction still running are returned, so a reader can
+ * never move past an event whose transaction commits late (the emmett rule). Appenders
+ * also commit in position order under the append lock; this guard does not rely on it.
+ */
+export async function readAll(db: Db, afterPosition: number, limit: number): Promise<StoredEvent[]> {
+  const rows = await db
+    .selectFrom('events')
+    .selectAll()
+    .where('position', '>', String(afterPosition))
+    .where(sql<boolean>`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`)
+    .orderBy('position')
+    .limit(limit)
+    .execute();
+  return rows.map(toStoredEvent);
+}
+
+export function toStoredEvent(r: Selectable<EventsTable>): StoredEvent {
+  return {
+    position: Number(r.position),
+    streamId: r.stream_id,
+    streamType: r.stream_type,
+    version: r.version,
+    type: r.type,
+    data: r.data,
+    metadata: r.metadata as EventMetadata,
+    at: r.recorded_at instanceof Date ? r.recorded_at : new Date(r.recorded_at),
+    idempotencyKey: r.idempotency_key,
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  };
+}

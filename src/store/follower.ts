@@ -1,0 +1,85 @@
+import type { EventStore, StoredEvent } from './event-store.ts';
+
+export interface Fold {
+  position: number;
+  apply(event: StoredEvent): void;
+}
+
+export interface FollowerStatus {
+  caughtUp: boolean;
+  position: number;
+  lastError: string | null;
+  lastSyncAt: Date | null;
+}
+
+/**
+ * Keeps an in-memory fold caught up with the log: at start, after every local commit, and
+ * on a poll for other nodes' appends. Reads are serialised and coalesced: however many
+ * callers ask, at most one read runs and one more waits behind it.
+ */
+export class Follower {
+  private inflight: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private unsubscribe: (() => void) | null = null;
+  readonly status: FollowerStatus = { caughtUp: false, position: 0, lastError: null, lastSyncAt: null };
+
+  constructor(
+    private readonly store: EventStore,
+    private readonly fold: Fold,
+    private readonly options: { pageSize?: number; pollMs?: number } = {},
+  ) {}
+
+  /** Catches up from the fold's position, then keeps following. */
+  async start(): Promise<void> {
+    await this.sync();
+    this.unsubscribe = this.store.onCommit(() => void this.sync().catch(() => {}));
+    this.timer = setInterval(() => void this.sync().catch(() => {}), this.options.pollMs ?? 250);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.unsubscribe?.();
+    this.timer = null;
+    this.unsubscribe = null;
+  }
+
+  sync(): Promise<void> {
+    if (this.queued) return this.queued;
+    if (!this.inflight) return (this.inflight = this.read());
+    this.queued = this.inflight
+      .catch(() => {})
+      .then(() => {
+        this.queued = null;
+        return (this.inflight = this.read());
+      });
+    return this.queued;
+  }
+
+  /** Resolves once the fold has applied `position` (read-your-writes after an append). */
+  async waitFor(position: number, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.fold.position < position) {
+      if (Date.now() > deadline) throw new Error(`projection did not reach position ${position} within ${timeoutMs} ms`);
+      await this.sync();
+    }
+  }
+
+  private async read(): Promise<void> {
+    const pageSize = this.options.pageSize ?? 5000;
+    try {
+      for (;;) {
+        const page = await this.store.readAll(this.fold.position, pageSize);
+        for (const event of page) this.fold.apply(event);
+        if (page.length < pageSize) break;
+      }
+      Object.assign(this.status, { caughtUp: true, lastError: null, lastSyncAt: new Date(), position: this.fold.position });
+    } catch (err) {
+      this.status.lastError = (err as Error).message;
+      throw err;
+    } finally {
+      this.inflight = null;
+    }
+  }
+}
