@@ -1,0 +1,142 @@
+import { describe, expect, it } from 'vitest';
+import { LeashError } from '../../src/errors.ts';
+import {
+  decideAgent, evolveAgent, initialAgentState, type AgentCommand, type AgentEvent, type AgentRecord, type AgentState,
+  type CredentialPins,
+} from '../../src/registry/agent.ts';
+import { decideGroup, decideHuman, evolveHuman, initialGroupState, initialHumanState } from '../../src/registry/principals.ts';
+
+// Given events, when a command, then events or a refusal. The expected table below is
+// SPEC §2 written out by hand, not derived from the code under test.
+
+const t0 = new Date('2026-11-23T09:00:00.000Z');
+const now = new Date('2026-11-23T10:00:00.000Z');
+const pins: CredentialPins = { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 300, jwksUri: 'https://idp.example/jwks' };
+const registration = {
+  id: 'bot', owner: 'alice', purpose: 'pay invoices', provenance: { model: 'm', modelVersion: '1', environment: 'production' as const },
+  trustScore: 60, groups: ['finance-agents'], tags: ['finance'], credentials: pins, ceiling: { template: 'ceiling', values: {} },
+};
+
+const ev = {
+  discovered: { type: 'AgentDiscovered', data: { id: 'bot', source: 'gateway', fingerprint: 'fp', firstSeen: t0.toISOString(), lastSeen: t0.toISOString() } },
+  registered: { type: 'AgentRegistered', data: registration },
+  authorized: { type: 'AgentAuthorized', data: { grants: [], tokensNotBefore: t0.toISOString() } },
+  suspended: { type: 'AgentSuspended', data: { reason: 'anomaly' } },
+  revoked: { type: 'AgentRevoked', data: { mode: 'immediate', reason: 'x', tokensNotBefore: t0.toISOString() } },
+  quarantined: { type: 'AgentRevoked', data: { mode: 'quarantine', reason: 'x', tokensNotBefore: t0.toISOString() } },
+  retired: { type: 'AgentRetired', data: { reason: 'done' } },
+} satisfies Record<string, AgentEvent>;
+
+/** Event histories that put an agent in each state. */
+const histories: Record<string, AgentEvent[]> = {
+  none: [],
+  discovered: [ev.discovered],
+  registered: [ev.registered],
+  active: [ev.registered, ev.authorized],
+  suspended: [ev.registered, ev.authorized, ev.suspended],
+  revoked: [ev.registered, ev.authorized, ev.revoked],
+  quarantined: [ev.registered, ev.authorized, ev.quarantined],
+  retired: [ev.registered, ev.retired],
+};
+
+const given = (events: AgentEvent[]): AgentState => events.reduce((s, e) => evolveAgent(s, e, t0), initialAgentState());
+
+const commands: Record<string, AgentCommand> = {
+  discover: { type: 'DiscoverAgent', data: { id: 'bot', source: 'gateway', fingerprint: 'fp' }, metadata: { now } },
+  register: { type: 'RegisterAgent', data: registration, metadata: { now } },
+  authorize: { type: 'AuthorizeAgent', data: { grants: [{ template: 'reader', values: {} }] }, metadata: { now } },
+  suspend: { type: 'SuspendAgent', data: { reason: 'anomaly' }, metadata: { now } },
+  rotate: { type: 'RotateCredentials', data: { credentials: { ...pins, issuer: 'https://new.example' } }, metadata: { now } },
+  revoke: { type: 'RevokeAgent', data: { mode: 'immediate', reason: 'compromised' }, metadata: { now } },
+  quarantine: { type: 'RevokeAgent', data: { mode: 'quarantine', reason: 'suspicious' }, metadata: { now } },
+  retire: { type: 'RetireAgent', data: { reason: 'decommissioned' }, metadata: { now } },
+};
+
+/** SPEC §2: for each command, the states it may start from and the state it leads to. */
+const table: Record<string, Record<string, string>> = {
+  discover: { none: 'discovered' },
+  register: { none: 'registered', discovered: 'registered' },
+  authorize: { registered: 'active', suspended: 'active', quarantined: 'active', revoked: 'active' },
+  suspend: { active: 'suspended' },
+  rotate: { registered: 'registered', active: 'active' },
+  revoke: { discovered: 'revoked', registered: 'revoked', active: 'revoked', suspended: 'revoked', quarantined: 'revoked' },
+  quarantine: { discovered: 'quarantined', registered: 'quarantined', active: 'quarantined', suspended: 'quarantined' },
+  retire: { discovered: 'retired', registered: 'retired', active: 'retired', suspended: 'retired', revoked: 'retired', quarantined: 'retired' },
+};
+
+const cases = Object.entries(commands).flatMap(([name, command]) =>
+  Object.keys(histories).map((from) => ({ name, command, from, to: table[name]![from] })),
+);
+
+describe('agent decider: every command from every state', () => {
+  it.each(cases.filter((c) => c.to))('$name from $from → $to', ({ command, from, to }) => {
+    const state = given(histories[from]!);
+    const events = decideAgent(command, state);
+    expect(events).toHaveLength(1);
+    const after = events.reduce((s, e) => evolveAgent(s, e, now), state);
+    expect(after.status).toBe(to);
+  });
+
+  it.each(cases.filter((c) => !c.to && c.from !== 'none'))('$name from $from is refused with INVALID_TRANSITION naming $from', ({ command, from }) => {
+    const state = given(histories[from]!);
+    const err = (() => {
+      try {
+        decideAgent(command, state);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(LeashError);
+    expect(err).toMatchObject({ code: 'INVALID_TRANSITION', status: 409, details: { currentState: from } });
+  });
+
+  it.each(cases.filter((c) => !c.to && c.from === 'none'))('$name on an unknown agent is AGENT_NOT_FOUND', ({ command }) => {
+    expect(() => decideAgent(command, initialAgentState())).toThrow(expect.objectContaining({ code: 'AGENT_NOT_FOUND' }));
+  });
+});
+
+describe('agent decider: what the events carry', () => {
+  it('register after discovery keeps the discovery record and takes the owner', () => {
+    const state = given([ev.discovered]);
+    const after = decideAgent(commands.register!, state).reduce((s, e) => evolveAgent(s, e, now), state) as AgentRecord;
+    expect(after).toMatchObject({ status: 'registered', owner: 'alice', discovery: { source: 'gateway', fingerprint: 'fp' }, createdAt: t0.toISOString() });
+  });
+
+  it('authorize, rotate and revoke move tokensNotBefore to the command time, so earlier tokens die', () => {
+    for (const [name, from] of [['authorize', 'registered'], ['rotate', 'active'], ['revoke', 'active']] as const) {
+      const [event] = decideAgent(commands[name]!, given(histories[from]!));
+      expect(event!.data).toMatchObject({ tokensNotBefore: now.toISOString() });
+    }
+  });
+
+  it('rotate replaces the pins; authorize replaces the grants and clears a revocation', () => {
+    const rotated = decideAgent(commands.rotate!, given(histories.active!)).reduce((s, e) => evolveAgent(s, e, now), given(histories.active!)) as AgentRecord;
+    expect(rotated.credentials?.issuer).toBe('https://new.example');
+    const reauthorized = decideAgent(commands.authorize!, given(histories.revoked!)).reduce((s, e) => evolveAgent(s, e, now), given(histories.revoked!)) as AgentRecord;
+    expect(reauthorized).toMatchObject({ status: 'active', revocation: null, grants: [{ template: 'reader', values: {} }] });
+  });
+
+  it('revoke records mode, reason and grace period', () => {
+    const graceful: AgentCommand = { type: 'RevokeAgent', data: { mode: 'graceful', reason: 'rotation', gracePeriodSeconds: 30 }, metadata: { now } };
+    const state = given(histories.active!);
+    const after = decideAgent(graceful, state).reduce((s, e) => evolveAgent(s, e, now), state) as AgentRecord;
+    expect(after).toMatchObject({ status: 'revoked', revocation: { mode: 'graceful', reason: 'rotation', gracePeriodSeconds: 30, at: now.toISOString() } });
+  });
+});
+
+describe('human and group deciders', () => {
+  it('registers a human once; a second registration is ALREADY_EXISTS', () => {
+    const cmd = { type: 'RegisterHuman' as const, data: { id: 'alice', email: 'alice@example.com', groups: [] }, metadata: { now } };
+    const events = decideHuman(cmd, initialHumanState());
+    expect(events).toEqual([{ type: 'HumanRegistered', data: cmd.data }]);
+    const state = evolveHuman(initialHumanState(), events[0]!, now);
+    expect(() => decideHuman(cmd, state)).toThrow(expect.objectContaining({ code: 'ALREADY_EXISTS' }));
+  });
+
+  it('registers a group; it cannot be its own parent', () => {
+    expect(decideGroup({ type: 'RegisterGroup', data: { id: 'finance', parents: [] }, metadata: { now } }, initialGroupState())).toHaveLength(1);
+    expect(() => decideGroup({ type: 'RegisterGroup', data: { id: 'finance', parents: ['finance'] }, metadata: { now } }, initialGroupState())).toThrow(
+      expect.objectContaining({ code: 'VALIDATION_FAILED' }),
+    );
+  });
+});

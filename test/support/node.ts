@@ -1,0 +1,75 @@
+import { exportJWK, generateKeyPair } from 'jose';
+import type { Backend } from '../../src/store/connect.ts';
+import { startNode, type LeashNode } from '../../src/node.ts';
+
+export const ADMIN_TOKEN = 'test-operator-token-0123456789abcdef';
+
+export interface TestNode extends LeashNode {
+  /** An operator call through fastify.inject; `token: null` sends none. */
+  api(method: string, url: string, body?: unknown, headers?: Record<string, string>, token?: string | null): Promise<{ status: number; headers: Record<string, unknown>; body: any }>;
+  /** Everything in the log, for "nothing was appended" checks. */
+  eventCount(): Promise<number>;
+}
+
+export async function startTestNode(backend: Backend): Promise<TestNode> {
+  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, nodeId: 'test-node', pollMs: 50 });
+  return {
+    ...node,
+    async api(method, url, body, headers = {}, token = ADMIN_TOKEN) {
+      const res = await node.app.inject({
+        method: method as 'GET',
+        url,
+        headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+        ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+      });
+      let parsed: unknown = res.body;
+      try {
+        parsed = JSON.parse(res.body);
+      } catch {
+        // not JSON; keep the text
+      }
+      return { status: res.statusCode, headers: res.headers, body: parsed };
+    },
+    async eventCount() {
+      return (await node.store.readAll(0, 1_000_000)).length;
+    },
+  };
+}
+
+const { publicKey } = await generateKeyPair('ES256', { extractable: true });
+export const publicJwk = { ...(await exportJWK(publicKey)), alg: 'ES256', kid: 'k1' };
+
+export const credentials = (overrides: Record<string, unknown> = {}) => ({
+  issuer: 'https://idp.example',
+  audience: 'leash',
+  algorithms: ['ES256'],
+  clockSkewSeconds: 30,
+  maxTokenLifetimeSeconds: 300,
+  jwks: { keys: [publicJwk] },
+  ...overrides,
+});
+
+export const agentBody = (overrides: Record<string, unknown> = {}) => ({
+  id: 'invoice-bot',
+  owner: 'alice',
+  purpose: 'pay approved invoices',
+  provenance: { model: 'm', modelVersion: '1', environment: 'production' },
+  trustScore: 60,
+  groups: ['finance-agents'],
+  tags: ['finance'],
+  credentials: credentials(),
+  ceiling: { template: 'ceiling-folder', values: { '?resource': { type: 'Folder', id: 'inv' } } },
+  ...overrides,
+});
+
+/** alice in finance, and the finance-agents group, as in SPEC §7. */
+export async function seedPrincipals(node: TestNode): Promise<void> {
+  for (const [url, body] of [
+    ['/v1/groups', { id: 'finance', parents: [] }],
+    ['/v1/groups', { id: 'finance-agents', parents: [] }],
+    ['/v1/humans', { id: 'alice', email: 'alice@example.com', groups: ['finance'] }],
+  ] as const) {
+    const res = await node.api('POST', url, body);
+    if (res.status !== 201) throw new Error(`seeding ${url} failed: ${JSON.stringify(res.body)}`);
+  }
+}
