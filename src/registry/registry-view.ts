@@ -1,11 +1,14 @@
 import type { StoredEvent } from '../store/event-store.ts';
 import type { AgentEvent, AgentRecord, AgentStatus } from './agent.ts';
 import type { GroupEvent, GroupRecord, HumanEvent, HumanRecord } from './principals.ts';
+import { agentEntity, groupEntity, humanEntity, type CedarEntity } from './cedar-entities.ts';
 import { agentAggregate, groupAggregate, humanAggregate } from './streams.ts';
 
 export interface Versioned<T> {
   record: T;
   version: number;
+  /** The same record as Cedar entity JSON. */
+  entity: CedarEntity;
 }
 
 export interface AgentFilter {
@@ -32,25 +35,36 @@ export class RegistryView {
       case agentAggregate.streamType: {
         const prev = this.agents.get(id)?.record ?? agentAggregate.initialState();
         const next = agentAggregate.evolve(prev, e as unknown as AgentEvent, e.at);
-        if (next.status !== 'none') this.agents.set(id, { record: next, version: e.version });
+        if (next.status !== 'none') this.agents.set(id, { record: next, version: e.version, entity: agentEntity(next) });
         break;
       }
       case humanAggregate.streamType: {
         const prev = this.humans.get(id);
         const next = humanAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as HumanEvent, e.at);
-        if (next.status !== 'none') this.humans.set(id, { record: withoutStatus(next), version: e.version });
+        if (next.status !== 'none') {
+          const record = withoutStatus(next);
+          this.humans.set(id, { record, version: e.version, entity: humanEntity(record) });
+        }
         break;
       }
       case groupAggregate.streamType: {
         const prev = this.groups.get(id);
         const next = groupAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as GroupEvent, e.at);
-        if (next.status !== 'none') this.groups.set(id, { record: withoutStatus(next), version: e.version });
+        if (next.status !== 'none') {
+          const record = withoutStatus(next);
+          this.groups.set(id, { record, version: e.version, entity: groupEntity(record) });
+        }
         break;
       }
       default:
         break; // streams of later features (policies, decisions) are folded elsewhere
     }
     this.position = e.position;
+  }
+
+  /** Every agent, human and group as Cedar entities. */
+  entities(): CedarEntity[] {
+    return [...this.groups.values(), ...this.humans.values(), ...this.agents.values()].map((v) => v.entity);
   }
 
   listAgents(filter: AgentFilter): Versioned<AgentRecord>[] {
