@@ -4,11 +4,19 @@ import type { GroupEvent, GroupRecord, HumanEvent, HumanRecord } from './princip
 import { agentEntity, groupEntity, humanEntity, type CedarEntity } from './cedar-entities.ts';
 import { agentAggregate, groupAggregate, humanAggregate } from './streams.ts';
 
-export interface Versioned<T> {
-  record: T;
-  version: number;
-  /** The same record as Cedar entity JSON. */
-  entity: CedarEntity;
+/** A record at a stream version; its Cedar entity is built on first use, not on every event. */
+export class Versioned<T> {
+  private cached: CedarEntity | undefined;
+
+  constructor(
+    readonly record: T,
+    readonly version: number,
+    private readonly toEntity: (record: T) => CedarEntity,
+  ) {}
+
+  get entity(): CedarEntity {
+    return (this.cached ??= this.toEntity(this.record));
+  }
 }
 
 export interface AgentFilter {
@@ -35,7 +43,7 @@ export class RegistryView {
       case agentAggregate.streamType: {
         const prev = this.agents.get(id)?.record ?? agentAggregate.initialState();
         const next = agentAggregate.evolve(prev, e as unknown as AgentEvent, e.at);
-        if (next.status !== 'none') this.agents.set(id, { record: next, version: e.version, entity: agentEntity(next) });
+        if (next.status !== 'none') this.agents.set(id, new Versioned(next, e.version, agentEntity));
         break;
       }
       case humanAggregate.streamType: {
@@ -43,7 +51,7 @@ export class RegistryView {
         const next = humanAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as HumanEvent, e.at);
         if (next.status !== 'none') {
           const record = withoutStatus(next);
-          this.humans.set(id, { record, version: e.version, entity: humanEntity(record) });
+          this.humans.set(id, new Versioned(record, e.version, humanEntity));
         }
         break;
       }
@@ -52,7 +60,7 @@ export class RegistryView {
         const next = groupAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as GroupEvent, e.at);
         if (next.status !== 'none') {
           const record = withoutStatus(next);
-          this.groups.set(id, { record, version: e.version, entity: groupEntity(record) });
+          this.groups.set(id, new Versioned(record, e.version, groupEntity));
         }
         break;
       }

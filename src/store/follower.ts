@@ -69,10 +69,14 @@ export class Follower {
   private async read(): Promise<void> {
     const pageSize = this.options.pageSize ?? 5000;
     try {
+      let next = this.store.readAll(this.fold.position, pageSize);
       for (;;) {
-        const page = await this.store.readAll(this.fold.position, pageSize);
+        const page = await next;
+        const full = page.length === pageSize;
+        // Fetch the next page while this one is folded: the database works meanwhile.
+        if (full) next = this.store.readAll(page[page.length - 1]!.position, pageSize);
         for (const event of page) this.fold.apply(event);
-        if (page.length < pageSize) break;
+        if (!full) break;
       }
       Object.assign(this.status, { caughtUp: true, lastError: null, lastSyncAt: new Date(), position: this.fold.position });
     } catch (err) {
