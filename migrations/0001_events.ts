@@ -38,6 +38,19 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
     create trigger events_no_truncate before truncate on events
     for each statement execute function leash_events_append_only()`.execute(db);
+
+  // Every committed insert wakes the other nodes' followers (LISTEN leash_events); they
+  // read from their own position, so the payload is only a hint.
+  await sql`
+    create function leash_events_notify() returns trigger language plpgsql as $$
+    begin
+      perform pg_notify('leash_events', '');
+      return null;
+    end
+    $$`.execute(db);
+  await sql`
+    create trigger events_notify after insert on events
+    for each statement execute function leash_events_notify()`.execute(db);
 }
 
 export async function down(): Promise<void> {

@@ -4,6 +4,7 @@ import { CommandHandler } from './service/command-handler.ts';
 import { connect, type Backend, type Connection } from './store/connect.ts';
 import { EventStore } from './store/event-store.ts';
 import { Follower } from './store/follower.ts';
+import { listenForCommits } from './store/commit-listener.ts';
 import { migrateToLatest } from './store/migrate.ts';
 import { buildServer, type App } from './http/server.ts';
 
@@ -33,6 +34,8 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const view = new RegistryView();
     const follower = new Follower(store, view, options.pollMs === undefined ? {} : { pollMs: options.pollMs });
     await follower.start();
+    // Other nodes' commits arrive by NOTIFY on a shared Postgres; PGlite has one node only.
+    const listener = options.backend.kind === 'postgres' ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
     const commands = new CommandHandler(store, follower);
     const app = await buildServer({ store, view, follower, commands, adminToken: options.adminToken, nodeId: options.nodeId, logger: options.logger });
     return {
@@ -43,6 +46,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       follower,
       async close() {
         follower.stop();
+        await listener?.close();
         await app.close();
         await connection.db.destroy();
       },

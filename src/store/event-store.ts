@@ -142,8 +142,7 @@ export class EventStore {
  */
 export async function appendBatch(trx: Transaction<Database>, requests: AppendRequest[]): Promise<(AppendOutcome | LeashError)[]> {
   await sql`select pg_advisory_xact_lock(${APPEND_LOCK})`.execute(trx);
-  const head = await readHead(trx);
-  const versions = await readStreamVersions(trx, [...new Set(requests.map((r) => r.streamId))]);
+  const { head, versions } = await readHeadAndVersions(trx, [...new Set(requests.map((r) => r.streamId))]);
   const keys = requests.flatMap((r) => (r.idempotencyKey ? [r.idempotencyKey] : []));
   const used = await readIdempotencyKeys(trx, keys);
 
@@ -192,10 +191,7 @@ export async function appendBatch(trx: Transaction<Database>, requests: AppendRe
     return { kind: 'appended', events: stored, version: tail.version, position: tail.position };
   });
 
-  if (rows.length > 0) {
-    await insertEvents(trx, rows);
-    await sql`select pg_notify(${EVENTS_CHANNEL}, ${String(position)})`.execute(trx);
-  }
+  if (rows.length > 0) await insertEvents(trx, rows); // the insert trigger NOTIFYs other nodes
   return outcomes;
 }
 
@@ -229,15 +225,21 @@ export async function readHead(db: Db): Promise<{ position: number; hash: string
   return row ? { position: Number(row.position), hash: row.hash } : { position: 0, hash: GENESIS_HASH };
 }
 
-export async function readStreamVersions(db: Db, streamIds: string[]): Promise<Map<string, number>> {
-  if (streamIds.length === 0) return new Map();
-  const rows = await db
-    .selectFrom('events')
-    .select(['stream_id', (eb) => eb.fn.max('version').as('version')])
-    .where('stream_id', 'in', streamIds)
-    .groupBy('stream_id')
-    .execute();
-  return new Map(rows.map((r) => [r.stream_id, Number(r.version)]));
+/** The log head and the current version of each stream, in one round trip. */
+export async function readHeadAndVersions(db: Db, streamIds: string[]): Promise<{ head: { position: number; hash: string }; versions: Map<string, number> }> {
+  const { rows } = await sql<{ stream_id: string | null; version: number | null; position: string | null; hash: string | null }>`
+    select null::text as stream_id, null::int as version, position, hash
+      from (select position, hash from events order by position desc limit 1) as head
+    union all
+    select stream_id, max(version), null, null from events
+     where stream_id = any(${streamIds}::text[]) group by stream_id`.execute(db);
+  let head = { position: 0, hash: GENESIS_HASH };
+  const versions = new Map<string, number>();
+  for (const r of rows) {
+    if (r.stream_id === null) head = { position: Number(r.position), hash: r.hash! };
+    else versions.set(r.stream_id, Number(r.version));
+  }
+  return { head, versions };
 }
 
 type KeyUse = { streamId: string; version: number; position: number; requestHash: string | undefined };

@@ -11,8 +11,8 @@ export interface TestNode extends LeashNode {
   eventCount(): Promise<number>;
 }
 
-export async function startTestNode(backend: Backend): Promise<TestNode> {
-  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, nodeId: 'test-node', pollMs: 50 });
+export async function startTestNode(backend: Backend, options: { nodeId?: string; pollMs?: number } = {}): Promise<TestNode> {
+  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, nodeId: options.nodeId ?? 'test-node', pollMs: options.pollMs ?? 50 });
   return {
     ...node,
     async api(method, url, body, headers = {}, token = ADMIN_TOKEN) {

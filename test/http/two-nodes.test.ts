@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { verifyChain } from '../../src/store/hash-chain.ts';
+import { freshPostgres } from '../support/backends.ts';
+import { agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+
+async function eventually(check: () => boolean, timeoutMs = 5000): Promise<number> {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return Date.now() - start;
+}
+
+describe('two nodes sharing one PostgreSQL', () => {
+  it('a node hears the other node\'s commits by NOTIFY, not by polling', async () => {
+    const backend = await freshPostgres();
+    // Polling every minute: only LISTEN/NOTIFY can bring the other node's write in time.
+    const a = await startTestNode(backend, { nodeId: 'a', pollMs: 60_000 });
+    const b = await startTestNode(backend, { nodeId: 'b', pollMs: 60_000 });
+    try {
+      await seedPrincipals(a);
+      await a.api('POST', '/v1/agents', agentBody({ id: 'seen-elsewhere' }));
+      await eventually(() => b.view.agents.get('seen-elsewhere')?.record.status === 'registered', 2000);
+      await b.api('POST', '/v1/agents/seen-elsewhere/revoke', { mode: 'immediate', reason: 'x' });
+      await eventually(() => a.view.agents.get('seen-elsewhere')?.record.status === 'revoked', 2000);
+      expect((await a.api('GET', '/v1/agents/seen-elsewhere')).body.version).toBe(2);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('concurrent writes on both nodes keep one gap-free chain and both views agree', async () => {
+    const backend = await freshPostgres();
+    const nodes: TestNode[] = [await startTestNode(backend, { nodeId: 'a' }), await startTestNode(backend, { nodeId: 'b' })];
+    try {
+      await seedPrincipals(nodes[0]!);
+      await nodes[1]!.follower.sync();
+      const writes = Array.from({ length: 40 }, (_, i) => nodes[i % 2]!.api('POST', '/v1/agents', agentBody({ id: `multi-${i}` })));
+      expect((await Promise.all(writes)).every((r) => r.status === 201)).toBe(true);
+      // Both nodes race to authorize the same agent with the same If-Match: one wins.
+      const race = await Promise.all(nodes.map((n) => n.api('POST', '/v1/agents/multi-0/authorize', { grants: [] }, { 'if-match': '"1"' })));
+      expect(race.map((r) => r.status).sort()).toEqual([200, 412]);
+
+      const events = await nodes[0]!.store.readAll(0, 10_000);
+      expect(events).toHaveLength(3 + 40 + 1);
+      expect(verifyChain(events).ok).toBe(true);
+      await Promise.all(nodes.map((n) => n.follower.sync()));
+      const [viewA, viewB] = await Promise.all(nodes.map(async (n) => (await n.api('GET', '/v1/agents?limit=1000')).body));
+      expect(viewA).toEqual(viewB);
+      expect(viewA.agents).toHaveLength(40);
+    } finally {
+      await Promise.all(nodes.map((n) => n.close()));
+    }
+  });
+});
