@@ -81,7 +81,13 @@ export class CommandHandler {
         if (replay) return replay;
         throw new Error('idempotency key vanished'); // unreachable: keys are never deleted
       }
-      await this.follower.waitFor(outcome.position);
+      await this.follower.waitFor(outcome.position).catch(() => {
+        // Committed, but this node's view lags: say so plainly. A retry with the same
+        // Idempotency-Key returns the committed result without appending again.
+        throw new LeashError('NOT_READY', `the change is committed at position ${outcome.position}, but this node has not caught up yet`, {
+          position: outcome.position,
+        });
+      });
       const next = events.reduce((s, e) => aggregate.evolve(s, e, options.now), state);
       return { state: next, version: outcome.version, position: outcome.position, replayed: false };
     }
