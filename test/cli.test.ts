@@ -83,7 +83,14 @@ describe('leash serve + CLI on the embedded default', () => {
     const second = await serve(env);
     expect(second.output()).not.toContain('Leash operator token');
     expect(await cli('agents', 'get', 'invoice-bot')).toMatchObject({ status: 'quarantined', version: 3 });
-  }, 90_000);
+
+    // A crash (SIGKILL, no shutdown) loses nothing that was acknowledged.
+    expect(await cli('agents', 'retire', 'invoice-bot', '--reason', 'done')).toMatchObject({ status: 'retired', version: 4 });
+    second.child.kill('SIGKILL');
+    await new Promise((resolve) => second.child.once('exit', resolve));
+    await serve(env);
+    expect(await cli('agents', 'get', 'invoice-bot')).toMatchObject({ status: 'retired', version: 4 });
+  }, 120_000);
 
   it('refuses to start on a shared database without an operator token', async () => {
     const { url } = await freshPostgres();
