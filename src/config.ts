@@ -51,10 +51,15 @@ export function resolveAdminToken(config: Config): { token: string; generatedAt:
   if (config.adminToken) return { token: config.adminToken, generatedAt: null };
   if (config.databaseUrl) throw new Error('LEASH_ADMIN_TOKEN is required when DATABASE_URL is set (every node needs the same operator token)');
   const file = adminTokenFile(config.dataDir);
+  let stored: string | null = null;
   try {
-    return { token: readFileSync(file, 'utf8').trim(), generatedAt: null };
+    stored = readFileSync(file, 'utf8').trim();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (stored !== null) {
+    if (stored.length < 16) throw new Error(`${file} does not hold a usable operator token; delete it to generate a new one`);
+    return { token: stored, generatedAt: null };
   }
   mkdirSync(config.dataDir, { recursive: true });
   const token = `lsh_${randomBytes(32).toString('base64url')}`;

@@ -62,7 +62,10 @@ export class Follower {
     const deadline = Date.now() + timeoutMs;
     while (this.fold.position < position) {
       if (Date.now() > deadline) throw new Error(`projection did not reach position ${position} within ${timeoutMs} ms`);
+      const before = this.fold.position;
       await this.sync();
+      // No progress: an older transaction is still open ahead of us. Back off a little.
+      if (this.fold.position === before) await new Promise((r) => setTimeout(r, 5));
     }
   }
 

@@ -235,7 +235,10 @@ How to read it:
   to its own agent stream with the expected version checked; latency is per append, from
   call to durable commit. Leash's appends are group-committed under one advisory lock (gap-free
   positions, one hash chain); the baseline is a plain autocommit INSERT of the same row shape
-  with none of that, from the same clients, on the same server.
+  with none of that, from the same clients, on the same server. What bounds Leash here: a node
+  has one batch in flight, and the batch holds the append lock through its durable commit, so
+  throughput is batch size over that commit time; the baseline's concurrent commits share
+  PostgreSQL's own WAL flushes instead.
 - **projection rebuild**: a node starting cold folds the whole log into its registry view
   (keyset pages of 5,000 with the late-commit guard). The log is 8 lifecycle events per agent.
   Median and max of ${REBUILD_RUNS} runs; the baseline is the same reads without the fold.
