@@ -1,8 +1,8 @@
 import type { StoredEvent } from '../store/event-store.ts';
 import type { AgentEvent, AgentRecord, AgentStatus } from './agent.ts';
-import type { GroupEvent, GroupRecord, HumanEvent, HumanRecord } from './principals.ts';
+import type { GroupRecord, HumanRecord } from './principals.ts';
 import { agentEntity, groupEntity, humanEntity, type CedarEntity } from './cedar-entities.ts';
-import { agentAggregate, groupAggregate, humanAggregate } from './streams.ts';
+import { agentAggregate, groupAggregate, humanAggregate, type Aggregate } from './streams.ts';
 
 /** A record at a stream version; its Cedar entity is built on first use, not on every event. */
 export class Versioned<T> {
@@ -46,24 +46,12 @@ export class RegistryView {
         if (next.status !== 'none') this.agents.set(id, new Versioned(next, e.version, agentEntity));
         break;
       }
-      case humanAggregate.streamType: {
-        const prev = this.humans.get(id);
-        const next = humanAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as HumanEvent, e.at);
-        if (next.status !== 'none') {
-          const record = withoutStatus(next);
-          this.humans.set(id, new Versioned(record, e.version, humanEntity));
-        }
+      case humanAggregate.streamType:
+        foldPrincipal(this.humans, humanAggregate, id, e, humanEntity);
         break;
-      }
-      case groupAggregate.streamType: {
-        const prev = this.groups.get(id);
-        const next = groupAggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as GroupEvent, e.at);
-        if (next.status !== 'none') {
-          const record = withoutStatus(next);
-          this.groups.set(id, new Versioned(record, e.version, groupEntity));
-        }
+      case groupAggregate.streamType:
+        foldPrincipal(this.groups, groupAggregate, id, e, groupEntity);
         break;
-      }
       default:
         break; // streams of later features (policies, decisions) are folded elsewhere
     }
@@ -86,6 +74,19 @@ export class RegistryView {
     }
     return out.sort((x, y) => (x.record.id < y.record.id ? -1 : x.record.id > y.record.id ? 1 : 0));
   }
+}
+
+/** Humans and groups fold alike: the record is the registered state without its status. */
+function foldPrincipal<R, E>(
+  map: Map<string, Versioned<R>>,
+  aggregate: Aggregate<never, E, { status: 'none' } | ({ status: 'registered' } & R)>,
+  id: string,
+  e: StoredEvent,
+  toEntity: (record: R) => CedarEntity,
+): void {
+  const prev = map.get(id);
+  const next = aggregate.evolve(prev ? { status: 'registered', ...prev.record } : { status: 'none' }, e as unknown as E, e.at);
+  if (next.status !== 'none') map.set(id, new Versioned(withoutStatus(next) as R, e.version, toEntity));
 }
 
 function withoutStatus<T extends { status: string }>(s: T): Omit<T, 'status'> {

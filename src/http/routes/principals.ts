@@ -1,9 +1,21 @@
+import type { FastifyReply } from 'fastify';
 import { Type } from 'typebox';
+import type { CommandResult } from '../../service/command-handler.ts';
 import { LeashError } from '../../errors.ts';
 import { groupAggregate, humanAggregate } from '../../registry/streams.ts';
 import { GroupBody, GroupView, HumanBody, HumanView, IdParams, Problem, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 import { etag, writeOptions } from './write-options.ts';
+
+/** 201 with ETag and Location: the registered record, without its internal status, at its version. */
+function created<R extends object>(reply: FastifyReply, result: CommandResult<{ status: 'none' } | ({ status: 'registered' } & R)>, location: string) {
+  const state = result.state;
+  if (state.status === 'none') throw new Error(`${location} is missing after its registration`);
+  const { status: _status, ...record } = state as { status: 'registered' } & R;
+  void reply.status(201).header('etag', etag(result.version)).header('location', location);
+  if (result.replayed) void reply.header('idempotent-replayed', 'true');
+  return { ...record, version: result.version };
+}
 
 const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem };
 
@@ -21,11 +33,7 @@ export async function principalRoutes(app: App, deps: ServerDeps): Promise<void>
     const data = { ...request.body, groups: request.body.groups ?? [] };
     await missingGroups(data.groups);
     const result = await commands.handle(humanAggregate, data.id, { type: 'RegisterHuman', data, metadata: { now: new Date() } }, writeOptions(request));
-    if (result.state.status === 'none') throw new Error('a registered human is missing');
-    const { status: _status, ...human } = result.state;
-    void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/humans/${data.id}`);
-    if (result.replayed) void reply.header('idempotent-replayed', 'true');
-    return { ...human, version: result.version };
+    return created(reply, result, `/v1/humans/${data.id}`);
   });
 
   app.get('/v1/humans', { schema: { tags: ['humans'], response: { 200: Type.Object({ humans: Type.Array(HumanView) }), 401: Problem } } }, async () => ({
@@ -43,11 +51,7 @@ export async function principalRoutes(app: App, deps: ServerDeps): Promise<void>
     const data = { ...request.body, parents: request.body.parents ?? [] };
     await missingGroups(data.parents.filter((p) => p !== data.id));
     const result = await commands.handle(groupAggregate, data.id, { type: 'RegisterGroup', data, metadata: { now: new Date() } }, writeOptions(request));
-    if (result.state.status === 'none') throw new Error('a registered group is missing');
-    const { status: _status, ...group } = result.state;
-    void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/groups/${data.id}`);
-    if (result.replayed) void reply.header('idempotent-replayed', 'true');
-    return { ...group, version: result.version };
+    return created(reply, result, `/v1/groups/${data.id}`);
   });
 
   app.get('/v1/groups', { schema: { tags: ['groups'], response: { 200: Type.Object({ groups: Type.Array(GroupView) }), 401: Problem } } }, async () => ({
