@@ -13,10 +13,12 @@ export interface Config {
   cedarDir: string;
   nodeId: string;
   adminToken: string | null;
+  /** Bearer tokens for PEPs calling the AuthZEN API (`LEASH_PEP_TOKENS`, comma-separated). */
+  pepTokens: string[];
   logLevel: string;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LOG_LEVEL', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -24,6 +26,8 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got ${JSON.stringify(env.PORT)}`);
   const adminToken = env.LEASH_ADMIN_TOKEN || null;
   if (adminToken !== null && adminToken.length < 16) throw new Error('LEASH_ADMIN_TOKEN must be at least 16 characters');
+  const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
+  if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
   return {
     port,
     host: env.HOST || '127.0.0.1',
@@ -33,6 +37,7 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     cedarDir: resolve(env.LEASH_CEDAR_DIR || './cedar'),
     nodeId: env.LEASH_NODE_ID || `${hostname()}-${process.pid}`,
     adminToken,
+    pepTokens,
     logLevel: env.LOG_LEVEL || 'info',
   };
 }

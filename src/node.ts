@@ -1,17 +1,26 @@
 import type { FastifyServerOptions } from 'fastify';
+import { policyAggregate } from './authz/policy-aggregate.ts';
+import { readPolicyFiles } from './authz/policy-files.ts';
+import { compilePolicySet } from './authz/policy-set.ts';
+import { PolicyView } from './authz/policy-view.ts';
+import { isLeashError } from './errors.ts';
+import { buildServer, type App } from './http/server.ts';
 import { RegistryView } from './registry/registry-view.ts';
 import { CommandHandler } from './service/command-handler.ts';
-import { connect, type Backend, type Connection } from './store/connect.ts';
-import { EventStore } from './store/event-store.ts';
-import { Follower } from './store/follower.ts';
 import { listenForCommits } from './store/commit-listener.ts';
+import { connect, type Backend, type Connection } from './store/connect.ts';
+import { EventStore, type StoredEvent } from './store/event-store.ts';
+import { Follower } from './store/follower.ts';
 import { migrateToLatest } from './store/migrate.ts';
-import { buildServer, type App } from './http/server.ts';
 
 export interface NodeOptions {
   backend: Backend;
   adminToken: string;
+  /** Bearer tokens PEPs use for the AuthZEN API (`LEASH_PEP_TOKENS`). */
+  pepTokens?: string[];
   nodeId: string;
+  /** Where the policy set is read from when the log has none yet (`LEASH_CEDAR_DIR`). */
+  cedarDir: string;
   logger?: FastifyServerOptions['logger'];
   pollMs?: number;
 }
@@ -21,28 +30,84 @@ export interface LeashNode {
   connection: Connection;
   store: EventStore;
   view: RegistryView;
+  policies: PolicyView;
   follower: Follower;
   close(): Promise<void>;
 }
 
-/** One decision node: its own view of the registry, caught up before it serves. */
+/** Everything a node folds from the log: the registry and the policy set in force. */
+class NodeFold {
+  position = 0;
+  constructor(
+    readonly registry: RegistryView,
+    readonly policies: PolicyView,
+  ) {}
+
+  apply(e: StoredEvent): void {
+    this.registry.apply(e);
+    this.policies.apply(e);
+    this.position = e.position;
+  }
+}
+
+/**
+ * The first node to start on an empty log publishes the policy files as version 1; after
+ * that the log is the source of truth and `PUT /v1/policy-set` publishes new versions.
+ * An invalid set refuses the start with Cedar's diagnostics.
+ */
+async function bootstrapPolicies(options: NodeOptions, policies: PolicyView, commands: CommandHandler, follower: Follower): Promise<void> {
+  if (policies.version > 0) return;
+  const source = readPolicyFiles(options.cedarDir);
+  let sha256: string;
+  try {
+    sha256 = compilePolicySet(source, 1, { prepare: false }).sha256;
+  } catch (err) {
+    const diagnostics = isLeashError(err) ? (err.details.diagnostics as string[] | undefined) ?? [] : [];
+    throw new Error(`the Cedar policy set in ${options.cedarDir} is invalid: ${(err as Error).message}\n  ${diagnostics.join('\n  ')}`);
+  }
+  try {
+    await commands.handle(policyAggregate, 'current', { type: 'PublishPolicySet', data: { ...source, sha256 }, metadata: { now: new Date() } }, {
+      now: new Date(),
+      actor: `node:${options.nodeId}`,
+      expectedVersion: 0,
+    });
+  } catch (err) {
+    // Another node published first: its version stands.
+    if (!(isLeashError(err) && err.code === 'VERSION_MISMATCH')) throw err;
+    await follower.sync();
+  }
+}
+
+/** One decision node: its own view of the registry and policies, caught up before it serves. */
 export async function startNode(options: NodeOptions): Promise<LeashNode> {
   const connection = await connect(options.backend);
   try {
     await migrateToLatest(connection.db);
     const store = new EventStore(connection.db);
     const view = new RegistryView();
-    const follower = new Follower(store, view, options.pollMs === undefined ? {} : { pollMs: options.pollMs });
+    const policies = new PolicyView();
+    const follower = new Follower(store, new NodeFold(view, policies), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
     await follower.start();
     // Other nodes' commits arrive by NOTIFY on a shared Postgres; PGlite has one node only.
     const listener = options.backend.kind === 'postgres' ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
     const commands = new CommandHandler(store, follower);
-    const app = await buildServer({ store, view, follower, commands, adminToken: options.adminToken, nodeId: options.nodeId, logger: options.logger });
+    try {
+      await bootstrapPolicies(options, policies, commands, follower);
+    } catch (err) {
+      follower.stop();
+      await listener?.close();
+      throw err;
+    }
+    const app = await buildServer({
+      store, view, policies, follower, commands,
+      adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
+    });
     return {
       app,
       connection,
       store,
       view,
+      policies,
       follower,
       async close() {
         follower.stop();

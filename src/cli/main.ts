@@ -35,7 +35,9 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
   const node = await startNode({
     backend: backendOf(config),
     adminToken: token,
+    pepTokens: config.pepTokens,
     nodeId: config.nodeId,
+    cedarDir: config.cedarDir,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {

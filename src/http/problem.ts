@@ -30,6 +30,7 @@ const titles: Record<ErrorCode, string> = {
   UNKNOWN_GROUP: 'A group is not registered',
   INVALID_CREDENTIALS: 'The credential pins are not usable',
   IDEMPOTENCY_KEY_REUSED: 'Idempotency-Key reused for another request',
+  POLICY_INVALID: 'The policy set is not valid',
   NOT_READY: 'This node is not ready',
   INTERNAL: 'Internal error',
 };

@@ -3,12 +3,15 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { LeashError } from '../errors.ts';
+import type { PolicyView } from '../authz/policy-view.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
 import type { EventStore } from '../store/event-store.ts';
 import type { Follower } from '../store/follower.ts';
 import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
+import { authzenRoutes } from './routes/authzen.ts';
+import { policyRoutes } from './routes/policy-set.ts';
 import { healthRoutes } from './routes/health.ts';
 import { principalRoutes } from './routes/principals.ts';
 
@@ -17,7 +20,9 @@ export interface ServerDeps {
   view: RegistryView;
   follower: Follower;
   commands: CommandHandler;
+  policies: PolicyView;
   adminToken: string;
+  pepTokens: string[];
   nodeId: string;
   logger?: FastifyServerOptions['logger'];
 }
@@ -60,14 +65,18 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad || 'body'} contains a NUL character or an unpaired surrogate`);
   });
 
-  const expected = digest(deps.adminToken);
+  // Operators reach everything under /v1; PEPs (and operators) reach the decision API.
+  const operator = [digest(deps.adminToken)];
+  const deciders = [...operator, ...deps.pepTokens.map(digest)];
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/v1/')) return;
+    const accepted = request.url.startsWith('/v1/') ? operator : request.url.startsWith('/access/') ? deciders : null;
+    if (accepted === null) return; // public: health, readiness, metadata, OpenAPI
     const header = request.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,4096})$/.exec(header) : null;
     // Compare digests in constant time; the token itself is never logged or echoed.
-    if (!match || !timingSafeEqual(digest(match[1]!), expected)) {
-      throw new LeashError('UNAUTHENTICATED', 'an operator bearer token is required');
+    const given = match ? digest(match[1]!) : null;
+    if (!given || !accepted.some((token) => timingSafeEqual(given, token))) {
+      throw new LeashError('UNAUTHENTICATED', 'a bearer token is required');
     }
   });
 
@@ -83,6 +92,8 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(healthRoutes, deps);
   await app.register(principalRoutes, deps);
   await app.register(agentRoutes, deps);
+  await app.register(policyRoutes, deps);
+  await app.register(authzenRoutes, deps);
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -1,8 +1,11 @@
+import { fileURLToPath } from 'node:url';
 import { exportJWK, generateKeyPair } from 'jose';
 import type { Backend } from '../../src/store/connect.ts';
 import { startNode, type LeashNode } from '../../src/node.ts';
 
 export const ADMIN_TOKEN = 'test-operator-token-0123456789abcdef';
+export const PEP_TOKEN = 'test-pep-token-0123456789abcdef';
+export const CEDAR_DIR = fileURLToPath(new URL('../../cedar', import.meta.url));
 
 export interface TestNode extends LeashNode {
   /** An operator call through fastify.inject; `token: null` sends none. */
@@ -11,8 +14,8 @@ export interface TestNode extends LeashNode {
   eventCount(): Promise<number>;
 }
 
-export async function startTestNode(backend: Backend, options: { nodeId?: string; pollMs?: number } = {}): Promise<TestNode> {
-  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, nodeId: options.nodeId ?? 'test-node', pollMs: options.pollMs ?? 50 });
+export async function startTestNode(backend: Backend, options: { nodeId?: string; pollMs?: number; cedarDir?: string } = {}): Promise<TestNode> {
+  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, pepTokens: [PEP_TOKEN], cedarDir: options.cedarDir ?? CEDAR_DIR, nodeId: options.nodeId ?? 'test-node', pollMs: options.pollMs ?? 50 });
   return {
     ...node,
     async api(method, url, body, headers = {}, token = ADMIN_TOKEN) {

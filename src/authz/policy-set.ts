@@ -1,0 +1,95 @@
+import { createHash } from 'node:crypto';
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { LeashError } from '../errors.ts';
+
+/** What an operator publishes: Cedar schema and policies (text), plus AuthZEN type aliases. */
+export interface PolicySetSource {
+  schema: string;
+  policies: string;
+  /** AuthZEN type → Cedar entity type, e.g. `{"user": "Human"}` for the Todo interop. */
+  aliases?: Record<string, string>;
+}
+
+/** A validated, preparsed policy set, ready for `statefulIsAuthorized`. Immutable. */
+export interface CompiledPolicySet {
+  version: number;
+  sha256: string;
+  source: PolicySetSource;
+  policyIds: string[];
+  templateIds: string[];
+  /** Handles into cedar-wasm's preparsed caches. */
+  preparsedId: string;
+  schemaName: string;
+}
+
+const ENTITY_TYPE = /^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$/;
+
+const messages = (errors: { message: string; help?: string | null }[]) =>
+  errors.map((e) => (e.help ? `${e.message} (${e.help})` : e.message));
+
+function invalid(detail: string, diagnostics: string[]): LeashError {
+  return new LeashError('POLICY_INVALID', detail, { diagnostics });
+}
+
+/** The `@id("…")` annotation, or a generated id when there is none. */
+function idOf(json: { annotations?: Record<string, string | null> }, fallback: string): string {
+  const id = json.annotations?.id;
+  return typeof id === 'string' && id.length > 0 ? id : fallback;
+}
+
+/**
+ * Parses and strictly validates a policy set against its schema; refuses it with Cedar's
+ * diagnostics otherwise. Policy and template ids come from their `@id` annotations.
+ */
+export function compilePolicySet(source: PolicySetSource, version: number, options: { prepare?: boolean } = {}): CompiledPolicySet {
+  const schemaCheck = cedar.checkParseSchema(source.schema);
+  if (schemaCheck.type === 'failure') throw invalid('the schema does not parse', messages(schemaCheck.errors));
+
+  const parts = cedar.policySetTextToParts(source.policies);
+  if (parts.type === 'failure') throw invalid('the policies do not parse', messages(parts.errors));
+
+  const staticPolicies: Record<string, string> = {};
+  const templates: Record<string, string> = {};
+  const seen = new Set<string>();
+  const name = (json: { annotations?: Record<string, string | null> }, fallback: string) => {
+    const id = idOf(json, fallback);
+    if (seen.has(id)) throw invalid(`two policies share the id ${JSON.stringify(id)}`, [`duplicate @id("${id}")`]);
+    seen.add(id);
+    return id;
+  };
+  parts.policies.forEach((text, i) => {
+    const json = cedar.policyToJson(text);
+    if (json.type === 'failure') throw invalid('a policy does not parse', messages(json.errors));
+    staticPolicies[name(json.json, `policy${i}`)] = text;
+  });
+  parts.policy_templates.forEach((text, i) => {
+    const json = cedar.templateToJson(text);
+    if (json.type === 'failure') throw invalid('a template does not parse', messages(json.errors));
+    templates[name(json.json, `template${i}`)] = text;
+  });
+
+  const policySet = { staticPolicies, templates };
+  const validation = cedar.validate({ schema: source.schema, policies: policySet, validationSettings: { mode: 'strict' } });
+  if (validation.type === 'failure') throw invalid('the policy set cannot be validated', messages(validation.errors));
+  if (validation.validationErrors.length > 0) {
+    throw invalid(
+      'the policies do not validate against the schema (strict mode)',
+      validation.validationErrors.map((e) => `${e.policyId}: ${messages([e.error])[0]}`),
+    );
+  }
+  for (const [alias, type] of Object.entries(source.aliases ?? {})) {
+    if (!ENTITY_TYPE.test(type)) throw invalid(`alias ${alias} names an invalid entity type`, [type]);
+  }
+
+  const sha256 = createHash('sha256').update(JSON.stringify([source.schema, source.policies, source.aliases ?? {}])).digest('hex');
+  const preparsedId = `v${version}-${sha256.slice(0, 16)}`;
+  const schemaName = `schema-${preparsedId}`;
+  const compiled = { version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates), preparsedId, schemaName };
+  if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
+  const schemaParsed = cedar.preparseSchema(schemaName, source.schema);
+  if (schemaParsed.type === 'failure') throw invalid('the schema cannot be prepared', messages(schemaParsed.errors));
+  const setParsed = cedar.preparsePolicySet(preparsedId, policySet);
+  if (setParsed.type === 'failure') throw invalid('the policy set cannot be prepared', messages(setParsed.errors));
+
+  return compiled;
+}

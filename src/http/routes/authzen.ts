@@ -1,0 +1,90 @@
+import { randomUUID } from 'node:crypto';
+import { Type } from 'typebox';
+import { evaluate, type Decision, type EvaluationRequest } from '../../authz/engine.ts';
+import { LeashError } from '../../errors.ts';
+import { Problem } from '../schemas.ts';
+import type { App, ServerDeps } from '../server.ts';
+
+// OpenID AuthZEN Authorization API 1.0 (SPEC §4). Per the spec, unknown members are ignored,
+// so these objects are open; what is required must still have the right type.
+
+const open = { additionalProperties: true } as const;
+const Properties = Type.Record(Type.String(), Type.Unknown());
+const Entity = Type.Object({ type: Type.String({ minLength: 1, maxLength: 256 }), id: Type.String({ minLength: 1, maxLength: 1024 }), properties: Type.Optional(Properties) }, open);
+const Action = Type.Object({ name: Type.String({ minLength: 1, maxLength: 256 }), properties: Type.Optional(Properties) }, open);
+const Context = Type.Record(Type.String(), Type.Unknown());
+
+const EvaluationBody = Type.Object({ subject: Entity, action: Action, resource: Entity, context: Type.Optional(Context) }, open);
+
+const Semantic = Type.Union([Type.Literal('execute_all'), Type.Literal('deny_on_first_deny'), Type.Literal('permit_on_first_permit')]);
+const EvaluationsBody = Type.Object(
+  {
+    subject: Type.Optional(Entity),
+    action: Type.Optional(Action),
+    resource: Type.Optional(Entity),
+    context: Type.Optional(Context),
+    evaluations: Type.Optional(
+      Type.Array(Type.Object({ subject: Type.Optional(Entity), action: Type.Optional(Action), resource: Type.Optional(Entity), context: Type.Optional(Context) }, open), { maxItems: 1000 }),
+    ),
+    options: Type.Optional(Type.Object({ evaluations_semantic: Type.Optional(Semantic) }, open)),
+  },
+  open,
+);
+
+const DecisionContext = Type.Object(
+  { id: Type.String(), layer: Type.String(), reasons: Type.Array(Type.String()), position: Type.Integer(), policyVersion: Type.Integer() },
+  open,
+);
+const DecisionView = Type.Object({ decision: Type.Boolean(), context: Type.Optional(DecisionContext) }, open);
+const errors = { 400: Problem, 401: Problem, 413: Problem };
+
+function view(d: Decision) {
+  return {
+    decision: d.decision,
+    context: { id: randomUUID(), layer: d.layer, reasons: d.reasons, position: d.position, policyVersion: d.policyVersion, ...(d.errors.length ? { errors: d.errors } : {}) },
+  };
+}
+
+export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
+  const decide = (request: EvaluationRequest) => evaluate(request, deps.policies.current(), deps.view);
+
+  app.get('/.well-known/authzen-configuration', { schema: { tags: ['authzen'], security: [] } }, async (request) => {
+    const base = `${request.protocol}://${request.host}`;
+    return {
+      policy_decision_point: base,
+      access_evaluation_endpoint: `${base}/access/v1/evaluation`,
+      access_evaluations_endpoint: `${base}/access/v1/evaluations`,
+    };
+  });
+
+  app.post('/access/v1/evaluation', { schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
+    view(decide(request.body as EvaluationRequest)),
+  );
+
+  app.post('/access/v1/evaluations', { schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
+    const { evaluations, options, ...defaults } = request.body;
+    if (!evaluations || evaluations.length === 0) {
+      // The spec: without an evaluations array this is a single evaluation.
+      return view(decide(complete(defaults)));
+    }
+    const semantic = options?.evaluations_semantic ?? 'execute_all';
+    const results = [];
+    for (const item of evaluations) {
+      const merged = complete({ subject: item.subject ?? defaults.subject, action: item.action ?? defaults.action, resource: item.resource ?? defaults.resource, context: item.context ?? defaults.context });
+      const decision = decide(merged);
+      results.push(view(decision));
+      if (semantic === 'deny_on_first_deny' && !decision.decision) break;
+      if (semantic === 'permit_on_first_permit' && decision.decision) break;
+    }
+    return { evaluations: results };
+  });
+}
+
+/** Each evaluation needs a subject, action and resource, from itself or the defaults. */
+function complete(r: Partial<EvaluationRequest>): EvaluationRequest {
+  const missing = (['subject', 'action', 'resource'] as const).filter((k) => r[k] === undefined);
+  if (missing.length > 0) {
+    throw new LeashError('VALIDATION_FAILED', `an evaluation lacks ${missing.join(', ')} (in the item or at the top level)`);
+  }
+  return r as EvaluationRequest;
+}

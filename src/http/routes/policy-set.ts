@@ -1,0 +1,59 @@
+import { Type } from 'typebox';
+import { policyAggregate } from '../../authz/policy-aggregate.ts';
+import { compilePolicySet } from '../../authz/policy-set.ts';
+import { LeashError } from '../../errors.ts';
+import { Problem, WriteHeaders } from '../schemas.ts';
+import type { App, ServerDeps } from '../server.ts';
+import { etag, writeOptions } from './write-options.ts';
+
+const PolicySetBody = Type.Object(
+  {
+    schema: Type.String({ minLength: 1, maxLength: 1024 * 1024 }),
+    policies: Type.String({ maxLength: 8 * 1024 * 1024 }),
+    aliases: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9._:-]{1,128}$' }), Type.String({ maxLength: 256 }))),
+  },
+  { additionalProperties: false },
+);
+
+const PolicySetView = Type.Object(
+  {
+    version: Type.Integer(),
+    sha256: Type.String(),
+    policyIds: Type.Array(Type.String()),
+    templateIds: Type.Array(Type.String()),
+  },
+  { additionalProperties: true },
+);
+
+const errors = { 400: Problem, 401: Problem, 412: Problem, 413: Problem, 422: Problem, 503: Problem };
+
+/** SPEC §4: publish a policy set as an event after strict validation; read the one in force. */
+export async function policyRoutes(app: App, deps: ServerDeps): Promise<void> {
+  const { policies, commands } = deps;
+
+  const current = () => {
+    const set = policies.current();
+    if (!set) throw new LeashError('NOT_READY', policies.error ?? 'no policy set is loaded');
+    return set;
+  };
+
+  app.get('/v1/policy-set', { schema: { tags: ['policies'], response: { 200: PolicySetView, ...errors } } }, async (_request, reply) => {
+    const set = current();
+    void reply.header('etag', etag(set.version));
+    return { version: set.version, sha256: set.sha256, policyIds: set.policyIds, templateIds: set.templateIds, ...set.source };
+  });
+
+  app.put(
+    '/v1/policy-set',
+    { bodyLimit: 10 * 1024 * 1024, schema: { tags: ['policies'], body: PolicySetBody, headers: WriteHeaders, response: { 200: PolicySetView, ...errors } } },
+    async (request, reply) => {
+      const source = request.body;
+      // Strict validation first: an invalid set is a 422 with Cedar's diagnostics, never an event.
+      const checked = compilePolicySet(source, policies.version + 1, { prepare: false });
+      const result = await commands.handle(policyAggregate, 'current', { type: 'PublishPolicySet', data: { ...source, sha256: checked.sha256 }, metadata: { now: new Date() } }, writeOptions(request));
+      void reply.header('etag', etag(result.version));
+      if (result.replayed) void reply.header('idempotent-replayed', 'true');
+      return { version: result.version, sha256: checked.sha256, policyIds: checked.policyIds, templateIds: checked.templateIds };
+    },
+  );
+}
