@@ -4,9 +4,8 @@ import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
 
-// Decisions for one AuthZEN request. This slice decides plain (non-agent) subjects against
-// the ordinary policies (SPEC §3, last paragraph); agent subjects are denied until the token,
-// details, ceiling and agent layers exist, so nothing is ever allowed for an agent yet.
+// Decisions for one AuthZEN request about a plain (non-agent) subject: the ordinary policies,
+// once (SPEC §3, last paragraph). Agents go through agent-decision.ts.
 
 export interface AuthzenEntity {
   type: string;
@@ -21,7 +20,7 @@ export interface EvaluationRequest {
   context?: Record<string, unknown>;
 }
 
-export type Layer = 'subject' | 'token' | 'policy-set';
+export type Layer = 'subject' | 'token' | 'details' | 'ceiling' | 'agent' | 'human' | 'all' | 'policy-set';
 
 export interface Decision {
   decision: boolean;
@@ -30,6 +29,8 @@ export interface Decision {
   reasons: string[];
   /** Policies that failed to evaluate (they count as not applying). */
   errors: string[];
+  /** Why a token or details check refused (e.g. TOKEN_EXPIRED, DETAILS_BEYOND_CEILING). */
+  code?: string;
   policyVersion: number;
   position: number;
 }
@@ -60,10 +61,10 @@ function registryEntity(view: RegistryView, uid: EntityUid): CedarEntity | undef
 const key = (uid: EntityUid) => `${uid.type}::${JSON.stringify(uid.id)}`;
 
 /**
- * Only the entities this request can reach: the principal and resource (from the registry
- * when it holds them, else from `properties`), their group ancestors, and `context.entities`.
+ * Only the entities this request can reach: each named entity (from the registry when it
+ * holds it, else from its AuthZEN `properties`), their group ancestors, and `context.entities`.
  */
-function entitiesFor(view: RegistryView, request: EvaluationRequest, principal: EntityUid, resource: EntityUid): CedarEntity[] {
+export function entitiesFor(view: RegistryView, named: { uid: EntityUid; given?: AuthzenEntity }[], extra: unknown): Map<string, CedarEntity> {
   const out = new Map<string, CedarEntity>();
   const registered = new Set<string>();
   const addWithAncestors = (entity: CedarEntity) => {
@@ -81,16 +82,15 @@ function entitiesFor(view: RegistryView, request: EvaluationRequest, principal: 
       }
     }
   };
-  for (const [uid, given] of [[principal, request.subject], [resource, request.resource]] as const) {
+  for (const { uid, given } of named) {
     const fromRegistry = registryEntity(view, uid);
     if (fromRegistry) {
       registered.add(key(uid));
       addWithAncestors(fromRegistry);
-    } else if (given.properties && !out.has(key(uid))) {
+    } else if (given?.properties && !out.has(key(uid))) {
       out.set(key(uid), { uid, attrs: given.properties, parents: [] });
     }
   }
-  const extra = request.context?.entities;
   if (extra !== undefined) {
     if (!Array.isArray(extra)) throw new LeashError('VALIDATION_FAILED', 'context.entities must be an array of Cedar entities');
     for (const e of extra as CedarEntity[]) {
@@ -101,18 +101,20 @@ function entitiesFor(view: RegistryView, request: EvaluationRequest, principal: 
         throw new LeashError('VALIDATION_FAILED', `context.entities cannot redefine the registered entity ${uid.type}::"${uid.id}"`);
       }
       if (out.has(key(uid))) throw new LeashError('VALIDATION_FAILED', `context.entities repeats ${uid.type}::"${uid.id}"`);
-      out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents: e.parents ?? [] });
+      out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents: Array.isArray(e.parents) ? e.parents : [] });
     }
   }
-  return [...out.values()];
+  return out;
 }
 
+export const entityKey = key;
+
+/** A plain (non-agent) subject: evaluated once against the ordinary policies. */
 export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView): Decision {
   const base = { errors: [] as string[], policyVersion: policies?.version ?? 0, position: view.position };
   const aliases = policies?.source.aliases ?? {};
   const principal = { type: cedarType(request.subject.type, aliases), id: request.subject.id };
   const resource = { type: cedarType(request.resource.type, aliases), id: request.resource.id };
-  if (principal.type === 'Agent') return { ...base, decision: false, layer: 'token', reasons: [] };
   if (!policies) return { ...base, decision: false, layer: 'policy-set', reasons: [] };
 
   const { entities: _entities, ...context } = request.context ?? {};
@@ -121,7 +123,7 @@ export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet
     action: { type: 'Action', id: request.action.name },
     resource,
     context: context as cedar.Context,
-    entities: entitiesFor(view, request, principal, resource) as cedar.Entities,
+    entities: [...entitiesFor(view, [{ uid: principal, given: request.subject }, { uid: resource, given: request.resource }], request.context?.entities).values()] as cedar.Entities,
     preparsedPolicySetId: policies.preparsedId,
     preparsedSchemaName: policies.schemaName,
     validateRequest: false,

@@ -17,10 +17,16 @@ export interface CompiledPolicySet {
   source: PolicySetSource;
   policyIds: string[];
   templateIds: string[];
-  /** Handles into cedar-wasm's preparsed caches. */
+  /** Handles into cedar-wasm's preparsed caches: the ordinary policies and the ceiling ones. */
   preparsedId: string;
+  ceilingPreparsedId: string;
   schemaName: string;
+  /** Template texts by id, with their layer, for per-agent links (ceilings and grants). */
+  templates: Record<string, { text: string; layer: string | null }>;
 }
+
+/** `@layer("ceiling")` marks a ceiling policy or template; everything else is ordinary. */
+export const CEILING = 'ceiling';
 
 const ENTITY_TYPE = /^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$/;
 
@@ -49,7 +55,9 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   if (parts.type === 'failure') throw invalid('the policies do not parse', messages(parts.errors));
 
   const staticPolicies: Record<string, string> = {};
+  const ceilingPolicies: Record<string, string> = {};
   const templates: Record<string, string> = {};
+  const templateLayers: Record<string, { text: string; layer: string | null }> = {};
   const seen = new Set<string>();
   const name = (json: { annotations?: Record<string, string | null> }, fallback: string) => {
     const id = idOf(json, fallback);
@@ -60,12 +68,16 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   parts.policies.forEach((text, i) => {
     const json = cedar.policyToJson(text);
     if (json.type === 'failure') throw invalid('a policy does not parse', messages(json.errors));
-    staticPolicies[name(json.json, `policy${i}`)] = text;
+    const id = name(json.json, `policy${i}`);
+    staticPolicies[id] = text;
+    if (json.json.annotations?.layer === CEILING) ceilingPolicies[id] = text;
   });
   parts.policy_templates.forEach((text, i) => {
     const json = cedar.templateToJson(text);
     if (json.type === 'failure') throw invalid('a template does not parse', messages(json.errors));
-    templates[name(json.json, `template${i}`)] = text;
+    const id = name(json.json, `template${i}`);
+    templates[id] = text;
+    templateLayers[id] = { text, layer: json.json.annotations?.layer ?? null };
   });
 
   const policySet = { staticPolicies, templates };
@@ -84,12 +96,18 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   const sha256 = createHash('sha256').update(JSON.stringify([source.schema, source.policies, source.aliases ?? {}])).digest('hex');
   const preparsedId = `v${version}-${sha256.slice(0, 16)}`;
   const schemaName = `schema-${preparsedId}`;
-  const compiled = { version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates), preparsedId, schemaName };
+  const ordinary = Object.fromEntries(Object.entries(staticPolicies).filter(([id]) => !(id in ceilingPolicies)));
+  const compiled: CompiledPolicySet = {
+    version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates),
+    preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, schemaName, templates: templateLayers,
+  };
   if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
   const schemaParsed = cedar.preparseSchema(schemaName, source.schema);
   if (schemaParsed.type === 'failure') throw invalid('the schema cannot be prepared', messages(schemaParsed.errors));
-  const setParsed = cedar.preparsePolicySet(preparsedId, policySet);
-  if (setParsed.type === 'failure') throw invalid('the policy set cannot be prepared', messages(setParsed.errors));
+  for (const [id, policies] of [[preparsedId, ordinary], [compiled.ceilingPreparsedId, ceilingPolicies]] as const) {
+    const parsed = cedar.preparsePolicySet(id, { staticPolicies: policies });
+    if (parsed.type === 'failure') throw invalid('the policy set cannot be prepared', messages(parsed.errors));
+  }
 
   return compiled;
 }

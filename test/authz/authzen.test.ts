@@ -91,7 +91,7 @@ describe('AuthZEN API behaviour', () => {
     expect(res.status).toBe(200);
   });
 
-  it('denies an agent subject until the agent layers exist (fails closed)', async () => {
+  it('an agent subject without a token is denied at the token layer', async () => {
     const res = await pep('/access/v1/evaluation', { subject: { type: 'agent', id: 'bot' }, action: { name: 'can_read_user' }, resource: { type: 'user', id: 'x' } });
     expect(res.body).toMatchObject({ decision: false, context: { layer: 'token' } });
   });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
-import { evaluate, type Decision, type EvaluationRequest } from '../../authz/engine.ts';
+import { decide as decideAny } from '../../authz/agent-decision.ts';
+import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
 import { LeashError } from '../../errors.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -41,12 +42,15 @@ const errors = { 400: Problem, 401: Problem, 413: Problem };
 function view(d: Decision) {
   return {
     decision: d.decision,
-    context: { id: randomUUID(), layer: d.layer, reasons: d.reasons, position: d.position, policyVersion: d.policyVersion, ...(d.errors.length ? { errors: d.errors } : {}) },
+    context: {
+      id: randomUUID(), layer: d.layer, reasons: d.reasons, position: d.position, policyVersion: d.policyVersion,
+      ...(d.code ? { code: d.code } : {}), ...(d.errors.length ? { errors: d.errors } : {}),
+    },
   };
 }
 
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
-  const decide = (request: EvaluationRequest) => evaluate(request, deps.policies.current(), deps.view);
+  const decide = (request: EvaluationRequest) => decideAny(request, deps.policies.current(), deps.view, new Date());
 
   app.get('/.well-known/authzen-configuration', { schema: { tags: ['authzen'], security: [] } }, async (request) => {
     const base = `${request.protocol}://${request.host}`;
@@ -58,20 +62,20 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   });
 
   app.post('/access/v1/evaluation', { schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
-    view(decide(request.body as EvaluationRequest)),
+    view(await decide(request.body as EvaluationRequest)),
   );
 
   app.post('/access/v1/evaluations', { schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
     const { evaluations, options, ...defaults } = request.body;
     if (!evaluations || evaluations.length === 0) {
       // The spec: without an evaluations array this is a single evaluation.
-      return view(decide(complete(defaults)));
+      return view(await decide(complete(defaults)));
     }
     const semantic = options?.evaluations_semantic ?? 'execute_all';
     const results = [];
     for (const item of evaluations) {
       const merged = complete({ subject: item.subject ?? defaults.subject, action: item.action ?? defaults.action, resource: item.resource ?? defaults.resource, context: item.context ?? defaults.context });
-      const decision = decide(merged);
+      const decision = await decide(merged);
       results.push(view(decision));
       if (semantic === 'deny_on_first_deny' && !decision.decision) break;
       if (semantic === 'permit_on_first_permit' && decision.decision) break;

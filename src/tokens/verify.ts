@@ -1,0 +1,143 @@
+import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { AgentRecord, CredentialPins } from '../registry/agent.ts';
+
+// The only place that verifies JWTs. Every way a token can fail has its own stable code;
+// jose's ERR_JWT_* / ERR_JWS_* codes are mapped here and nowhere else.
+
+export type TokenRejection =
+  | 'TOKEN_MISSING'
+  | 'TOKEN_MALFORMED'
+  | 'TOKEN_ALG_NOT_ALLOWED'
+  | 'TOKEN_UNKNOWN_KEY'
+  | 'TOKEN_BAD_SIGNATURE'
+  | 'TOKEN_EXPIRED'
+  | 'TOKEN_MISSING_EXP'
+  | 'TOKEN_MISSING_IAT'
+  | 'TOKEN_NOT_YET_VALID'
+  | 'TOKEN_WRONG_ISSUER'
+  | 'TOKEN_WRONG_AUDIENCE'
+  | 'TOKEN_LIFETIME_TOO_LONG'
+  | 'TOKEN_ISSUED_BEFORE_ROTATION'
+  | 'TOKEN_SUBJECT_MISMATCH'
+  | 'TOKEN_KEYS_UNAVAILABLE'
+  | 'AGENT_UNKNOWN'
+  | 'AGENT_NOT_ACTIVE';
+
+export type TokenCheck =
+  | { ok: true; claims: JWTPayload & Record<string, unknown>; actingAgent: string; onBehalfOf: string | null; chain: string[] }
+  | { ok: false; code: TokenRejection; detail: string };
+
+const reject = (code: TokenRejection, detail: string): TokenCheck => ({ ok: false, code, detail });
+
+/** Remote key sets are cached per URL; jose refetches on an unknown `kid` (key rollover). */
+const remoteSets = new Map<string, JWTVerifyGetKey>();
+
+function keysFor(pins: CredentialPins): JWTVerifyGetKey {
+  if (pins.jwks) return createLocalJWKSet(pins.jwks as Parameters<typeof createLocalJWKSet>[0]);
+  let set = remoteSets.get(pins.jwksUri!);
+  if (!set) {
+    set = createRemoteJWKSet(new URL(pins.jwksUri!), { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000, timeoutDuration: 2_000 });
+    remoteSets.set(pins.jwksUri!, set);
+  }
+  return set;
+}
+
+/** RFC 8693: the acting agent is `act.sub` when there is an `act` claim; nested `act` is the chain above it. */
+function actors(claims: Record<string, unknown>): { acting: string | undefined; onBehalfOf: string | null; chain: string[] } {
+  const act = claims.act as Record<string, unknown> | undefined;
+  if (!act || typeof act !== 'object') return { acting: typeof claims.sub === 'string' ? claims.sub : undefined, onBehalfOf: null, chain: [] };
+  const chain: string[] = [];
+  let above = act.act as Record<string, unknown> | undefined;
+  for (let depth = 0; above && typeof above === 'object' && depth < 16; depth++) {
+    if (typeof above.sub === 'string') chain.push(above.sub);
+    above = above.act as Record<string, unknown> | undefined;
+  }
+  return { acting: typeof act.sub === 'string' ? act.sub : undefined, onBehalfOf: typeof claims.sub === 'string' ? claims.sub : null, chain };
+}
+
+function fromJose(err: unknown): TokenCheck {
+  const e = err as { code?: string; claim?: string; reason?: string; message?: string };
+  switch (e.code) {
+    case 'ERR_JWT_EXPIRED':
+      return reject('TOKEN_EXPIRED', 'the token has expired');
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (e.claim === 'exp') return reject('TOKEN_MISSING_EXP', 'the token has no usable exp claim');
+      if (e.claim === 'iat') return reject(e.reason === 'missing' ? 'TOKEN_MISSING_IAT' : 'TOKEN_NOT_YET_VALID', `iat: ${e.reason}`);
+      if (e.claim === 'nbf') return reject('TOKEN_NOT_YET_VALID', 'the token is not valid yet (nbf)');
+      if (e.claim === 'iss') return reject('TOKEN_WRONG_ISSUER', 'the token is from another issuer');
+      if (e.claim === 'aud') return reject('TOKEN_WRONG_AUDIENCE', 'the token is for another audience');
+      return reject('TOKEN_MALFORMED', `claim ${e.claim} failed: ${e.reason}`);
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+    case 'ERR_JOSE_NOT_SUPPORTED':
+      return reject('TOKEN_ALG_NOT_ALLOWED', 'the token\'s algorithm is not among the agent\'s pinned algorithms');
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
+      return reject('TOKEN_UNKNOWN_KEY', 'no pinned key matches the token\'s kid and algorithm');
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+      return reject('TOKEN_BAD_SIGNATURE', 'the signature does not verify');
+    case 'ERR_JWKS_TIMEOUT':
+    case 'ERR_JWKS_INVALID':
+      return reject('TOKEN_KEYS_UNAVAILABLE', 'the agent\'s JWKS could not be fetched');
+    default:
+      return reject('TOKEN_MALFORMED', 'the token is not a valid JWS compact JWT');
+  }
+}
+
+/**
+ * Verifies an agent's bearer JWT against the agent's pins (SPEC §3 layer 1): signature,
+ * `iss`, `aud`, `alg` in the allow-list, `exp`/`nbf` with leeway, lifetime ≤ the maximum,
+ * issued after the last rotation or revocation, naming `subjectId` as the acting agent,
+ * and the agent `active`. `agentOf` looks the agent up in the registry.
+ */
+export async function verifyAgentToken(
+  token: unknown,
+  subjectId: string,
+  agentOf: (id: string) => AgentRecord | undefined,
+  now: Date,
+): Promise<TokenCheck> {
+  if (typeof token !== 'string' || token.length === 0) return reject('TOKEN_MISSING', 'subject.properties.token is required for an agent');
+  if (token.length > 16_384) return reject('TOKEN_MALFORMED', 'the token is too long');
+  const agent = agentOf(subjectId);
+  if (!agent) return reject('AGENT_UNKNOWN', 'no such agent');
+  if (!agent.credentials) return reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
+  const pins = agent.credentials;
+
+  let alg: unknown;
+  try {
+    alg = decodeProtectedHeader(token).alg;
+  } catch {
+    return reject('TOKEN_MALFORMED', 'the token header cannot be decoded');
+  }
+  if (typeof alg !== 'string' || !pins.algorithms.includes(alg)) return reject('TOKEN_ALG_NOT_ALLOWED', `alg ${String(alg)} is not pinned for this agent`);
+
+  let claims: JWTPayload & Record<string, unknown>;
+  try {
+    const verified = await jwtVerify(token, keysFor(pins), {
+      issuer: pins.issuer,
+      audience: pins.audience,
+      algorithms: pins.algorithms,
+      clockTolerance: pins.clockSkewSeconds,
+      requiredClaims: ['exp', 'iat'],
+      currentDate: now,
+    });
+    claims = verified.payload as JWTPayload & Record<string, unknown>;
+  } catch (err) {
+    return fromJose(err);
+  }
+
+  const skewMs = pins.clockSkewSeconds * 1000;
+  const iatMs = claims.iat! * 1000;
+  if (iatMs > now.getTime() + skewMs) return reject('TOKEN_NOT_YET_VALID', 'the token is issued in the future');
+  if (claims.exp! - claims.iat! > pins.maxTokenLifetimeSeconds) {
+    return reject('TOKEN_LIFETIME_TOO_LONG', `the token lives longer than ${pins.maxTokenLifetimeSeconds} s`);
+  }
+  // Tokens issued before the last authorize, rotation or revocation never verify again.
+  // (iat has whole seconds, so the comparison does too.)
+  if (agent.tokensNotBefore && claims.iat! < Math.floor(Date.parse(agent.tokensNotBefore) / 1000)) {
+    return reject('TOKEN_ISSUED_BEFORE_ROTATION', 'the token was issued before the agent\'s last rotation or revocation');
+  }
+  const { acting, onBehalfOf, chain } = actors(claims);
+  if (acting !== subjectId) return reject('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
+  if (agent.status !== 'active') return reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
+  return { ok: true, claims, actingAgent: acting, onBehalfOf, chain };
+}

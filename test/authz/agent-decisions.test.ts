@@ -1,0 +1,233 @@
+import { readFileSync } from 'node:fs';
+import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshPostgres } from '../support/backends.ts';
+import { PEP_TOKEN, agentBody, startTestNode, type TestNode } from '../support/node.ts';
+
+// SPEC §3: token → details → ceiling → agent → human, all must allow; any forbid wins; the
+// decision names the layer that refused. Every rejected-token kind has its own code.
+
+const schema = readFileSync(new URL('../../cedar/schema.cedarschema', import.meta.url), 'utf8');
+const policies = `
+@id("agents-read-invoices")
+permit (principal in Group::"finance-agents", action == Action::"read", resource in Folder::"invoices");
+
+@id("finance-reads-invoices")
+permit (principal in Group::"finance", action == Action::"read", resource in Folder::"invoices");
+
+@id("finance-writes-invoices")
+permit (principal in Group::"finance", action == Action::"write", resource in Folder::"invoices");
+
+@id("everyone-reads-reports")
+permit (principal, action == Action::"read", resource in Folder::"reports");
+
+@id("no-secrets")
+forbid (principal, action, resource in Folder::"secret");
+
+@id("ceiling-no-writes-to-locked")
+@layer("ceiling")
+forbid (principal, action == Action::"write", resource in Folder::"locked");
+
+@id("ceiling-folder")
+@layer("ceiling")
+permit (principal, action in [Action::"read", Action::"write"], resource in ?resource);
+
+@id("grant-write-folder")
+permit (principal, action == Action::"write", resource in ?resource);
+`;
+
+const ISSUER = 'https://idp.example';
+const keys = await generateKeyPair('ES256', { extractable: true });
+const otherKeys = await generateKeyPair('ES256', { extractable: true });
+const jwk = { ...(await exportJWK(keys.publicKey)), alg: 'ES256', kid: 'k1' };
+const pins = { issuer: ISSUER, audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 5, maxTokenLifetimeSeconds: 300, jwks: { keys: [jwk] } };
+const folder = (id: string) => ({ type: 'Folder', id });
+const invoicesCeiling = { template: 'ceiling-folder', values: { '?resource': folder('invoices') } };
+
+/** Documents and folders the PEP describes: d1 in invoices, s1 in secret in invoices, l1 in locked in invoices, r1 in reports. */
+const entities = [
+  { uid: folder('invoices'), attrs: {}, parents: [] },
+  { uid: folder('secret'), attrs: {}, parents: [folder('invoices')] },
+  { uid: folder('locked'), attrs: {}, parents: [folder('invoices')] },
+  { uid: folder('reports'), attrs: {}, parents: [] },
+  { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [folder('invoices')] },
+  { uid: { type: 'Document', id: 's1' }, attrs: {}, parents: [folder('secret')] },
+  { uid: { type: 'Document', id: 'l1' }, attrs: {}, parents: [folder('locked')] },
+  { uid: { type: 'Document', id: 'r1' }, attrs: {}, parents: [folder('reports')] },
+];
+
+const readInvoices = [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('invoices') }];
+const now = () => Math.floor(Date.now() / 1000);
+
+async function mint(claims: JWTPayload & Record<string, unknown>, options: { key?: Parameters<SignJWT['sign']>[0]; kid?: string; lifetime?: number; omit?: string[] } = {}): Promise<string> {
+  const iat = claims.iat ?? now();
+  const body: Record<string, unknown> = { iss: ISSUER, aud: 'leash', iat, exp: iat + (options.lifetime ?? 120), authorization_details: readInvoices, jti: crypto.randomUUID(), ...claims };
+  for (const k of options.omit ?? []) delete body[k];
+  return new SignJWT(body).setProtectedHeader({ alg: 'ES256', kid: options.kid ?? 'k1', typ: 'at+jwt' }).sign(options.key ?? keys.privateKey);
+}
+
+let node: TestNode;
+const ask = async (agent: string, token: string | undefined, action: string, doc: string) => {
+  const res = await node.api(
+    'POST',
+    '/access/v1/evaluation',
+    {
+      subject: { type: 'agent', id: agent, ...(token === undefined ? {} : { properties: { token } }) },
+      action: { name: action },
+      resource: { type: 'Document', id: doc },
+      context: { entities },
+    },
+    {},
+    PEP_TOKEN,
+  );
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return res.body as { decision: boolean; context: { layer: string; code?: string; reasons: string[]; policyVersion: number } };
+};
+
+beforeAll(async () => {
+  node = await startTestNode(await freshPostgres());
+  expect((await node.api('PUT', '/v1/policy-set', { schema, policies })).status).toBe(200);
+  for (const id of ['finance', 'finance-agents']) await node.api('POST', '/v1/groups', { id });
+  await node.api('POST', '/v1/humans', { id: 'alice', email: 'alice@example.com', groups: ['finance'] });
+  await node.api('POST', '/v1/humans', { id: 'eve', email: 'eve@example.com', groups: [] });
+  const register = async (id: string, overrides: Record<string, unknown> = {}, authorize: unknown = { grants: [] }) => {
+    const res = await node.api('POST', '/v1/agents', agentBody({ id, credentials: pins, ceiling: invoicesCeiling, groups: ['finance-agents'], ...overrides }));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    if (authorize) expect((await node.api('POST', `/v1/agents/${id}/authorize`, authorize)).status).toBe(200);
+  };
+  await register('bot');
+  await register('bot-eve', { owner: 'eve' });
+  await register('bot-no-ceiling', { ceiling: null });
+  await register('bot-writer', {}, { grants: [{ template: 'grant-write-folder', values: { '?resource': folder('invoices') } }] });
+  await register('bot-suspended');
+  await node.api('POST', '/v1/agents/bot-suspended/suspend', { reason: 'anomaly' });
+  await register('bot-parent');
+  await register('bot-child');
+  await register('bot-revoked-parent');
+  await node.api('POST', '/v1/agents/bot-revoked-parent/revoke', { mode: 'immediate', reason: 'compromised' });
+});
+afterAll(async () => node?.close());
+
+describe('an agent with a good token', () => {
+  it('is allowed when every layer allows, and the decision names the policies', async () => {
+    const d = await ask('bot', await mint({ sub: 'bot' }), 'read', 'd1');
+    expect(d).toMatchObject({ decision: true, context: { layer: 'all', policyVersion: 2 } });
+    expect(d.context.reasons).toEqual(expect.arrayContaining(['ceiling:bot', 'agents-read-invoices', 'finance-reads-invoices']));
+  });
+
+  it('acting for a human by delegation (act claim): that human is the human layer', async () => {
+    expect(await ask('bot', await mint({ sub: 'alice', act: { sub: 'bot' } }), 'read', 'd1')).toMatchObject({ decision: true });
+    expect(await ask('bot', await mint({ sub: 'eve', act: { sub: 'bot' } }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'human' } });
+    expect(await ask('bot', await mint({ sub: 'nobody', act: { sub: 'bot' } }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_UNKNOWN_HUMAN' } });
+  });
+
+  it('a sub-agent is allowed only while every agent above it in the act chain is active', async () => {
+    expect(await ask('bot-child', await mint({ sub: 'alice', act: { sub: 'bot-child', act: { sub: 'bot-parent' } } }), 'read', 'd1')).toMatchObject({ decision: true });
+    expect(await ask('bot-child', await mint({ sub: 'alice', act: { sub: 'bot-child', act: { sub: 'bot-revoked-parent' } } }), 'read', 'd1')).toMatchObject({
+      decision: false, context: { layer: 'token', code: 'DELEGATION_CHAIN_BROKEN' },
+    });
+  });
+
+  it('grants (template links from authorize) extend the agent layer', async () => {
+    const writeInvoices = [{ type: 'leash:cedar', actions: ['write'], resourceIn: folder('invoices') }];
+    expect(await ask('bot-writer', await mint({ sub: 'bot-writer', authorization_details: writeInvoices }), 'write', 'd1')).toMatchObject({ decision: true, context: { layer: 'all' } });
+    // Without the grant the same request stops at the agent layer, though the human may write.
+    expect(await ask('bot', await mint({ sub: 'bot', authorization_details: writeInvoices }), 'write', 'd1')).toMatchObject({ decision: false, context: { layer: 'agent' } });
+  });
+});
+
+describe('layer intersection (SPEC §3)', () => {
+  it('ceiling allows but the human does not → denied at the human layer', async () => {
+    expect(await ask('bot-eve', await mint({ sub: 'bot-eve' }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'human' } });
+  });
+
+  it('human and agent allow but the ceiling does not → denied (details beyond the ceiling)', async () => {
+    const reports = [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('reports') }];
+    expect(await ask('bot', await mint({ sub: 'bot', authorization_details: reports }), 'read', 'r1')).toMatchObject({
+      decision: false, context: { layer: 'details', code: 'DETAILS_BEYOND_CEILING' },
+    });
+  });
+
+  it('a forbid in the ceiling layer wins', async () => {
+    const writes = [{ type: 'leash:cedar', actions: ['write'], resourceIn: folder('invoices') }];
+    const d = await ask('bot-writer', await mint({ sub: 'bot-writer', authorization_details: writes }), 'write', 'l1');
+    expect(d).toMatchObject({ decision: false, context: { layer: 'ceiling', reasons: ['ceiling-no-writes-to-locked'] } });
+  });
+
+  it('a forbid in the ordinary policies wins, naming the forbid', async () => {
+    const d = await ask('bot', await mint({ sub: 'bot' }), 'read', 's1');
+    expect(d).toMatchObject({ decision: false, context: { layer: 'agent', reasons: ['no-secrets'] } });
+  });
+
+  it('an agent with no ceiling is denied', async () => {
+    expect(await ask('bot-no-ceiling', await mint({ sub: 'bot-no-ceiling' }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'ceiling', code: 'NO_CEILING' } });
+  });
+
+  it('details that cover a different resource or action are denied', async () => {
+    const other = [{ type: 'leash:cedar', actions: ['read'], resource: { type: 'Document', id: 'd9' } }];
+    expect(await ask('bot', await mint({ sub: 'bot', authorization_details: other }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'details', code: 'DETAILS_NOT_COVERING' } });
+    const writeOnly = [{ type: 'leash:cedar', actions: ['write'], resourceIn: folder('invoices') }];
+    expect(await ask('bot', await mint({ sub: 'bot', authorization_details: writeOnly }), 'read', 'd1')).toMatchObject({ decision: false, context: { code: 'DETAILS_NOT_COVERING' } });
+    const exact = [{ type: 'leash:cedar', actions: ['read'], resource: { type: 'Document', id: 'd1' } }];
+    expect(await ask('bot', await mint({ sub: 'bot', authorization_details: exact }), 'read', 'd1')).toMatchObject({ decision: true });
+  });
+
+  it('a token asking for more than the ceiling is refused outright, although this request is inside it', async () => {
+    const greedy = [...readInvoices, { type: 'leash:cedar', actions: ['read'], resourceIn: folder('reports') }];
+    expect(await ask('bot', await mint({ sub: 'bot', authorization_details: greedy }), 'read', 'd1')).toMatchObject({
+      decision: false, context: { layer: 'details', code: 'DETAILS_BEYOND_CEILING' },
+    });
+  });
+
+  it.each([
+    ['missing', undefined, 'DETAILS_MISSING'],
+    ['not an array', { type: 'leash:cedar' }, 'DETAILS_MALFORMED'],
+    ['empty', [], 'DETAILS_MALFORMED'],
+    ['of an unknown type', [{ type: 'payment_initiation', actions: ['read'] }], 'DETAILS_UNSUPPORTED_TYPE'],
+    ['with both resource and resourceIn', [{ type: 'leash:cedar', actions: ['read'], resource: folder('invoices'), resourceIn: folder('invoices') }], 'DETAILS_MALFORMED'],
+    ['with no actions', [{ type: 'leash:cedar', actions: [], resourceIn: folder('invoices') }], 'DETAILS_MALFORMED'],
+  ])('authorization_details %s → %s', async (_name, details, code) => {
+    const token = await mint({ sub: 'bot', authorization_details: details }, { omit: details === undefined ? ['authorization_details'] : [] });
+    expect(await ask('bot', token, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'details', code } });
+  });
+});
+
+describe('rejected tokens, each with its own code', () => {
+  const unsigned = (claims: Record<string, unknown>) =>
+    `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.`;
+
+  it.each<[string, () => Promise<string | undefined>, string, string?]>([
+    ['no token', async () => undefined, 'TOKEN_MISSING'],
+    ['garbage', async () => 'not.a.jwt', 'TOKEN_MALFORMED'],
+    ['alg none', async () => unsigned({ sub: 'bot', iss: ISSUER, aud: 'leash', iat: now(), exp: now() + 60, authorization_details: readInvoices }), 'TOKEN_ALG_NOT_ALLOWED'],
+    ['HS256 keyed with the public key', async () => new SignJWT({ sub: 'bot', iss: ISSUER, aud: 'leash', iat: now(), exp: now() + 60 }).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).sign(new TextEncoder().encode(JSON.stringify(jwk))), 'TOKEN_ALG_NOT_ALLOWED'],
+    ['an unknown kid', async () => mint({ sub: 'bot' }, { key: otherKeys.privateKey, kid: 'k-unknown' }), 'TOKEN_UNKNOWN_KEY'],
+    ['a signature by another key', async () => mint({ sub: 'bot' }, { key: otherKeys.privateKey }), 'TOKEN_BAD_SIGNATURE'],
+    ['expired', async () => mint({ sub: 'bot', iat: now() - 200 }, { lifetime: 100 }), 'TOKEN_EXPIRED'],
+    ['no exp', async () => mint({ sub: 'bot' }, { omit: ['exp'] }), 'TOKEN_MISSING_EXP'],
+    ['no iat', async () => mint({ sub: 'bot' }, { omit: ['iat'] }), 'TOKEN_MISSING_IAT'],
+    ['nbf in the future', async () => mint({ sub: 'bot', nbf: now() + 120 }), 'TOKEN_NOT_YET_VALID'],
+    ['iat in the future', async () => mint({ sub: 'bot', iat: now() + 120 }), 'TOKEN_NOT_YET_VALID'],
+    ['a far-future exp', async () => mint({ sub: 'bot' }, { lifetime: 30 * 24 * 3600 }), 'TOKEN_LIFETIME_TOO_LONG'],
+    ['another issuer', async () => mint({ sub: 'bot', iss: 'https://evil.example' }), 'TOKEN_WRONG_ISSUER'],
+    ['another audience', async () => mint({ sub: 'bot', aud: 'someone-else' }), 'TOKEN_WRONG_AUDIENCE'],
+    ['issued before the last authorize/rotation', async () => mint({ sub: 'bot', iat: now() - 240 }, { lifetime: 290 }), 'TOKEN_ISSUED_BEFORE_ROTATION'],
+    ['naming another agent', async () => mint({ sub: 'bot-eve' }), 'TOKEN_SUBJECT_MISMATCH'],
+    ['for a suspended agent', async () => mint({ sub: 'bot-suspended' }), 'AGENT_NOT_ACTIVE', 'bot-suspended'],
+    ['for an agent that does not exist', async () => mint({ sub: 'ghost' }), 'AGENT_UNKNOWN', 'ghost'],
+  ])('%s → %s', async (_name, token, code, agent = 'bot') => {
+    expect(await ask(agent, await token(), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code } });
+  });
+
+  it('rotating credentials kills tokens issued before, even with the same key', async () => {
+    await node.api('POST', '/v1/agents', agentBody({ id: 'bot-rotating', credentials: pins, ceiling: invoicesCeiling, groups: ['finance-agents'] }));
+    await node.api('POST', '/v1/agents/bot-rotating/authorize', { grants: [] });
+    await new Promise((r) => setTimeout(r, 1100)); // iat has whole seconds
+    const old = await mint({ sub: 'bot-rotating' });
+    expect((await ask('bot-rotating', old, 'read', 'd1')).decision).toBe(true);
+    await new Promise((r) => setTimeout(r, 1100));
+    await node.api('POST', '/v1/agents/bot-rotating/rotate', { credentials: pins });
+    expect(await ask('bot-rotating', old, 'read', 'd1')).toMatchObject({ decision: false, context: { code: 'TOKEN_ISSUED_BEFORE_ROTATION' } });
+    expect((await ask('bot-rotating', await mint({ sub: 'bot-rotating' }), 'read', 'd1')).decision).toBe(true);
+  });
+});
