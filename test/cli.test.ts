@@ -3,6 +3,7 @@ import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { importJWK, jwtVerify } from 'jose';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freshPostgres } from './support/backends.ts';
 import { agentBody } from './support/node.ts';
@@ -91,6 +92,22 @@ describe('leash serve + CLI on the embedded default', () => {
     await serve(env);
     expect(await cli('agents', 'get', 'invoice-bot')).toMatchObject({ status: 'retired', version: 4 });
   }, 120_000);
+
+  it('keys generate + token mint a token that verifies against the printed public key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'leash-keys-'));
+    const keyFile = join(dir, 'agent.json');
+    const { stdout: pub } = await run(process.execPath, [LEASH, 'keys', 'generate', keyFile, '--kid', 'k7'], { env: cleanEnv({}) });
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    const publicJwk = JSON.parse(pub);
+    expect(publicJwk).toMatchObject({ kty: 'EC', kid: 'k7', alg: 'ES256' });
+    expect(publicJwk.d).toBeUndefined(); // never the private part
+    const details = [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'Folder', id: 'f' } }];
+    const { stdout: token } = await run(process.execPath, [LEASH, 'token', '--key', keyFile, '--agent', 'bot', '--on-behalf-of', 'alice', '--details', JSON.stringify(details)], { env: cleanEnv({}) });
+    const { payload, protectedHeader } = await jwtVerify(token.trim(), await importJWK(publicJwk, 'ES256'), { issuer: 'https://idp.example', audience: 'leash' });
+    expect(protectedHeader).toMatchObject({ alg: 'ES256', kid: 'k7', typ: 'at+jwt' });
+    expect(payload).toMatchObject({ sub: 'alice', act: { sub: 'bot' }, authorization_details: details });
+    expect(payload.exp! - payload.iat!).toBe(120);
+  });
 
   it('refuses to start on a shared database without an operator token', async () => {
     const { url } = await freshPostgres();

@@ -1,9 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { adminTokenFile, backendOf, loadConfig, resolveAdminToken, type ConfigInput } from '../config.ts';
 import { startNode } from '../node.ts';
 import { connect } from '../store/connect.ts';
 import { migrateToLatest } from '../store/migrate.ts';
+import { generateAgentKey, mintAgentToken } from '../tokens/mint.ts';
 
 const program = new Command('leash').description('Leash: authorization for AI agents').showHelpAfterError();
 
@@ -154,6 +155,42 @@ for (const verb of ['suspend', 'retire'] as const) {
 }
 client(agents.command('revoke <id>').requiredOption('--reason <text>').addOption(new Option('--mode <mode>').choices(['immediate', 'graceful', 'quarantine']).default('immediate')))
   .action((id, flags) => call(flags, 'POST', `/v1/agents/${encodeURIComponent(id)}/revoke`, { mode: flags.mode, reason: flags.reason }));
+
+const keys = program.command('keys').description('local agent keys, for trying Leash without an identity provider');
+keys
+  .command('generate <file>')
+  .description('write an ES256 private JWK (0600) to <file> and print the public JWK to pin at registration')
+  .option('--kid <kid>', 'key id', 'k1')
+  .action(async (file: string, flags: { kid: string }) => {
+    const { privateJwk, publicJwk } = await generateAgentKey(flags.kid);
+    writeFileSync(file, `${JSON.stringify(privateJwk)}\n`, { mode: 0o600, flag: 'wx' });
+    process.stdout.write(`${JSON.stringify(publicJwk)}\n`);
+  });
+
+program
+  .command('token')
+  .description('mint a short-lived agent token signed with a local private JWK')
+  .requiredOption('--key <file>', 'private JWK file (from `leash keys generate`)')
+  .requiredOption('--agent <id>', 'the agent')
+  .requiredOption('--details <json>', 'authorization_details (RFC 9396), a JSON array')
+  .option('--on-behalf-of <human>', 'delegating human: the token gets sub=<human>, act.sub=<agent>')
+  .option('--issuer <iss>', 'issuer pinned for the agent', 'https://idp.example')
+  .option('--audience <aud>', 'audience pinned for the agent', 'leash')
+  .option('--lifetime <seconds>', 'token lifetime', '120')
+  .action(async (flags: { key: string; agent: string; details: string; onBehalfOf?: string; issuer: string; audience: string; lifetime: string }) => {
+    const details = JSON.parse(flags.details) as unknown;
+    if (!Array.isArray(details)) throw new Error('--details must be a JSON array');
+    const token = await mintAgentToken({
+      privateJwk: JSON.parse(readFileSync(flags.key, 'utf8')),
+      issuer: flags.issuer,
+      audience: flags.audience,
+      agent: flags.agent,
+      ...(flags.onBehalfOf ? { onBehalfOf: flags.onBehalfOf } : {}),
+      authorizationDetails: details,
+      lifetimeSeconds: Number(flags.lifetime),
+    });
+    process.stdout.write(`${token}\n`);
+  });
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`leash: ${err.message}\n`);
