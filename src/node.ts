@@ -1,4 +1,5 @@
 import type { FastifyServerOptions } from 'fastify';
+import { DecisionLog } from './audit/decision-log.ts';
 import { policyAggregate } from './authz/policy-aggregate.ts';
 import { readPolicyFiles } from './authz/policy-files.ts';
 import { compilePolicySet } from './authz/policy-set.ts';
@@ -98,8 +99,9 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       await listener?.close();
       throw err;
     }
+    const decisions = new DecisionLog(connection.db);
     const app = await buildServer({
-      store, view, policies, follower, commands,
+      store, view, policies, follower, commands, decisions,
       adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
     });
     return {

@@ -113,7 +113,9 @@ function within(entities: Map<string, CedarEntity>, uid: EntityUid, ancestor: En
 const same = (a: EntityUid, b: EntityUid) => a.type === b.type && a.id === b.id;
 
 export async function evaluateAgent(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date): Promise<Decision> {
-  const base = { errors: [] as string[], policyVersion: policies?.version ?? 0, position: view.position };
+  const base: { errors: string[]; policyVersion: number; position: number; claims?: Record<string, unknown> } = {
+    errors: [], policyVersion: policies?.version ?? 0, position: view.position,
+  };
   const deny = (layer: Decision['layer'], code: string | undefined, reasons: string[] = [], errors: string[] = []): Decision => ({
     ...base, decision: false, layer, reasons, errors, ...(code ? { code } : {}),
   });
@@ -123,6 +125,7 @@ export async function evaluateAgent(request: EvaluationRequest, policies: Compil
   const token = await verifyAgentToken(request.subject.properties?.token, request.subject.id, agentOf, now);
   if (!token.ok) return deny('token', token.code);
   const agent = agentOf(token.actingAgent)!;
+  base.claims = token.claims;
   // Every agent that delegated down to this one must still be live.
   if (token.chain.some((id) => agentOf(id)?.status !== 'active')) return deny('token', 'DELEGATION_CHAIN_BROKEN');
   const humanId = token.onBehalfOf ?? agent.owner;

@@ -31,6 +31,8 @@ export interface Decision {
   errors: string[];
   /** Why a token or details check refused (e.g. TOKEN_EXPIRED, DETAILS_BEYOND_CEILING). */
   code?: string;
+  /** The verified token's claims, for the decision log (never the token itself). */
+  claims?: Record<string, unknown>;
   policyVersion: number;
   position: number;
 }

@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { LeashError } from '../errors.ts';
+import type { DecisionLog } from '../audit/decision-log.ts';
 import type { PolicyView } from '../authz/policy-view.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
@@ -21,6 +22,7 @@ export interface ServerDeps {
   follower: Follower;
   commands: CommandHandler;
   policies: PolicyView;
+  decisions: DecisionLog;
   adminToken: string;
   pepTokens: string[];
   nodeId: string;

@@ -1,6 +1,7 @@
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { LeashError } from '../errors.ts';
 import type { Database, EventsTable } from './events.table.ts';
+import { GroupCommitter } from './group-commit.ts';
 import { eventHash, GENESIS_HASH } from './hash-chain.ts';
 
 export interface EventMetadata {
@@ -49,12 +50,6 @@ export type AppendOutcome =
   /** The idempotency key was already used: nothing was appended. */
   | { kind: 'duplicate'; streamId: string; version: number; position: number; requestHash: string | undefined };
 
-interface Pending {
-  request: AppendRequest;
-  resolve: (outcome: AppendOutcome) => void;
-  reject: (error: unknown) => void;
-}
-
 type Db = Kysely<Database> | Transaction<Database>;
 
 /** Serialises appenders across every node sharing the database; see `appendBatch`. */
@@ -63,26 +58,28 @@ const APPEND_LOCK = 0x6c65617368; // "leash"
 export const EVENTS_CHANNEL = 'leash_events';
 
 /**
- * The Postgres event log. Appends are group-committed: requests that arrive while a
- * transaction is in flight are written together in the next one, each checked on its own
- * (expected version, idempotency key), so one fsync serves many writers.
+ * The Postgres event log. Appends are group-committed (see GroupCommitter), each request
+ * checked on its own (expected version, idempotency key), so one fsync serves many writers.
  */
 export class EventStore {
-  private readonly queue: Pending[] = [];
-  private flushing = false;
+  private readonly committer: GroupCommitter<AppendRequest, AppendOutcome>;
   private readonly listeners = new Set<(position: number) => void>();
 
   constructor(
     readonly db: Kysely<Database>,
-    private readonly maxBatch = 256,
-  ) {}
+    maxBatch = 256,
+  ) {
+    this.committer = new GroupCommitter<AppendRequest, AppendOutcome>(async (batch) => {
+      const outcomes = await this.db.transaction().execute((trx) => appendBatch(trx, batch));
+      const last = Math.max(0, ...outcomes.map((o) => (o instanceof Error || o.kind !== 'appended' ? 0 : o.position)));
+      if (last > 0) for (const listener of this.listeners) listener(last);
+      return outcomes;
+    }, maxBatch);
+  }
 
   append(request: AppendRequest): Promise<AppendOutcome> {
     if (request.events.length === 0) return Promise.reject(new Error('append needs at least one event'));
-    return new Promise((resolve, reject) => {
-      this.queue.push({ request, resolve, reject });
-      if (!this.flushing) void this.flush();
-    });
+    return this.committer.submit(request);
   }
 
   /** Called with the last committed position after each commit made by this process. */
@@ -97,41 +94,6 @@ export class EventStore {
 
   readAll(afterPosition: number, limit: number): Promise<StoredEvent[]> {
     return readAll(this.db, afterPosition, limit);
-  }
-
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, this.maxBatch);
-        try {
-          await this.commit(batch);
-        } catch (err) {
-          if (batch.length === 1) {
-            batch[0]!.reject(err);
-            continue;
-          }
-          // One poisoned request must not fail its neighbours: retry each on its own.
-          for (const pending of batch) {
-            await this.commit([pending]).catch(pending.reject);
-          }
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
-  }
-
-  private async commit(batch: Pending[]): Promise<void> {
-    const outcomes = await this.db.transaction().execute((trx) => appendBatch(trx, batch.map((p) => p.request)));
-    let last = 0;
-    outcomes.forEach((outcome, i) => {
-      const pending = batch[i]!;
-      if (outcome instanceof Error) return pending.reject(outcome);
-      if (outcome.kind === 'appended') last = Math.max(last, outcome.position);
-      pending.resolve(outcome);
-    });
-    if (last > 0) for (const listener of this.listeners) listener(last);
   }
 }
 

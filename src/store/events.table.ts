@@ -15,6 +15,23 @@ export interface EventsTable {
   transaction_id: Generated<string>;
 }
 
+export interface DecisionsTable {
+  seq: ColumnType<string, string | number, never>;
+  id: string;
+  node_id: string;
+  recorded_at: ColumnType<Date, Date | string, never>;
+  request: ColumnType<unknown, string, never>;
+  decision: boolean;
+  layer: string;
+  code: string | null;
+  reasons: ColumnType<unknown, string, never>;
+  policy_version: number;
+  log_position: ColumnType<string, string | number, never>;
+  prev_hash: string;
+  hash: string;
+}
+
 export interface Database {
   events: EventsTable;
+  decisions: DecisionsTable;
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPostgres } from '../support/backends.ts';
 import { PEP_TOKEN, agentBody, startTestNode, type TestNode } from '../support/node.ts';
@@ -81,7 +82,7 @@ const ask = async (agent: string, token: string | undefined, action: string, doc
     PEP_TOKEN,
   );
   expect(res.status, JSON.stringify(res.body)).toBe(200);
-  return res.body as { decision: boolean; context: { layer: string; code?: string; reasons: string[]; policyVersion: number } };
+  return res.body as { decision: boolean; context: { id: string; layer: string; code?: string; reasons: string[]; policyVersion: number } };
 };
 
 beforeAll(async () => {
@@ -229,5 +230,41 @@ describe('rejected tokens, each with its own code', () => {
     await node.api('POST', '/v1/agents/bot-rotating/rotate', { credentials: pins });
     expect(await ask('bot-rotating', old, 'read', 'd1')).toMatchObject({ decision: false, context: { code: 'TOKEN_ISSUED_BEFORE_ROTATION' } });
     expect((await ask('bot-rotating', await mint({ sub: 'bot-rotating' }), 'read', 'd1')).decision).toBe(true);
+  });
+});
+
+describe('decision log', () => {
+  const rows = async () => (await sql<{ id: string; request: any; decision: boolean; layer: string; code: string | null; reasons: string[]; policy_version: number }>`select * from decisions order by seq`.execute(node.connection.db)).rows;
+
+  it('records every decision with claims and jti, never the raw token', async () => {
+    const token = await mint({ sub: 'bot' });
+    const allowed = await ask('bot', token, 'read', 'd1');
+    const denied = await ask('bot', await mint({ sub: 'bot', iss: 'https://evil.example' }), 'read', 'd1');
+    const all = await rows();
+    const a = all.find((r) => r.id === allowed.context.id)!;
+    const d = all.find((r) => r.id === denied.context.id)!;
+    expect(a).toMatchObject({ decision: true, layer: 'all', policy_version: 2 });
+    expect(a.request.subject.properties.token).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/), claims: { sub: 'bot', iss: ISSUER }, jti: expect.any(String) });
+    expect(d).toMatchObject({ decision: false, layer: 'token', code: 'TOKEN_WRONG_ISSUER' });
+    expect(d.request.subject.properties.token.claims).toBeUndefined(); // unverified claims are not trusted, not kept
+    const everything = JSON.stringify(all);
+    expect(everything).not.toContain(token);
+    expect(everything).not.toContain(token.split('.')[2]); // not even the signature
+  });
+
+  it('gives no answer when the decision cannot be recorded', async () => {
+    const token = await mint({ sub: 'bot' });
+    await sql`alter table decisions rename to decisions_away`.execute(node.connection.db);
+    try {
+      const res = await node.api('POST', '/access/v1/evaluation', {
+        subject: { type: 'agent', id: 'bot', properties: { token } }, action: { name: 'read' }, resource: { type: 'Document', id: 'd1' }, context: { entities },
+      }, {}, PEP_TOKEN);
+      expect(res.status).toBe(503);
+      expect(res.body.code).toBe('NOT_READY');
+      expect(res.body.decision).toBeUndefined();
+    } finally {
+      await sql`alter table decisions_away rename to decisions`.execute(node.connection.db);
+    }
+    expect((await ask('bot', token, 'read', 'd1')).decision).toBe(true);
   });
 });

@@ -12,7 +12,7 @@ const todo = {
   policies: readFileSync(here('./todo/policies.cedar'), 'utf8'),
   aliases: { user: 'Human' },
 };
-const vectors = JSON.parse(readFileSync(here('../../../shared/vectors/authzen/todo-decisions.json'), 'utf8')) as {
+const vectors = JSON.parse(readFileSync(here('./todo/todo-decisions.json'), 'utf8')) as {
   evaluation: { request: unknown; expected: boolean }[];
   evaluations: { request: unknown; expected: { decision: boolean }[] }[];
 };
@@ -42,7 +42,7 @@ beforeAll(async () => {
 });
 afterAll(async () => node?.close());
 
-describe('AuthZEN Todo interop (shared/vectors/authzen/todo-decisions.json)', () => {
+describe('AuthZEN Todo interop (the public cases, copied from shared/vectors/authzen/todo-decisions.json)', () => {
   it.each(vectors.evaluation.map((v, i) => ({ i, ...v })))('evaluation #$i → $expected', async ({ request, expected }) => {
     const res = await pep('/access/v1/evaluation', request);
     expect(res.status, JSON.stringify(res.body)).toBe(200);

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
 import { decide as decideAny } from '../../authz/agent-decision.ts';
 import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
@@ -39,18 +39,52 @@ const DecisionContext = Type.Object(
 const DecisionView = Type.Object({ decision: Type.Boolean(), context: Type.Optional(DecisionContext) }, open);
 const errors = { 400: Problem, 401: Problem, 413: Problem };
 
-function view(d: Decision) {
+function view(d: Decision, id: string) {
   return {
     decision: d.decision,
     context: {
-      id: randomUUID(), layer: d.layer, reasons: d.reasons, position: d.position, policyVersion: d.policyVersion,
+      id, layer: d.layer, reasons: d.reasons, position: d.position, policyVersion: d.policyVersion,
       ...(d.code ? { code: d.code } : {}), ...(d.errors.length ? { errors: d.errors } : {}),
     },
   };
 }
 
+/** The request as the decision log keeps it: the token becomes its fingerprint, verified claims and jti. */
+function redact(request: EvaluationRequest, d: Decision): EvaluationRequest {
+  const properties = request.subject.properties;
+  if (!properties || !('token' in properties)) return request;
+  const { token, ...rest } = properties;
+  const fingerprint = typeof token === 'string' ? createHash('sha256').update(token).digest('hex') : null;
+  return {
+    ...request,
+    subject: { ...request.subject, properties: { ...rest, token: { sha256: fingerprint, ...(d.claims ? { claims: d.claims, jti: d.claims.jti ?? null } : {}) } } },
+  };
+}
+
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
-  const decide = (request: EvaluationRequest) => decideAny(request, deps.policies.current(), deps.view, new Date());
+  /** Decide, then record durably; only then may the answer leave (SPEC §8). */
+  const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
+    const decided: { request: EvaluationRequest; decision: Decision }[] = [];
+    for (const request of requests) {
+      const decision = await decideAny(request, deps.policies.current(), deps.view, new Date());
+      decided.push({ request, decision });
+      if (stopAt?.(decision)) break;
+    }
+    let stored;
+    try {
+      stored = await Promise.all(
+        decided.map(({ request, decision: d }) =>
+          deps.decisions.record({
+            id: randomUUID(), nodeId: deps.nodeId, at: new Date(), request: redact(request, d), decision: d.decision, layer: d.layer,
+            code: d.code ?? null, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.position,
+          }),
+        ),
+      );
+    } catch (err) {
+      throw new LeashError('NOT_READY', 'the decision could not be recorded durably, so it is not given', { cause: (err as Error).message });
+    }
+    return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
+  };
 
   app.get('/.well-known/authzen-configuration', { schema: { tags: ['authzen'], security: [] } }, async (request) => {
     const base = `${request.protocol}://${request.host}`;
@@ -62,24 +96,21 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   });
 
   app.post('/access/v1/evaluation', { schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
-    view(await decide(request.body as EvaluationRequest)),
+    (await decide([request.body as EvaluationRequest]))[0]!,
   );
 
   app.post('/access/v1/evaluations', { schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
     const { evaluations, options, ...defaults } = request.body;
     if (!evaluations || evaluations.length === 0) {
       // The spec: without an evaluations array this is a single evaluation.
-      return view(await decide(complete(defaults)));
+      return (await decide([complete(defaults)]))[0]!;
     }
     const semantic = options?.evaluations_semantic ?? 'execute_all';
-    const results = [];
-    for (const item of evaluations) {
-      const merged = complete({ subject: item.subject ?? defaults.subject, action: item.action ?? defaults.action, resource: item.resource ?? defaults.resource, context: item.context ?? defaults.context });
-      const decision = await decide(merged);
-      results.push(view(decision));
-      if (semantic === 'deny_on_first_deny' && !decision.decision) break;
-      if (semantic === 'permit_on_first_permit' && decision.decision) break;
-    }
+    const merged = evaluations.map((item) =>
+      complete({ subject: item.subject ?? defaults.subject, action: item.action ?? defaults.action, resource: item.resource ?? defaults.resource, context: item.context ?? defaults.context }),
+    );
+    const stopAt = semantic === 'deny_on_first_deny' ? (d: Decision) => !d.decision : semantic === 'permit_on_first_permit' ? (d: Decision) => d.decision : undefined;
+    const results = await decide(merged, stopAt);
     return { evaluations: results };
   });
 }

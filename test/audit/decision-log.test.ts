@@ -1,0 +1,43 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DecisionLog, readDecisions, verifyDecisionChain, type DecisionRecord } from '../../src/audit/decision-log.ts';
+import { connect, type Connection } from '../../src/store/connect.ts';
+import { migrateToLatest } from '../../src/store/migrate.ts';
+import { backends } from '../support/backends.ts';
+
+const record = (i: number): DecisionRecord => ({
+  id: randomUUID(), nodeId: 'n1', at: new Date('2026-11-23T10:00:00.000Z'), request: { subject: { type: 'user', id: `u${i}` } },
+  decision: i % 2 === 0, layer: 'subject', code: null, reasons: i % 2 === 0 ? ['p1'] : [], policyVersion: 1, logPosition: 7,
+});
+
+describe.each(backends)('decision log on $name', ({ fresh }) => {
+  let connection: Connection;
+  let log: DecisionLog;
+  beforeEach(async () => {
+    connection = await connect(await fresh());
+    await migrateToLatest(connection.db);
+    log = new DecisionLog(connection.db);
+  });
+  afterEach(async () => connection.db.destroy());
+
+  it('records concurrent decisions with gap-free sequence numbers in one hash chain', async () => {
+    const stored = await Promise.all(Array.from({ length: 50 }, (_, i) => log.record(record(i))));
+    expect(stored.map((d) => d.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    const all = await readDecisions(connection.db, 0, 1000);
+    expect(all).toHaveLength(50);
+    expect(all[0]).toMatchObject({ request: expect.any(Object), reasons: expect.any(Array), policyVersion: 1, logPosition: 7 });
+    expect(verifyDecisionChain(all)).toEqual({ ok: true });
+    const edited = all.map((d, i) => (i === 10 ? { ...d, decision: !d.decision } : d));
+    expect(verifyDecisionChain(edited)).toEqual({ ok: false, seq: 11 });
+    expect(verifyDecisionChain([...all.slice(0, 5), ...all.slice(6)])).toEqual({ ok: false, seq: 7 });
+  });
+
+  it('is append-only in the database', async () => {
+    await log.record(record(1));
+    await expect(sql`update decisions set decision = true`.execute(connection.db)).rejects.toThrow(/append-only/);
+    await expect(sql`delete from decisions`.execute(connection.db)).rejects.toThrow(/append-only/);
+    await expect(sql`truncate decisions`.execute(connection.db)).rejects.toThrow(/append-only/);
+    expect(await readDecisions(connection.db, 0, 10)).toHaveLength(1);
+  });
+});
