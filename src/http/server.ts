@@ -60,11 +60,12 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     reply.header('x-request-id', request.id);
   });
 
-  // Strings that Postgres' jsonb cannot hold (NUL, lone surrogates) are refused up front,
-  // so a bad body is a 400 and never a failed write.
+  // Values that cannot travel intact are refused up front, so a bad body is a 400, never a
+  // failed write or a silently different value: strings Postgres' jsonb cannot hold (NUL,
+  // lone surrogates), and integers beyond 2^53, which JSON parsing has already rounded.
   app.addHook('preValidation', async (request) => {
-    const bad = findUnstorableString(request.body, '');
-    if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad || 'body'} contains a NUL character or an unpaired surrogate`);
+    const bad = findUnsafeValue(request.body, '');
+    if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad.path || 'body'} ${bad.why}`);
   });
 
   // Operators reach everything under /v1; PEPs (and operators) reach the decision API.
@@ -103,19 +104,30 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
 
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
-function findUnstorableString(value: unknown, path: string): string | null {
-  if (typeof value === 'string') return value.includes('\u0000') || !(value as string & { isWellFormed(): boolean }).isWellFormed() ? path : null;
+type Unsafe = { path: string; why: string } | null;
+
+function findUnsafeValue(value: unknown, path: string): Unsafe {
+  if (typeof value === 'string') {
+    return value.includes('\u0000') || !(value as string & { isWellFormed(): boolean }).isWellFormed()
+      ? { path, why: 'contains a NUL character or an unpaired surrogate' }
+      : null;
+  }
+  if (typeof value === 'number') {
+    return Number.isInteger(value) && !Number.isSafeInteger(value)
+      ? { path, why: 'is an integer beyond 2^53, which cannot be kept exactly; send it as a string (or a Cedar extension value)' }
+      : null;
+  }
   if (Array.isArray(value)) {
     for (const [i, v] of value.entries()) {
-      const bad = findUnstorableString(v, `${path}/${i}`);
-      if (bad !== null) return bad;
+      const bad = findUnsafeValue(v, `${path}/${i}`);
+      if (bad) return bad;
     }
     return null;
   }
   if (value !== null && typeof value === 'object') {
     for (const [k, v] of Object.entries(value)) {
-      const bad = findUnstorableString(k, `${path}/${k}`) ?? findUnstorableString(v, `${path}/${k}`);
-      if (bad !== null) return bad;
+      const bad = findUnsafeValue(k, `${path}/${k}`) ?? findUnsafeValue(v, `${path}/${k}`);
+      if (bad) return bad;
     }
   }
   return null;

@@ -1,7 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { entitiesFor } from '../../src/authz/engine.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { PEP_TOKEN, agentBody, startTestNode, type TestNode } from '../support/node.ts';
 
@@ -32,6 +35,14 @@ forbid (principal, action == Action::"write", resource in Folder::"locked");
 @id("ceiling-folder")
 @layer("ceiling")
 permit (principal, action in [Action::"read", Action::"write"], resource in ?resource);
+
+@id("no-large-limits")
+forbid (principal, action == Action::"write", resource)
+when { context has limit && context.limit.greaterThan(decimal("12345678901234.1233")) };
+
+@id("no-huge-amounts")
+forbid (principal, action == Action::"write", resource)
+when { context has amount && context.amount > 9007199254740990 };
 
 @id("grant-write-folder")
 permit (principal, action == Action::"write", resource in ?resource);
@@ -68,7 +79,7 @@ async function mint(claims: JWTPayload & Record<string, unknown>, options: { key
 }
 
 let node: TestNode;
-const ask = async (agent: string, token: string | undefined, action: string, doc: string) => {
+const ask = async (agent: string, token: string | undefined, action: string, doc: string, context: Record<string, unknown> = {}) => {
   const res = await node.api(
     'POST',
     '/access/v1/evaluation',
@@ -76,7 +87,7 @@ const ask = async (agent: string, token: string | undefined, action: string, doc
       subject: { type: 'agent', id: agent, ...(token === undefined ? {} : { properties: { token } }) },
       action: { name: action },
       resource: { type: 'Document', id: doc },
-      context: { entities },
+      context: { entities, ...context },
     },
     {},
     PEP_TOKEN,
@@ -134,6 +145,24 @@ describe('an agent with a good token', () => {
     expect(await ask('bot-writer', await mint({ sub: 'bot-writer', authorization_details: writeInvoices }), 'write', 'd1')).toMatchObject({ decision: true, context: { layer: 'all' } });
     // Without the grant the same request stops at the agent layer, though the human may write.
     expect(await ask('bot', await mint({ sub: 'bot', authorization_details: writeInvoices }), 'write', 'd1')).toMatchObject({ decision: false, context: { layer: 'agent' } });
+  });
+});
+
+describe('exact values on the way to Cedar', () => {
+  const writes = [{ type: 'leash:cedar', actions: ['write'], resourceIn: folder('invoices') }];
+  const write = async (context: Record<string, unknown>) => ask('bot-writer', await mint({ sub: 'bot-writer', authorization_details: writes }), 'write', 'd1', context);
+  const decimal = (arg: string) => ({ __extn: { fn: 'decimal', arg } });
+
+  it('decimals keep every digit (these two are the same double)', async () => {
+    expect(12345678901234.1234).toBe(12345678901234.1233);
+    expect(await write({ limit: decimal('12345678901234.1233') })).toMatchObject({ decision: true });
+    expect(await write({ limit: decimal('12345678901234.1234') })).toMatchObject({ decision: false, context: { reasons: ['no-large-limits'] } });
+  });
+
+  it('integers up to 2^53 - 1 arrive exactly; beyond it the request is refused', async () => {
+    expect(await write({ amount: 9007199254740990 })).toMatchObject({ decision: true });
+    expect(await write({ amount: 9007199254740991 })).toMatchObject({ decision: false, context: { reasons: ['no-huge-amounts'] } });
+    expect(await write({ sourceIp: { __extn: { fn: 'ip', arg: '10.0.0.1' } } })).toMatchObject({ decision: true });
   });
 });
 
@@ -266,5 +295,75 @@ describe('decision log', () => {
       await sql`alter table decisions_away rename to decisions`.execute(node.connection.db);
     }
     expect((await ask('bot', token, 'read', 'd1')).decision).toBe(true);
+  });
+});
+
+describe('property: random requests', () => {
+  // An independent oracle for the layers: plain cedar-wasm calls on the policy text split by
+  // hand (ordinary, ceiling, templates), not the service's preparsed sets and unions.
+  const parts = cedar.policySetTextToParts(policies);
+  if (parts.type !== 'success') throw new Error('test policies do not parse');
+  const annotated = (text: string, key: string) => new RegExp(`@${key}\\("([^"]+)"\\)`).exec(text)?.[1];
+  const ordinary: Record<string, string> = {};
+  const ceilingStatic: Record<string, string> = {};
+  for (const text of parts.policies) (annotated(text, 'layer') === 'ceiling' ? ceilingStatic : ordinary)[annotated(text, 'id')!] = text;
+  const templates = Object.fromEntries(parts.policy_templates.map((t) => [annotated(t, 'id')!, t]));
+
+  const allows = (principal: { type: string; id: string }, action: string, resource: { type: string; id: string }, entityList: unknown[], context: Record<string, unknown>, set: cedar.PolicySet) => {
+    const r = cedar.isAuthorized({ principal, action: { type: 'Action', id: action }, resource, context: context as cedar.Context, entities: entityList as cedar.Entities, schema, validateRequest: false, policies: set });
+    return r.type === 'success' && r.response.decision === 'allow';
+  };
+
+  // Weighted towards well-formed, relevant requests, so that allows (the interesting case
+  // for the oracle) are common; malformed and unknown values still appear.
+  const uidArb = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom(folder('invoices'), folder('reports'), folder('secret'), folder('locked'), { type: 'Document', id: 'd1' }, { type: 'Document', id: 'r1' }) },
+    { weight: 1, arbitrary: fc.record({ type: fc.constantFrom('Document', 'Folder', 'Nope', ''), id: fc.string({ maxLength: 8 }) }) },
+  );
+  const detailArb = fc.oneof(
+    { weight: 5, arbitrary: fc.record({ type: fc.constant('leash:cedar'), actions: fc.subarray(['read', 'write', 'delete'], { minLength: 1 }), resourceIn: uidArb }) },
+    { weight: 3, arbitrary: fc.record({ type: fc.constant('leash:cedar'), actions: fc.subarray(['read', 'write'], { minLength: 1 }), resource: uidArb }) },
+    { weight: 1, arbitrary: fc.jsonValue() },
+  );
+  const requestArb = fc.record({
+    agent: fc.constantFrom('bot', 'bot', 'bot-writer', 'bot-writer', 'bot-eve', 'bot-no-ceiling', 'bot-suspended'),
+    action: fc.constantFrom('read', 'read', 'write', 'delete'),
+    doc: fc.oneof({ weight: 4, arbitrary: fc.constantFrom('d1', 's1', 'l1', 'r1') }, { weight: 1, arbitrary: fc.string({ maxLength: 12 }) }),
+    details: fc.option(fc.array(detailArb, { minLength: 1, maxLength: 4 }), { nil: undefined, freq: 10 }),
+    context: fc.oneof(fc.constant({}), fc.record({ limit: fc.constantFrom({ __extn: { fn: 'decimal', arg: '1.5' } }, { __extn: { fn: 'decimal', arg: 'x' } }) }), fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 3 })),
+  });
+
+  it('never a 500, and never an allow that any single layer denies', async () => {
+    await fc.assert(
+      fc.asyncProperty(requestArb, async ({ agent, action, doc, details, context }) => {
+        const token = await mint({ sub: agent, authorization_details: details }, { omit: details === undefined ? ['authorization_details'] : [] });
+        const res = await node.api('POST', '/access/v1/evaluation', {
+          subject: { type: 'agent', id: agent, properties: { token } }, action: { name: action }, resource: { type: 'Document', id: doc }, context: { entities, ...context },
+        }, {}, PEP_TOKEN);
+        expect([200, 400], JSON.stringify(res.body)).toContain(res.status);
+        if (res.status === 400) {
+          expect(res.body.code).toBe('VALIDATION_FAILED');
+          return;
+        }
+        if (!res.body.decision) return;
+
+        const record = node.view.agents.get(agent)!.record;
+        const A = { type: 'Agent', id: agent };
+        const H = { type: 'Human', id: record.owner! };
+        const resource = { type: 'Document', id: doc };
+        const entityList = [...entitiesFor(node.view, [{ uid: A }, { uid: H }], entities).values()];
+        expect(record.status).toBe('active');
+        expect(allows(H, action, resource, entityList, context, { staticPolicies: ordinary })).toBe(true);
+        const grants = record.grants.map((g, i) => ({ templateId: g.template, newId: `g${i}`, values: g.values as Record<string, cedar.EntityUid> }));
+        expect(allows(A, action, resource, entityList, context, { staticPolicies: ordinary, templates, templateLinks: grants })).toBe(true);
+        const ceilingLink = [{ templateId: record.ceiling!.template, newId: 'c', values: record.ceiling!.values as Record<string, cedar.EntityUid> }];
+        const ceiling = { staticPolicies: ceilingStatic, templates, templateLinks: ceilingLink };
+        expect(allows(A, action, resource, entityList, context, ceiling)).toBe(true);
+        for (const d of details as { actions: string[]; resource?: { type: string; id: string }; resourceIn?: { type: string; id: string } }[]) {
+          for (const a of d.actions) expect(allows(A, a, (d.resource ?? d.resourceIn)!, entityList, context, ceiling)).toBe(true);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -118,6 +118,15 @@ describe('AuthZEN API behaviour', () => {
     expect(res.body.code).toBe('VALIDATION_FAILED');
   });
 
+  it('integers beyond 2^53 are refused, never rounded', async () => {
+    const big = '{"subject":{"type":"user","id":"' + RICK + '"},"action":{"name":"can_read_user"},"resource":{"type":"user","id":"x"},"context":{"amount":9007199254740993}}';
+    const res = await pep('/access/v1/evaluation', big);
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ code: 'VALIDATION_FAILED', detail: expect.stringMatching(/\/context\/amount is an integer beyond 2\^53/) });
+    // Context the schema does not declare is refused too, rather than ignored.
+    expect((await pep('/access/v1/evaluation', big.replace('9007199254740993', '1'))).status).toBe(400);
+  });
+
   it('an evaluations item with no resource and no default is 400', async () => {
     const res = await pep('/access/v1/evaluations', { subject: { type: 'user', id: RICK }, action: { name: 'can_read_user' }, evaluations: [{}] });
     expect(res.status).toBe(400);
