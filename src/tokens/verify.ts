@@ -1,4 +1,4 @@
-import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AgentRecord, CredentialPins } from '../registry/agent.ts';
 
 // The only place that verifies JWTs. Every way a token can fail has its own stable code;
@@ -36,7 +36,9 @@ function keysFor(pins: CredentialPins): JWTVerifyGetKey {
   if (pins.jwks) return createLocalJWKSet(pins.jwks as Parameters<typeof createLocalJWKSet>[0]);
   let set = remoteSets.get(pins.jwksUri!);
   if (!set) {
-    set = createRemoteJWKSet(new URL(pins.jwksUri!), { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000, timeoutDuration: 2_000 });
+    // Keys are cached for 10 minutes; an unknown kid refetches at most every 5 s (rollover
+    // without letting random kids hammer the identity provider).
+    set = createRemoteJWKSet(new URL(pins.jwksUri!), { cacheMaxAge: 10 * 60_000, cooldownDuration: 5_000, timeoutDuration: 2_000 });
     remoteSets.set(pins.jwksUri!, set);
   }
   return set;
@@ -122,6 +124,8 @@ export async function verifyAgentToken(
     });
     claims = verified.payload as JWTPayload & Record<string, unknown>;
   } catch (err) {
+    // Anything but a JOSE error here is the key set's fetch failing (network, HTTP status).
+    if (!(err instanceof errors.JOSEError)) return reject('TOKEN_KEYS_UNAVAILABLE', 'the agent\'s JWKS could not be fetched');
     return fromJose(err);
   }
 

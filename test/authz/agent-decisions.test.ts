@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import fc from 'fast-check';
@@ -6,6 +8,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { entitiesFor } from '../../src/authz/engine.ts';
 import { freshPostgres } from '../support/backends.ts';
+import { freePort } from '../support/servers.ts';
 import { PEP_TOKEN, agentBody, startTestNode, type TestNode } from '../support/node.ts';
 
 // SPEC §3: token → details → ceiling → agent → human, all must allow; any forbid wins; the
@@ -366,4 +369,42 @@ describe('property: random requests', () => {
       { numRuns: 300 },
     );
   });
+});
+
+describe('keys from a JWKS URL', () => {
+  it('fetches and caches the agent\'s keys, follows a key rollover, and fails closed when unreachable', async () => {
+    const next = await generateKeyPair('ES256', { extractable: true });
+    const k2 = { ...(await exportJWK(next.publicKey)), alg: 'ES256', kid: 'k2' };
+    let served: unknown[] = [jwk];
+    let fetches = 0;
+    const server = createServer((req, res) => {
+      fetches++;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ keys: served }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`;
+    try {
+      const remote = { ...pins, jwks: undefined, jwksUri: url };
+      expect((await node.api('POST', '/v1/agents', agentBody({ id: 'bot-remote', credentials: remote, ceiling: invoicesCeiling, groups: ['finance-agents'] }))).status).toBe(201);
+      await node.api('POST', '/v1/agents/bot-remote/authorize', { grants: [] });
+      await new Promise((r) => setTimeout(r, 1100)); // tokens must be issued after the authorize
+      expect((await ask('bot-remote', await mint({ sub: 'bot-remote' }), 'read', 'd1')).decision).toBe(true);
+      expect((await ask('bot-remote', await mint({ sub: 'bot-remote' }), 'read', 'd1')).decision).toBe(true);
+      expect(fetches).toBe(1); // cached
+
+      served = [k2]; // the agent rolls its key over
+      await new Promise((r) => setTimeout(r, 5200)); // past the refetch cooldown
+      expect((await ask('bot-remote', await mint({ sub: 'bot-remote' }, { key: next.privateKey, kid: 'k2' }), 'read', 'd1')).decision).toBe(true);
+      expect(await ask('bot-remote', await mint({ sub: 'bot-remote' }), 'read', 'd1')).toMatchObject({ decision: false, context: { code: 'TOKEN_UNKNOWN_KEY' } });
+    } finally {
+      server.close();
+    }
+
+    const closed = { ...pins, jwks: undefined, jwksUri: `http://127.0.0.1:${await freePort()}/jwks.json` };
+    await node.api('POST', '/v1/agents', agentBody({ id: 'bot-offline-keys', credentials: closed, ceiling: invoicesCeiling, groups: ['finance-agents'] }));
+    await node.api('POST', '/v1/agents/bot-offline-keys/authorize', { grants: [] });
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await ask('bot-offline-keys', await mint({ sub: 'bot-offline-keys' }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_KEYS_UNAVAILABLE' } });
+  }, 30_000);
 });
