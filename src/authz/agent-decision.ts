@@ -3,6 +3,7 @@ import { LeashError } from '../errors.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
+import type { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken } from '../tokens/verify.ts';
 import { cedarType, entitiesFor, entityKey, evaluate, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
@@ -112,7 +113,7 @@ function within(entities: Map<string, CedarEntity>, uid: EntityUid, ancestor: En
 
 const same = (a: EntityUid, b: EntityUid) => a.type === b.type && a.id === b.id;
 
-export async function evaluateAgent(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date): Promise<Decision> {
+export async function evaluateAgent(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, tokenCache?: VerifiedTokenCache): Promise<Decision> {
   const base: { errors: string[]; policyVersion: number; position: number; claims?: Record<string, unknown> } = {
     errors: [], policyVersion: policies?.version ?? 0, position: view.position,
   };
@@ -122,7 +123,7 @@ export async function evaluateAgent(request: EvaluationRequest, policies: Compil
   const agentOf = (id: string): AgentRecord | undefined => view.agents.get(id)?.record;
 
   // 1. token
-  const token = await verifyAgentToken(request.subject.properties?.token, request.subject.id, agentOf, now);
+  const token = await verifyAgentToken(request.subject.properties?.token, request.subject.id, (id) => view.agents.get(id), now, tokenCache);
   if (!token.ok) return deny('token', token.code);
   const agent = agentOf(token.actingAgent)!;
   base.claims = token.claims;
@@ -184,7 +185,7 @@ export async function evaluateAgent(request: EvaluationRequest, policies: Compil
 }
 
 /** One entry point for the API: agents through the layers, everyone else once. */
-export async function decide(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date): Promise<Decision> {
+export async function decide(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, tokenCache?: VerifiedTokenCache): Promise<Decision> {
   const type = cedarType(request.subject.type, policies?.source.aliases ?? {});
-  return type === 'Agent' ? evaluateAgent(request, policies, view, now) : evaluate(request, policies, view);
+  return type === 'Agent' ? evaluateAgent(request, policies, view, now, tokenCache) : evaluate(request, policies, view);
 }

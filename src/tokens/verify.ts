@@ -1,5 +1,6 @@
 import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AgentRecord, CredentialPins } from '../registry/agent.ts';
+import { VerifiedTokenCache } from './token-cache.ts';
 
 // The only place that verifies JWTs. Every way a token can fail has its own stable code;
 // jose's ERR_JWT_* / ERR_JWS_* codes are mapped here and nowhere else.
@@ -27,7 +28,8 @@ export type TokenCheck =
   | { ok: true; claims: JWTPayload & Record<string, unknown>; actingAgent: string; onBehalfOf: string | null; chain: string[] }
   | { ok: false; code: TokenRejection; detail: string };
 
-const reject = (code: TokenRejection, detail: string): TokenCheck => ({ ok: false, code, detail });
+type Rejected = Extract<TokenCheck, { ok: false }>;
+const reject = (code: TokenRejection, detail: string): Rejected => ({ ok: false, code, detail });
 
 /** Remote key sets are cached per URL; jose refetches on an unknown `kid` (key rollover). */
 const remoteSets = new Map<string, JWTVerifyGetKey>();
@@ -57,7 +59,7 @@ function actors(claims: Record<string, unknown>): { acting: string | undefined; 
   return { acting: typeof act.sub === 'string' ? act.sub : undefined, onBehalfOf: typeof claims.sub === 'string' ? claims.sub : null, chain };
 }
 
-function fromJose(err: unknown): TokenCheck {
+function fromJose(err: unknown): Rejected {
   const e = err as { code?: string; claim?: string; reason?: string; message?: string };
   switch (e.code) {
     case 'ERR_JWT_EXPIRED':
@@ -94,23 +96,37 @@ function fromJose(err: unknown): TokenCheck {
 export async function verifyAgentToken(
   token: unknown,
   subjectId: string,
-  agentOf: (id: string) => AgentRecord | undefined,
+  agentOf: (id: string) => { record: AgentRecord; version: number } | undefined,
   now: Date,
+  cache?: VerifiedTokenCache,
 ): Promise<TokenCheck> {
   if (typeof token !== 'string' || token.length === 0) return reject('TOKEN_MISSING', 'subject.properties.token is required for an agent');
   if (token.length > 16_384) return reject('TOKEN_MALFORMED', 'the token is too long');
-  const agent = agentOf(subjectId);
-  if (!agent) return reject('AGENT_UNKNOWN', 'no such agent');
+  const found = agentOf(subjectId);
+  if (!found) return reject('AGENT_UNKNOWN', 'no such agent');
+  const agent = found.record;
   if (!agent.credentials) return reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
   const pins = agent.credentials;
+  const cacheKey = cache ? VerifiedTokenCache.key(token, agent.id, found.version) : '';
+  const cached = cache?.get(cacheKey, now.getTime());
+  const verified = cached ? { ok: true as const, claims: cached } : await verifySignatureAndClaims(token, pins, now);
+  if (!verified.ok) return verified;
+  const claims = verified.claims;
+  if (cache && !cached) cache.set(cacheKey, claims, (claims.exp! + pins.clockSkewSeconds) * 1000);
+  return checkLifecycle(claims, subjectId, agent, pins, now);
+}
 
+/** The expensive part, the one the cache saves: header, signature and registered claims. */
+async function verifySignatureAndClaims(token: string, pins: CredentialPins, now: Date): Promise<{ ok: true; claims: JWTPayload & Record<string, unknown> } | Rejected> {
   let alg: unknown;
   try {
     alg = decodeProtectedHeader(token).alg;
   } catch {
     return reject('TOKEN_MALFORMED', 'the token header cannot be decoded');
   }
-  if (typeof alg !== 'string' || !pins.algorithms.includes(alg)) return reject('TOKEN_ALG_NOT_ALLOWED', `alg ${String(alg)} is not pinned for this agent`);
+  if (typeof alg !== 'string' || !pins.algorithms.includes(alg)) {
+    return reject('TOKEN_ALG_NOT_ALLOWED', `alg ${String(alg)} is not pinned for this agent`);
+  }
 
   let claims: JWTPayload & Record<string, unknown>;
   try {
@@ -128,6 +144,11 @@ export async function verifyAgentToken(
     if (!(err instanceof errors.JOSEError)) return reject('TOKEN_KEYS_UNAVAILABLE', 'the agent\'s JWKS could not be fetched');
     return fromJose(err);
   }
+  return { ok: true, claims };
+}
+
+/** The cheap checks, run on every request, cached token or not. */
+function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId: string, agent: AgentRecord, pins: CredentialPins, now: Date): TokenCheck {
 
   const skewMs = pins.clockSkewSeconds * 1000;
   const iatMs = claims.iat! * 1000;

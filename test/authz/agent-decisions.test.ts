@@ -252,6 +252,17 @@ describe('rejected tokens, each with its own code', () => {
     expect(await ask(agent, await token(), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code } });
   });
 
+  it('a token verified (and cached) a moment ago is refused the moment the agent is revoked', async () => {
+    await node.api('POST', '/v1/agents', agentBody({ id: 'bot-cached', credentials: pins, ceiling: invoicesCeiling, groups: ['finance-agents'] }));
+    await node.api('POST', '/v1/agents/bot-cached/authorize', { grants: [] });
+    await new Promise((r) => setTimeout(r, 1100));
+    const token = await mint({ sub: 'bot-cached' });
+    expect((await ask('bot-cached', token, 'read', 'd1')).decision).toBe(true);
+    expect((await ask('bot-cached', token, 'read', 'd1')).decision).toBe(true); // from the cache
+    await node.api('POST', '/v1/agents/bot-cached/revoke', { mode: 'immediate', reason: 'compromised' });
+    expect(await ask('bot-cached', token, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token' } });
+  });
+
   it('rotating credentials kills tokens issued before, even with the same key', async () => {
     await node.api('POST', '/v1/agents', agentBody({ id: 'bot-rotating', credentials: pins, ceiling: invoicesCeiling, groups: ['finance-agents'] }));
     await node.api('POST', '/v1/agents/bot-rotating/authorize', { grants: [] });

@@ -3,6 +3,7 @@ import { Type } from 'typebox';
 import { decide as decideAny } from '../../authz/agent-decision.ts';
 import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
 import { LeashError } from '../../errors.ts';
+import { VerifiedTokenCache } from '../../tokens/token-cache.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 
@@ -62,11 +63,13 @@ function redact(request: EvaluationRequest, d: Decision): EvaluationRequest {
 }
 
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
+  const tokenCache = new VerifiedTokenCache();
+
   /** Decide, then record durably; only then may the answer leave (SPEC §8). */
   const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
     const decided: { request: EvaluationRequest; decision: Decision }[] = [];
     for (const request of requests) {
-      const decision = await decideAny(request, deps.policies.current(), deps.view, new Date());
+      const decision = await decideAny(request, deps.policies.current(), deps.view, new Date(), tokenCache);
       decided.push({ request, decision });
       if (stopAt?.(decision)) break;
     }
