@@ -305,6 +305,7 @@ describe('decision log', () => {
       expect(res.status).toBe(503);
       expect(res.body.code).toBe('NOT_READY');
       expect(res.body.decision).toBeUndefined();
+      expect(JSON.stringify(res.body)).not.toMatch(/relation|decisions_away|sql/i); // no internals
     } finally {
       await sql`alter table decisions_away rename to decisions`.execute(node.connection.db);
     }

@@ -33,6 +33,38 @@ interface Row {
 }
 const rows: Row[] = [];
 
+/**
+ * Decisions, one policy count per fresh process: no JIT or cedar-wasm state carried from one
+ * to the next (and see the note in BENCHMARKS.md on a V8 abort when one process does both).
+ */
+function benchDecisionsInProcesses(): void {
+  let smallMedian = NaN; // the 10-policy median, for the scale target
+  for (const [count, iterations] of [[10, 3000], [10_000, 200]] as const) {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', new URL('./decisions-only.ts', import.meta.url).pathname], {
+      env: { ...process.env, BENCH_POLICY_COUNTS: String(count), BENCH_DECISIONS: String(iterations) },
+      maxBuffer: 16 * 1024 * 1024,
+    }).toString();
+    const line = out.split('\n').find((l) => l.startsWith('ROWS '));
+    if (!line) throw new Error(`decision benchmark printed no result:\n${out}`);
+    for (const r of JSON.parse(line.slice(5)) as { what: string; leash: { median: number; p99: number }; raw: { median: number; p99: number } }[]) {
+      rows.push({
+        what: `${r.what} (${iterations} runs, in-process)`,
+        backend: 'cedar-wasm',
+        figure:
+          count === 10
+            ? `${(r.leash.median / r.raw.median).toFixed(1)}× raw`
+            : `${(r.leash.median / smallMedian).toFixed(1)}× the 10-policy median (${(r.leash.median / r.raw.median).toFixed(1)}× raw)`,
+        median: `${(r.leash.median / 1000).toFixed(3)} ms`,
+        p99: `${(r.leash.p99 / 1000).toFixed(3)} ms`,
+        baseline: `raw statefulIsAuthorized, same request and policies: median ${(r.raw.median / 1000).toFixed(3)} ms, p99 ${(r.raw.p99 / 1000).toFixed(3)} ms`,
+        target: count === 10 ? '≤ 1.5× raw' : '≤ 2× the 10-policy median',
+      });
+      if (count === 10) smallMedian = r.leash.median;
+      console.log(rows[rows.length - 1]);
+    }
+  }
+}
+
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -208,6 +240,7 @@ async function main(): Promise<void> {
     pgliteDirs.push(dir);
     return { kind: 'pglite', dataDir: dir };
   };
+  benchDecisionsInProcesses();
   try {
     await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
     await benchAppends(pglite(), 'PGlite', '(reported beside)');
@@ -242,6 +275,10 @@ How to read it:
 - **projection rebuild**: a node starting cold folds the whole log into its registry view
   (keyset pages of 5,000 with the late-commit guard). The log is 8 lifecycle events per agent.
   Median and max of ${REBUILD_RUNS} runs; the baseline is the same reads without the fold.
+- **agent decision**: all five layers (token from the verified-token cache, details, ceiling
+  with its template link, agent, human) for one request, in process, against one raw
+  cedar-wasm \`statefulIsAuthorized\` call on the same request and the same ordinary policies,
+  interleaved. Each policy count runs in its own process.
 - The PostgreSQL server is started by the benchmark (initdb, default settings, fsync on) on
   this machine; PGlite runs in-process on disk.
 `,

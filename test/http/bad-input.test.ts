@@ -40,7 +40,7 @@ describe('operator authentication', () => {
 
   it('health, readiness and the OpenAPI document are public', async () => {
     expect((await node.api('GET', '/healthz', undefined, {}, null)).status).toBe(200);
-    expect((await node.api('GET', '/readyz', undefined, {}, null)).body).toMatchObject({ ready: true, checks: { log: { ok: true } } });
+    expect((await node.api('GET', '/readyz', undefined, {}, null)).body).toMatchObject({ ready: true, checks: { log: { ok: true }, policies: { ok: true } } });
     const doc = await node.api('GET', '/openapi.json', undefined, {}, null);
     expect(doc.body.openapi).toBe('3.1.0');
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/v1/agents', '/v1/agents/{id}/revoke', '/v1/humans', '/v1/groups']));

@@ -84,7 +84,8 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
         ),
       );
     } catch (err) {
-      throw new LeashError('NOT_READY', 'the decision could not be recorded durably, so it is not given', { cause: (err as Error).message });
+      app.log.error({ err }, 'decision log write failed; answering 503');
+      throw new LeashError('NOT_READY', 'the decision could not be recorded durably, so it is not given');
     }
     return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
   };

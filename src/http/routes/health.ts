@@ -1,7 +1,7 @@
 import { Type } from 'typebox';
 import type { App, ServerDeps } from '../server.ts';
 
-/** Liveness and readiness (SPEC §1). Both are public: they reveal no registry data. */
+/** Liveness and readiness (SPEC §1: 503 while the log is not caught up or no policy set is loaded). Public: no registry data. */
 export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
   app.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
 
@@ -9,14 +9,22 @@ export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
     ready: Type.Boolean(),
     nodeId: Type.String(),
     position: Type.Integer(),
-    checks: Type.Object({ log: Type.Object({ ok: Type.Boolean(), detail: Type.String() }) }),
+    checks: Type.Object({
+      log: Type.Object({ ok: Type.Boolean(), detail: Type.String() }),
+      policies: Type.Object({ ok: Type.Boolean(), detail: Type.String() }),
+    }),
   });
 
   app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (_request, reply) => {
     const { caughtUp, lastError, position } = deps.follower.status;
     const logOk = caughtUp && lastError === null;
     const detail = !caughtUp ? 'catching up with the event log' : lastError ? `cannot read the event log: ${lastError}` : `caught up at position ${position}`;
-    void reply.status(logOk ? 200 : 503);
-    return { ready: logOk, nodeId: deps.nodeId, position: deps.view.position, checks: { log: { ok: logOk, detail } } };
+    const set = deps.policies.current();
+    const policies = set
+      ? { ok: true, detail: `policy set version ${set.version} loaded` }
+      : { ok: false, detail: deps.policies.error ?? 'no policy set published yet' };
+    const ready = logOk && policies.ok;
+    void reply.status(ready ? 200 : 503);
+    return { ready, nodeId: deps.nodeId, position: deps.view.position, checks: { log: { ok: logOk, detail }, policies } };
   });
 }

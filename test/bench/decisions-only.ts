@@ -1,0 +1,5 @@
+// One policy count per process (see run.ts): prints the rows as one JSON line at the end.
+import { benchDecisions } from './decisions.ts';
+
+const rows = await benchDecisions(Number(process.env.BENCH_DECISIONS ?? 3000));
+process.stdout.write(`ROWS ${JSON.stringify(rows)}\n`);

@@ -1,0 +1,104 @@
+// In-process agent decisions (all five layers, token cached) next to raw cedar-wasm
+// `statefulIsAuthorized` on the same request and the same ordinary policies, at 10 and at
+// 10,000 policies (most of them for other agents). Not a test: it measures, it asserts nothing.
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { evaluateAgent } from '../../src/authz/agent-decision.ts';
+import { entitiesFor } from '../../src/authz/engine.ts';
+import { compilePolicySet } from '../../src/authz/policy-set.ts';
+import { RegistryView } from '../../src/registry/registry-view.ts';
+import type { StoredEvent } from '../../src/store/event-store.ts';
+import { VerifiedTokenCache } from '../../src/tokens/token-cache.ts';
+
+export interface DecisionRow {
+  what: string;
+  leash: { median: number; p99: number };
+  raw: { median: number; p99: number };
+}
+
+const schema = readFileSync(new URL('../../cedar/schema.cedarschema', import.meta.url), 'utf8');
+const base = `
+@id("agents-read-invoices") permit (principal in Group::"finance-agents", action == Action::"read", resource in Folder::"invoices");
+@id("finance-reads-invoices") permit (principal in Group::"finance", action == Action::"read", resource in Folder::"invoices");
+@id("no-secrets") forbid (principal, action, resource in Folder::"secret");
+@id("ceiling-folder") @layer("ceiling") permit (principal, action in [Action::"read", Action::"write"], resource in ?resource);
+`;
+
+/** `n` ordinary policies in all: the base ones plus filler for other agents and folders. */
+function policiesOf(n: number): string {
+  const filler = Array.from({ length: Math.max(0, n - 3) }, (_, i) => `@id("other-${i}") permit (principal == Agent::"other-${i}", action == Action::"read", resource in Folder::"f-${i}");`);
+  return `${base}\n${filler.join('\n')}`;
+}
+
+const at = new Date();
+let position = 0;
+const event = (streamType: string, id: string, version: number, type: string, data: Record<string, unknown>): StoredEvent => ({
+  position: ++position, streamId: `${streamType}/${id}`, streamType, version, type, data, metadata: {}, at, idempotencyKey: null, prevHash: '', hash: '',
+});
+
+const stats = (xs: number[]) => {
+  xs.sort((a, b) => a - b);
+  return { median: xs[Math.floor(xs.length / 2)]!, p99: xs[Math.floor(xs.length * 0.99)]! };
+};
+
+export async function benchDecisions(iterations = 3000): Promise<DecisionRow[]> {
+  const keys = await generateKeyPair('ES256', { extractable: true });
+  const jwk = { ...(await exportJWK(keys.publicKey)), alg: 'ES256', kid: 'k1' };
+  const view = new RegistryView();
+  for (const e of [
+    event('group', 'finance', 1, 'GroupRegistered', { id: 'finance', parents: [] }),
+    event('group', 'finance-agents', 1, 'GroupRegistered', { id: 'finance-agents', parents: [] }),
+    event('human', 'alice', 1, 'HumanRegistered', { id: 'alice', email: 'a@example.com', groups: ['finance'] }),
+    event('agent', 'bot', 1, 'AgentRegistered', {
+      id: 'bot', owner: 'alice', purpose: 'bench', provenance: { model: 'm', modelVersion: '1', environment: 'production' }, trustScore: 50,
+      groups: ['finance-agents'], tags: [], credentials: { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 300, jwks: { keys: [jwk] } },
+      ceiling: { template: 'ceiling-folder', values: { '?resource': { type: 'Folder', id: 'invoices' } } },
+    }),
+    event('agent', 'bot', 2, 'AgentAuthorized', { grants: [], tokensNotBefore: new Date(Date.now() - 60_000).toISOString() }),
+  ]) view.apply(e);
+
+  const now = Math.floor(Date.now() / 1000);
+  const token = await new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'Folder', id: 'invoices' } }] })
+    .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject('bot').setIssuedAt(now).setExpirationTime(now + 300).sign(keys.privateKey);
+  const docEntities = [
+    { uid: { type: 'Folder', id: 'invoices' }, attrs: {}, parents: [] },
+    { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] },
+  ];
+  const request = {
+    subject: { type: 'agent', id: 'bot', properties: { token } },
+    action: { name: 'read' },
+    resource: { type: 'Document', id: 'd1' },
+    context: { entities: docEntities },
+  };
+
+  const rows: DecisionRow[] = [];
+  for (const n of (process.env.BENCH_POLICY_COUNTS ?? "10,10000").split(",").map(Number)) {
+    const set = compilePolicySet({ schema, policies: policiesOf(n) }, n);
+    const cache = new VerifiedTokenCache();
+    const entities = [...entitiesFor(view, [{ uid: { type: 'Agent', id: 'bot' } }, { uid: { type: 'Human', id: 'alice' } }], docEntities).values()];
+    const raw = () =>
+      cedar.statefulIsAuthorized({
+        principal: { type: 'Agent', id: 'bot' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Document', id: 'd1' }, context: {},
+        entities: entities as cedar.Entities, preparsedPolicySetId: set.preparsedId, preparsedSchemaName: set.schemaName, validateRequest: false,
+      });
+    const first = await evaluateAgent(request, set, view, new Date(), cache);
+    if (!first.decision) throw new Error(`benchmark request was denied at ${first.layer} (${first.code ?? first.reasons.join(',')})`);
+    if (raw().type !== 'success') throw new Error('raw call failed');
+
+    const leashTimes: number[] = [];
+    const rawTimes: number[] = [];
+    for (let i = 0; i < iterations; i++) {
+      // Interleaved, so both see the same machine state.
+      let t = performance.now();
+      raw();
+      rawTimes.push((performance.now() - t) * 1000);
+      t = performance.now();
+      await evaluateAgent(request, set, view, new Date(), cache);
+      leashTimes.push((performance.now() - t) * 1000);
+    }
+    rows.push({ what: `agent decision, cached token, ${n.toLocaleString('en-US')} policies`, leash: stats(leashTimes), raw: stats(rawTimes) });
+  }
+  return rows;
+}
