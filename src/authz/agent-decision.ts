@@ -50,7 +50,7 @@ function linked(set: CompiledPolicySet, links: { link: TemplateLink; newId: stri
   return answer(
     cedar.isAuthorized({
       principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
-      entities: call.entities as cedar.Entities, schema: set.source.schema, validateRequest: false,
+      entities: call.entities as cedar.Entities, schema: set.schemaJson, validateRequest: false,
       policies: { templates, templateLinks: links.map(({ link, newId }) => ({ templateId: link.template, newId, values: link.values as Record<string, cedar.EntityUid> })) },
     }),
   );

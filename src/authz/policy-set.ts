@@ -23,6 +23,8 @@ export interface CompiledPolicySet {
   schemaName: string;
   /** Template texts by id, with their layer, for per-agent links (ceilings and grants). */
   templates: Record<string, { text: string; layer: string | null }>;
+  /** The schema in Cedar's JSON form, cheaper to hand to per-request (stateless) calls. */
+  schemaJson: cedar.SchemaJson<string>;
 }
 
 /** `@layer("ceiling")` marks a ceiling policy or template; everything else is ordinary. */
@@ -48,8 +50,8 @@ function idOf(json: { annotations?: Record<string, string | null> }, fallback: s
  * diagnostics otherwise. Policy and template ids come from their `@id` annotations.
  */
 export function compilePolicySet(source: PolicySetSource, version: number, options: { prepare?: boolean } = {}): CompiledPolicySet {
-  const schemaCheck = cedar.checkParseSchema(source.schema);
-  if (schemaCheck.type === 'failure') throw invalid('the schema does not parse', messages(schemaCheck.errors));
+  const schemaJson = cedar.schemaToJson(source.schema);
+  if (schemaJson.type === 'failure') throw invalid('the schema does not parse', messages(schemaJson.errors));
 
   const parts = cedar.policySetTextToParts(source.policies);
   if (parts.type === 'failure') throw invalid('the policies do not parse', messages(parts.errors));
@@ -99,7 +101,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   const ordinary = Object.fromEntries(Object.entries(staticPolicies).filter(([id]) => !(id in ceilingPolicies)));
   const compiled: CompiledPolicySet = {
     version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates),
-    preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, schemaName, templates: templateLayers,
+    preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
   };
   if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
   const schemaParsed = cedar.preparseSchema(schemaName, source.schema);
