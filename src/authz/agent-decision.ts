@@ -1,4 +1,4 @@
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
 
 /** What an operator publishes: Cedar schema and policies (text), plus AuthZEN type aliases. */

@@ -3,7 +3,7 @@
 // 10,000 policies (most of them for other agents). Not a test: it measures, it asserts nothing.
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import * as cedar from '../../src/authz/cedar.ts';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { evaluateAgent } from '../../src/authz/agent-decision.ts';
 import { entitiesFor } from '../../src/authz/engine.ts';
@@ -43,7 +43,7 @@ const stats = (xs: number[]) => {
   return { median: xs[Math.floor(xs.length / 2)]!, p99: xs[Math.floor(xs.length * 0.99)]! };
 };
 
-export async function benchDecisions(iterations = 3000): Promise<DecisionRow[]> {
+export async function benchDecisions(iterations = 3000, options: { counts?: number[]; largeSetIterations?: number } = {}): Promise<DecisionRow[]> {
   const keys = await generateKeyPair('ES256', { extractable: true });
   const jwk = { ...(await exportJWK(keys.publicKey)), alg: 'ES256', kid: 'k1' };
   const view = new RegistryView();
@@ -74,7 +74,7 @@ export async function benchDecisions(iterations = 3000): Promise<DecisionRow[]> 
   };
 
   const rows: DecisionRow[] = [];
-  for (const n of (process.env.BENCH_POLICY_COUNTS ?? "10,10000").split(",").map(Number)) {
+  for (const n of options.counts ?? [10, 10_000]) {
     const set = compilePolicySet({ schema, policies: policiesOf(n) }, n);
     const cache = new VerifiedTokenCache();
     const entities = [...entitiesFor(view, [{ uid: { type: 'Agent', id: 'bot' } }, { uid: { type: 'Human', id: 'alice' } }], docEntities).values()];
@@ -89,7 +89,8 @@ export async function benchDecisions(iterations = 3000): Promise<DecisionRow[]> 
 
     const leashTimes: number[] = [];
     const rawTimes: number[] = [];
-    for (let i = 0; i < iterations; i++) {
+    const runs = n > 10 && options.largeSetIterations !== undefined ? options.largeSetIterations : iterations;
+    for (let i = 0; i < runs; i++) {
       // Interleaved, so both see the same machine state.
       let t = performance.now();
       raw();

@@ -33,10 +33,7 @@ interface Row {
 }
 const rows: Row[] = [];
 
-/**
- * Decisions, one policy count per fresh process: no JIT or cedar-wasm state carried from one
- * to the next (and see the note in BENCHMARKS.md on a V8 abort when one process does both).
- */
+/** Decisions, one policy count per fresh process: no JIT or cedar-wasm state carried over. */
 function benchDecisionsInProcesses(): void {
   let smallMedian = NaN; // the 10-policy median, for the scale target
   for (const [count, iterations] of [[10, 3000], [10_000, 200]] as const) {

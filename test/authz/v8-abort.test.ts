@@ -1,0 +1,10 @@
+import { expect, it } from 'vitest';
+import { benchDecisions } from '../bench/decisions.ts';
+
+// Regression: Node 20's V8 aborted the whole process when heavy decision traffic at 10
+// policies was followed by a decision against a 10,000-policy set (see src/authz/cedar.ts).
+// If the workaround is lost, this test's worker dies instead of passing.
+it('survives many decisions on a small policy set followed by a large one', async () => {
+  const rows = await benchDecisions(3000, { counts: [10, 10_000], largeSetIterations: 3 });
+  expect(rows.map((r) => r.what)).toEqual(['agent decision, cached token, 10 policies', 'agent decision, cached token, 10,000 policies']);
+}, 120_000);
