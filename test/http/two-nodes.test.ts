@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { verifyChain } from '../../src/store/hash-chain.ts';
 import { freshPostgres } from '../support/backends.ts';
@@ -52,6 +53,24 @@ describe('two nodes sharing one PostgreSQL', () => {
       expect(viewA.agents).toHaveLength(40);
     } finally {
       await Promise.all(nodes.map((n) => n.close()));
+    }
+  });
+
+  it('readyz turns 503 while the event log cannot be read, without exposing why, and recovers', async () => {
+    const node = await startTestNode(await freshPostgres(), { pollMs: 20 });
+    try {
+      expect((await node.api('GET', '/readyz', undefined, {}, null)).status).toBe(200);
+      await sql`alter table events rename to events_away`.execute(node.connection.db);
+      await eventually(() => node.follower.status.lastError !== null, 3000);
+      const down = await node.api('GET', '/readyz', undefined, {}, null);
+      expect(down.status).toBe(503);
+      expect(down.body).toMatchObject({ ready: false, checks: { log: { ok: false } } });
+      expect(JSON.stringify(down.body)).not.toMatch(/events_away|relation|127\.0\.0\.1|does not exist/);
+      await sql`alter table events_away rename to events`.execute(node.connection.db);
+      await eventually(() => node.follower.status.lastError === null, 3000);
+      expect((await node.api('GET', '/readyz', undefined, {}, null)).status).toBe(200);
+    } finally {
+      await node.close();
     }
   });
 });

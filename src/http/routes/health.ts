@@ -15,15 +15,17 @@ export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
     }),
   });
 
-  app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (_request, reply) => {
+  app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (request, reply) => {
     const { caughtUp, lastError, position } = deps.follower.status;
     const logOk = caughtUp && lastError === null;
-    const detail = !caughtUp ? 'catching up with the event log' : lastError ? `cannot read the event log: ${lastError}` : `caught up at position ${position}`;
+    // Public endpoint: say what is wrong, never the internals (hosts, SQL, policy text); the log has those.
+    const detail = !caughtUp ? 'catching up with the event log' : lastError ? 'cannot read the event log (see the server log)' : `caught up at position ${position}`;
     const set = deps.policies.current();
     const policies = set
       ? { ok: true, detail: `policy set version ${set.version} loaded` }
-      : { ok: false, detail: deps.policies.error ?? 'no policy set published yet' };
+      : { ok: false, detail: deps.policies.error ? `policy set version ${deps.policies.version} cannot be loaded (see the server log)` : 'no policy set published yet' };
     const ready = logOk && policies.ok;
+    if (!ready) request.log.warn({ log: lastError, policies: deps.policies.error }, 'not ready');
     void reply.status(ready ? 200 : 503);
     return { ready, nodeId: deps.nodeId, position: deps.view.position, checks: { log: { ok: logOk, detail }, policies } };
   });
