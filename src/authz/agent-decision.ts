@@ -3,8 +3,9 @@ import { LeashError } from '../errors.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
-import type { VerifiedTokenCache } from '../tokens/token-cache.ts';
+import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken } from '../tokens/verify.ts';
+import { combinedSetFor, Lru, withHuman, type CombinedLayer } from './combined.ts';
 import { cedarType, entitiesFor, entityKey, evaluate, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
@@ -16,7 +17,10 @@ interface LayerResult {
   allow: boolean;
   /** Satisfied permits on an allow; satisfied forbids on a deny (empty: nothing permitted). */
   reasons: string[];
+  /** `<policy id>: <message>` for each policy that failed to evaluate. */
   errors: string[];
+  /** The same, by the policy id Cedar reported. */
+  failed: { policyId: string; message: string }[];
 }
 
 interface Call {
@@ -26,12 +30,17 @@ interface Call {
   entities: CedarEntity[];
 }
 
-function answer(result: cedar.AuthorizationAnswer): LayerResult {
+const byMessage = (a: { message: string }, b: { message: string }) => (a.message < b.message ? -1 : a.message > b.message ? 1 : 0);
+
+/** Cedar's answer as a layer result; `name` maps Cedar's policy ids to the ones decisions report. */
+function answer(result: cedar.AuthorizationAnswer, name: (id: string) => string = (id) => id): LayerResult {
   if (result.type === 'failure') {
     throw new LeashError('VALIDATION_FAILED', `the request does not fit the schema: ${result.errors.map((e) => e.message).join('; ')}`);
   }
   const { decision, diagnostics } = result.response;
-  return { allow: decision === 'allow', reasons: diagnostics.reason, errors: diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`) };
+  // Cedar reports these as sets in no fixed order; decisions (and their replay) list them sorted.
+  const failed = diagnostics.errors.map((e) => ({ policyId: e.policyId, message: `${name(e.policyId)}: ${e.error.message}` })).sort(byMessage);
+  return { allow: decision === 'allow', reasons: diagnostics.reason.sort(), errors: failed.map((f) => f.message), failed };
 }
 
 function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call): LayerResult {
@@ -61,9 +70,19 @@ function union(a: LayerResult, b: LayerResult | null): LayerResult {
   if (!b) return a;
   const forbids = [...(a.allow ? [] : a.reasons), ...(b.allow ? [] : b.reasons)];
   const errors = [...a.errors, ...b.errors];
-  if (forbids.length > 0) return { allow: false, reasons: forbids, errors };
-  if (a.allow || b.allow) return { allow: true, reasons: [...(a.allow ? a.reasons : []), ...(b.allow ? b.reasons : [])], errors };
-  return { allow: false, reasons: [], errors };
+  const failed = [...a.failed, ...b.failed];
+  if (forbids.length > 0) return { allow: false, reasons: forbids, errors, failed };
+  if (a.allow || b.allow) return { allow: true, reasons: [...(a.allow ? a.reasons : []), ...(b.allow ? b.reasons : [])], errors, failed };
+  return { allow: false, reasons: [], errors, failed };
+}
+
+// Registry entities and verified-token claims are the same objects from one request to the
+// next (until their version changes), so their JSON is kept rather than written out each time.
+const json = new WeakMap<object, string>();
+function jsonOf(value: object): string {
+  let text = json.get(value);
+  if (text === undefined) json.set(value, (text = JSON.stringify(value)));
+  return text;
 }
 
 /** RFC 9396 entry of Leash's built-in type. */
@@ -77,7 +96,18 @@ interface CedarDetail {
 const isUid = (v: unknown): v is EntityUid =>
   typeof v === 'object' && v !== null && typeof (v as EntityUid).type === 'string' && typeof (v as EntityUid).id === 'string';
 
-function parseDetails(raw: unknown): { ok: true; details: CedarDetail[] } | { ok: false; code: string } {
+type ParsedDetails = { ok: true; details: CedarDetail[] } | { ok: false; code: string };
+const parsedDetails = new WeakMap<object, ParsedDetails>();
+
+/** The token's details, read once per verified token (the claims object is cached with it). */
+function detailsOf(raw: unknown): ParsedDetails {
+  if (typeof raw !== 'object' || raw === null) return parseDetails(raw);
+  let parsed = parsedDetails.get(raw);
+  if (!parsed) parsedDetails.set(raw, (parsed = parseDetails(raw)));
+  return parsed;
+}
+
+function parseDetails(raw: unknown): ParsedDetails {
   if (raw === undefined) return { ok: false, code: 'DETAILS_MISSING' };
   if (!Array.isArray(raw) || raw.length === 0) return { ok: false, code: 'DETAILS_MALFORMED' };
   const details: CedarDetail[] = [];
@@ -95,25 +125,46 @@ function parseDetails(raw: unknown): { ok: true; details: CedarDetail[] } | { ok
   return { ok: true, details };
 }
 
-/** Is `ancestor` the entity itself or reachable through its parents in this request's entities? */
-function within(entities: Map<string, CedarEntity>, uid: EntityUid, ancestor: EntityUid): boolean {
-  const target = entityKey(ancestor);
+/** Keys of every entity reachable through `uid`'s parents in this request's entities (not itself). */
+function ancestorsOf(entities: Map<string, CedarEntity>, uid: EntityUid): Set<string> {
   const seen = new Set<string>();
-  const pending = [uid];
+  const pending = [...(entities.get(entityKey(uid))?.parents ?? [])];
   while (pending.length > 0) {
-    const u = pending.pop()!;
-    const k = entityKey(u);
-    if (k === target) return true;
+    const k = entityKey(pending.pop()!);
     if (seen.has(k)) continue;
     seen.add(k);
     pending.push(...(entities.get(k)?.parents ?? []));
   }
-  return false;
+  return seen;
+}
+
+/** Is `ancestor` the entity itself or reachable through its parents in this request's entities? */
+function within(entities: Map<string, CedarEntity>, uid: EntityUid, ancestor: EntityUid): boolean {
+  return entityKey(uid) === entityKey(ancestor) || ancestorsOf(entities, uid).has(entityKey(ancestor));
+}
+
+/** What a node keeps between decisions; every entry is keyed so that it cannot outlive its inputs. */
+export class DecisionCaches {
+  readonly tokens = new VerifiedTokenCache();
+  /**
+   * Whether a token's details lie within the ceiling, keyed by everything that check reads:
+   * policy set, agent (id and version), the details, the context and the entities.
+   */
+  readonly withinCeiling = new Lru<string, LayerResult>(10_000);
+}
+
+export interface AgentDecisionOptions {
+  caches?: DecisionCaches;
+  /** false: one Cedar call per layer (the reference path the combined call is tested against). */
+  combined?: boolean;
 }
 
 const same = (a: EntityUid, b: EntityUid) => a.type === b.type && a.id === b.id;
 
-export async function evaluateAgent(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, tokenCache?: VerifiedTokenCache): Promise<Decision> {
+export async function evaluateAgent(
+  request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, options: AgentDecisionOptions = {},
+): Promise<Decision> {
+  const { caches } = options;
   const base: { errors: string[]; policyVersion: number; position: number; claims?: Record<string, unknown> } = {
     errors: [], policyVersion: policies?.version ?? 0, position: view.position,
   };
@@ -121,10 +172,15 @@ export async function evaluateAgent(request: EvaluationRequest, policies: Compil
     ...base, decision: false, layer, reasons, errors, ...(code ? { code } : {}),
   });
   const agentOf = (id: string): AgentRecord | undefined => view.agents.get(id)?.record;
+  // Every satisfied permit of every layer, each id once, sorted.
+  const allowed = (layers: { reasons: string[]; errors: string[] }[]): Decision => ({
+    ...base, decision: true, layer: 'all', reasons: [...new Set(layers.flatMap((l) => l.reasons))].sort(), errors: layers.flatMap((l) => l.errors),
+  });
 
   // 1. token
-  const token = await verifyAgentToken(request.subject.properties?.token, request.subject.id, (id) => view.agents.get(id), now, tokenCache);
+  const token = await verifyAgentToken(request.subject.properties?.token, request.subject.id, (id) => view.agents.get(id), now, caches?.tokens);
   if (!token.ok) return deny('token', token.code);
+  const agentVersion = view.agents.get(token.actingAgent)!.version;
   const agent = agentOf(token.actingAgent)!;
   base.claims = token.claims;
   // Every agent that delegated down to this one must still be live.
@@ -143,7 +199,7 @@ export async function evaluateAgent(request: EvaluationRequest, policies: Compil
   const call: Call = { action, resource, context, entities: [...entityMap.values()] };
 
   // 2. details: the token must say this request is what it is for, and ask for nothing beyond the ceiling.
-  const details = parseDetails(token.claims.authorization_details);
+  const details = detailsOf(token.claims.authorization_details);
   if (!details.ok) return deny('details', details.code);
   const covers = (d: CedarDetail) => d.actions.includes(action.id) && (d.resource ? same(d.resource, resource) : within(entityMap, resource, d.resourceIn!));
   if (!details.details.some(covers)) return deny('details', 'DETAILS_NOT_COVERING');
@@ -152,22 +208,73 @@ export async function evaluateAgent(request: EvaluationRequest, policies: Compil
   const ceilingLink = agent.ceiling;
   if (!ceilingLink) return deny('ceiling', 'NO_CEILING');
   if (policies.templates[ceilingLink.template]?.layer !== CEILING) return deny('ceiling', 'CEILING_TEMPLATE_MISSING');
+  const ceilingId = `ceiling:${agent.id}`;
   const ceiling = (c: Call) =>
-    union(preparsed(policies, policies.ceilingPreparsedId, A, c), linked(policies, [{ link: ceilingLink, newId: `ceiling:${agent.id}` }], A, c));
-  for (const d of details.details) {
-    const target = d.resource ?? d.resourceIn!;
-    for (const a of d.actions) {
-      const inside = ceiling({ ...call, action: { type: 'Action', id: a }, resource: target });
-      if (!inside.allow) return deny('details', 'DETAILS_BEYOND_CEILING', inside.reasons);
+    union(preparsed(policies, policies.ceilingPreparsedId, A, c), linked(policies, [{ link: ceilingLink, newId: ceilingId }], A, c));
+  const beyond = () => {
+    for (const d of details.details) {
+      const target = d.resource ?? d.resourceIn!;
+      for (const a of d.actions) {
+        const inside = ceiling({ ...call, action: { type: 'Action', id: a }, resource: target });
+        if (!inside.allow) return inside;
+      }
+    }
+    return { allow: true, reasons: [], errors: [], failed: [] };
+  };
+  // The exact inputs as the key (no digest, so no two inputs can share an entry).
+  const checkKey = caches && `${policies.preparsedId}\n${agent.id}\n${agentVersion}\n${jsonOf(details.details)}\n${JSON.stringify(context)}\n${call.entities.map(jsonOf).join('\n')}`;
+  let inside = checkKey ? caches.withinCeiling.get(checkKey) : undefined;
+  if (!inside) {
+    inside = beyond();
+    if (checkKey) caches.withinCeiling.set(checkKey, inside);
+  }
+  if (!inside.allow) return deny('details', 'DETAILS_BEYOND_CEILING', inside.reasons);
+
+  const grants = agent.grants
+    .filter((g) => policies.templates[g.template] && policies.templates[g.template]!.layer !== CEILING)
+    .map((link, i) => ({ link, newId: `grant:${agent.id}:${i}` }));
+
+  // 3–5 in one Cedar call when the outcome is plain from its diagnostics (see combined.ts).
+  // The human is the owner (an autonomous agent) or a delegating human named by the token.
+  const via = humanId === agent.owner && policies.combinedForOwner ? 'owner' : 'context';
+  const combined = options.combined === false ? null
+    : via === 'owner' ? { context: context as cedar.Context, schemaName: policies.schemaName }
+    : policies.combinedSchemaName ? { context: withHuman(context, H), schemaName: policies.combinedSchemaName } : null;
+  if (combined?.context) {
+    const set = combinedSetFor(policies, {
+      agent: { uid: A, version: agentVersion, ancestors: ancestorsOf(entityMap, A) },
+      human: { uid: H, ancestors: ancestorsOf(entityMap, H), via },
+      ceiling: { ...ceilingLink, newId: ceilingId },
+      grants: grants.map(({ link, newId }) => ({ ...link, newId })),
+    });
+    if (set) {
+      const result = answer(
+        cedar.statefulIsAuthorized({
+          principal: A, action, resource, context: combined.context, entities: call.entities as cedar.Entities,
+          preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: false,
+        }),
+        (id) => set.origin.get(id)?.id ?? id,
+      );
+      const inLayer = (layer: CombinedLayer) => (id: string) => set.origin.get(id)?.layer === layer;
+      const original = (id: string) => set.origin.get(id)?.id ?? id;
+      const errorsOf = (layer: CombinedLayer) => result.failed.filter(({ policyId }) => inLayer(layer)(policyId)).map(({ message }) => message);
+      if (result.allow) {
+        // Allowed only if each layer has a satisfied permit of its own (no forbid was satisfied).
+        const layers = (['ceiling', 'agent', 'human'] as const).map((layer) => ({ layer, reasons: result.reasons.filter(inLayer(layer)).map(original), errors: errorsOf(layer) }));
+        const refusing = layers.find((l) => l.reasons.length === 0);
+        if (refusing) return deny(refusing.layer, undefined, [], refusing.errors);
+        return allowed(layers);
+      }
+      // No permit satisfied anywhere and no forbid: the ceiling is the first layer to refuse.
+      if (result.reasons.length === 0) return deny('ceiling', undefined, [], errorsOf('ceiling'));
+      // A forbid was satisfied: which layer refused first needs the layers one by one (below).
     }
   }
+
   const ceilingResult = ceiling(call);
   if (!ceilingResult.allow) return deny('ceiling', undefined, ceilingResult.reasons, ceilingResult.errors);
 
   // 4. agent: ordinary policies plus the agent's grants, principal = A.
-  const grants = agent.grants
-    .filter((g) => policies.templates[g.template] && policies.templates[g.template]!.layer !== CEILING)
-    .map((link, i) => ({ link, newId: `grant:${agent.id}:${i}` }));
   const agentResult = union(preparsed(policies, policies.preparsedId, A, call), grants.length ? linked(policies, grants, A, call) : null);
   if (!agentResult.allow) return deny('agent', undefined, agentResult.reasons, agentResult.errors);
 
@@ -175,17 +282,11 @@ export async function evaluateAgent(request: EvaluationRequest, policies: Compil
   const humanResult = preparsed(policies, policies.preparsedId, H, call);
   if (!humanResult.allow) return deny('human', undefined, humanResult.reasons, humanResult.errors);
 
-  return {
-    ...base,
-    decision: true,
-    layer: 'all',
-    reasons: [...new Set([...ceilingResult.reasons, ...agentResult.reasons, ...humanResult.reasons])],
-    errors: [...ceilingResult.errors, ...agentResult.errors, ...humanResult.errors],
-  };
+  return allowed([ceilingResult, agentResult, humanResult]);
 }
 
 /** One entry point for the API: agents through the layers, everyone else once. */
-export async function decide(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, tokenCache?: VerifiedTokenCache): Promise<Decision> {
+export async function decide(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, options: AgentDecisionOptions = {}): Promise<Decision> {
   const type = cedarType(request.subject.type, policies?.source.aliases ?? {});
-  return type === 'Agent' ? evaluateAgent(request, policies, view, now, tokenCache) : evaluate(request, policies, view);
+  return type === 'Agent' ? evaluateAgent(request, policies, view, now, options) : evaluate(request, policies, view);
 }

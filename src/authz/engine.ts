@@ -138,7 +138,7 @@ export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet
     ...base,
     decision: decision === 'allow',
     layer: 'subject',
-    reasons: diagnostics.reason,
+    reasons: diagnostics.reason.sort(),
     errors: diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`),
   };
 }

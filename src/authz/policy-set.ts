@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
+import { combinedSchema, ownerIsHuman, readsContextByAttribute, survivesJson, type CombinableSource, type PolicyEntry } from './combined.ts';
 
 /** What an operator publishes: Cedar schema and policies (text), plus AuthZEN type aliases. */
 export interface PolicySetSource {
@@ -11,7 +12,7 @@ export interface PolicySetSource {
 }
 
 /** A validated, preparsed policy set, ready for `statefulIsAuthorized`. Immutable. */
-export interface CompiledPolicySet {
+export interface CompiledPolicySet extends CombinableSource {
   version: number;
   sha256: string;
   source: PolicySetSource;
@@ -25,6 +26,10 @@ export interface CompiledPolicySet {
   templates: Record<string, { text: string; layer: string | null }>;
   /** The schema in Cedar's JSON form, cheaper to hand to per-request (stateless) calls. */
   schemaJson: cedar.SchemaJson<string>;
+  /** Combined layer calls (combined.ts): for the owner's requests, the schema declares `owner: Human`. */
+  combinedForOwner: boolean;
+  /** For delegated requests: the preparsed derived schema, or null when it cannot be derived. */
+  combinedSchemaName: string | null;
 }
 
 /** `@layer("ceiling")` marks a ceiling policy or template; everything else is ordinary. */
@@ -60,6 +65,8 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   const ceilingPolicies: Record<string, string> = {};
   const templates: Record<string, string> = {};
   const templateLayers: Record<string, { text: string; layer: string | null }> = {};
+  const statics: PolicyEntry[] = [];
+  const templateEntries: Record<string, PolicyEntry> = {};
   const seen = new Set<string>();
   const name = (json: { annotations?: Record<string, string | null> }, fallback: string) => {
     const id = idOf(json, fallback);
@@ -73,6 +80,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     const id = name(json.json, `policy${i}`);
     staticPolicies[id] = text;
     if (json.json.annotations?.layer === CEILING) ceilingPolicies[id] = text;
+    statics.push({ id, text, json: json.json, layer: json.json.annotations?.layer ?? null });
   });
   parts.policy_templates.forEach((text, i) => {
     const json = cedar.templateToJson(text);
@@ -80,6 +88,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     const id = name(json.json, `template${i}`);
     templates[id] = text;
     templateLayers[id] = { text, layer: json.json.annotations?.layer ?? null };
+    templateEntries[id] = { id, text, json: json.json, layer: json.json.annotations?.layer ?? null };
   });
 
   const policySet = { staticPolicies, templates };
@@ -102,6 +111,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   const compiled: CompiledPolicySet = {
     version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates),
     preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
+    statics, templateEntries, ceilingLayer: CEILING, combinedForOwner: false, combinedSchemaName: null,
   };
   if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
   const schemaParsed = cedar.preparseSchema(schemaName, source.schema);
@@ -110,6 +120,12 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     const parsed = cedar.preparsePolicySet(id, { staticPolicies: policies });
     if (parsed.type === 'failure') throw invalid('the policy set cannot be prepared', messages(parsed.errors));
   }
+  // Without these, agent decisions take one Cedar call per layer: slower, same answers.
+  // Only the human-layer copies (ordinary policies) are rewritten; the rest go in as written.
+  const rewritable = statics.every((p) => p.layer === CEILING || survivesJson(p.json));
+  compiled.combinedForOwner = rewritable && ownerIsHuman(schemaJson.json);
+  const combined = rewritable && [...statics, ...Object.values(templateEntries)].every((p) => readsContextByAttribute(p.json)) ? combinedSchema(schemaJson.json) : null;
+  if (combined && cedar.preparseSchema(`${schemaName}-combined`, combined).type === 'success') compiled.combinedSchemaName = `${schemaName}-combined`;
 
   return compiled;
 }

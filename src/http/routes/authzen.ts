@@ -1,9 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
-import { decide as decideAny } from '../../authz/agent-decision.ts';
+import { DecisionCaches, decide as decideAny } from '../../authz/agent-decision.ts';
 import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
 import { LeashError } from '../../errors.ts';
-import { VerifiedTokenCache } from '../../tokens/token-cache.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 
@@ -63,13 +62,13 @@ function redact(request: EvaluationRequest, d: Decision): EvaluationRequest {
 }
 
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
-  const tokenCache = new VerifiedTokenCache();
+  const caches = new DecisionCaches();
 
   /** Decide, then record durably; only then may the answer leave (SPEC §8). */
   const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
     const decided: { request: EvaluationRequest; decision: Decision }[] = [];
     for (const request of requests) {
-      const decision = await decideAny(request, deps.policies.current(), deps.view, new Date(), tokenCache);
+      const decision = await decideAny(request, deps.policies.current(), deps.view, new Date(), { caches });
       decided.push({ request, decision });
       if (stopAt?.(decision)) break;
     }

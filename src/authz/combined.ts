@@ -1,0 +1,306 @@
+import * as cedar from './cedar.ts';
+import type { EntityUid } from '../registry/cedar-entities.ts';
+import { entityKey } from './engine.ts';
+
+// One Cedar call for the ceiling, agent and human layers of an agent decision (SPEC §3).
+//
+// Cedar decides for one principal per call, but the human layer asks about H while the other
+// two ask about A. So each agent gets its own small policy set in which every policy keeps
+// its layer in its id: the ceiling and ordinary policies that can apply to A, as written, and
+// the ordinary policies that can apply to H, rewritten so that `principal` reads H from
+// elsewhere (and its scope becomes a condition): from `principal.owner` when H is the agent's
+// owner (the schema declares `owner: Human`), else from `context.__leash_human`. A derived
+// schema declares that attribute on every action's context; strict validation against the
+// operator's own schema means no policy can name it, and a set that uses `context` as a whole
+// value (where the extra attribute would show) is not combined for delegated requests. On an allow, Cedar's diagnostics list every
+// satisfied permit, which tells whether each layer allowed on its own. Slicing by principal
+// keeps the set to the policies whose scope can match A or H, so the cost does not grow with
+// the policies written for others.
+
+export type Scope = cedar.PrincipalConstraint;
+type Json = unknown;
+
+/** A static policy or template as compiled: its Cedar JSON form and its layer annotation. */
+export interface PolicyEntry {
+  id: string;
+  text: string;
+  json: cedar.PolicyJson;
+  layer: string | null;
+}
+
+/** The context attribute that carries a delegating human in combined calls. */
+export const HUMAN_ATTR = '__leash_human';
+/** Where the human-layer copies find H: the agent's owner, or the context attribute. */
+export type HumanVia = 'owner' | 'context';
+const humanVars: Record<HumanVia, Json> = {
+  owner: { '.': { left: { Var: 'principal' }, attr: 'owner' } },
+  context: { '.': { left: { Var: 'context' }, attr: HUMAN_ATTR } },
+};
+
+/** Replaces variables throughout an expression; literal values are left untouched. */
+function substitute(node: Json, vars: Record<string, Json>): Json {
+  if (Array.isArray(node)) return node.map((n) => substitute(n, vars));
+  if (typeof node !== 'object' || node === null) return node;
+  const obj = node as Record<string, Json>;
+  const keys = Object.keys(obj);
+  if (keys.length === 1 && keys[0] === 'Var' && typeof obj.Var === 'string') return vars[obj.Var] ?? node;
+  const out: Record<string, Json> = {};
+  for (const k of keys) out[k] = k === 'Value' ? obj[k] : substitute(obj[k], vars);
+  return out;
+}
+
+const uidValue = (e: cedar.EntityUidJson): Json => ({ Value: { __entity: '__entity' in e ? e.__entity : e } });
+
+/** A principal scope as a condition on `subject` (the same test Cedar makes on the scope). */
+function scopeCondition(scope: Scope, subject: Json): Json | null {
+  const entityOf = (c: { entity?: cedar.EntityUidJson; slot?: string }) => {
+    if (!c.entity) throw new Error('a slot cannot become a condition');
+    return uidValue(c.entity);
+  };
+  switch (scope.op) {
+    case 'All':
+      return null;
+    case '==':
+      return { '==': { left: subject, right: entityOf(scope as { entity?: cedar.EntityUidJson }) } };
+    case 'in':
+      return { in: { left: subject, right: entityOf(scope as { entity?: cedar.EntityUidJson }) } };
+    case 'is': {
+      const is = scope as { entity_type: string; in?: { entity?: cedar.EntityUidJson } };
+      return { is: { left: subject, entity_type: is.entity_type, ...(is.in ? { in: entityOf(is.in) } : {}) } };
+    }
+  }
+}
+
+/** The human-layer copy of a policy: `principal` read from elsewhere, its scope a condition. */
+export function asHuman(json: cedar.PolicyJson, via: HumanVia): cedar.PolicyJson {
+  const humanVar = humanVars[via];
+  const conditions = json.conditions.map((c) => ({ ...c, body: substitute(c.body, { principal: humanVar }) })) as cedar.Clause[];
+  const scope = scopeCondition(json.principal, humanVar);
+  return {
+    ...json,
+    principal: { op: 'All' },
+    conditions: scope ? [{ kind: 'when', body: scope } as cedar.Clause, ...conditions] : conditions,
+  };
+}
+
+/**
+ * Can the policy be rewritten through its JSON form without changing it? cedar-wasm hands
+ * that form to JavaScript, where integer literals beyond 2^53 lose digits.
+ */
+export function survivesJson(json: cedar.PolicyJson): boolean {
+  const ok = (node: Json): boolean => {
+    if (typeof node === 'number') return Number.isSafeInteger(node);
+    if (Array.isArray(node)) return node.every(ok);
+    if (typeof node === 'object' && node !== null) return Object.values(node).every(ok);
+    return true;
+  };
+  return ok(json);
+}
+
+/**
+ * Does the policy read `context` only attribute by attribute (`context.x`, `context has x`),
+ * never the added attribute, and never `context` as a whole value? Then it cannot tell a
+ * combined call from a plain one.
+ */
+export function readsContextByAttribute(json: cedar.PolicyJson): boolean {
+  const ok = (node: Json): boolean => {
+    if (Array.isArray(node)) return node.every(ok);
+    if (typeof node !== 'object' || node === null) return true;
+    const obj = node as Record<string, Json>;
+    for (const [k, v] of Object.entries(obj)) {
+      if (k === 'Value') continue;
+      if (k === 'Var' && v === 'context') return false; // reached only when not an attribute access
+      if ((k === '.' || k === 'has') && typeof v === 'object' && v !== null) {
+        const { left, attr } = v as { left?: Record<string, Json>; attr?: unknown };
+        if (left && left.Var === 'context' && Object.keys(left).length === 1) {
+          if (attr === HUMAN_ATTR) return false;
+          continue;
+        }
+      }
+      if (!ok(v)) return false;
+    }
+    return true;
+  };
+  return json.conditions.every((c) => ok(c.body));
+}
+
+const plainUid = (e: cedar.EntityUidJson) => ('__entity' in e ? e.__entity : e) as EntityUid;
+
+/** Can this principal scope match `p`, whose ancestors (keys) are `ancestors`? Exact for static scopes. */
+export function scopeCanMatch(scope: Scope, p: EntityUid, ancestors: Set<string>): boolean {
+  const isOrIn = (e: cedar.EntityUidJson) => {
+    const k = entityKey(plainUid(e));
+    return k === entityKey(p) || ancestors.has(k);
+  };
+  switch (scope.op) {
+    case 'All':
+      return true;
+    case '==': {
+      const s = scope as { entity?: cedar.EntityUidJson };
+      return s.entity ? entityKey(plainUid(s.entity)) === entityKey(p) : true;
+    }
+    case 'in': {
+      const s = scope as { entity?: cedar.EntityUidJson };
+      return s.entity ? isOrIn(s.entity) : true;
+    }
+    case 'is': {
+      const s = scope as { entity_type: string; in?: { entity?: cedar.EntityUidJson } };
+      return s.entity_type === p.type && (!s.in?.entity || isOrIn(s.in.entity));
+    }
+  }
+}
+
+/**
+ * The schema used for combined calls: the operator's, with `__leash_human: Human` added to every
+ * action's context. Null when that cannot be done plainly (namespaces, a context that is not a
+ * record); then the layers are decided one call at a time.
+ */
+export function combinedSchema(schema: cedar.SchemaJson<string>): cedar.SchemaJson<string> | null {
+  if (Object.keys(schema).some((n) => n !== '')) return null;
+  const root = schema[''];
+  if (!root?.entityTypes?.Human) return null;
+  const common = (root.commonTypes ?? {}) as Record<string, unknown>;
+  const actions: Record<string, unknown> = {};
+  for (const [name, action] of Object.entries(root.actions ?? {})) {
+    const applies = (action as { appliesTo?: { context?: Record<string, unknown> } }).appliesTo;
+    if (!applies) {
+      actions[name] = action;
+      continue;
+    }
+    let context = applies.context ?? { type: 'Record', attributes: {} };
+    const ref = context.type === 'EntityOrCommon' ? context.name : context.type;
+    if (typeof ref === 'string' && ref !== 'Record' && common[ref]) context = common[ref] as Record<string, unknown>;
+    if (context.type !== 'Record') return null;
+    const attributes = (context.attributes ?? {}) as Record<string, unknown>;
+    if (HUMAN_ATTR in attributes) return null;
+    const extended = { ...context, attributes: { ...attributes, [HUMAN_ATTR]: { type: 'Entity', name: 'Human' } } };
+    actions[name] = { ...action, appliesTo: { ...applies, context: extended } };
+  }
+  return { '': { ...root, actions } } as cedar.SchemaJson<string>;
+}
+
+/** Does the schema declare `Agent.owner` as a `Human`, so that `principal.owner` is the owner? */
+export function ownerIsHuman(schema: cedar.SchemaJson<string>): boolean {
+  if (Object.keys(schema).some((n) => n !== '')) return false;
+  const agent = schema['']?.entityTypes?.Agent as { shape?: { attributes?: Record<string, { type?: string; name?: string }> } } | undefined;
+  const owner = agent?.shape?.attributes?.owner;
+  return !!owner && (owner.type === 'Entity' || owner.type === 'EntityOrCommon') && owner.name === 'Human' && !!schema['']?.entityTypes?.Human;
+}
+
+/** The caller's context with the human added; null if the caller already uses that name. */
+export function withHuman(context: Record<string, unknown>, human: EntityUid): cedar.Context | null {
+  if (HUMAN_ATTR in context) return null;
+  return { ...context, [HUMAN_ATTR]: { type: human.type, id: human.id } } as cedar.Context;
+}
+
+/** A bounded map that forgets the least recently used entry first. */
+export class Lru<K, V> {
+  private readonly entries = new Map<K, V>();
+  constructor(readonly max: number) {}
+
+  get(key: K): V | undefined {
+    const v = this.entries.get(key);
+    if (v !== undefined) {
+      this.entries.delete(key);
+      this.entries.set(key, v);
+    }
+    return v;
+  }
+
+  /** Stores the value; returns the entry it pushed out, if any. */
+  set(key: K, value: V): [K, V] | undefined {
+    this.entries.delete(key);
+    let evicted: [K, V] | undefined;
+    if (this.entries.size >= this.max) {
+      const oldest = this.entries.entries().next().value!;
+      this.entries.delete(oldest[0]);
+      evicted = oldest;
+    }
+    this.entries.set(key, value);
+    return evicted;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
+export type CombinedLayer = 'ceiling' | 'agent' | 'human';
+
+/** A per-agent set in cedar-wasm's preparsed store, and what each of its policy ids stands for. */
+export interface CombinedSet {
+  preparsedId: string;
+  origin: Map<string, { layer: CombinedLayer; id: string }>;
+}
+
+export interface CombinedInput {
+  agent: { uid: EntityUid; version: number; ancestors: Set<string> };
+  human: { uid: EntityUid; ancestors: Set<string>; via: HumanVia };
+  /** The agent's ceiling link and grant links, with the ids decisions name them by. */
+  ceiling: { template: string; values: Record<string, unknown>; newId: string };
+  grants: { template: string; values: Record<string, unknown>; newId: string }[];
+}
+
+/** What the combined sets are built from: compiled policies and templates with their layers. */
+export interface CombinableSource {
+  preparsedId: string;
+  statics: PolicyEntry[];
+  templateEntries: Record<string, PolicyEntry>;
+  ceilingLayer: string;
+}
+
+// cedar-wasm keeps preparsed sets by id and has no way to drop one, so sets live in a fixed
+// number of slots: a new set reuses (overwrites) the slot of the least recently used one.
+const SLOTS = 4096;
+const slots = new Lru<string, CombinedSet>(SLOTS);
+const freeSlots: string[] = [];
+let slotCount = 0;
+
+/** The combined set for this agent and human under this policy version, built on first use. */
+export function combinedSetFor(source: CombinableSource, input: CombinedInput): CombinedSet | null {
+  const { agent, human } = input;
+  const key = [
+    source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(','), entityKey(human.uid), human.via, [...human.ancestors].sort().join(','),
+  ].join('\n');
+  const hit = slots.get(key);
+  if (hit) return hit;
+
+  const origin = new Map<string, { layer: CombinedLayer; id: string }>();
+  const staticPolicies: Record<string, cedar.Policy> = {};
+  for (const p of source.statics) {
+    const ceiling = p.layer === source.ceilingLayer;
+    if (scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) {
+      const id = `${ceiling ? 'c' : 'a'}:${p.id}`;
+      staticPolicies[id] = p.text;
+      origin.set(id, { layer: ceiling ? 'ceiling' : 'agent', id: p.id });
+    }
+    if (!ceiling && scopeCanMatch(p.json.principal, human.uid, human.ancestors)) {
+      staticPolicies[`h:${p.id}`] = asHuman(p.json, human.via);
+      origin.set(`h:${p.id}`, { layer: 'human', id: p.id });
+    }
+  }
+  const templates: Record<string, cedar.Policy> = {};
+  const templateLinks: cedar.TemplateLink[] = [];
+  const link = (layer: 'ceiling' | 'agent', l: CombinedInput['ceiling']) => {
+    const entry = source.templateEntries[l.template];
+    if (!entry) return;
+    const templateId = `${layer === 'ceiling' ? 'c' : 'a'}:${entry.id}`;
+    templates[templateId] ??= entry.text;
+    const newId = `${layer === 'ceiling' ? 'c' : 'a'}:${l.newId}`;
+    templateLinks.push({ templateId, newId, values: l.values as Record<string, cedar.EntityUid> });
+    origin.set(newId, { layer, id: l.newId });
+  };
+  link('ceiling', input.ceiling);
+  for (const g of input.grants) link('agent', g);
+
+  const preparsedId = freeSlots.pop() ?? `combined-${slotCount++}`;
+  const parsed = cedar.preparsePolicySet(preparsedId, { staticPolicies, templates, templateLinks });
+  if (parsed.type === 'failure') {
+    freeSlots.push(preparsedId);
+    return null;
+  }
+  const set = { preparsedId, origin };
+  const pushedOut = slots.set(key, set);
+  if (pushedOut) freeSlots.push(pushedOut[1].preparsedId);
+  return set;
+}

@@ -1,0 +1,166 @@
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { describe, expect, it } from 'vitest';
+import { DecisionCaches, evaluateAgent } from '../../src/authz/agent-decision.ts';
+import { compilePolicySet } from '../../src/authz/policy-set.ts';
+import type { EvaluationRequest } from '../../src/authz/engine.ts';
+import { RegistryView } from '../../src/registry/registry-view.ts';
+import type { StoredEvent } from '../../src/store/event-store.ts';
+
+// Agent decisions take one Cedar call for the ceiling, agent and human layers (src/authz/
+// combined.ts) and fall back to one call per layer when that call cannot say which layer
+// refused. Both must give the same decision, layer, reasons and errors for every request.
+
+const schema = readFileSync(new URL('../../cedar/schema.cedarschema', import.meta.url), 'utf8');
+const policies = `
+@id("agents-read-invoices") permit (principal in Group::"finance-agents", action == Action::"read", resource in Folder::"invoices");
+@id("finance-reads-invoices") permit (principal in Group::"finance", action == Action::"read", resource in Folder::"invoices");
+@id("alice-writes") permit (principal == Human::"alice", action == Action::"write", resource in Folder::"invoices") when { principal.email like "*@example.com" };
+@id("humans-read-reports") permit (principal is Human, action == Action::"read", resource in Folder::"reports");
+@id("trusted-agents-read-reports") permit (principal is Agent in Group::"finance-agents", action == Action::"read", resource in Folder::"reports") when { principal.trustScore >= 50 };
+@id("owner-in-finance") permit (principal is Agent, action == Action::"read", resource in Folder::"invoices") when { principal has owner && principal.owner in Group::"finance" };
+@id("no-secrets") forbid (principal, action, resource in Folder::"secret");
+@id("eve-not-reports") forbid (principal == Human::"eve", action, resource in Folder::"reports");
+@id("overflow-errors") forbid (principal, action == Action::"write", resource) when { context has amount && context.amount * 4000000000000000 > 0 };
+@id("big-writes") forbid (principal in Group::"finance", action == Action::"write", resource) when { context has amount && context.amount > 100 };
+@id("ceiling-no-locked") @layer("ceiling") forbid (principal, action == Action::"write", resource in Folder::"locked");
+@id("ceiling-reports") @layer("ceiling") permit (principal is Agent, action == Action::"read", resource in Folder::"reports") when { principal.status == "active" };
+@id("ceiling-folder") @layer("ceiling") permit (principal, action in [Action::"read", Action::"write"], resource in ?resource);
+@id("grant-write-folder") permit (principal, action == Action::"write", resource in ?resource);
+`;
+
+const folder = (id: string) => ({ type: 'Folder', id });
+const entities = [
+  { uid: folder('invoices'), attrs: {}, parents: [] },
+  { uid: folder('secret'), attrs: {}, parents: [folder('invoices')] },
+  { uid: folder('locked'), attrs: {}, parents: [folder('invoices')] },
+  { uid: folder('reports'), attrs: {}, parents: [] },
+  ...['d1:invoices', 's1:secret', 'l1:locked', 'r1:reports'].map((s) => {
+    const [id, parent] = s.split(':');
+    return { uid: { type: 'Document', id: id! }, attrs: {}, parents: [folder(parent!)] };
+  }),
+];
+
+const keys = await generateKeyPair('ES256', { extractable: true });
+const jwk = { ...(await exportJWK(keys.publicKey)), alg: 'ES256', kid: 'k1' };
+const credentials = { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 300, jwks: { keys: [jwk] } };
+
+const view = new RegistryView();
+let position = 0;
+const apply = (streamType: string, id: string, version: number, type: string, data: Record<string, unknown>) =>
+  view.apply({ position: ++position, streamId: `${streamType}/${id}`, streamType, version, type, data, metadata: {}, at: new Date(), idempotencyKey: null, prevHash: '', hash: '' } as StoredEvent);
+apply('group', 'finance', 1, 'GroupRegistered', { id: 'finance', parents: [] });
+apply('group', 'finance-agents', 1, 'GroupRegistered', { id: 'finance-agents', parents: [] });
+apply('human', 'alice', 1, 'HumanRegistered', { id: 'alice', email: 'alice@example.com', groups: ['finance'] });
+apply('human', 'eve', 1, 'HumanRegistered', { id: 'eve', email: 'eve@evil.test', groups: [] });
+apply('human', 'bob', 1, 'HumanRegistered', { id: 'bob', email: 'bob@example.com', groups: ['finance'] });
+const agents: Record<string, { owner: string; groups: string[]; trustScore: number; ceiling: string; grants?: string[] }> = {
+  bot: { owner: 'alice', groups: ['finance-agents'], trustScore: 70, ceiling: 'invoices' },
+  'bot-eve': { owner: 'eve', groups: ['finance-agents'], trustScore: 70, ceiling: 'invoices' },
+  'bot-low-trust': { owner: 'bob', groups: ['finance-agents'], trustScore: 10, ceiling: 'reports' },
+  'bot-writer': { owner: 'alice', groups: [], trustScore: 50, ceiling: 'invoices', grants: ['invoices'] },
+};
+for (const [id, a] of Object.entries(agents)) {
+  apply('agent', id, 1, 'AgentRegistered', {
+    id, owner: a.owner, purpose: 'test', provenance: { model: 'm', modelVersion: '1', environment: 'test' }, trustScore: a.trustScore,
+    groups: a.groups, tags: [], credentials, ceiling: { template: 'ceiling-folder', values: { '?resource': folder(a.ceiling) } },
+  });
+  const grants = (a.grants ?? []).map((f) => ({ template: 'grant-write-folder', values: { '?resource': folder(f) } }));
+  apply('agent', id, 2, 'AgentAuthorized', { grants, tokensNotBefore: new Date(Date.now() - 60_000).toISOString() });
+}
+
+const set = compilePolicySet({ schema, policies }, 1);
+
+async function token(agent: string, human: string | null, details: unknown): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { authorization_details: details, ...(human ? { act: { sub: agent } } : {}) };
+  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(credentials.issuer).setAudience('leash')
+    .setSubject(human ?? agent).setIssuedAt(now).setExpirationTime(now + 120).sign(keys.privateKey);
+}
+
+/** The decision, or the error's code when the request is refused as bad input. */
+async function both(request: EvaluationRequest) {
+  const run = (combined: boolean) =>
+    evaluateAgent(request, set, view, new Date(), { combined, caches: combined ? new DecisionCaches() : undefined }).catch((e: { code?: string }) => ({ error: e.code }));
+  return { combined: await run(true), layered: await run(false) };
+}
+
+describe('one Cedar call for the ceiling, agent and human layers', () => {
+  it('is available for this schema: for the owner through principal.owner, for delegation through context', () => {
+    expect(set.combinedForOwner).toBe(true);
+    expect(set.combinedSchemaName).not.toBeNull();
+  });
+
+  it('a set that reads `context` as a whole value is not combined for delegated requests', () => {
+    const whole = compilePolicySet({ schema, policies: `${policies}\n@id("exact-context") forbid (principal, action, resource) when { context == context };` }, 2);
+    expect(whole.combinedSchemaName).toBeNull();
+    expect(whole.combinedForOwner).toBe(true);
+  });
+
+  it('an ordinary policy with an integer literal beyond 2^53 is not rewritten (its JSON form would round it)', () => {
+    const big = compilePolicySet({ schema, policies: `${policies}\n@id("big") forbid (principal, action, resource) when { context has amount && context.amount == 9007199254740993 };` }, 3);
+    expect(big.combinedForOwner).toBe(false);
+    expect(big.combinedSchemaName).toBeNull();
+  });
+
+  it('names the same layer and policies as one call per layer, on allows and on each kind of deny', async () => {
+    const cases: [string, string | null, string, string, Record<string, unknown>][] = [
+      ['bot', null, 'read', 'd1', {}], // all allow
+      ['bot', 'eve', 'read', 'd1', {}], // human layer refuses (eve is not in finance)
+      ['bot-writer', null, 'write', 'd1', {}], // grant + alice-writes
+      ['bot-writer', null, 'write', 'd1', { amount: 500 }], // forbid in the ordinary set
+      ['bot-writer', null, 'write', 'd1', { amount: 5000 }], // a policy errors (overflow) and a forbid holds
+      ['bot-writer', null, 'write', 'l1', {}], // forbid in the ceiling
+      ['bot', null, 'write', 'd1', {}], // the agent layer has no permit
+      ['bot-low-trust', null, 'read', 'r1', {}], // ceiling allows, agent does not (trust)
+    ];
+    const details = (action: string) => [{ type: 'leash:cedar', actions: [action], resourceIn: folder('invoices') }, { type: 'leash:cedar', actions: ['read'], resourceIn: folder('reports') }];
+    const seen = new Set<string>();
+    for (const [agent, human, action, doc, context] of cases) {
+      const ceiling = agents[agent]!.ceiling;
+      const tok = await token(agent, human, ceiling === 'reports' ? [{ type: 'leash:cedar', actions: [action], resourceIn: folder('reports') }] : details(action).slice(0, action === 'write' ? 1 : 2));
+      const { combined, layered } = await both({ subject: { type: 'agent', id: agent, properties: { token: tok } }, action: { name: action }, resource: { type: 'Document', id: doc }, context: { entities, ...context } });
+      expect(combined, `${agent} ${action} ${doc}`).toEqual(layered);
+      seen.add('layer' in layered ? `${layered.decision}:${layered.layer}` : 'error');
+    }
+    // The cases above reach every outcome the combined call has to tell apart.
+    expect(seen).toEqual(new Set(['true:all', 'false:human', 'false:agent', 'false:ceiling']));
+  });
+
+  it('property: random requests get the same decision, layer, reasons and errors both ways', async () => {
+    const uid = fc.constantFrom(folder('invoices'), folder('reports'), folder('secret'), folder('locked'), { type: 'Document', id: 'd1' }, { type: 'Document', id: 'r1' });
+    const detail = fc.oneof(
+      fc.record({ type: fc.constant('leash:cedar'), actions: fc.subarray(['read', 'write'], { minLength: 1 }), resourceIn: uid }),
+      fc.record({ type: fc.constant('leash:cedar'), actions: fc.subarray(['read', 'write'], { minLength: 1 }), resource: uid }),
+    );
+    const request = fc.record({
+      agent: fc.constantFrom(...Object.keys(agents)),
+      human: fc.constantFrom(null, null, 'alice', 'eve', 'bob'),
+      action: fc.constantFrom('read', 'write'),
+      doc: fc.constantFrom('d1', 's1', 'l1', 'r1', 'x9'),
+      covering: fc.boolean(), // most tokens carry an entry for the request, so allows are common
+      details: fc.array(detail, { minLength: 1, maxLength: 2 }),
+      context: fc.oneof(
+        fc.constant({}),
+        fc.record({ amount: fc.constantFrom(1, 3, 200, 5000, -7) }),
+        fc.constant({ __leash_human: { type: 'Human', id: 'alice' } }),
+        fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 2 }),
+      ),
+    });
+    let allows = 0;
+    await fc.assert(
+      fc.asyncProperty(request, async ({ agent, human, action, doc, covering, details, context }) => {
+        const home = entities.find((e) => e.uid.id === doc)?.parents[0] ?? folder('invoices');
+        const tok = await token(agent, human, covering ? [{ type: 'leash:cedar', actions: [action], resourceIn: home }, ...details.slice(1)] : details);
+        const { combined, layered } = await both({
+          subject: { type: 'agent', id: agent, properties: { token: tok } }, action: { name: action }, resource: { type: 'Document', id: doc }, context: { entities, ...context },
+        });
+        expect(combined).toEqual(layered);
+        if ('decision' in layered && layered.decision) allows++;
+      }),
+      { numRuns: 400 },
+    );
+    expect(allows).toBeGreaterThan(10); // the generator reaches allows, not only early denies
+  });
+});
