@@ -34,8 +34,15 @@ const reject = (code: TokenRejection, detail: string): Rejected => ({ ok: false,
 /** Remote key sets are cached per URL; jose refetches on an unknown `kid` (key rollover). */
 const remoteSets = new Map<string, JWTVerifyGetKey>();
 
+/** Inline key sets, per pins object: jose imports each key once per set, not per token. */
+const localSets = new WeakMap<object, JWTVerifyGetKey>();
+
 function keysFor(pins: CredentialPins): JWTVerifyGetKey {
-  if (pins.jwks) return createLocalJWKSet(pins.jwks as Parameters<typeof createLocalJWKSet>[0]);
+  if (pins.jwks) {
+    let set = localSets.get(pins.jwks);
+    if (!set) localSets.set(pins.jwks, (set = createLocalJWKSet(pins.jwks as Parameters<typeof createLocalJWKSet>[0])));
+    return set;
+  }
   let set = remoteSets.get(pins.jwksUri!);
   if (!set) {
     // Keys are cached for 10 minutes; an unknown kid refetches at most every 5 s (rollover

@@ -15,12 +15,15 @@ import { Follower } from '../../src/store/follower.ts';
 import { eventHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
 import { migrateToLatest } from '../../src/store/migrate.ts';
 import { startPostgres } from '../support/servers.ts';
+import { benchHttp, type HttpResult } from './http.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
 const REBUILD_EVENTS = Number(process.env.BENCH_REBUILD_EVENTS ?? 1_000_000);
 const PGLITE_REBUILD_EVENTS = Number(process.env.BENCH_PGLITE_REBUILD_EVENTS ?? 1_000_000);
 const REBUILD_RUNS = 3;
+const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 10);
+const HTTP_CONNECTIONS = [4, 16];
 
 interface Row {
   what: string;
@@ -139,6 +142,29 @@ async function benchAppends(backend: Backend, label: string, target: string): Pr
   console.log(rows[rows.length - 1]);
 }
 
+/** AuthZEN decisions over HTTP from autocannon, next to GET /healthz on the same server under the same load. */
+async function benchHttpRows(backend: Backend, label: string): Promise<void> {
+  const httpMs = (x: number) => `${x} ms`;
+  const line = (r: HttpResult) => `${fmt(r.perSecond)}/s, p50 ${httpMs(r.p50)}, p99 ${httpMs(r.p99)}`;
+  for (const connections of label === 'PostgreSQL' ? HTTP_CONNECTIONS : [HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!]) {
+    const run = await benchHttp(backend.kind === 'postgres' ? { url: backend.url } : null, { seconds: HTTP_SECONDS, connections, freshTokens: Math.round(HTTP_SECONDS * 3000) });
+    if (!run.allowed) throw new Error('the HTTP benchmark request was not allowed');
+    for (const [kind, r] of [['same token (cached)', run.cached], ['a fresh token on every request', run.fresh]] as const) {
+      if (r.non2xx > 0 || r.errors > 0) throw new Error(`HTTP benchmark: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+      rows.push({
+        what: `POST /access/v1/evaluation, ${kind}, ${connections} connections, ${HTTP_SECONDS} s, decision log durable`,
+        backend: label,
+        figure: `${fmt(r.perSecond)} decisions/s`,
+        median: httpMs(r.p50),
+        p99: httpMs(r.p99),
+        baseline: `GET /healthz, same server and load: ${line(run.baseline)}`,
+        target: label === 'PostgreSQL' ? '≥ 3,000/s with p99 ≤ 5 ms' : '(reported beside)',
+      });
+      console.log(rows[rows.length - 1]);
+    }
+  }
+}
+
 /** A realistic log: per agent register, authorize, rotate, suspend, authorize, revoke, authorize, retire. */
 function* lifecycleLog(total: number): Generator<StoredEvent[]> {
   let prevHash = GENESIS_HASH;
@@ -239,6 +265,8 @@ async function main(): Promise<void> {
   };
   benchDecisionsInProcesses();
   try {
+    await benchHttpRows(await freshDatabase(server.url), 'PostgreSQL');
+    await benchHttpRows(pglite(), 'PGlite');
     await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
     await benchAppends(pglite(), 'PGlite', '(reported beside)');
     await benchRebuild(await freshDatabase(server.url), 'PostgreSQL', REBUILD_EVENTS, '≤ 20 s');
@@ -275,7 +303,16 @@ How to read it:
 - **agent decision**: all five layers (token from the verified-token cache, details, ceiling
   with its template link, agent, human) for one request, in process, against one raw
   cedar-wasm \`statefulIsAuthorized\` call on the same request and the same ordinary policies,
-  interleaved. Each policy count runs in its own process.
+  in alternating blocks of 50. Leash decides the ceiling, agent and human layers in one Cedar
+  call on the agent's own policy set, sliced to the policies whose principal scope can match
+  the agent or its human (src/authz/combined.ts). Each policy count runs in its own process.
+- **HTTP**: \`leash serve\` runs in its own process (one Node process, as \`npm start\` runs it)
+  and autocannon in the benchmark's, on the same machine, with N keep-alive connections each
+  sending the next request when the last is answered. Every decision is recorded in the
+  decision log (group-committed, durable) before it is answered. "Fresh token" signs a
+  different ES256 token for every request, so each is verified from scratch. The baseline is
+  GET /healthz on the same server under the same load: what the HTTP stack alone sustains.
+  autocannon reports latency in whole milliseconds.
 - The PostgreSQL server is started by the benchmark (initdb, default settings, fsync on) on
   this machine; PGlite runs in-process on disk.
 `,

@@ -1,0 +1,135 @@
+// AuthZEN decisions over HTTP under load: `leash serve` in its own process (as deployed),
+// autocannon in this one, on the same machine. Each decision is recorded durably before it is
+// answered. The baseline, in the same run and with the same load, is GET /healthz on the same
+// server: what the HTTP stack alone sustains. Not a test: it measures, it asserts nothing.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { SignJWT, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
+import { freePort } from '../support/servers.ts';
+
+const ADMIN = 'bench-operator-token-0123456789';
+export const PEP = 'bench-pep-token-0123456789abcdef';
+const CLI = fileURLToPath(new URL('../../src/cli/leash.js', import.meta.url));
+
+export interface HttpResult {
+  perSecond: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+}
+
+export interface HttpRun {
+  cached: HttpResult;
+  fresh: HttpResult;
+  baseline: HttpResult;
+  allowed: boolean;
+}
+
+export async function startServer(env: Record<string, string>): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+  const port = await freePort();
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean); // e.g. --cpu-prof
+  const child = spawn(process.execPath, [...nodeArgs, CLI, 'serve'], {
+    env: { ...process.env, ...env, PORT: String(port), LEASH_ADMIN_TOKEN: ADMIN, LEASH_PEP_TOKENS: PEP, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`leash serve exited with ${child.exitCode}`);
+    const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error('leash serve did not become ready');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    child,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+async function call(url: string, method: string, path: string, body: unknown): Promise<void> {
+  const res = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+}
+
+/** The README's demo: alice in finance, an agent with a folder ceiling, a local ES256 key. */
+export async function seed(url: string): Promise<{ privateKey: CryptoKey }> {
+  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), alg: 'ES256', kid: 'k1' };
+  await call(url, 'POST', '/v1/groups', { id: 'finance', parents: [] });
+  await call(url, 'POST', '/v1/humans', { id: 'alice', email: 'alice@example.com', groups: ['finance'] });
+  await call(url, 'POST', '/v1/agents', {
+    id: 'invoice-bot', owner: 'alice', purpose: 'pay approved invoices', provenance: { model: 'm', modelVersion: '1', environment: 'production' },
+    trustScore: 60, groups: ['finance'], tags: [],
+    credentials: { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 600, jwks: { keys: [jwk] } },
+    ceiling: { template: 'ceiling-folder', values: { '?resource': { type: 'Folder', id: 'invoices' } } },
+  });
+  await new Promise((r) => setTimeout(r, 1100)); // tokens must be issued after the authorize below (whole seconds)
+  await call(url, 'POST', '/v1/agents/invoice-bot/authorize', { grants: [] });
+  await new Promise((r) => setTimeout(r, 1100));
+  return { privateKey };
+}
+
+export const mint = (privateKey: CryptoKey, i: number) => {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'Folder', id: 'invoices' } }], jti: `bench-${i}` })
+    .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject('invoice-bot')
+    .setIssuedAt(now).setExpirationTime(now + 600).sign(privateKey);
+};
+
+export const body = (token: string) => JSON.stringify({
+  subject: { type: 'agent', id: 'invoice-bot', properties: { token } },
+  action: { name: 'read' },
+  resource: { type: 'Document', id: 'inv-42' },
+  context: { entities: [{ uid: { type: 'Document', id: 'inv-42' }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] }, { uid: { type: 'Folder', id: 'invoices' }, attrs: {}, parents: [] }] },
+});
+
+export function load(options: autocannon.Options): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    autocannon(options, (err, r) => {
+      if (err) return reject(err);
+      resolve({ perSecond: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors + r.timeouts });
+    });
+  });
+}
+
+export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number }): Promise<HttpRun> {
+  const dataDir = database ? null : mkdtempSync(join(tmpdir(), 'leash-bench-http-'));
+  const server = await startServer(database ? { DATABASE_URL: database.url } : { LEASH_DATA_DIR: dataDir! });
+  try {
+    const { privateKey } = await seed(server.url);
+    const cachedToken = await mint(privateKey, 0);
+    const probe = await fetch(`${server.url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body: body(cachedToken) });
+    const allowed = ((await probe.json()) as { decision?: boolean }).decision === true;
+
+    const at = (path: string) => `${server.url}${path}`;
+    const common = { connections: options.connections, duration: options.seconds, headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' } };
+    await load({ ...common, url: at('/access/v1/evaluation'), duration: 2, method: 'POST', body: body(cachedToken) }); // warm-up
+    const baseline = await load({ ...common, url: at('/healthz'), method: 'GET' });
+    const cached = await load({ ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(cachedToken) });
+
+    // A different token on every request: each one is verified (signature and claims) afresh.
+    const bodies: string[] = [];
+    for (let i = 1; i <= options.freshTokens; i++) bodies.push(body(await mint(privateKey, i)));
+    let next = 0;
+    const fresh = await load({
+      ...common, url: at('/access/v1/evaluation'), method: 'POST',
+      requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }) }],
+    });
+    return { cached, fresh, baseline, allowed };
+  } finally {
+    await server.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
