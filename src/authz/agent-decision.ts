@@ -5,8 +5,8 @@ import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken } from '../tokens/verify.ts';
-import { combinedSetFor, Lru, withHuman, type CombinedLayer } from './combined.ts';
-import { cedarType, entitiesFor, entityKey, evaluate, type Decision, type EvaluationRequest } from './engine.ts';
+import { combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
+import { cedarType, entitiesFor, entityKey, evaluate, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
@@ -83,6 +83,28 @@ function jsonOf(value: object): string {
   let text = json.get(value);
   if (text === undefined) json.set(value, (text = JSON.stringify(value)));
   return text;
+}
+
+const slimmed = new WeakMap<CedarEntity, { named: Set<string>; entity: CedarEntity }>();
+
+/**
+ * Registry entities with only the attributes the policy set names (see slimSchema). Null if
+ * the caller describes an entity of a relaxed type itself: the relaxed schema would not hold
+ * it to its required attributes, so such a request is decided the long way.
+ */
+function slimRegistryEntities(view: RegistryView, set: CompiledPolicySet, entities: CedarEntity[]): CedarEntity[] | null {
+  const out: CedarEntity[] = [];
+  for (const e of entities) {
+    if (!set.slimTypes.has(e.uid.type)) {
+      out.push(e);
+      continue;
+    }
+    if (registryEntity(view, e.uid) !== e) return null;
+    let hit = slimmed.get(e);
+    if (hit?.named !== set.namedAttributes) slimmed.set(e, (hit = { named: set.namedAttributes, entity: slimEntity(e, set.namedAttributes) }));
+    out.push(hit.entity);
+  }
+  return out;
 }
 
 /** RFC 9396 entry of Leash's built-in type. */
@@ -236,11 +258,12 @@ export async function evaluateAgent(
 
   // 3–5 in one Cedar call when the outcome is plain from its diagnostics (see combined.ts).
   // The human is the owner (an autonomous agent) or a delegating human named by the token.
-  const via = humanId === agent.owner && policies.combinedForOwner ? 'owner' : 'context';
-  const combined = options.combined === false ? null
-    : via === 'owner' ? { context: context as cedar.Context, schemaName: policies.schemaName }
+  const via = humanId === agent.owner && policies.combinedOwnerSchemaName ? 'owner' : 'context';
+  const slimEntities = options.combined === false ? null : slimRegistryEntities(view, policies, call.entities);
+  const combined = !slimEntities ? null
+    : via === 'owner' ? { context: context as cedar.Context, schemaName: policies.combinedOwnerSchemaName! }
     : policies.combinedSchemaName ? { context: withHuman(context, H), schemaName: policies.combinedSchemaName } : null;
-  if (combined?.context) {
+  if (combined?.context && slimEntities) {
     const set = combinedSetFor(policies, {
       agent: { uid: A, version: agentVersion, ancestors: ancestorsOf(entityMap, A) },
       human: { uid: H, ancestors: ancestorsOf(entityMap, H), via },
@@ -250,7 +273,7 @@ export async function evaluateAgent(
     if (set) {
       const result = answer(
         cedar.statefulIsAuthorized({
-          principal: A, action, resource, context: combined.context, entities: call.entities as cedar.Entities,
+          principal: A, action, resource, context: combined.context, entities: slimEntities as cedar.Entities,
           preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: false,
         }),
         (id) => set.origin.get(id)?.id ?? id,

@@ -187,6 +187,54 @@ export function ownerIsHuman(schema: cedar.SchemaJson<string>): boolean {
   return !!owner && (owner.type === 'Entity' || owner.type === 'EntityOrCommon') && owner.name === 'Human' && !!schema['']?.entityTypes?.Human;
 }
 
+/** Every attribute name any of these policies reads (`x.attr`, `x has attr`), on anything. */
+export function namedAttributes(entries: PolicyEntry[]): Set<string> {
+  const names = new Set<string>(['owner']); // the owner variant's human copies read principal.owner
+  const walk = (node: Json): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (typeof node !== 'object' || node === null) return;
+    for (const [k, v] of Object.entries(node as Record<string, Json>)) {
+      if (k === 'Value') continue;
+      if ((k === '.' || k === 'has') && typeof (v as { attr?: unknown })?.attr === 'string') names.add((v as { attr: string }).attr);
+      walk(v);
+    }
+  };
+  for (const e of entries) walk(e.json.conditions);
+  return names;
+}
+
+/**
+ * The schema with every top-level attribute of the registry's entity types optional, so that
+ * registry entities can be handed to Cedar without the attributes no policy names (they
+ * cannot change a decision; parsing them is most of a call's cost). Also returns the entity
+ * types that were relaxed; a caller's own entity of such a type is decided the long way.
+ */
+export function slimSchema(schema: cedar.SchemaJson<string>, registryTypes: string[]): { schema: cedar.SchemaJson<string>; types: Set<string> } | null {
+  if (Object.keys(schema).some((n) => n !== '')) return null;
+  const root = schema[''];
+  if (!root) return null;
+  const types = new Set<string>();
+  const entityTypes: Record<string, unknown> = {};
+  for (const [name, type] of Object.entries(root.entityTypes ?? {})) {
+    const shape = (type as { shape?: { type?: string; attributes?: Record<string, Record<string, unknown>> } }).shape;
+    if (!registryTypes.includes(name) || shape?.type !== 'Record' || !shape.attributes) {
+      entityTypes[name] = type;
+      continue;
+    }
+    const attributes = Object.fromEntries(Object.entries(shape.attributes).map(([a, t]) => [a, { ...t, required: false }]));
+    entityTypes[name] = { ...type, shape: { ...shape, attributes } };
+    types.add(name);
+  }
+  return { schema: { '': { ...root, entityTypes } } as cedar.SchemaJson<string>, types };
+}
+
+/** The entity with only the attributes some policy names. */
+export function slimEntity<E extends { uid: EntityUid; attrs: Record<string, unknown>; parents: EntityUid[] }>(e: E, named: Set<string>): E {
+  const attrs: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(e.attrs)) if (named.has(k)) attrs[k] = v;
+  return { ...e, attrs };
+}
+
 /** The caller's context with the human added; null if the caller already uses that name. */
 export function withHuman(context: Record<string, unknown>, human: EntityUid): cedar.Context | null {
   if (HUMAN_ATTR in context) return null;
@@ -244,6 +292,9 @@ export interface CombinedInput {
 /** What the combined sets are built from: compiled policies and templates with their layers. */
 export interface CombinableSource {
   preparsedId: string;
+  /** Attribute names the policies read, and the entity types whose other attributes may be left out. */
+  namedAttributes: Set<string>;
+  slimTypes: Set<string>;
   statics: PolicyEntry[];
   templateEntries: Record<string, PolicyEntry>;
   ceilingLayer: string;

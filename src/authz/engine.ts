@@ -47,7 +47,7 @@ export function cedarType(authzenType: string, aliases: Record<string, string> =
 }
 
 /** The registry record as a Cedar entity, for the types the registry owns. */
-function registryEntity(view: RegistryView, uid: EntityUid): CedarEntity | undefined {
+export function registryEntity(view: RegistryView, uid: EntityUid): CedarEntity | undefined {
   switch (uid.type) {
     case 'Agent':
       return view.agents.get(uid.id)?.entity;

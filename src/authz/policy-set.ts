@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
-import { combinedSchema, ownerIsHuman, readsContextByAttribute, survivesJson, type CombinableSource, type PolicyEntry } from './combined.ts';
+import { combinedSchema, namedAttributes, ownerIsHuman, readsContextByAttribute, slimSchema, survivesJson, type CombinableSource, type PolicyEntry } from './combined.ts';
 
 /** What an operator publishes: Cedar schema and policies (text), plus AuthZEN type aliases. */
 export interface PolicySetSource {
@@ -26,9 +26,11 @@ export interface CompiledPolicySet extends CombinableSource {
   templates: Record<string, { text: string; layer: string | null }>;
   /** The schema in Cedar's JSON form, cheaper to hand to per-request (stateless) calls. */
   schemaJson: cedar.SchemaJson<string>;
-  /** Combined layer calls (combined.ts): for the owner's requests, the schema declares `owner: Human`. */
-  combinedForOwner: boolean;
-  /** For delegated requests: the preparsed derived schema, or null when it cannot be derived. */
+  /**
+   * Combined layer calls (combined.ts), by preparsed schema: for the owner's requests (the schema
+   * declares `owner: Human`) and for delegated ones; null when a set or schema does not allow it.
+   */
+  combinedOwnerSchemaName: string | null;
   combinedSchemaName: string | null;
 }
 
@@ -111,7 +113,8 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   const compiled: CompiledPolicySet = {
     version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates),
     preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
-    statics, templateEntries, ceilingLayer: CEILING, combinedForOwner: false, combinedSchemaName: null,
+    statics, templateEntries, ceilingLayer: CEILING, combinedOwnerSchemaName: null, combinedSchemaName: null,
+    namedAttributes: namedAttributes([...statics, ...Object.values(templateEntries)]), slimTypes: new Set(),
   };
   if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
   const schemaParsed = cedar.preparseSchema(schemaName, source.schema);
@@ -122,10 +125,14 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   }
   // Without these, agent decisions take one Cedar call per layer: slower, same answers.
   // Only the human-layer copies (ordinary policies) are rewritten; the rest go in as written.
-  const rewritable = statics.every((p) => p.layer === CEILING || survivesJson(p.json));
-  compiled.combinedForOwner = rewritable && ownerIsHuman(schemaJson.json);
-  const combined = rewritable && [...statics, ...Object.values(templateEntries)].every((p) => readsContextByAttribute(p.json)) ? combinedSchema(schemaJson.json) : null;
-  if (combined && cedar.preparseSchema(`${schemaName}-combined`, combined).type === 'success') compiled.combinedSchemaName = `${schemaName}-combined`;
-
+  const slim = slimSchema(schemaJson.json, ['Agent', 'Human', 'Group']);
+  const rewritable = slim && statics.every((p) => p.layer === CEILING || survivesJson(p.json));
+  if (slim && rewritable) {
+    compiled.slimTypes = slim.types;
+    const prepare = (name: string, schema: cedar.SchemaJson<string> | null) => (schema && cedar.preparseSchema(name, schema).type === 'success' ? name : null);
+    if (ownerIsHuman(schemaJson.json)) compiled.combinedOwnerSchemaName = prepare(`${schemaName}-owner`, slim.schema);
+    const byAttribute = [...statics, ...Object.values(templateEntries)].every((p) => readsContextByAttribute(p.json));
+    if (byAttribute) compiled.combinedSchemaName = prepare(`${schemaName}-combined`, combinedSchema(slim.schema));
+  }
   return compiled;
 }
