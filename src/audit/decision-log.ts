@@ -41,9 +41,39 @@ export function decisionHash(prevHash: string, d: Omit<StoredDecision, 'hash' | 
  */
 export class DecisionLog {
   private readonly committer: GroupCommitter<DecisionRecord, StoredDecision>;
+  /** The chain's head as this node last wrote or read it; null until known. */
+  private head: { seq: number; hash: string } | null = null;
 
   constructor(readonly db: Kysely<Database>) {
-    this.committer = new GroupCommitter<DecisionRecord, StoredDecision>((batch) => this.db.transaction().execute((trx) => appendDecisions(trx, batch)), 512);
+    this.committer = new GroupCommitter<DecisionRecord, StoredDecision>((batch) => this.append(batch), 512);
+  }
+
+  /**
+   * One round trip when this node's view of the head is current: the batch is chained onto
+   * it and inserted in one autocommit statement. If another node appended meanwhile, the
+   * first sequence number is taken (primary key), nothing is written, and the batch goes the
+   * locked way: lock, read the head, chain, insert, commit.
+   */
+  private async append(batch: DecisionRecord[]): Promise<StoredDecision[]> {
+    if (this.head && batch.length <= INSERT_CHUNK) {
+      const stored = chain(batch, this.head);
+      try {
+        await insertDecisions(this.db, stored);
+        this.head = stored[stored.length - 1]!;
+        return stored;
+      } catch (err) {
+        this.head = null;
+        if ((err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
+      }
+    }
+    try {
+      const stored = await this.db.transaction().execute((trx) => appendDecisions(trx, batch));
+      this.head = stored[stored.length - 1]!;
+      return stored;
+    } catch (err) {
+      this.head = null;
+      throw err;
+    }
   }
 
   record(decision: DecisionRecord): Promise<StoredDecision> {
@@ -51,28 +81,46 @@ export class DecisionLog {
   }
 }
 
-async function appendDecisions(trx: Transaction<Database>, batch: DecisionRecord[]): Promise<StoredDecision[]> {
-  await sql`select pg_advisory_xact_lock(${DECISION_LOCK})`.execute(trx);
-  const head = await trx.selectFrom('decisions').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-  let seq = head ? Number(head.seq) : 0;
-  let prevHash = head?.hash ?? GENESIS_HASH;
-  const stored = batch.map((d): StoredDecision => {
+const UNIQUE_VIOLATION = '23505';
+const INSERT_CHUNK = 1000;
+
+/** The batch chained onto `head`: consecutive sequence numbers, each hash over the one before. */
+function chain(batch: DecisionRecord[], head: { seq: number; hash: string }): StoredDecision[] {
+  let seq = head.seq;
+  let prevHash = head.hash;
+  return batch.map((d): StoredDecision => {
     const row = { ...d, seq: ++seq, prevHash };
     prevHash = decisionHash(row.prevHash, row);
     return { ...row, hash: prevHash };
   });
-  for (let i = 0; i < stored.length; i += 1000) {
-    await trx
-      .insertInto('decisions')
-      .values(
-        stored.slice(i, i + 1000).map((d) => ({
-          seq: d.seq, id: d.id, node_id: d.nodeId, recorded_at: d.at, request: JSON.stringify(d.request), decision: d.decision,
-          layer: d.layer, code: d.code, reasons: JSON.stringify(d.reasons), policy_version: d.policyVersion,
-          log_position: d.logPosition, prev_hash: d.prevHash, hash: d.hash,
-        })),
-      )
-      .execute();
+}
+
+/**
+ * One statement: takes the decision-log lock (held to commit, so locked appends cannot
+ * interleave) and inserts the batch. Column arrays keep the statement text the same for any
+ * batch size.
+ */
+async function insertDecisions(db: Kysely<Database>, stored: StoredDecision[]): Promise<void> {
+  for (let i = 0; i < stored.length; i += INSERT_CHUNK) {
+    const rows = stored.slice(i, i + INSERT_CHUNK);
+    const column = <T>(f: (d: StoredDecision) => T) => rows.map(f);
+    await sql`
+      insert into decisions (seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash)
+      select t.* from (select pg_advisory_xact_lock(${DECISION_LOCK})) as locked,
+        unnest(${column((d) => String(d.seq))}::bigint[], ${column((d) => d.id)}::uuid[], ${column((d) => d.nodeId)}::text[],
+               ${column((d) => d.at.toISOString())}::timestamptz[], ${column((d) => JSON.stringify(d.request))}::jsonb[],
+               ${column((d) => d.decision)}::boolean[], ${column((d) => d.layer)}::text[], ${column((d) => d.code)}::text[],
+               ${column((d) => JSON.stringify(d.reasons))}::jsonb[], ${column((d) => d.policyVersion)}::integer[],
+               ${column((d) => String(d.logPosition))}::bigint[], ${column((d) => d.prevHash)}::text[], ${column((d) => d.hash)}::text[])
+        as t(seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash)`.execute(db);
   }
+}
+
+async function appendDecisions(trx: Transaction<Database>, batch: DecisionRecord[]): Promise<StoredDecision[]> {
+  await sql`select pg_advisory_xact_lock(${DECISION_LOCK})`.execute(trx);
+  const head = await trx.selectFrom('decisions').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
+  const stored = chain(batch, { seq: head ? Number(head.seq) : 0, hash: head?.hash ?? GENESIS_HASH });
+  await insertDecisions(trx, stored);
   return stored;
 }
 

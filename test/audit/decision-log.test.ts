@@ -33,6 +33,19 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
     expect(verifyDecisionChain([...all.slice(0, 5), ...all.slice(6)])).toEqual({ ok: false, seq: 7 });
   });
 
+  it('several writers on one database (nodes) keep one gap-free chain, each taking the head the others moved', async () => {
+    // Each log writes in one statement while its view of the head is current; when another
+    // writer got there first it must notice (not fork the chain) and append after it.
+    const logs = [log, new DecisionLog(connection.db), new DecisionLog(connection.db)];
+    for (let round = 0; round < 5; round++) {
+      await Promise.all(logs.flatMap((l, n) => Array.from({ length: 8 }, (_, i) => l.record({ ...record(round * 100 + n * 10 + i), nodeId: `n${n}` }))));
+    }
+    const all = await readDecisions(connection.db, 0, 1000);
+    expect(all.map((d) => d.seq)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
+    expect(new Set(all.map((d) => d.id)).size).toBe(120);
+    expect(verifyDecisionChain(all)).toEqual({ ok: true });
+  });
+
   it('is append-only in the database', async () => {
     await log.record(record(1));
     await expect(sql`update decisions set decision = true`.execute(connection.db)).rejects.toThrow(/append-only/);

@@ -136,14 +136,15 @@ describe('one Cedar call for the ceiling, agent and human layers', () => {
       fc.record({ type: fc.constant('leash:cedar'), actions: fc.subarray(['read', 'write'], { minLength: 1 }), resource: uid }),
     );
     const request = fc.record({
-      agent: fc.constantFrom(...Object.keys(agents)),
-      human: fc.constantFrom(null, null, 'alice', 'eve', 'bob'),
-      action: fc.constantFrom('read', 'write'),
-      doc: fc.constantFrom('d1', 's1', 'l1', 'r1', 'x9'),
-      covering: fc.boolean(), // most tokens carry an entry for the request, so allows are common
+      // Weighted towards the agents and requests that can be allowed, so both outcomes are compared often.
+      agent: fc.constantFrom('bot', 'bot', 'bot-writer', 'bot-writer', 'bot-eve', 'bot-low-trust'),
+      human: fc.constantFrom(null, null, null, 'alice', 'eve', 'bob'),
+      action: fc.constantFrom('read', 'read', 'write'),
+      doc: fc.constantFrom('d1', 'd1', 'd1', 'r1', 's1', 'l1', 'x9'),
+      covering: fc.constantFrom(true, true, true, false), // most tokens carry an entry for the request, so allows are common
       details: fc.array(detail, { minLength: 1, maxLength: 2 }),
       context: fc.oneof(
-        fc.constant({}),
+        { weight: 3, arbitrary: fc.constant({}) },
         fc.record({ amount: fc.constantFrom(1, 3, 200, 5000, -7) }),
         fc.constant({ __leash_human: { type: 'Human', id: 'alice' } }),
         fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 2 }),
@@ -165,6 +166,8 @@ describe('one Cedar call for the ceiling, agent and human layers', () => {
       }),
       { numRuns: 400 },
     );
-    expect(allows).toBeGreaterThan(10); // the generator reaches allows, not only early denies
+    // The generator reaches allows, not only early denies: about 37 of 400 on average (seen 25–43),
+    // so fewer than 10 would mean the generator broke, not bad luck (binomial tail below 1e-6).
+    expect(allows).toBeGreaterThanOrEqual(10);
   });
 });
