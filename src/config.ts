@@ -16,9 +16,11 @@ export interface Config {
   /** Bearer tokens for PEPs calling the AuthZEN API (`LEASH_PEP_TOKENS`, comma-separated). */
   pepTokens: string[];
   logLevel: string;
+  /** Broadcast silence after which a node stops trusting its caches (SPEC §6, default 1000 ms). */
+  stalenessMs: number;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -26,6 +28,10 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got ${JSON.stringify(env.PORT)}`);
   const adminToken = env.LEASH_ADMIN_TOKEN || null;
   if (adminToken !== null && adminToken.length < 16) throw new Error('LEASH_ADMIN_TOKEN must be at least 16 characters');
+  const stalenessMs = Number(env.LEASH_STALENESS_MS || 1000);
+  if (!Number.isInteger(stalenessMs) || stalenessMs < 50 || stalenessMs > 60_000) {
+    throw new Error(`LEASH_STALENESS_MS must be a whole number of milliseconds from 50 to 60000, got ${JSON.stringify(env.LEASH_STALENESS_MS)}`);
+  }
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
   return {
@@ -39,6 +45,7 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     adminToken,
     pepTokens,
     logLevel: env.LOG_LEVEL || 'info',
+    stalenessMs,
   };
 }
 

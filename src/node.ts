@@ -4,6 +4,9 @@ import { policyAggregate } from './authz/policy-aggregate.ts';
 import { readPolicyFiles } from './authz/policy-files.ts';
 import { compilePolicySet } from './authz/policy-set.ts';
 import { PolicyView } from './authz/policy-view.ts';
+import { InProcessBus, type Bus } from './bus/bus.ts';
+import { NatsBus } from './bus/nats-bus.ts';
+import { Cluster } from './cluster/cluster.ts';
 import { isLeashError } from './errors.ts';
 import { buildServer, type App } from './http/server.ts';
 import { RegistryView } from './registry/registry-view.ts';
@@ -24,6 +27,13 @@ export interface NodeOptions {
   cedarDir: string;
   logger?: FastifyServerOptions['logger'];
   pollMs?: number;
+  /** NATS servers for the broadcast (`NATS_URL`, comma-separated); without them, an in-process bus. */
+  natsUrl?: string | null;
+  /** How long without the broadcast before the node stops trusting its caches (default 1000 ms). */
+  stalenessMs?: number;
+  heartbeatMs?: number;
+  /** A bus of the caller's (tests); otherwise NATS or in-process as above. */
+  bus?: Bus;
 }
 
 export interface LeashNode {
@@ -33,6 +43,7 @@ export interface LeashNode {
   view: RegistryView;
   policies: PolicyView;
   follower: Follower;
+  cluster: Cluster;
   close(): Promise<void>;
 }
 
@@ -89,21 +100,49 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const policies = new PolicyView();
     const follower = new Follower(store, new NodeFold(view, policies), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
     await follower.start();
-    // Other nodes' commits arrive by NOTIFY on a shared Postgres; PGlite has one node only.
-    const listener = options.backend.kind === 'postgres' ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
+    // Goes to the server log once there is one.
+    let warn = (_fields: Record<string, unknown>, _message: string) => {};
+    const nats = options.natsUrl?.split(',').map((u) => u.trim()).filter(Boolean) ?? [];
+    const bus: Bus =
+      options.bus ??
+      (nats.length > 0 ? new NatsBus(nats, `leash ${options.nodeId}`, (err) => warn({ err: err.message }, 'NATS connection failed; retrying')) : new InProcessBus());
+    const cluster = new Cluster({
+      nodeId: options.nodeId, bus, follower, log: (fields, message) => warn(fields, message),
+      ...(bus instanceof InProcessBus ? { joinMs: 0 } : {}), // alone: nobody else has to hear it first
+      ...(options.stalenessMs === undefined ? {} : { stalenessMs: options.stalenessMs }),
+      ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+    });
+    const offCommit = store.onCommit((_, events) => cluster.broadcast(events));
+    cluster.start();
+    // Without NATS, nodes sharing a Postgres still hear each other's commits by NOTIFY
+    // (fences then count this node only); PGlite has one node only.
+    const listener = options.backend.kind === 'postgres' && bus instanceof InProcessBus ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
     const commands = new CommandHandler(store, follower);
+    const shutDown = async () => {
+      follower.stop();
+      offCommit();
+      await cluster.stop();
+      await bus.close();
+      await listener?.close();
+    };
     try {
       await bootstrapPolicies(options, policies, commands, follower);
     } catch (err) {
-      follower.stop();
-      await listener?.close();
+      await shutDown();
       throw err;
     }
     const decisions = new DecisionLog(connection.db);
-    const app = await buildServer({
-      store, view, policies, follower, commands, decisions,
-      adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
-    });
+    let app: App;
+    try {
+      app = await buildServer({
+        store, view, policies, follower, commands, decisions, cluster,
+        adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
+      });
+    } catch (err) {
+      await shutDown();
+      throw err;
+    }
+    warn = (fields, message) => app.log.warn(fields, message);
     return {
       app,
       connection,
@@ -111,9 +150,9 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       view,
       policies,
       follower,
+      cluster,
       async close() {
-        follower.stop();
-        await listener?.close();
+        await shutDown();
         await app.close();
         await connection.db.destroy();
       },

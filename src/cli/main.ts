@@ -13,7 +13,7 @@ function configFrom(flags: Record<string, string | undefined>): ConfigInput {
   const env: ConfigInput = { ...process.env };
   const map: Record<string, keyof ConfigInput> = {
     port: 'PORT', host: 'HOST', databaseUrl: 'DATABASE_URL', natsUrl: 'NATS_URL', dataDir: 'LEASH_DATA_DIR',
-    cedarDir: 'LEASH_CEDAR_DIR', nodeId: 'LEASH_NODE_ID', logLevel: 'LOG_LEVEL',
+    cedarDir: 'LEASH_CEDAR_DIR', nodeId: 'LEASH_NODE_ID', logLevel: 'LOG_LEVEL', stalenessMs: 'LEASH_STALENESS_MS',
   };
   for (const [flag, name] of Object.entries(map)) if (flags[flag] !== undefined) env[name] = flags[flag];
   return env;
@@ -24,7 +24,8 @@ const withServerFlags = (cmd: Command) =>
     .addOption(new Option('--port <port>', 'HTTP port').env('PORT'))
     .addOption(new Option('--host <host>', 'address to listen on (default 127.0.0.1)').env('HOST'))
     .addOption(new Option('--database-url <url>', 'Postgres URL; unset: embedded PGlite').env('DATABASE_URL'))
-    .addOption(new Option('--nats-url <url>', 'NATS URL; unset: in-process bus').env('NATS_URL'))
+    .addOption(new Option('--nats-url <urls>', 'NATS server URL(s), comma-separated; unset: in-process bus (single node)').env('NATS_URL'))
+    .addOption(new Option('--staleness-ms <ms>', 'broadcast silence after which the node stops trusting its caches (default 1000)').env('LEASH_STALENESS_MS'))
     .addOption(new Option('--data-dir <dir>', 'embedded data dir (default ./.leash)').env('LEASH_DATA_DIR'))
     .addOption(new Option('--cedar-dir <dir>', 'Cedar schema and policies (default ./cedar)').env('LEASH_CEDAR_DIR'))
     .addOption(new Option('--node-id <id>', 'this node\'s id').env('LEASH_NODE_ID'))
@@ -39,6 +40,8 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     pepTokens: config.pepTokens,
     nodeId: config.nodeId,
     cedarDir: config.cedarDir,
+    natsUrl: config.natsUrl,
+    stalenessMs: config.stalenessMs,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {
@@ -46,7 +49,7 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     process.stdout.write(`\nLeash operator token (shown once, stored in ${generatedAt}):\n\n  ${token}\n\n`);
   }
   await node.app.listen({ port: config.port, host: config.host });
-  node.app.log.info({ backend: node.connection.describe, nodeId: config.nodeId, position: node.view.position }, 'leash is serving');
+  node.app.log.info({ backend: node.connection.describe, broadcast: node.cluster.description, nodeId: config.nodeId, position: node.view.position }, 'leash is serving');
   const stop = async (signal: string) => {
     node.app.log.info({ signal }, 'shutting down');
     await node.close();

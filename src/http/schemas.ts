@@ -125,6 +125,14 @@ export const AgentView = Type.Object(
   },
   open,
 );
+/** SPEC §6: what a containment call reports once every live node has applied it. */
+export const FenceFields = {
+  position: Type.Integer({ description: 'log position of the change' }),
+  nodesConfirmed: Type.Integer({ description: 'live nodes that confirmed they applied it before the response' }),
+  nodesExpected: Type.Integer({ description: 'live nodes (heard from within the staleness bound) when the call was made' }),
+  nodesMissing: Type.Array(Type.String(), { description: 'ids of live nodes that did not confirm in time; each fails closed on its own' }),
+};
+export const FencedAgentView = Type.Object({ ...AgentView.properties, ...FenceFields }, open);
 export const HumanView = Type.Object({ id: Type.String(), email: Type.String(), groups: Type.Array(Type.String()), version: Type.Integer() }, open);
 export const GroupView = Type.Object({ id: Type.String(), parents: Type.Array(Type.String()), version: Type.Integer() }, open);
 export const EventView = Type.Object({ type: Type.String(), version: Type.Integer(), position: Type.Integer(), at: Type.String(), data: Type.Any() }, open);

@@ -5,6 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { LeashError } from '../errors.ts';
 import type { DecisionLog } from '../audit/decision-log.ts';
 import type { PolicyView } from '../authz/policy-view.ts';
+import type { Cluster } from '../cluster/cluster.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
 import type { EventStore } from '../store/event-store.ts';
@@ -23,6 +24,7 @@ export interface ServerDeps {
   commands: CommandHandler;
   policies: PolicyView;
   decisions: DecisionLog;
+  cluster: Cluster;
   adminToken: string;
   pepTokens: string[];
   nodeId: string;

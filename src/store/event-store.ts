@@ -63,7 +63,7 @@ export const EVENTS_CHANNEL = 'leash_events';
  */
 export class EventStore {
   private readonly committer: GroupCommitter<AppendRequest, AppendOutcome>;
-  private readonly listeners = new Set<(position: number) => void>();
+  private readonly listeners = new Set<(position: number, events: StoredEvent[]) => void>();
 
   constructor(
     readonly db: Kysely<Database>,
@@ -71,8 +71,8 @@ export class EventStore {
   ) {
     this.committer = new GroupCommitter<AppendRequest, AppendOutcome>(async (batch) => {
       const outcomes = await this.db.transaction().execute((trx) => appendBatch(trx, batch));
-      const last = Math.max(0, ...outcomes.map((o) => (o instanceof Error || o.kind !== 'appended' ? 0 : o.position)));
-      if (last > 0) for (const listener of this.listeners) listener(last);
+      const events = outcomes.flatMap((o) => (o instanceof Error || o.kind !== 'appended' ? [] : o.events));
+      if (events.length > 0) for (const listener of this.listeners) listener(events[events.length - 1]!.position, events);
       return outcomes;
     }, maxBatch);
   }
@@ -82,8 +82,8 @@ export class EventStore {
     return this.committer.submit(request);
   }
 
-  /** Called with the last committed position after each commit made by this process. */
-  onCommit(listener: (position: number) => void): () => void {
+  /** Called after each commit made by this process, with its last position and its events in order. */
+  onCommit(listener: (position: number, events: StoredEvent[]) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }

@@ -57,6 +57,24 @@ export class Follower {
     return this.queued;
   }
 
+  get position(): number {
+    return this.fold.position;
+  }
+
+  /**
+   * Events from the broadcast: applied at once when they continue the fold exactly (ones
+   * already folded are skipped). False on a gap; the caller then reads the log (`sync`).
+   */
+  offer(events: StoredEvent[]): boolean {
+    for (const event of events) {
+      if (event.position <= this.fold.position) continue;
+      if (event.position !== this.fold.position + 1) return false;
+      this.fold.apply(event);
+    }
+    this.status.position = this.fold.position;
+    return true;
+  }
+
   /** Resolves once the fold has applied `position` (read-your-writes after an append). */
   async waitFor(position: number, timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -78,7 +96,8 @@ export class Follower {
         const full = page.length === pageSize;
         // Fetch the next page while this one is folded: the database works meanwhile.
         if (full) next = this.store.readAll(page[page.length - 1]!.position, pageSize);
-        for (const event of page) this.fold.apply(event);
+        // The broadcast may have applied some of these meanwhile (see `offer`).
+        for (const event of page) if (event.position > this.fold.position) this.fold.apply(event);
         if (!full) break;
       }
       Object.assign(this.status, { caughtUp: true, lastError: null, lastSyncAt: new Date(), position: this.fold.position });

@@ -2,18 +2,15 @@
 // autocannon in this one, on the same machine. Each decision is recorded durably before it is
 // answered. The baseline, in the same run and with the same load, is GET /healthz on the same
 // server: what the HTTP stack alone sustains. Not a test: it measures, it asserts nothing.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
-import { freePort } from '../support/servers.ts';
+import { serveLeash, type ServeProcess } from '../support/serve.ts';
 
 const ADMIN = 'bench-operator-token-0123456789';
 export const PEP = 'bench-pep-token-0123456789abcdef';
-const CLI = fileURLToPath(new URL('../../src/cli/leash.js', import.meta.url));
 
 export interface HttpResult {
   perSecond: number;
@@ -30,32 +27,9 @@ export interface HttpRun {
   allowed: boolean;
 }
 
-export async function startServer(env: Record<string, string>): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
-  const port = await freePort();
+export async function startServer(env: Record<string, string>): Promise<ServeProcess> {
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean); // e.g. --cpu-prof
-  const child = spawn(process.execPath, [...nodeArgs, CLI, 'serve'], {
-    env: { ...process.env, ...env, PORT: String(port), LEASH_ADMIN_TOKEN: ADMIN, LEASH_PEP_TOKENS: PEP, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`leash serve exited with ${child.exitCode}`);
-    const ok = await fetch(`${url}/readyz`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error('leash serve did not become ready');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    url,
-    child,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+  return serveLeash({ ...env, LEASH_ADMIN_TOKEN: ADMIN, LEASH_PEP_TOKENS: PEP }, { nodeArgs });
 }
 
 async function call(url: string, method: string, path: string, body: unknown): Promise<void> {

@@ -143,10 +143,11 @@ async function benchAppends(backend: Backend, label: string, target: string): Pr
 }
 
 /** AuthZEN decisions over HTTP from autocannon, next to GET /healthz on the same server under the same load. */
-async function benchHttpRows(backend: Backend, label: string): Promise<void> {
+async function benchHttpRows(fresh: () => Backend | Promise<Backend>, label: string): Promise<void> {
   const httpMs = (x: number) => `${x} ms`;
   const line = (r: HttpResult) => `${fmt(r.perSecond)}/s, p50 ${httpMs(r.p50)}, p99 ${httpMs(r.p99)}`;
   for (const connections of label === 'PostgreSQL' ? HTTP_CONNECTIONS : [HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!]) {
+    const backend = await fresh(); // each run seeds its own database
     const run = await benchHttp(backend.kind === 'postgres' ? { url: backend.url } : null, { seconds: HTTP_SECONDS, connections, freshTokens: Math.round(HTTP_SECONDS * 3000) });
     if (!run.allowed) throw new Error('the HTTP benchmark request was not allowed');
     for (const [kind, r] of [['same token (cached)', run.cached], ['a fresh token on every request', run.fresh]] as const) {
@@ -265,8 +266,8 @@ async function main(): Promise<void> {
   };
   benchDecisionsInProcesses();
   try {
-    await benchHttpRows(await freshDatabase(server.url), 'PostgreSQL');
-    await benchHttpRows(pglite(), 'PGlite');
+    await benchHttpRows(() => freshDatabase(server.url), 'PostgreSQL');
+    await benchHttpRows(pglite, 'PGlite');
     await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
     await benchAppends(pglite(), 'PGlite', '(reported beside)');
     await benchRebuild(await freshDatabase(server.url), 'PostgreSQL', REBUILD_EVENTS, '≤ 20 s');

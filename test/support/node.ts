@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { exportJWK, generateKeyPair } from 'jose';
 import type { Backend } from '../../src/store/connect.ts';
-import { startNode, type LeashNode } from '../../src/node.ts';
+import { startNode, type LeashNode, type NodeOptions } from '../../src/node.ts';
 
 export const ADMIN_TOKEN = 'test-operator-token-0123456789abcdef';
 export const PEP_TOKEN = 'test-pep-token-0123456789abcdef';
@@ -14,8 +14,12 @@ export interface TestNode extends LeashNode {
   eventCount(): Promise<number>;
 }
 
-export async function startTestNode(backend: Backend, options: { nodeId?: string; pollMs?: number; cedarDir?: string } = {}): Promise<TestNode> {
-  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, pepTokens: [PEP_TOKEN], cedarDir: options.cedarDir ?? CEDAR_DIR, nodeId: options.nodeId ?? 'test-node', pollMs: options.pollMs ?? 50 });
+export async function startTestNode(
+  backend: Backend,
+  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs'> = {},
+): Promise<TestNode> {
+  const { nodeId = 'test-node', pollMs = 50, cedarDir = CEDAR_DIR, ...cluster } = options;
+  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, pepTokens: [PEP_TOKEN], cedarDir, nodeId, pollMs, ...cluster });
   return {
     ...node,
     async api(method, url, body, headers = {}, token = ADMIN_TOKEN) {
@@ -39,7 +43,9 @@ export async function startTestNode(backend: Backend, options: { nodeId?: string
   };
 }
 
-const { publicKey } = await generateKeyPair('ES256', { extractable: true });
+const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+/** Signs tokens that verify against `credentials()` (kid k1). */
+export const agentPrivateKey = privateKey;
 export const publicJwk = { ...(await exportJWK(publicKey)), alg: 'ES256', kid: 'k1' };
 
 export const credentials = (overrides: Record<string, unknown> = {}) => ({

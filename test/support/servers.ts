@@ -119,14 +119,31 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
   };
 }
 
-export async function startNats(): Promise<RunningServer> {
+export interface NatsServer extends RunningServer {
+  port: number;
+  /** The cluster port other servers route to (with `cluster`). */
+  clusterPort: number | null;
+}
+
+/**
+ * nats-server on a free (or given) port. `cluster` joins a cluster of servers routed on
+ * loopback: its own cluster port and the routes to the others.
+ */
+export async function startNats(options: { port?: number; cluster?: { port: number; routes: number[] } } = {}): Promise<NatsServer> {
   const { natsBin } = ensureServerPackages();
   const dir = mkdtempSync(join(tmpdir(), 'leash-nats-'));
-  const port = await freePort();
-  const child = spawn(natsBin, ['-a', '127.0.0.1', '-p', String(port), '--pid', join(dir, 'nats.pid')], { stdio: 'ignore' });
+  const port = options.port ?? (await freePort());
+  const args = ['-a', '127.0.0.1', '-p', String(port), '--pid', join(dir, 'nats.pid')];
+  if (options.cluster) {
+    args.push('--cluster_name', 'leash-test', '--cluster', `nats://127.0.0.1:${options.cluster.port}`);
+    if (options.cluster.routes.length) args.push('--routes', options.cluster.routes.map((p) => `nats://127.0.0.1:${p}`).join(','));
+  }
+  const child = spawn(natsBin, args, { stdio: 'ignore' });
   await waitForPort(port, 10_000, child);
   return {
     url: `nats://127.0.0.1:${port}`,
+    port,
+    clusterPort: options.cluster?.port ?? null,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve));

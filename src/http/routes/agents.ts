@@ -5,7 +5,7 @@ import { agentAggregate, streamId } from '../../registry/streams.ts';
 import type { CommandResult } from '../../service/command-handler.ts';
 import { checkPins } from '../../tokens/pins.ts';
 import {
-  AgentListQuery, AgentView, AuthorizeAgentBody, DiscoverAgentBody, EventView, IdParams, Problem, ReasonBody,
+  AgentListQuery, AgentView, AuthorizeAgentBody, DiscoverAgentBody, EventView, FencedAgentView, IdParams, Problem, ReasonBody,
   RegisterAgentBody, RevokeBody, RotateBody, WriteHeaders,
 } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -75,33 +75,31 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     return respond(result);
   });
 
-  /** The transitions on an existing agent share one shape: POST /v1/agents/{id}/<verb>. */
+  /**
+   * The transitions on an existing agent share one shape: POST /v1/agents/{id}/<verb>.
+   * Containment (`fenced`) returns only once every live node has applied the change.
+   */
   const transition = <B extends typeof AuthorizeAgentBody | typeof ReasonBody | typeof RotateBody | typeof RevokeBody>(
     verb: string,
     body: B,
     toCommand: (input: any, now: Date) => AgentCommand,
-    extra: (result: CommandResult<AgentState>) => Record<string, unknown> = () => ({}),
-    check: (input: any) => Promise<void> = async () => {},
+    options: { fenced?: boolean; check?: (input: any) => Promise<void> } = {},
   ) => {
-    app.post(`/v1/agents/:id/${verb}`, { schema: { tags: ['agents'], params: IdParams, body, headers: WriteHeaders, response: { 200: AgentView, ...errors } } }, async (request, reply) => {
+    const response = options.fenced ? FencedAgentView : AgentView;
+    app.post(`/v1/agents/:id/${verb}`, { schema: { tags: ['agents'], params: IdParams, body, headers: WriteHeaders, response: { 200: response, ...errors } } }, async (request, reply) => {
       const input = request.body as Record<string, unknown>;
-      await check(input);
+      await options.check?.(input);
       const result = await run(request.params.id, toCommand(input, new Date()), request);
+      const fence = options.fenced ? await deps.cluster.fence(result.position) : {};
       void reply.header('etag', etag(result.version));
       if (result.replayed) void reply.header('idempotent-replayed', 'true');
-      return { ...respond(result), ...extra(result) };
+      return { ...respond(result), ...fence };
     });
   };
 
   transition('authorize', AuthorizeAgentBody, (input, now) => ({ type: 'AuthorizeAgent', data: input, metadata: { now } }));
-  transition('suspend', ReasonBody, (input, now) => ({ type: 'SuspendAgent', data: input, metadata: { now } }));
-  transition('rotate', RotateBody, (input, now) => ({ type: 'RotateCredentials', data: input, metadata: { now } }), undefined, (input) => checkPins(input.credentials));
-  transition('retire', ReasonBody, (input, now) => ({ type: 'RetireAgent', data: input, metadata: { now } }));
-  // Single node for now: the response returns once this node's view has applied the
-  // revocation. Cluster-wide confirmation over the broadcast bus extends these counts.
-  transition('revoke', RevokeBody, (input, now) => ({ type: 'RevokeAgent', data: input, metadata: { now } }), (result) => ({
-    position: result.position,
-    nodesConfirmed: 1,
-    nodesExpected: 1,
-  }));
+  transition('suspend', ReasonBody, (input, now) => ({ type: 'SuspendAgent', data: input, metadata: { now } }), { fenced: true });
+  transition('rotate', RotateBody, (input, now) => ({ type: 'RotateCredentials', data: input, metadata: { now } }), { fenced: true, check: (input) => checkPins(input.credentials) });
+  transition('retire', ReasonBody, (input, now) => ({ type: 'RetireAgent', data: input, metadata: { now } }), { fenced: true });
+  transition('revoke', RevokeBody, (input, now) => ({ type: 'RevokeAgent', data: input, metadata: { now } }), { fenced: true });
 }

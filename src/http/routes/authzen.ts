@@ -66,6 +66,17 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
 
   /** Decide, then record durably; only then may the answer leave (SPEC §8). */
   const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
+    // Admitted: caught up if this node was behind or cut off; its confirmations of later
+    // positions wait until this answer has left (SPEC §6).
+    const ticket = await deps.cluster.admit();
+    try {
+      return await decideAndRecord(requests, stopAt);
+    } finally {
+      deps.cluster.release(ticket);
+    }
+  };
+
+  const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
     const decided: { request: EvaluationRequest; decision: Decision }[] = [];
     for (const request of requests) {
       const decision = await decideAny(request, deps.policies.current(), deps.view, new Date(), { caches });

@@ -1,7 +1,7 @@
 import { Type } from 'typebox';
 import type { App, ServerDeps } from '../server.ts';
 
-/** Liveness and readiness (SPEC §1: 503 while the log is not caught up or no policy set is loaded). Public: no registry data. */
+/** Liveness and readiness (SPEC §1: 503 while the log is not caught up, the broadcast is lost past its staleness bound, or no policy set is loaded). Public: no registry data. */
 export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
   app.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
 
@@ -12,6 +12,7 @@ export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
     checks: Type.Object({
       log: Type.Object({ ok: Type.Boolean(), detail: Type.String() }),
       policies: Type.Object({ ok: Type.Boolean(), detail: Type.String() }),
+      broadcast: Type.Object({ ok: Type.Boolean(), detail: Type.String() }),
     }),
   });
 
@@ -24,9 +25,10 @@ export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
     const policies = set
       ? { ok: true, detail: `policy set version ${set.version} loaded` }
       : { ok: false, detail: deps.policies.error ? `policy set version ${deps.policies.version} cannot be loaded (see the server log)` : 'no policy set published yet' };
-    const ready = logOk && policies.ok;
-    if (!ready) request.log.warn({ log: lastError, policies: deps.policies.error }, 'not ready');
+    const broadcast = deps.cluster.health();
+    const ready = logOk && policies.ok && broadcast.ok;
+    if (!ready) request.log.warn({ log: lastError, policies: deps.policies.error, broadcast: broadcast.detail }, 'not ready');
     void reply.status(ready ? 200 : 503);
-    return { ready, nodeId: deps.nodeId, position: deps.view.position, checks: { log: { ok: logOk, detail }, policies } };
+    return { ready, nodeId: deps.nodeId, position: deps.view.position, checks: { log: { ok: logOk, detail }, policies, broadcast } };
   });
 }

@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import { policyAggregate } from '../../authz/policy-aggregate.ts';
 import { compilePolicySet } from '../../authz/policy-set.ts';
 import { LeashError } from '../../errors.ts';
-import { Problem, WriteHeaders } from '../schemas.ts';
+import { FenceFields, Problem, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 import { etag, writeOptions } from './write-options.ts';
 
@@ -25,6 +25,8 @@ const PolicySetView = Type.Object(
   { additionalProperties: true },
 );
 
+const PublishedView = Type.Object({ ...PolicySetView.properties, ...FenceFields }, { additionalProperties: true });
+
 const errors = { 400: Problem, 401: Problem, 412: Problem, 413: Problem, 422: Problem, 503: Problem };
 
 /** SPEC §4: publish a policy set as an event after strict validation; read the one in force. */
@@ -45,15 +47,17 @@ export async function policyRoutes(app: App, deps: ServerDeps): Promise<void> {
 
   app.put(
     '/v1/policy-set',
-    { bodyLimit: 10 * 1024 * 1024, schema: { tags: ['policies'], body: PolicySetBody, headers: WriteHeaders, response: { 200: PolicySetView, ...errors } } },
+    { bodyLimit: 10 * 1024 * 1024, schema: { tags: ['policies'], body: PolicySetBody, headers: WriteHeaders, response: { 200: PublishedView, ...errors } } },
     async (request, reply) => {
       const source = request.body;
       // Strict validation first: an invalid set is a 422 with Cedar's diagnostics, never an event.
       const checked = compilePolicySet(source, policies.version + 1, { prepare: false });
       const result = await commands.handle(policyAggregate, 'current', { type: 'PublishPolicySet', data: { ...source, sha256: checked.sha256 }, metadata: { now: new Date() } }, writeOptions(request));
+      // Every live node switches before the call returns, as for a revocation (SPEC §6).
+      const fence = await deps.cluster.fence(result.position);
       void reply.header('etag', etag(result.version));
       if (result.replayed) void reply.header('idempotent-replayed', 'true');
-      return { version: result.version, sha256: checked.sha256, policyIds: checked.policyIds, templateIds: checked.templateIds };
+      return { version: result.version, sha256: checked.sha256, policyIds: checked.policyIds, templateIds: checked.templateIds, ...fence };
     },
   );
 }

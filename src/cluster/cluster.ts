@@ -1,0 +1,265 @@
+import type { Bus } from '../bus/bus.ts';
+import { LeashError } from '../errors.ts';
+import type { StoredEvent } from '../store/event-store.ts';
+import type { Follower } from '../store/follower.ts';
+
+// SPEC §6. Every commit is broadcast with its log positions; every node applies it (or, on a
+// gap, catches up from the log) and says which position it has applied. A containment call
+// returns once every live node has said so: the fence. Live nodes are known from heartbeats,
+// which carry positions too, so a lost message is noticed within one heartbeat.
+
+export const SUBJECTS = { events: 'leash.events', nodes: 'leash.nodes' } as const;
+
+/** Events travel inline up to this size; beyond it only their positions do (NATS' default limit is 1 MiB). */
+const MAX_INLINE_BYTES = 256 * 1024;
+
+interface EventsMessage {
+  node: string;
+  first: number;
+  last: number;
+  /** Absent when too large to send: receivers read them from the log. */
+  events?: (Omit<StoredEvent, 'at'> & { at: string })[];
+}
+
+interface NodeMessage {
+  kind: 'heartbeat' | 'applied' | 'leaving';
+  node: string;
+  position: number;
+}
+
+export interface ClusterOptions {
+  nodeId: string;
+  bus: Bus;
+  follower: Follower;
+  /** Heartbeat period (default 100 ms). */
+  heartbeatMs?: number;
+  /** How long without any broadcast before this node stops trusting what it holds (default 1 s). */
+  stalenessMs?: number;
+  /** How long a fence waits for the slowest live node (default: staleness bound + two heartbeats). */
+  fenceTimeoutMs?: number;
+  /**
+   * How long a node must have heard the broadcast, after starting or after a silence, before
+   * it trusts its caches: long enough for the others to hear its heartbeats and count it in
+   * their fences (default three heartbeats; 0 for a single node).
+   */
+  joinMs?: number;
+  log?: (fields: Record<string, unknown>, message: string) => void;
+}
+
+export interface FenceResult {
+  position: number;
+  nodesConfirmed: number;
+  nodesExpected: number;
+  /** Live nodes that did not confirm in time; each fails closed on its own (see `admit`). */
+  nodesMissing: string[];
+}
+
+export interface BroadcastHealth {
+  ok: boolean;
+  detail: string;
+}
+
+interface Peer {
+  position: number;
+  seenAt: number;
+}
+
+/**
+ * One node's part in the broadcast. `admit`/`release` bracket every decision: a node that
+ * is behind (a gap) or has not heard the broadcast within its staleness bound reads the log
+ * before it decides, and a node's confirmation of position P waits until no decision that
+ * began before P is still on its way out, so no allow made on older state can leave after a
+ * fence that counted this node.
+ */
+export class Cluster {
+  readonly nodeId: string;
+  private readonly bus: Bus;
+  private readonly follower: Follower;
+  private readonly heartbeatMs: number;
+  readonly stalenessMs: number;
+  readonly fenceTimeoutMs: number;
+  /** Heard for this long after a silence before this node trusts what it holds again. */
+  private readonly joinMs: number;
+  private readonly log: NonNullable<ClusterOptions['log']>;
+
+  private readonly peers = new Map<string, Peer>();
+  private lastHeard = 0;
+  /** Since when this node has heard the broadcast without a silence past the bound. */
+  private hearingSince = 0;
+  private highestSeen = 0;
+  private readonly startedAt = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly unsubscribe: (() => void)[] = [];
+  private readonly waiters = new Set<() => void>();
+  /** Decisions on their way, by the position they were decided at. */
+  private readonly inflight = new Map<number, number>();
+  private acked = 0;
+
+  constructor(options: ClusterOptions) {
+    this.nodeId = options.nodeId;
+    this.bus = options.bus;
+    this.follower = options.follower;
+    this.heartbeatMs = options.heartbeatMs ?? 100;
+    this.stalenessMs = options.stalenessMs ?? 1000;
+    this.fenceTimeoutMs = options.fenceTimeoutMs ?? this.stalenessMs + 2 * this.heartbeatMs;
+    this.joinMs = options.joinMs ?? 3 * this.heartbeatMs;
+    this.log = options.log ?? (() => {});
+  }
+
+  get description(): string {
+    return this.bus.description;
+  }
+
+  start(): void {
+    this.unsubscribe.push(
+      this.bus.subscribe(SUBJECTS.events, (m) => this.onEvents(m as EventsMessage)),
+      this.bus.subscribe(SUBJECTS.nodes, (m) => this.onNode(m as NodeMessage)),
+    );
+    this.heartbeat();
+    this.timer = setInterval(() => this.heartbeat(), this.heartbeatMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.bus.publish(SUBJECTS.nodes, { kind: 'leaving', node: this.nodeId, position: this.acked } satisfies NodeMessage);
+    for (const off of this.unsubscribe.splice(0)) off();
+    for (const wake of this.waiters) wake();
+  }
+
+  /** Tells every node about events this node has just committed. */
+  broadcast(events: StoredEvent[]): void {
+    if (events.length === 0) return;
+    const message: EventsMessage = { node: this.nodeId, first: events[0]!.position, last: events[events.length - 1]!.position };
+    const inline = events.map((e) => ({ ...e, at: e.at.toISOString() }));
+    const size = Buffer.byteLength(JSON.stringify(inline));
+    this.bus.publish(SUBJECTS.events, size <= MAX_INLINE_BYTES ? { ...message, events: inline } : message);
+  }
+
+  /**
+   * Waits until every live node has applied `position`, or the fence timeout. A node that
+   * does not answer in time is named; by then it has gone past its own staleness bound and
+   * reads the log before every decision (or refuses, if it cannot).
+   */
+  async fence(position: number): Promise<FenceResult> {
+    const expected = this.liveNodes();
+    const deadline = Date.now() + this.fenceTimeoutMs;
+    const missing = () => expected.filter((id) => (id === this.nodeId ? this.confirmed() : this.peers.get(id)?.position ?? 0) < position);
+    for (;;) {
+      const left = missing();
+      const wait = deadline - Date.now();
+      if (left.length === 0 || wait <= 0) {
+        if (left.length > 0) this.log({ position, nodes: left }, 'fence: nodes did not confirm in time');
+        return { position, nodesConfirmed: expected.length - left.length, nodesExpected: expected.length, nodesMissing: left };
+      }
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.waiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, wait);
+        this.waiters.add(wake);
+      });
+    }
+  }
+
+  /** This node and every node heard from within the staleness bound. */
+  liveNodes(): string[] {
+    const since = Date.now() - this.stalenessMs - 2 * this.heartbeatMs;
+    const live = [...this.peers].filter(([id, p]) => id !== this.nodeId && p.seenAt >= since).map(([id]) => id);
+    return [this.nodeId, ...live.sort()];
+  }
+
+  health(now = Date.now()): BroadcastHealth {
+    const silentFor = now - (this.lastHeard || this.startedAt);
+    if (silentFor > this.stalenessMs) {
+      return { ok: false, detail: `no broadcast heard for ${silentFor} ms (bound ${this.stalenessMs} ms); decisions re-read the event log first` };
+    }
+    // Joining (or back after a silence): the others count this node in their fences only
+    // once they have heard its heartbeats, so until then it keeps re-reading the log.
+    if (now - this.hearingSince < this.joinMs) return { ok: false, detail: 'joining the broadcast; decisions re-read the event log first' };
+    if (this.highestSeen > this.follower.position) return { ok: false, detail: `catching up from position ${this.follower.position} to ${this.highestSeen}` };
+    return { ok: true, detail: `${this.liveNodes().length} live node(s) on ${this.bus.description}` };
+  }
+
+  /**
+   * Before a decision: catch up first when this node knows it is behind or has not heard
+   * the broadcast within its bound. If the log cannot be read either, nothing is decided.
+   * Returns the ticket `release` takes once the answer has left.
+   */
+  async admit(): Promise<number> {
+    if (!this.health().ok) {
+      try {
+        await this.follower.sync();
+      } catch {
+        throw new LeashError('NOT_READY', 'this node has lost the revocation broadcast and cannot read the event log, so it decides nothing');
+      }
+    }
+    const at = this.follower.position;
+    this.inflight.set(at, (this.inflight.get(at) ?? 0) + 1);
+    return at;
+  }
+
+  release(ticket: number): void {
+    const n = (this.inflight.get(ticket) ?? 1) - 1;
+    if (n > 0) this.inflight.set(ticket, n);
+    else this.inflight.delete(ticket);
+    this.confirm();
+  }
+
+  private heartbeat(): void {
+    this.bus.publish(SUBJECTS.nodes, { kind: 'heartbeat', node: this.nodeId, position: this.confirmed() } satisfies NodeMessage);
+  }
+
+  private heard(position: number): void {
+    const now = Date.now();
+    if (now - this.lastHeard > this.stalenessMs) this.hearingSince = now;
+    this.lastHeard = now;
+    if (position > this.highestSeen) this.highestSeen = position;
+  }
+
+  private onEvents(message: EventsMessage): void {
+    if (typeof message?.last !== 'number' || typeof message.first !== 'number') return;
+    this.heard(message.last);
+    const events = message.events?.map((e) => ({ ...e, at: new Date(e.at) }));
+    // Applied at once when the events continue this node's fold; anything else is a gap.
+    if (!events || !this.follower.offer(events)) this.catchUp();
+    this.confirm();
+  }
+
+  private onNode(message: NodeMessage): void {
+    if (typeof message?.node !== 'string' || typeof message.position !== 'number') return;
+    this.heard(message.position);
+    if (message.kind === 'leaving') this.peers.delete(message.node);
+    else this.peers.set(message.node, { position: Math.max(message.position, this.peers.get(message.node)?.position ?? 0), seenAt: Date.now() });
+    if (message.position > this.follower.position) this.catchUp();
+    for (const wake of [...this.waiters]) wake();
+  }
+
+  private catchUp(): void {
+    this.follower.sync().then(
+      () => this.confirm(),
+      (err: Error) => this.log({ err: err.message }, 'catching up from the event log failed; will retry'),
+    );
+  }
+
+  /**
+   * The position this node vouches for: applied, and no decision made before it still on
+   * its way out. Heartbeats and fences use this, never the bare fold position.
+   */
+  private confirmed(): number {
+    let safe = this.follower.position;
+    for (const at of this.inflight.keys()) if (at < safe) safe = at;
+    return Math.max(safe, this.acked);
+  }
+
+  /** Tells the others as soon as the position this node vouches for moves on. */
+  private confirm(): void {
+    const position = this.confirmed();
+    if (position <= this.acked) return;
+    this.acked = position;
+    this.bus.publish(SUBJECTS.nodes, { kind: 'applied', node: this.nodeId, position } satisfies NodeMessage);
+  }
+}
