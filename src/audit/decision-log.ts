@@ -17,6 +17,8 @@ export interface DecisionRecord {
   reasons: string[];
   policyVersion: number;
   logPosition: number;
+  /** A quarantined agent's would-be decision (the caller got deny); absent otherwise. */
+  shadow?: { decision: boolean; layer: string; reasons: string[]; code?: string } | null;
 }
 
 export interface StoredDecision extends DecisionRecord {
@@ -31,6 +33,8 @@ export function decisionHash(prevHash: string, d: Omit<StoredDecision, 'hash' | 
   const body = canonicalJson({
     seq: d.seq, id: d.id, nodeId: d.nodeId, at: d.at.toISOString(), request: d.request, decision: d.decision,
     layer: d.layer, code: d.code, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.logPosition,
+    // Only when present, so records from before the field existed keep their hashes.
+    ...(d.shadow ? { shadow: d.shadow } : {}),
   });
   return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
 }
@@ -105,14 +109,15 @@ async function insertDecisions(db: Kysely<Database>, stored: StoredDecision[]): 
     const rows = stored.slice(i, i + INSERT_CHUNK);
     const column = <T>(f: (d: StoredDecision) => T) => rows.map(f);
     await sql`
-      insert into decisions (seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash)
+      insert into decisions (seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash, shadow)
       select t.* from (select pg_advisory_xact_lock(${DECISION_LOCK})) as locked,
         unnest(${column((d) => String(d.seq))}::bigint[], ${column((d) => d.id)}::uuid[], ${column((d) => d.nodeId)}::text[],
                ${column((d) => d.at.toISOString())}::timestamptz[], ${column((d) => JSON.stringify(d.request))}::jsonb[],
                ${column((d) => d.decision)}::boolean[], ${column((d) => d.layer)}::text[], ${column((d) => d.code)}::text[],
                ${column((d) => JSON.stringify(d.reasons))}::jsonb[], ${column((d) => d.policyVersion)}::integer[],
-               ${column((d) => String(d.logPosition))}::bigint[], ${column((d) => d.prevHash)}::text[], ${column((d) => d.hash)}::text[])
-        as t(seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash)`.execute(db);
+               ${column((d) => String(d.logPosition))}::bigint[], ${column((d) => d.prevHash)}::text[], ${column((d) => d.hash)}::text[],
+               ${column((d) => (d.shadow ? JSON.stringify(d.shadow) : null))}::jsonb[])
+        as t(seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash, shadow)`.execute(db);
   }
 }
 
@@ -134,6 +139,7 @@ function toStoredDecision(r: Selectable<DecisionsTable>): StoredDecision {
     seq: Number(r.seq), id: r.id, nodeId: r.node_id, at: r.recorded_at instanceof Date ? r.recorded_at : new Date(r.recorded_at),
     request: r.request, decision: r.decision, layer: r.layer, code: r.code, reasons: r.reasons as string[],
     policyVersion: r.policy_version, logPosition: Number(r.log_position), prevHash: r.prev_hash, hash: r.hash,
+    ...(r.shadow ? { shadow: r.shadow as StoredDecision['shadow'] } : {}),
   };
 }
 

@@ -186,6 +186,26 @@ const same = (a: EntityUid, b: EntityUid) => a.type === b.type && a.id === b.id;
 export async function evaluateAgent(
   request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, options: AgentDecisionOptions = {},
 ): Promise<Decision> {
+  const token: { standing?: Standing } = {};
+  const d = await decideLayers(request, policies, view, now, options, token);
+  // SPEC §6 modes. Quarantined: decided as usual for the record, denied to the caller.
+  if (token.standing === 'quarantined') {
+    const { claims, policyVersion, position } = d;
+    return {
+      decision: false, layer: 'token', code: 'AGENT_QUARANTINED', reasons: [], errors: [], policyVersion, position, ...(claims ? { claims } : {}),
+      shadow: { decision: d.decision, layer: d.layer, reasons: d.reasons, ...(d.code ? { code: d.code } : {}) },
+    };
+  }
+  // Revoked gracefully: work begun before the revocation finishes, and says so.
+  if (token.standing === 'grace' && d.decision) return { ...d, code: 'REVOKED_GRACE_PERIOD' };
+  return d;
+}
+
+type Standing = Extract<Awaited<ReturnType<typeof verifyAgentToken>>, { ok: true }>['standing'];
+
+async function decideLayers(
+  request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, options: AgentDecisionOptions, out: { standing?: Standing },
+): Promise<Decision> {
   const { caches } = options;
   const base: { errors: string[]; policyVersion: number; position: number; claims?: Record<string, unknown> } = {
     errors: [], policyVersion: policies?.version ?? 0, position: view.position,
@@ -202,6 +222,7 @@ export async function evaluateAgent(
   // 1. token
   const token = await verifyAgentToken(request.subject.properties?.token, request.subject.id, (id) => view.agents.get(id), now, caches?.tokens);
   if (!token.ok) return deny('token', token.code);
+  out.standing = token.standing;
   const agentVersion = view.agents.get(token.actingAgent)!.version;
   const agent = agentOf(token.actingAgent)!;
   base.claims = token.claims;

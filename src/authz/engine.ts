@@ -35,6 +35,8 @@ export interface Decision {
   claims?: Record<string, unknown>;
   policyVersion: number;
   position: number;
+  /** For a quarantined agent: what would have been decided. Recorded, never told to the caller. */
+  shadow?: { decision: boolean; layer: Layer; reasons: string[]; code?: string };
 }
 
 const builtinTypes: Record<string, string> = { agent: 'Agent', human: 'Human', group: 'Group' };

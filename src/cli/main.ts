@@ -156,8 +156,23 @@ for (const verb of ['suspend', 'retire'] as const) {
   client(agents.command(`${verb} <id>`).requiredOption('--reason <text>'))
     .action((id, flags) => call(flags, 'POST', `/v1/agents/${encodeURIComponent(id)}/${verb}`, { reason: flags.reason }));
 }
-client(agents.command('revoke <id>').requiredOption('--reason <text>').addOption(new Option('--mode <mode>').choices(['immediate', 'graceful', 'quarantine']).default('immediate')))
-  .action((id, flags) => call(flags, 'POST', `/v1/agents/${encodeURIComponent(id)}/revoke`, { mode: flags.mode, reason: flags.reason }));
+const revocation = (cmd: Command) =>
+  cmd
+    .requiredOption('--reason <text>')
+    .addOption(new Option('--mode <mode>').choices(['immediate', 'graceful', 'quarantine']).default('immediate'))
+    .option('--grace <seconds>', 'grace period for --mode graceful (default 60)');
+const revocationBody = (flags: { mode: string; reason: string; grace?: string }) => ({
+  mode: flags.mode, reason: flags.reason, ...(flags.grace === undefined ? {} : { gracePeriodSeconds: Number(flags.grace) }),
+});
+client(revocation(agents.command('revoke <id>')))
+  .action((id, flags) => call(flags, 'POST', `/v1/agents/${encodeURIComponent(id)}/revoke`, revocationBody(flags)));
+client(revocation(program.command('kill-switch').description('revoke every live agent of an owner, with a tag, or all of them'))
+  .option('--owner <id>').option('--tag <tag>').option('--all', 'every live agent'))
+  .action((flags) => {
+    const scopes = [flags.owner && { owner: flags.owner }, flags.tag && { tag: flags.tag }, flags.all && { all: true }].filter(Boolean);
+    if (scopes.length !== 1) throw new Error('give exactly one of --owner, --tag or --all');
+    return call(flags, 'POST', '/v1/kill-switch', { scope: scopes[0], ...revocationBody(flags) });
+  });
 
 const keys = program.command('keys').description('local agent keys, for trying Leash without an identity provider');
 keys

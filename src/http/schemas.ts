@@ -75,6 +75,19 @@ export const RevokeBody = Type.Object(
   closed,
 );
 
+/** SPEC §6 kill switch: revoke every live agent of an owner, with a tag, or all of them. */
+export const KillSwitchBody = Type.Object(
+  {
+    scope: Type.Union([
+      Type.Object({ owner: Id }, closed),
+      Type.Object({ tag: Type.String({ minLength: 1, maxLength: 128 }) }, closed),
+      Type.Object({ all: Type.Literal(true) }, closed),
+    ], { description: 'exactly one of {"owner"}, {"tag"} or {"all": true}' }),
+    ...RevokeBody.properties,
+  },
+  closed,
+);
+
 export const HumanBody = Type.Object(
   { id: Id, email: Type.String({ format: 'email', maxLength: 320 }), groups: Type.Optional(Ids(100)), displayName: Type.Optional(Text(200)) },
   closed,

@@ -7,6 +7,9 @@ export const agentStatuses: readonly AgentStatus[] = ['discovered', 'registered'
 
 export type RevocationMode = 'immediate' | 'graceful' | 'quarantine';
 
+/** A graceful revocation without `gracePeriodSeconds` lets in-flight work finish within this. */
+export const DEFAULT_GRACE_SECONDS = 60;
+
 export interface Provenance {
   model: string;
   modelVersion: string;
@@ -119,7 +122,18 @@ export function decideAgent(command: AgentCommand, state: AgentState): AgentEven
     case 'RevokeAgent':
       // Quarantining an agent that is already quarantined changes nothing: refuse it.
       if (command.data.mode === 'quarantine' && from === 'quarantined') throw refused(command.type, from);
-      return [{ type: 'AgentRevoked', data: { ...command.data, tokensNotBefore: at } }];
+      // immediate: every token dies now. graceful: tokens issued before now finish their
+      // work within the grace period, no new one starts. quarantine: tokens still verify, so
+      // the decision log shows what the agent tries, but every answer is deny.
+      if (command.data.mode === 'immediate') return [{ type: 'AgentRevoked', data: { ...command.data, tokensNotBefore: at } }];
+      return [{
+        type: 'AgentRevoked',
+        data: {
+          ...command.data,
+          ...(command.data.mode === 'graceful' ? { gracePeriodSeconds: command.data.gracePeriodSeconds ?? DEFAULT_GRACE_SECONDS } : {}),
+          tokensNotBefore: (state.status === 'none' ? null : state.tokensNotBefore) ?? at,
+        },
+      }];
     case 'RetireAgent':
       return [{ type: 'AgentRetired', data: command.data }];
     default:

@@ -29,6 +29,7 @@ export interface DecisionsTable {
   log_position: ColumnType<string, string | number, never>;
   prev_hash: string;
   hash: string;
+  shadow: ColumnType<unknown, string | null, never>;
 }
 
 export interface Database {

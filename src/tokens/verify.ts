@@ -25,7 +25,15 @@ export type TokenRejection =
   | 'AGENT_NOT_ACTIVE';
 
 export type TokenCheck =
-  | { ok: true; claims: JWTPayload & Record<string, unknown>; actingAgent: string; onBehalfOf: string | null; chain: string[] }
+  | {
+      ok: true;
+      claims: JWTPayload & Record<string, unknown>;
+      actingAgent: string;
+      onBehalfOf: string | null;
+      chain: string[];
+      /** `grace`: revoked gracefully, a token from before the revocation, within the grace period; `quarantined`: decided, then denied. */
+      standing: 'active' | 'grace' | 'quarantined';
+    }
   | { ok: false; code: TokenRejection; detail: string };
 
 type Rejected = Extract<TokenCheck, { ok: false }>;
@@ -170,6 +178,19 @@ function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId:
   }
   const { acting, onBehalfOf, chain } = actors(claims);
   if (acting !== subjectId) return reject('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
-  if (agent.status !== 'active') return reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
-  return { ok: true, claims, actingAgent: acting, onBehalfOf, chain };
+  const standing = standingOf(agent, claims, now);
+  if (!standing) return reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
+  return { ok: true, claims, actingAgent: acting, onBehalfOf, chain, standing };
+}
+
+/** SPEC §6 modes: besides an active agent, who may still be decided for. */
+function standingOf(agent: AgentRecord, claims: JWTPayload, now: Date): 'active' | 'grace' | 'quarantined' | null {
+  if (agent.status === 'active') return 'active';
+  if (agent.status === 'quarantined') return 'quarantined';
+  const r = agent.revocation;
+  if (agent.status !== 'revoked' || r?.mode !== 'graceful') return null;
+  const revokedAt = Date.parse(r.at);
+  // Work already under way (a token issued by the second of the revocation) may finish; nothing new starts.
+  const inGrace = now.getTime() < revokedAt + (r.gracePeriodSeconds ?? 0) * 1000 && claims.iat! <= Math.floor(revokedAt / 1000);
+  return inGrace ? 'grace' : null;
 }

@@ -6,6 +6,7 @@ import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readDecisions, verifyDecisionChain } from '../../src/audit/decision-log.ts';
 import { entitiesFor } from '../../src/authz/engine.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { freePort } from '../support/servers.ts';
@@ -273,6 +274,58 @@ describe('rejected tokens, each with its own code', () => {
     await node.api('POST', '/v1/agents/bot-rotating/rotate', { credentials: pins });
     expect(await ask('bot-rotating', old, 'read', 'd1')).toMatchObject({ decision: false, context: { code: 'TOKEN_ISSUED_BEFORE_ROTATION' } });
     expect((await ask('bot-rotating', await mint({ sub: 'bot-rotating' }), 'read', 'd1')).decision).toBe(true);
+  });
+});
+
+describe('revocation modes (SPEC §6)', () => {
+  /** A newly authorized agent and a token issued after the authorize. */
+  const fresh = async (id: string) => {
+    expect((await node.api('POST', '/v1/agents', agentBody({ id, credentials: pins, ceiling: invoicesCeiling, groups: ['finance-agents'] }))).status).toBe(201);
+    expect((await node.api('POST', `/v1/agents/${id}/authorize`, { grants: [] })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 1100)); // iat has whole seconds
+    return mint({ sub: id });
+  };
+
+  it('quarantine: the caller is denied, and the decision log records what would have been decided', async () => {
+    const token = await fresh('bot-quarantined');
+    expect((await ask('bot-quarantined', token, 'read', 'd1')).decision).toBe(true);
+    const revoked = await node.api('POST', '/v1/agents/bot-quarantined/revoke', { mode: 'quarantine', reason: 'odd traffic' });
+    expect(revoked.body).toMatchObject({ status: 'quarantined', nodesConfirmed: 1, nodesExpected: 1 });
+
+    const wouldAllow = await ask('bot-quarantined', token, 'read', 'd1');
+    const wouldDeny = await ask('bot-quarantined', token, 'write', 'd1');
+    for (const d of [wouldAllow, wouldDeny]) {
+      expect(d).toMatchObject({ decision: false, context: { layer: 'token', code: 'AGENT_QUARANTINED', reasons: [] } });
+      expect(JSON.stringify(d)).not.toContain('shadow'); // the agent learns nothing from probing
+    }
+    const shadows = (await sql<{ id: string; shadow: unknown }>`select id, shadow from decisions where id in (${wouldAllow.context.id}, ${wouldDeny.context.id})`.execute(node.connection.db)).rows;
+    const shadowOf = (id: string) => shadows.find((r) => r.id === id)!.shadow;
+    expect(shadowOf(wouldAllow.context.id)).toMatchObject({ decision: true, layer: 'all', reasons: expect.arrayContaining(['ceiling:bot-quarantined', 'agents-read-invoices']) });
+    expect(shadowOf(wouldDeny.context.id)).toMatchObject({ decision: false, layer: 'details', code: 'DETAILS_NOT_COVERING' });
+    // The records with a shadow are in the hash chain like any other.
+    expect(verifyDecisionChain(await readDecisions(node.connection.db, 0, 100_000))).toEqual({ ok: true });
+  });
+
+  it('graceful: tokens from before the revocation finish within the grace period, no new one starts, and then nothing', async () => {
+    const before = await fresh('bot-graceful');
+    const revokedAt = Date.now();
+    const revoked = await node.api('POST', '/v1/agents/bot-graceful/revoke', { mode: 'graceful', reason: 'winding down', gracePeriodSeconds: 3 });
+    expect(revoked.body).toMatchObject({ status: 'revoked', revocation: { mode: 'graceful', gracePeriodSeconds: 3 } });
+    expect(await ask('bot-graceful', before, 'read', 'd1')).toMatchObject({ decision: true, context: { layer: 'all', code: 'REVOKED_GRACE_PERIOD' } });
+    // Layers still apply during the grace period: it finishes work, it gains nothing.
+    expect(await ask('bot-graceful', before, 'write', 'd1')).toMatchObject({ decision: false });
+    await new Promise((r) => setTimeout(r, 1100));
+    const after = await mint({ sub: 'bot-graceful' });
+    expect(await ask('bot-graceful', after, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'AGENT_NOT_ACTIVE' } });
+    await new Promise((r) => setTimeout(r, Math.max(0, revokedAt + 3100 - Date.now())));
+    expect(await ask('bot-graceful', before, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'AGENT_NOT_ACTIVE' } });
+  });
+
+  it('graceful without a period records the default of 60 s', async () => {
+    const token = await fresh('bot-default-grace');
+    const revoked = await node.api('POST', '/v1/agents/bot-default-grace/revoke', { mode: 'graceful', reason: 'default' });
+    expect(revoked.body.revocation).toMatchObject({ mode: 'graceful', gracePeriodSeconds: 60 });
+    expect(await ask('bot-default-grace', token, 'read', 'd1')).toMatchObject({ decision: true, context: { code: 'REVOKED_GRACE_PERIOD' } });
   });
 });
 

@@ -166,8 +166,8 @@ describe('revocation broadcast: three nodes on one Postgres and one nats-server'
     expect(rotated.body).toMatchObject({ nodesConfirmed: 3, nodesExpected: 3 });
     for (const node of nodes) expect(await decide(node, agent, tokens[agent]!)).toMatchObject({ decision: false, code: 'TOKEN_ISSUED_BEFORE_ROTATION' });
     await new Promise((r) => setTimeout(r, 1100));
-    const fresh = await mint(agent);
-    for (const node of nodes) expect(await decide(node, agent, fresh)).toMatchObject({ decision: true });
+    tokens[agent] = await mint(agent);
+    for (const node of nodes) expect(await decide(node, agent, tokens[agent]!)).toMatchObject({ decision: true });
   });
 
   it('a node stopped during a revoke is not waited for, and after its restart it catches up and denies', async () => {
@@ -209,6 +209,14 @@ describe('revocation broadcast: three nodes on one Postgres and one nats-server'
       expect(await decide(node, agent, tokens[agent]!)).toMatchObject({ decision: false });
       expect(await decide(node, 'bot-ok', tokens['bot-ok']!)).toMatchObject({ decision: false });
     }
+  });
+
+  it('a kill switch by tag is confirmed by all three before it returns', async () => {
+    await allLive(nodes);
+    await warm(nodes, { 'bot-rotate': tokens['bot-rotate']! });
+    const res = await api(nodes[2]!, 'POST', '/v1/kill-switch', { scope: { tag: 'cluster-test' }, mode: 'immediate', reason: 'incident' });
+    expect(res.body).toMatchObject({ revoked: ['bot-ok', 'bot-rotate'], nodesConfirmed: 3, nodesExpected: 3, nodesMissing: [] });
+    for (const node of nodes) expect(await decide(node, 'bot-rotate', tokens['bot-rotate']!)).toMatchObject({ decision: false });
   });
 });
 

@@ -122,6 +122,17 @@ describe('agent decider: what the events carry', () => {
     const after = decideAgent(graceful, state).reduce((s, e) => evolveAgent(s, e, now), state) as AgentRecord;
     expect(after).toMatchObject({ status: 'revoked', revocation: { mode: 'graceful', reason: 'rotation', gracePeriodSeconds: 30, at: now.toISOString() } });
   });
+
+  it('graceful and quarantine leave earlier tokens verifying (the decision layer limits them); graceful defaults to 60 s', () => {
+    const state = given(histories.active!) as AgentRecord;
+    for (const mode of ['graceful', 'quarantine'] as const) {
+      const [event] = decideAgent({ type: 'RevokeAgent', data: { mode, reason: 'x' }, metadata: { now } }, state);
+      expect(event!.data).toMatchObject({ tokensNotBefore: state.tokensNotBefore });
+      expect(state.tokensNotBefore).not.toBe(now.toISOString());
+      if (mode === 'graceful') expect(event!.data).toMatchObject({ gracePeriodSeconds: 60 });
+      else expect(event!.data).not.toHaveProperty('gracePeriodSeconds');
+    }
+  });
 });
 
 describe('human and group deciders', () => {

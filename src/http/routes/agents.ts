@@ -1,11 +1,11 @@
 import { Type } from 'typebox';
 import { LeashError } from '../../errors.ts';
-import type { AgentCommand, AgentRecord, AgentState } from '../../registry/agent.ts';
+import { allowedFrom, type AgentCommand, type AgentRecord, type AgentState } from '../../registry/agent.ts';
 import { agentAggregate, streamId } from '../../registry/streams.ts';
 import type { CommandResult } from '../../service/command-handler.ts';
 import { checkPins } from '../../tokens/pins.ts';
 import {
-  AgentListQuery, AgentView, AuthorizeAgentBody, DiscoverAgentBody, EventView, FencedAgentView, IdParams, Problem, ReasonBody,
+  AgentListQuery, AgentView, AuthorizeAgentBody, DiscoverAgentBody, EventView, FenceFields, FencedAgentView, IdParams, KillSwitchBody, Problem, ReasonBody,
   RegisterAgentBody, RevokeBody, RotateBody, WriteHeaders,
 } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -102,4 +102,46 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
   transition('rotate', RotateBody, (input, now) => ({ type: 'RotateCredentials', data: input, metadata: { now } }), { fenced: true, check: (input) => checkPins(input.credentials) });
   transition('retire', ReasonBody, (input, now) => ({ type: 'RetireAgent', data: input, metadata: { now } }), { fenced: true });
   transition('revoke', RevokeBody, (input, now) => ({ type: 'RevokeAgent', data: input, metadata: { now } }), { fenced: true });
+
+  const KillSwitchResult = Type.Object({
+    revoked: Type.Array(Type.String(), { description: 'agents revoked by this call' }),
+    skipped: Type.Array(Type.Object({ id: Type.String(), code: Type.String(), detail: Type.String() }), { description: 'matching agents whose state changed under the call' }),
+    ...FenceFields,
+  });
+
+  /**
+   * Kill switch (SPEC §6): every live agent of an owner, with a tag, or all of them, revoked
+   * in one call that returns once every live node has applied the last of the revocations.
+   * Safe to repeat: a second call finds nothing left to revoke.
+   */
+  app.post('/v1/kill-switch', { schema: { tags: ['agents'], body: KillSwitchBody, response: { 200: KillSwitchResult, 400: Problem, 401: Problem, 413: Problem } } }, async (request) => {
+    const { scope, ...revocation } = request.body;
+    await follower.sync(); // agents registered on other nodes a moment ago count too
+    const revocable = (a: AgentRecord) => allowedFrom.RevokeAgent.includes(a.status) && !(revocation.mode === 'quarantine' && a.status === 'quarantined');
+    const targets = [...view.agents.values()]
+      .map((v) => v.record)
+      .filter((a) => ('all' in scope ? true : 'owner' in scope ? a.owner === scope.owner : a.tags.includes(scope.tag)) && revocable(a))
+      .map((a) => a.id);
+    const revoked: string[] = [];
+    const skipped: { id: string; code: string; detail: string }[] = [];
+    let position = view.position;
+    const now = new Date();
+    // Many at once: the event store's group commit writes them in a few transactions.
+    const queue = [...targets];
+    const worker = async () => {
+      for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+        try {
+          const result = await commands.handle(agentAggregate, id, { type: 'RevokeAgent', data: revocation, metadata: { now } }, { now, actor: 'operator:kill-switch' });
+          revoked.push(id);
+          position = Math.max(position, result.position);
+        } catch (err) {
+          if (!(err instanceof LeashError)) throw err;
+          skipped.push({ id, code: err.code, detail: err.message });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(32, targets.length) }, worker));
+    const fence = await deps.cluster.fence(position);
+    return { revoked: revoked.sort(), skipped, ...fence };
+  });
 }

@@ -89,7 +89,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
         decided.map(({ request, decision: d }) =>
           deps.decisions.record({
             id: randomUUID(), nodeId: deps.nodeId, at: new Date(), request: redact(request, d), decision: d.decision, layer: d.layer,
-            code: d.code ?? null, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.position,
+            code: d.code ?? null, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.position, shadow: d.shadow ?? null,
           }),
         ),
       );
