@@ -16,6 +16,7 @@ import { eventHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
 import { migrateToLatest } from '../../src/store/migrate.ts';
 import { startPostgres } from '../support/servers.ts';
 import { benchHttp, type HttpResult } from './http.ts';
+import { benchRevocation } from './revocation.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -24,6 +25,11 @@ const PGLITE_REBUILD_EVENTS = Number(process.env.BENCH_PGLITE_REBUILD_EVENTS ?? 
 const REBUILD_RUNS = 3;
 const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 10);
 const HTTP_CONNECTIONS = [4, 16];
+const REVOCATION_NODES = Number(process.env.BENCH_REVOCATION_NODES ?? 8);
+const REVOCATIONS = Number(process.env.BENCH_REVOCATIONS ?? 1000);
+/** Sections to run (comma-separated); unset: all, and only then is BENCHMARKS.md rewritten. */
+const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim()) ?? null;
+const runs = (section: string) => ONLY === null || ONLY.includes(section);
 
 interface Row {
   what: string;
@@ -65,11 +71,12 @@ function benchDecisionsInProcesses(): void {
   }
 }
 
+const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
 
-async function freshDatabase(adminUrl: string): Promise<Backend> {
+async function freshDatabase(adminUrl: string): Promise<Extract<Backend, { kind: 'postgres' }>> {
   const name = `bench_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
   const c = new pg.Client({ connectionString: adminUrl });
   await c.connect();
@@ -164,6 +171,23 @@ async function benchHttpRows(fresh: () => Backend | Promise<Backend>, label: str
       console.log(rows[rows.length - 1]);
     }
   }
+}
+
+/** Revokes through the fence on N nodes over NATS, beside N followers polling Postgres every 100 ms. */
+async function benchRevocationRow(databaseUrl: string): Promise<void> {
+  const run = await benchRevocation(databaseUrl, { nodes: REVOCATION_NODES, revocations: REVOCATIONS, pollingRevocations: Math.min(200, REVOCATIONS) });
+  const fenced = [...run.fenced].sort((a, b) => a - b);
+  const polling = [...run.polling].sort((a, b) => a - b);
+  rows.push({
+    what: `revoke → response with every node's confirmation (${run.nodes} \`leash serve\` nodes, nats-server, ${fmt(run.fenced.length)} revocations of agents warm on every node)`,
+    backend: 'PostgreSQL + NATS',
+    figure: `${fmt(run.confirmedByAll)} of ${fmt(run.fenced.length)} confirmed by all ${run.nodes}; ${run.allowsAfter} allows in ${fmt(run.checks)} requests after the response; server side, median: durable append ${ms(pct(sorted(run.timings.commit), 50))}, fence ${ms(pct(sorted(run.timings.fence), 50))}`,
+    median: ms(pct(fenced, 50)),
+    p99: ms(pct(fenced, 99)),
+    baseline: `${run.nodes} nodes polling Postgres every 100 ms, commit → applied on all: median ${ms(pct(polling, 50))}, p99 ${ms(pct(polling, 99))} (${polling.length} revocations)`,
+    target: 'p50 ≤ 3 ms, p99 ≤ 10 ms; zero allows after a confirmed revoke',
+  });
+  console.log(rows[rows.length - 1]);
 }
 
 /** A realistic log: per agent register, authorize, rotate, suspend, authorize, revoke, authorize, retire. */
@@ -264,14 +288,21 @@ async function main(): Promise<void> {
     pgliteDirs.push(dir);
     return { kind: 'pglite', dataDir: dir };
   };
-  benchDecisionsInProcesses();
+  if (runs('decisions')) benchDecisionsInProcesses();
   try {
-    await benchHttpRows(() => freshDatabase(server.url), 'PostgreSQL');
-    await benchHttpRows(pglite, 'PGlite');
-    await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
-    await benchAppends(pglite(), 'PGlite', '(reported beside)');
-    await benchRebuild(await freshDatabase(server.url), 'PostgreSQL', REBUILD_EVENTS, '≤ 20 s');
-    await benchRebuild(pglite(), 'PGlite', PGLITE_REBUILD_EVENTS, '(reported beside)');
+    if (runs('http')) {
+      await benchHttpRows(() => freshDatabase(server.url), 'PostgreSQL');
+      await benchHttpRows(pglite, 'PGlite');
+    }
+    if (runs('revocation')) await benchRevocationRow((await freshDatabase(server.url)).url);
+    if (runs('appends')) {
+      await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
+      await benchAppends(pglite(), 'PGlite', '(reported beside)');
+    }
+    if (runs('rebuild')) {
+      await benchRebuild(await freshDatabase(server.url), 'PostgreSQL', REBUILD_EVENTS, '≤ 20 s');
+      await benchRebuild(pglite(), 'PGlite', PGLITE_REBUILD_EVENTS, '(reported beside)');
+    }
   } finally {
     await server.stop();
     for (const d of pgliteDirs) rmSync(d, { recursive: true, force: true });
@@ -280,6 +311,7 @@ async function main(): Promise<void> {
   const header = '| measurement | backend | result | median | p99 | baseline (same run) | target |\n|---|---|---|---|---|---|---|';
   const table = [header, ...rows.map((r) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.median} | ${r.p99} | ${r.baseline} | ${r.target} |`)].join('\n');
   console.log(`\n${table}\n`);
+  if (ONLY !== null) return console.log(`BENCH_ONLY=${ONLY.join(',')}: BENCHMARKS.md left as it is`);
   writeFileSync(
     new URL('../../BENCHMARKS.md', import.meta.url),
     `# Benchmarks

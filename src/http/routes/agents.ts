@@ -89,8 +89,12 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     app.post(`/v1/agents/:id/${verb}`, { schema: { tags: ['agents'], params: IdParams, body, headers: WriteHeaders, response: { 200: response, ...errors } } }, async (request, reply) => {
       const input = request.body as Record<string, unknown>;
       await options.check?.(input);
+      const started = performance.now();
       const result = await run(request.params.id, toCommand(input, new Date()), request);
+      const committed = performance.now();
       const fence = options.fenced ? await deps.cluster.fence(result.position) : {};
+      // Where the time went: the durable append (and this node applying it), then the fence.
+      void reply.header('server-timing', `commit;dur=${(committed - started).toFixed(2)}, fence;dur=${(performance.now() - committed).toFixed(2)}`);
       void reply.header('etag', etag(result.version));
       if (result.replayed) void reply.header('idempotent-replayed', 'true');
       return { ...respond(result), ...fence };
