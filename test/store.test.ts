@@ -67,6 +67,37 @@ describe.each(backends)('event store on $name', ({ fresh }) => {
     expect((await allEvents(store)).length).toBe(1);
   });
 
+  it('a version ahead of the stream is refused too, although nothing else conflicts (the one-statement append checks it)', async () => {
+    await store.append(request('agent/a', 0)); // this store now knows the head: the next append takes one statement
+    await expect(store.append(request('agent/a', 5))).rejects.toMatchObject({ code: 'VERSION_MISMATCH' });
+    await expect(store.append(request('agent/b', 1))).rejects.toMatchObject({ code: 'VERSION_MISMATCH' });
+    expect((await allEvents(store)).map((e) => [e.streamId, e.version])).toEqual([['agent/a', 1]]);
+  });
+
+  it('two stores (two nodes) taking turns, each with an outdated idea of the head: one gap-free chain, versions checked', async () => {
+    const other = new EventStore(connection.db);
+    await store.append(request('agent/a', 0));
+    await other.append(request('agent/b', 0)); // `store` has not seen this one
+    await store.append(request('agent/a', 1)); // its head is stale: refused in one statement, done the locked way
+    await other.append(request('agent/b', 1));
+    // Both at once, several rounds, on distinct and on shared streams.
+    for (let round = 0; round < 5; round++) {
+      const results = await Promise.allSettled([
+        store.append(request(`agent/s${round}`, 0)),
+        other.append(request(`agent/o${round}`, 0)),
+        store.append(request('agent/shared', 'any')),
+        other.append(request('agent/shared', 'any')),
+      ]);
+      expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
+    }
+    await expect(store.append(request('agent/a', 1))).rejects.toMatchObject({ code: 'VERSION_MISMATCH' });
+    const all = await allEvents(store);
+    expect(all.map((e) => e.position)).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
+    expect(verifyChain(all).ok).toBe(true);
+    const shared = all.filter((e) => e.streamId === 'agent/shared').map((e) => e.version);
+    expect(shared).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+
   it('treats a repeated idempotency key as the same append: no second event', async () => {
     const first = await store.append(request('agent/a', 0, 1, { idempotencyKey: 'k-1', metadata: { requestHash: 'h1' } }));
     const again = await store.append(request('agent/a', 0, 1, { idempotencyKey: 'k-1', metadata: { requestHash: 'h1' } }));

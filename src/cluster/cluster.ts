@@ -4,11 +4,16 @@ import type { StoredEvent } from '../store/event-store.ts';
 import type { Follower } from '../store/follower.ts';
 
 // SPEC §6. Every commit is broadcast with its log positions; every node applies it (or, on a
-// gap, catches up from the log) and says which position it has applied. A containment call
+// gap, catches up from the log) and confirms to the committing node which position it has applied. A containment call
 // returns once every live node has said so: the fence. Live nodes are known from heartbeats,
 // which carry positions too, so a lost message is noticed within one heartbeat.
 
-export const SUBJECTS = { events: 'leash.events', nodes: 'leash.nodes' } as const;
+export const SUBJECTS = {
+  events: 'leash.events',
+  nodes: 'leash.nodes',
+  /** Where a node's own commits are confirmed to it: only the committing node waits on them. */
+  acks: (node: string) => `leash.acks.${node}`,
+} as const;
 
 /** Events travel inline up to this size; beyond it only their positions do (NATS' default limit is 1 MiB). */
 const MAX_INLINE_BYTES = 256 * 1024;
@@ -17,6 +22,8 @@ interface EventsMessage {
   node: string;
   first: number;
   last: number;
+  /** Where to confirm once applied (the committing node's ack subject). */
+  replyTo?: string;
   /** Absent when too large to send: receivers read them from the log. */
   events?: (Omit<StoredEvent, 'at'> & { at: string })[];
 }
@@ -94,6 +101,8 @@ export class Cluster {
   /** Decisions on their way, by the position they were decided at. */
   private readonly inflight = new Map<number, number>();
   private acked = 0;
+  /** Confirmations this node owes, by subject: the highest position asked for at each. */
+  private readonly owed = new Map<string, number>();
 
   constructor(options: ClusterOptions) {
     this.nodeId = options.nodeId;
@@ -114,6 +123,7 @@ export class Cluster {
     this.unsubscribe.push(
       this.bus.subscribe(SUBJECTS.events, (m) => this.onEvents(m as EventsMessage)),
       this.bus.subscribe(SUBJECTS.nodes, (m) => this.onNode(m as NodeMessage)),
+      this.bus.subscribe(SUBJECTS.acks(this.nodeId), (m) => this.onNode(m as NodeMessage)),
     );
     this.heartbeat();
     this.timer = setInterval(() => this.heartbeat(), this.heartbeatMs);
@@ -131,7 +141,7 @@ export class Cluster {
   /** Tells every node about events this node has just committed. */
   broadcast(events: StoredEvent[]): void {
     if (events.length === 0) return;
-    const message: EventsMessage = { node: this.nodeId, first: events[0]!.position, last: events[events.length - 1]!.position };
+    const message: EventsMessage = { node: this.nodeId, first: events[0]!.position, last: events[events.length - 1]!.position, replyTo: SUBJECTS.acks(this.nodeId) };
     const inline = events.map((e) => ({ ...e, at: e.at.toISOString() }));
     const size = Buffer.byteLength(JSON.stringify(inline));
     this.bus.publish(SUBJECTS.events, size <= MAX_INLINE_BYTES ? { ...message, events: inline } : message);
@@ -223,6 +233,7 @@ export class Cluster {
   private onEvents(message: EventsMessage): void {
     if (typeof message?.last !== 'number' || typeof message.first !== 'number') return;
     this.heard(message.last);
+    if (typeof message.replyTo === 'string' && message.node !== this.nodeId) this.owed.set(message.replyTo, Math.max(message.last, this.owed.get(message.replyTo) ?? 0));
     const events = message.events?.map((e) => ({ ...e, at: new Date(e.at) }));
     // Applied at once when the events continue this node's fold; anything else is a gap.
     if (!events || !this.follower.offer(events)) this.catchUp();
@@ -255,11 +266,17 @@ export class Cluster {
     return Math.max(safe, this.acked);
   }
 
-  /** Tells the others as soon as the position this node vouches for moves on. */
+  /**
+   * Confirms to each committing node, as soon as the position this node vouches for has
+   * reached what it asked for. Everyone else learns positions from heartbeats.
+   */
   private confirm(): void {
     const position = this.confirmed();
-    if (position <= this.acked) return;
     this.acked = position;
-    this.bus.publish(SUBJECTS.nodes, { kind: 'applied', node: this.nodeId, position } satisfies NodeMessage);
+    for (const [to, asked] of this.owed) {
+      if (asked > position) continue;
+      this.owed.delete(to);
+      this.bus.publish(to, { kind: 'applied', node: this.nodeId, position } satisfies NodeMessage);
+    }
   }
 }

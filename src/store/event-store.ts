@@ -64,14 +64,24 @@ export const EVENTS_CHANNEL = 'leash_events';
 export class EventStore {
   private readonly committer: GroupCommitter<AppendRequest, AppendOutcome>;
   private readonly listeners = new Set<(position: number, events: StoredEvent[]) => void>();
+  /** The log's head as this node last saw it; null until known, or after a failed append. */
+  private head: { position: number; hash: string } | null = null;
 
   constructor(
     readonly db: Kysely<Database>,
     maxBatch = 256,
   ) {
     this.committer = new GroupCommitter<AppendRequest, AppendOutcome>(async (batch) => {
-      const outcomes = await this.db.transaction().execute((trx) => appendBatch(trx, batch));
+      let outcomes: (AppendOutcome | LeashError)[] | null = null;
+      try {
+        outcomes = this.head ? await appendInOneStatement(this.db, batch, this.head) : null;
+        if (!outcomes) outcomes = await this.db.transaction().execute((trx) => appendBatch(trx, batch));
+      } catch (err) {
+        this.head = null;
+        throw err;
+      }
       const events = outcomes.flatMap((o) => (o instanceof Error || o.kind !== 'appended' ? [] : o.events));
+      this.observe(events);
       if (events.length > 0) for (const listener of this.listeners) listener(events[events.length - 1]!.position, events);
       return outcomes;
     }, maxBatch);
@@ -92,8 +102,19 @@ export class EventStore {
     return readStream(this.db, streamId, upToVersion);
   }
 
-  readAll(afterPosition: number, limit: number): Promise<StoredEvent[]> {
-    return readAll(this.db, afterPosition, limit);
+  async readAll(afterPosition: number, limit: number): Promise<StoredEvent[]> {
+    const events = await readAll(this.db, afterPosition, limit);
+    this.observe(events);
+    return events;
+  }
+
+  /**
+   * Events this node has seen committed (its own, read back, or broadcast): the last one is
+   * the log's head as far as this node knows, which lets the next append skip reading it.
+   */
+  observe(events: StoredEvent[]): void {
+    const last = events[events.length - 1];
+    if (last && last.position > (this.head?.position ?? 0)) this.head = { position: last.position, hash: last.hash };
   }
 }
 
@@ -121,26 +142,11 @@ export async function appendBatch(trx: Transaction<Database>, requests: AppendRe
         currentVersion: current,
       });
     }
-    const stored = req.events.map((e, i): StoredEvent => {
-      const last = i === req.events.length - 1;
-      const event: Omit<StoredEvent, 'hash'> = {
-        position: ++position,
-        streamId: req.streamId,
-        streamType: req.streamType,
-        version: current + i + 1,
-        type: e.type,
-        data: e.data,
-        metadata: req.metadata ?? {},
-        at: req.at,
-        // The key marks the append as a whole, so it sits on its last event.
-        idempotencyKey: last ? (req.idempotencyKey ?? null) : null,
-        prevHash,
-      };
-      prevHash = eventHash(prevHash, event);
-      return { ...event, hash: prevHash };
-    });
-    rows.push(...stored);
+    const stored = chainEvents(req, current, { position, hash: prevHash });
     const tail = stored[stored.length - 1]!;
+    position = tail.position;
+    prevHash = tail.hash;
+    rows.push(...stored);
     versions.set(req.streamId, tail.version);
     if (req.idempotencyKey) {
       used.set(req.idempotencyKey, {
@@ -155,6 +161,73 @@ export async function appendBatch(trx: Transaction<Database>, requests: AppendRe
 
   if (rows.length > 0) await insertEvents(trx, rows); // the insert trigger NOTIFYs other nodes
   return outcomes;
+}
+
+/** A request's events chained onto `head`: the next positions and stream versions, each hash over the one before. */
+function chainEvents(req: AppendRequest, currentVersion: number, head: { position: number; hash: string }): StoredEvent[] {
+  let { position, hash: prevHash } = head;
+  return req.events.map((e, i): StoredEvent => {
+    const last = i === req.events.length - 1;
+    const event: Omit<StoredEvent, 'hash'> = {
+      position: ++position,
+      streamId: req.streamId,
+      streamType: req.streamType,
+      version: currentVersion + i + 1,
+      type: e.type,
+      data: e.data,
+      metadata: req.metadata ?? {},
+      at: req.at,
+      // The key marks the append as a whole, so it sits on its last event.
+      idempotencyKey: last ? (req.idempotencyKey ?? null) : null,
+      prevHash,
+    };
+    prevHash = eventHash(prevHash, event);
+    return { ...event, hash: prevHash };
+  });
+}
+
+/**
+ * The append in one autocommit statement, when this node knows the log's head and every
+ * request states the version it expects (no idempotency key, one request per stream). The
+ * statement takes the append lock, so it cannot interleave with a locked append; the
+ * primary key on position and the unique (stream, version) refuse it if anyone appended
+ * meanwhile, and the check below refuses a stream that is behind the stated version. Null
+ * when it does not apply or was refused: the caller then takes the locked path.
+ */
+async function appendInOneStatement(db: Kysely<Database>, requests: AppendRequest[], head: { position: number; hash: string }): Promise<AppendOutcome[] | null> {
+  const streams = new Set(requests.map((r) => r.streamId));
+  if (streams.size !== requests.length || requests.some((r) => r.idempotencyKey || typeof r.expectedVersion !== 'number')) return null;
+  let tail = head;
+  const outcomes = requests.map((req): AppendOutcome => {
+    const stored = chainEvents(req, req.expectedVersion as number, tail);
+    const last = stored[stored.length - 1]!;
+    tail = last;
+    return { kind: 'appended', events: stored, version: last.version, position: last.position };
+  });
+  const rows = outcomes.flatMap((o) => (o.kind === 'appended' ? o.events : []));
+  if (rows.length > INSERT_CHUNK) return null;
+  const column = <T>(f: (e: StoredEvent) => T) => rows.map(f);
+  try {
+    const result = await sql<{ position: string }>`
+      insert into events (position, stream_id, stream_type, version, type, data, metadata, recorded_at, idempotency_key, prev_hash, hash)
+      select t.* from (select pg_advisory_xact_lock(${APPEND_LOCK})) as locked,
+        unnest(${column((e) => String(e.position))}::bigint[], ${column((e) => e.streamId)}::text[], ${column((e) => e.streamType)}::text[],
+               ${column((e) => e.version)}::int[], ${column((e) => e.type)}::text[], ${column((e) => JSON.stringify(e.data))}::jsonb[],
+               ${column((e) => JSON.stringify(e.metadata))}::jsonb[], ${column((e) => e.at.toISOString())}::timestamptz[],
+               ${column((e) => e.idempotencyKey)}::text[], ${column((e) => e.prevHash)}::text[], ${column((e) => e.hash)}::text[])
+        as t(position, stream_id, stream_type, version, type, data, metadata, recorded_at, idempotency_key, prev_hash, hash)
+      where not exists (
+        select 1 from unnest(${requests.map((r) => r.streamId)}::text[], ${requests.map((r) => r.expectedVersion as number)}::int[]) as c(stream_id, version)
+         where coalesce((select max(e.version) from events e where e.stream_id = c.stream_id), 0) <> c.version)
+      returning position`.execute(db);
+    // All or nothing: one statement. Nothing inserted means a stream was behind its stated version.
+    if (result.rows.length === rows.length) return outcomes;
+    if (result.rows.length === 0) return null;
+    throw new Error(`append inserted ${result.rows.length} of ${rows.length} rows`); // cannot happen: one statement
+  } catch (err) {
+    if ((err as { code?: string }).code === '23505') return null; // someone appended meanwhile
+    throw err;
+  }
 }
 
 const INSERT_CHUNK = 1000; // 11 parameters a row, far below Postgres' 65535

@@ -33,7 +33,11 @@ export class Follower {
   /** Catches up from the fold's position, then keeps following. */
   async start(): Promise<void> {
     await this.sync();
-    this.unsubscribe = this.store.onCommit(() => void this.sync().catch(() => {}));
+    // This process's own commits are applied as they are (no read back), unless they do not
+    // continue the fold; then the log is read.
+    this.unsubscribe = this.store.onCommit((_, events) => {
+      if (!this.offer(events)) void this.sync().catch(() => {});
+    });
     this.timer = setInterval(() => void this.sync().catch(() => {}), this.options.pollMs ?? 250);
     this.timer.unref();
   }
@@ -71,6 +75,7 @@ export class Follower {
       if (event.position !== this.fold.position + 1) return false;
       this.fold.apply(event);
     }
+    this.store.observe(events);
     this.status.position = this.fold.position;
     return true;
   }

@@ -120,12 +120,13 @@ describe('confirmations', () => {
     const bus = new InProcessBus();
     const cluster = new Cluster({ nodeId: 'n1', bus, follower, heartbeatMs: 60_000 });
     const applied: number[] = [];
-    bus.subscribe(SUBJECTS.nodes, (m) => (m as { kind: string }).kind === 'applied' && applied.push((m as { position: number }).position));
+    bus.subscribe(SUBJECTS.acks('n2'), (m) => (m as { kind: string }).kind === 'applied' && applied.push((m as { position: number }).position));
     cluster.start();
     const tick = () => new Promise((r) => setTimeout(r, 5));
 
     const before = await cluster.admit(); // a decision starts at position 0…
-    bus.publish(SUBJECTS.events, { node: 'n2', first: 1, last: 2, events: [event(1), event(2)].map((e) => ({ ...e, at: e.at.toISOString() })) });
+    const inline = [event(1), event(2)].map((e) => ({ ...e, at: e.at.toISOString() }));
+    bus.publish(SUBJECTS.events, { node: 'n2', first: 1, last: 2, replyTo: SUBJECTS.acks('n2'), events: inline });
     await tick();
     expect(follower.position).toBe(2); // …the fold moves on at once…
     expect(applied).toEqual([]); // …but position 2 is not vouched for while that decision is out
