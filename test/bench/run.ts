@@ -59,7 +59,7 @@ function benchDecisionsInProcesses(): void {
         figure:
           count === 10
             ? `${(r.leash.median / r.raw.median).toFixed(1)}× raw`
-            : `${(r.leash.median / smallMedian).toFixed(1)}× the 10-policy median (${(r.leash.median / r.raw.median).toFixed(1)}× raw)`,
+            : `${(r.leash.median / smallMedian).toFixed(1)}× the 10-policy median (${(r.leash.median / r.raw.median).toPrecision(2)}× raw)`,
         median: `${(r.leash.median / 1000).toFixed(3)} ms`,
         p99: `${(r.leash.p99 / 1000).toFixed(3)} ms`,
         baseline: `raw statefulIsAuthorized, same request and policies: median ${(r.raw.median / 1000).toFixed(3)} ms, p99 ${(r.raw.p99 / 1000).toFixed(3)} ms`,
@@ -329,7 +329,8 @@ How to read it:
   with none of that, from the same clients, on the same server. What bounds Leash here: a node
   has one batch in flight, and the batch holds the append lock through its durable commit, so
   throughput is batch size over that commit time; the baseline's concurrent commits share
-  PostgreSQL's own WAL flushes instead.
+  PostgreSQL's own WAL flushes instead. A node that knows the log's head appends a batch in one
+  statement (lock, version check and insert), so a batch costs one round trip and one commit.
 - **projection rebuild**: a node starting cold folds the whole log into its registry view
   (keyset pages of 5,000 with the late-commit guard). The log is 8 lifecycle events per agent.
   Median and max of ${REBUILD_RUNS} runs; the baseline is the same reads without the fold.
@@ -346,6 +347,14 @@ How to read it:
   different ES256 token for every request, so each is verified from scratch. The baseline is
   GET /healthz on the same server under the same load: what the HTTP stack alone sustains.
   autocannon reports latency in whole milliseconds.
+- **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server;
+  ${REVOCATIONS} agents are warm on every node (token verified and decided once on each). Revokes go one
+  at a time, through each node in turn; latency is from the request to the response carrying
+  every node's confirmation (the fence). Right after each response every node is asked about the
+  revoked agent; the figure counts the allows (must be 0). \`Server-Timing\` splits the revoking
+  node's time into the durable append (with this node applying it) and the fence. The baseline is
+  the naive design on the same database: ${REVOCATION_NODES} followers polling the log every 100 ms, timed
+  from a committed revoke until all of them have applied it. All of it shares the 2 cores.
 - The PostgreSQL server is started by the benchmark (initdb, default settings, fsync on) on
   this machine; PGlite runs in-process on disk.
 `,
