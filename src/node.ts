@@ -152,8 +152,10 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       follower,
       cluster,
       async close() {
-        await shutDown();
+        // Stop answering first (in-flight requests finish), then leave the broadcast: a node
+        // that others no longer wait for must not be deciding any more.
         await app.close();
+        await shutDown();
         await connection.db.destroy();
       },
     };

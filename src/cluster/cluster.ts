@@ -32,6 +32,8 @@ interface NodeMessage {
   kind: 'heartbeat' | 'applied' | 'leaving';
   node: string;
   position: number;
+  /** The sender's staleness bound (heartbeats): a fence waits at least that long for it. */
+  stalenessMs?: number;
 }
 
 export interface ClusterOptions {
@@ -69,6 +71,7 @@ export interface BroadcastHealth {
 interface Peer {
   position: number;
   seenAt: number;
+  stalenessMs: number;
 }
 
 /**
@@ -154,7 +157,9 @@ export class Cluster {
    */
   async fence(position: number): Promise<FenceResult> {
     const expected = this.liveNodes();
-    const deadline = Date.now() + this.fenceTimeoutMs;
+    // Long enough for every node that stays silent to have passed its own staleness bound.
+    const slowest = Math.max(0, ...expected.map((id) => (this.peers.get(id)?.stalenessMs ?? 0) + 2 * this.heartbeatMs));
+    const deadline = Date.now() + Math.max(this.fenceTimeoutMs, slowest);
     const missing = () => expected.filter((id) => (id === this.nodeId ? this.confirmed() : this.peers.get(id)?.position ?? 0) < position);
     for (;;) {
       const left = missing();
@@ -175,10 +180,13 @@ export class Cluster {
     }
   }
 
-  /** This node and every node heard from within the staleness bound. */
+  /**
+   * This node and every node heard from within its staleness bound: one silent for longer
+   * has stopped trusting its caches by now, so nobody needs to wait for it.
+   */
   liveNodes(): string[] {
-    const since = Date.now() - this.stalenessMs - 2 * this.heartbeatMs;
-    const live = [...this.peers].filter(([id, p]) => id !== this.nodeId && p.seenAt >= since).map(([id]) => id);
+    const now = Date.now();
+    const live = [...this.peers].filter(([id, p]) => id !== this.nodeId && p.seenAt >= now - p.stalenessMs - 2 * this.heartbeatMs).map(([id]) => id);
     return [this.nodeId, ...live.sort()];
   }
 
@@ -220,7 +228,7 @@ export class Cluster {
   }
 
   private heartbeat(): void {
-    this.bus.publish(SUBJECTS.nodes, { kind: 'heartbeat', node: this.nodeId, position: this.confirmed() } satisfies NodeMessage);
+    this.bus.publish(SUBJECTS.nodes, { kind: 'heartbeat', node: this.nodeId, position: this.confirmed(), stalenessMs: this.stalenessMs } satisfies NodeMessage);
   }
 
   private heard(position: number): void {
@@ -244,7 +252,11 @@ export class Cluster {
     if (typeof message?.node !== 'string' || typeof message.position !== 'number') return;
     this.heard(message.position);
     if (message.kind === 'leaving') this.peers.delete(message.node);
-    else this.peers.set(message.node, { position: Math.max(message.position, this.peers.get(message.node)?.position ?? 0), seenAt: Date.now() });
+    else {
+      const known = this.peers.get(message.node);
+      const stalenessMs = typeof message.stalenessMs === 'number' && message.stalenessMs > 0 ? message.stalenessMs : known?.stalenessMs ?? this.stalenessMs;
+      this.peers.set(message.node, { position: Math.max(message.position, known?.position ?? 0), seenAt: Date.now(), stalenessMs });
+    }
     if (message.position > this.follower.position) this.catchUp();
     for (const wake of [...this.waiters]) wake();
   }

@@ -38,7 +38,8 @@ describe('the fence, with a broadcast the test controls', () => {
   const bus = new SharedBus();
   let a: TestNode;
   let b: TestNode;
-  const agents = ['late', 'lost', 'cut', 'fine'];
+  let c: TestNode;
+  const agents = ['late', 'lost', 'patient', 'cut', 'fine'];
   const tokens: Record<string, string> = {};
 
   beforeAll(async () => {
@@ -47,6 +48,8 @@ describe('the fence, with a broadcast the test controls', () => {
     const options = { pollMs: 600_000, stalenessMs: 400, heartbeatMs: 50 };
     a = await startTestNode(database, { ...options, nodeId: 'a', bus: bus.for('a') });
     b = await startTestNode(database, { ...options, nodeId: 'b', bus: bus.for('b') });
+    // c trusts its caches for longer after going silent: fences must wait that long for it.
+    c = await startTestNode(database, { ...options, stalenessMs: 900, nodeId: 'c', bus: bus.for('c') });
     await seedPrincipals(a);
     // The example policies let finance read invoices; the ceiling is the invoices folder.
     const ceiling = { template: 'ceiling-folder', values: { '?resource': { type: 'Folder', id: 'invoices' } } };
@@ -59,16 +62,17 @@ describe('the fence, with a broadcast the test controls', () => {
 
   afterAll(async () => {
     await a?.close();
+    await c?.close();
     await b?.close().catch(() => {}); // its database pool may already be gone (last test)
   });
 
   beforeEach(async () => {
     bus.drop = () => false;
     bus.delay = () => 0;
-    for (const node of [a, b]) {
-      await until('both nodes live and ready', async () => {
+    for (const node of [a, b, c]) {
+      await until('all three nodes live and ready', async () => {
         const r = await node.api('GET', '/readyz');
-        return r.status === 200 && r.body.checks.broadcast.detail.startsWith('2 live node(s)');
+        return r.status === 200 && r.body.checks.broadcast.detail.startsWith('3 live node(s)');
       });
     }
   });
@@ -78,7 +82,7 @@ describe('the fence, with a broadcast the test controls', () => {
     bus.delay = (node) => (node === 'b' ? 150 : 0); // everything reaches b 150 ms late
     const started = Date.now();
     const revoked = await a.api('POST', '/v1/agents/late/revoke', { mode: 'immediate', reason: 'slow node' });
-    expect(revoked.body).toMatchObject({ nodesConfirmed: 2, nodesExpected: 2, nodesMissing: [] });
+    expect(revoked.body).toMatchObject({ nodesConfirmed: 3, nodesExpected: 3, nodesMissing: [] });
     expect(Date.now() - started).toBeGreaterThanOrEqual(150);
     expect(await decide(b, 'late', tokens.late!)).toMatchObject({ decision: false });
   });
@@ -87,16 +91,27 @@ describe('the fence, with a broadcast the test controls', () => {
     expect(await decide(b, 'lost', tokens.lost!)).toMatchObject({ decision: true });
     bus.drop = (node, subject) => node === 'b' && subject === SUBJECTS.events; // b never gets the events themselves
     const revoked = await a.api('POST', '/v1/agents/lost/revoke', { mode: 'immediate', reason: 'lost message' });
-    expect(revoked.body).toMatchObject({ nodesConfirmed: 2, nodesExpected: 2, nodesMissing: [] });
+    expect(revoked.body).toMatchObject({ nodesConfirmed: 3, nodesExpected: 3, nodesMissing: [] });
     expect(b.view.agents.get('lost')?.record.status).toBe('revoked');
     expect(await decide(b, 'lost', tokens.lost!)).toMatchObject({ decision: false });
+  });
+
+  it('a silent node is waited for as long as its own staleness bound, though the fencing node\'s is shorter', async () => {
+    expect(await decide(c, 'patient', tokens.patient!)).toMatchObject({ decision: true });
+    bus.drop = (node) => node === 'c';
+    const started = Date.now();
+    const revoked = await a.api('POST', '/v1/agents/patient/revoke', { mode: 'immediate', reason: 'silent node' });
+    expect(revoked.body).toMatchObject({ nodesConfirmed: 2, nodesExpected: 3, nodesMissing: ['c'] });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect((await c.api('GET', '/readyz')).status).toBe(503);
+    expect(await decide(c, 'patient', tokens.patient!)).toMatchObject({ decision: false });
   });
 
   it('a node cut off is named by the fence, re-reads the log before deciding, and without the log decides nothing', async () => {
     expect(await decide(b, 'cut', tokens.cut!)).toMatchObject({ decision: true });
     bus.drop = (node) => node === 'b'; // nothing reaches b, nothing leaves it
     const revoked = await a.api('POST', '/v1/agents/cut/revoke', { mode: 'immediate', reason: 'cut off' });
-    expect(revoked.body).toMatchObject({ nodesConfirmed: 1, nodesExpected: 2, nodesMissing: ['b'] });
+    expect(revoked.body).toMatchObject({ nodesConfirmed: 2, nodesExpected: 3, nodesMissing: ['b'] });
     const ready = await b.api('GET', '/readyz');
     expect(ready.status).toBe(503);
     expect(ready.body.checks.broadcast).toMatchObject({ ok: false });
@@ -115,7 +130,7 @@ describe('confirmations', () => {
 
   it('a node confirms a position only once every decision it made before that position has left', async () => {
     const fold = { position: 0, apply(e: StoredEvent) { this.position = e.position; } };
-    const log = { readAll: async () => [], onCommit: () => () => {} } as unknown as EventStore; // an empty log: nothing to catch up
+    const log = { readAll: async () => [], onCommit: () => () => {}, observe: () => {} } as unknown as EventStore; // an empty log: nothing to catch up
     const follower = new Follower(log, fold);
     const bus = new InProcessBus();
     const cluster = new Cluster({ nodeId: 'n1', bus, follower, heartbeatMs: 60_000 });
