@@ -10,6 +10,7 @@ import { Cluster } from './cluster/cluster.ts';
 import { isLeashError } from './errors.ts';
 import { buildServer, type App } from './http/server.ts';
 import { RegistryView } from './registry/registry-view.ts';
+import { agentAggregate } from './registry/streams.ts';
 import { CommandHandler } from './service/command-handler.ts';
 import { listenForCommits } from './store/commit-listener.ts';
 import { connect, type Backend, type Connection } from './store/connect.ts';
@@ -117,7 +118,10 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     // Without NATS, nodes sharing a Postgres still hear each other's commits by NOTIFY
     // (fences then count this node only); PGlite has one node only.
     const listener = options.backend.kind === 'postgres' && bus instanceof InProcessBus ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
-    const commands = new CommandHandler(store, follower);
+    const commands = new CommandHandler(store, follower, (type, id) => {
+      const agent = type === agentAggregate.streamType ? view.agents.get(id) : undefined;
+      return agent && { state: agent.record, version: agent.version };
+    });
     const shutDown = async () => {
       follower.stop();
       offCommit();

@@ -28,10 +28,18 @@ const RACE_RETRIES = 5;
  * The shell around a decider: read the stream, fold it, decide, append with the version
  * that was read, and return only once this node's registry view has applied the result.
  */
+/**
+ * A stream's state as this node's view holds it, if it holds it: deciding on it saves reading
+ * the stream. The append's version check still guards it, so a view that lags costs a retry,
+ * never a wrong write.
+ */
+export type StatePeek = (streamType: string, id: string) => { state: unknown; version: number } | undefined;
+
 export class CommandHandler {
   constructor(
     private readonly store: EventStore,
     private readonly follower: Follower,
+    private readonly peek: StatePeek = () => undefined,
   ) {}
 
   async handle<C, E extends { type: string; data: unknown }, S>(
@@ -47,16 +55,33 @@ export class CommandHandler {
     }
 
     for (let attempt = 0; ; attempt++) {
-      const history = await this.store.readStream(stream);
-      const version = history.length;
-      if (options.expectedVersion !== undefined && options.expectedVersion !== version) {
-        throw new LeashError('VERSION_MISMATCH', `${aggregate.streamType} ${id} is at version ${version}, not ${options.expectedVersion}`, {
-          expectedVersion: options.expectedVersion,
-          currentVersion: version,
-        });
+      // First try: the view's state, when it is at the version the caller names (if any).
+      // Anything surprising on it (a refusal, a lost race) is decided again on the stream.
+      const peeked = attempt === 0 ? this.peek(aggregate.streamType, id) : undefined;
+      const known = peeked && (options.expectedVersion === undefined || options.expectedVersion === peeked.version) ? peeked : undefined;
+      let version: number;
+      let state: S;
+      let events: E[];
+      if (known) {
+        version = known.version;
+        state = known.state as S;
+        try {
+          events = aggregate.decide(command, state);
+        } catch {
+          continue;
+        }
+      } else {
+        const history = await this.store.readStream(stream);
+        version = history.length;
+        if (options.expectedVersion !== undefined && options.expectedVersion !== version) {
+          throw new LeashError('VERSION_MISMATCH', `${aggregate.streamType} ${id} is at version ${version}, not ${options.expectedVersion}`, {
+            expectedVersion: options.expectedVersion,
+            currentVersion: version,
+          });
+        }
+        state = fold(aggregate, history);
+        events = aggregate.decide(command, state);
       }
-      const state = fold(aggregate, history);
-      const events = aggregate.decide(command, state);
 
       let outcome;
       try {
