@@ -173,6 +173,12 @@ export class DecisionCaches {
    * policy set, agent (id and version), the details, the context and the entities.
    */
   readonly withinCeiling = new Lru<string, LayerResult>(10_000);
+
+  /** Everything held for an agent whose state changed, and for tokens delegated through it. */
+  forgetAgent(agentId: string): void {
+    this.tokens.forget(agentId);
+    this.withinCeiling.deleteWhere((key) => key.split('\n', 2)[1] === agentId);
+  }
 }
 
 export interface AgentDecisionOptions {

@@ -255,6 +255,11 @@ export class Lru<K, V> {
     return v;
   }
 
+  /** Drops every entry whose key matches. */
+  deleteWhere(match: (key: K) => boolean): void {
+    for (const key of this.entries.keys()) if (match(key)) this.entries.delete(key);
+  }
+
   /** Stores the value; returns the entry it pushed out, if any. */
   set(key: K, value: V): [K, V] | undefined {
     this.entries.delete(key);

@@ -35,6 +35,13 @@ export class RegistryView {
   readonly agents = new Map<string, Versioned<AgentRecord>>();
   readonly humans = new Map<string, Versioned<HumanRecord>>();
   readonly groups = new Map<string, Versioned<GroupRecord>>();
+  private readonly agentListeners = new Set<(id: string) => void>();
+
+  /** Called with an agent's id after each event of its stream is folded. */
+  onAgentChange(listener: (id: string) => void): () => void {
+    this.agentListeners.add(listener);
+    return () => this.agentListeners.delete(listener);
+  }
 
   apply(e: StoredEvent): void {
     if (e.position <= this.position) return; // already folded
@@ -44,6 +51,7 @@ export class RegistryView {
         const prev = this.agents.get(id)?.record ?? agentAggregate.initialState();
         const next = agentAggregate.evolve(prev, e as unknown as AgentEvent, e.at);
         if (next.status !== 'none') this.agents.set(id, new Versioned(next, e.version, agentEntity));
+        for (const listener of this.agentListeners) listener(id);
         break;
       }
       case humanAggregate.streamType:

@@ -33,7 +33,34 @@ export class VerifiedTokenCache {
     this.entries.set(key, { claims, until: untilMs });
   }
 
+  /**
+   * Drops every entry for `agentId` and every token whose delegation chain (`act`) passes
+   * through it: what a node does when that agent's state changes (SPEC §6). Entries for an
+   * older version could never be used again anyway; this frees them at once.
+   */
+  forget(agentId: string): number {
+    let dropped = 0;
+    const prefix = `${agentId}\u0000`;
+    for (const [key, { claims }] of this.entries) {
+      if (key.startsWith(prefix) || actsThrough(claims, agentId)) {
+        this.entries.delete(key);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
   get size(): number {
     return this.entries.size;
   }
+}
+
+/** Whether `agentId` is anywhere in the token's `act` chain (RFC 8693 nesting). */
+function actsThrough(claims: Claims, agentId: string): boolean {
+  let act = claims.act as Record<string, unknown> | undefined;
+  for (let depth = 0; act && typeof act === 'object' && depth < 16; depth++) {
+    if (act.sub === agentId) return true;
+    act = act.act as Record<string, unknown> | undefined;
+  }
+  return false;
 }

@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { DecisionCaches } from '../../src/authz/agent-decision.ts';
+import { RegistryView } from '../../src/registry/registry-view.ts';
 import { VerifiedTokenCache } from '../../src/tokens/token-cache.ts';
 
 describe('verified-token cache', () => {
@@ -28,5 +30,31 @@ describe('verified-token cache', () => {
 
   it('never holds the raw token', () => {
     expect(VerifiedTokenCache.key('eyJhbGciOi.secret-token.sig', 'bot', 1)).not.toContain('secret-token');
+  });
+
+  it('forgets an agent: its own entries and tokens delegated through it, nobody else\'s', () => {
+    const caches = new DecisionCaches();
+    const set = (token: string, agent: string, c: Record<string, unknown>) => caches.tokens.set(VerifiedTokenCache.key(token, agent, 1), { exp: 100, ...c }, 10_000);
+    set('t1', 'parent', { sub: 'parent' });
+    set('t2', 'child', { sub: 'alice', act: { sub: 'child', act: { sub: 'parent' } } });
+    set('t3', 'other', { sub: 'other' });
+    set('t4', 'parent-2', { sub: 'parent-2' }); // a prefix of the id is not the id
+    caches.withinCeiling.set('v1\nparent\n1\n[]', { allow: true, reasons: [], errors: [], failed: [] });
+    caches.withinCeiling.set('v1\nother\n1\n[]', { allow: true, reasons: [], errors: [], failed: [] });
+    caches.forgetAgent('parent');
+    expect(caches.tokens.size).toBe(2);
+    expect(caches.tokens.get(VerifiedTokenCache.key('t3', 'other', 1), 0)).toBeDefined();
+    expect(caches.tokens.get(VerifiedTokenCache.key('t4', 'parent-2', 1), 0)).toBeDefined();
+    expect(caches.withinCeiling.get('v1\nparent\n1\n[]')).toBeUndefined();
+    expect(caches.withinCeiling.get('v1\nother\n1\n[]')).toBeDefined();
+  });
+
+  it('the registry view tells who changed, event by event', () => {
+    const view = new RegistryView();
+    const changed: string[] = [];
+    view.onAgentChange((id) => changed.push(id));
+    view.apply({ position: 1, streamId: 'agent/a1', streamType: 'agent', version: 1, type: 'AgentDiscovered', data: { id: 'a1', source: 's', fingerprint: 'f' }, metadata: {}, at: new Date(), idempotencyKey: null, prevHash: '', hash: '' });
+    view.apply({ position: 2, streamId: 'human/h1', streamType: 'human', version: 1, type: 'HumanRegistered', data: { id: 'h1', email: 'h@example.com', groups: [] }, metadata: {}, at: new Date(), idempotencyKey: null, prevHash: '', hash: '' });
+    expect(changed).toEqual(['a1']);
   });
 });

@@ -63,6 +63,9 @@ function redact(request: EvaluationRequest, d: Decision): EvaluationRequest {
 
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   const caches = new DecisionCaches();
+  // A lifecycle change drops what was cached for the agent and for tokens delegated through it.
+  const off = deps.view.onAgentChange((id) => caches.forgetAgent(id));
+  app.addHook('onClose', async () => off());
 
   /** Decide, then record durably; only then may the answer leave (SPEC §8). */
   const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
