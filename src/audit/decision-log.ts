@@ -3,7 +3,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { canonicalJson } from '../canonical-json.ts';
 import type { Database, DecisionsTable } from '../store/events.table.ts';
 import { GroupCommitter } from '../store/group-commit.ts';
-import { GENESIS_HASH } from '../store/hash-chain.ts';
+import { checkChain, GENESIS_HASH } from '../store/hash-chain.ts';
 
 /** One decision as recorded. `request` never holds a raw token (see `redactRequest`). */
 export interface DecisionRecord {
@@ -145,11 +145,6 @@ function toStoredDecision(r: Selectable<DecisionsTable>): StoredDecision {
 
 /** Consecutive decisions link and hash correctly (edits, deletions and reorderings show). */
 export function verifyDecisionChain(decisions: StoredDecision[], start = { seq: 0, hash: GENESIS_HASH }): { ok: true } | { ok: false; seq: number } {
-  let { seq, hash } = start;
-  for (const d of decisions) {
-    if (d.seq !== seq + 1 || d.prevHash !== hash || decisionHash(d.prevHash, d) !== d.hash) return { ok: false, seq: d.seq };
-    seq = d.seq;
-    hash = d.hash;
-  }
-  return { ok: true };
+  const c = checkChain(decisions, (d) => d.seq, (d) => decisionHash(d.prevHash, d), { at: start.seq, hash: start.hash });
+  return c.ok ? { ok: true } : { ok: false, seq: c.at };
 }

@@ -1,7 +1,9 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { adminTokenFile, backendOf, loadConfig, resolveAdminToken, type ConfigInput } from '../config.ts';
+import { verifyAudit, type Anchor, type ChainHead } from '../audit/verify.ts';
 import { startNode } from '../node.ts';
+import { progress } from './progress.ts';
 import { connect } from '../store/connect.ts';
 import { migrateToLatest } from '../store/migrate.ts';
 import { generateAgentKey, mintAgentToken } from '../tokens/mint.ts';
@@ -69,6 +71,55 @@ withServerFlags(program.command('migrate').description('bring the database schem
     await connection.db.destroy();
   }
 });
+
+// ---- audit (SPEC §8) -------------------------------------------------------------------
+
+const audit = program.command('audit').description('check and work with the audit trail');
+withServerFlags(audit.command('verify'))
+  .description('walk the event and decision hash chains; name the first record edited, deleted, inserted or reordered (exit 1), or print a summary (exit 0)')
+  .option('--anchor <file>', 'heads seen by an earlier verify (JSON): the chains must still reach them unchanged; rewritten with the new heads when intact. Keep it where the database\'s admins cannot write.')
+  .action(async (flags: Record<string, string | undefined> & { anchor?: string }) => {
+    const config = loadConfig(configFrom(flags));
+    const anchor = flags.anchor ? readAnchor(flags.anchor) : null;
+    const connection = await connect(backendOf(config));
+    const bar = progress();
+    try {
+      const result = await verifyAudit(connection.db, { anchor, progress: (chain, done, total) => bar.update(chain, done, total) });
+      bar.stop();
+      for (const f of result.findings) process.stdout.write(`${f.chain}: ${f.problem} at ${f.chain === 'events' ? 'position' : 'decision'} ${f.at}: ${f.detail}\n`);
+      if (!result.ok) {
+        process.exitCode = 1;
+        return;
+      }
+      for (const chain of ['events', 'decisions'] as const) {
+        const head = result.heads[chain];
+        process.stdout.write(`${chain}: ${result.records[chain].toLocaleString('en-US')} records, chain intact, head ${head.at} ${head.hash.slice(0, 16)}…\n`);
+      }
+      if (flags.anchor) {
+        writeFileSync(`${flags.anchor}.tmp`, `${JSON.stringify(result.heads, null, 2)}\n`);
+        renameSync(`${flags.anchor}.tmp`, flags.anchor);
+        process.stdout.write(`anchor ${anchor ? 'checked and ' : ''}written: ${flags.anchor}\n`);
+      }
+    } finally {
+      bar.stop();
+      await connection.db.destroy();
+    }
+  });
+
+/** An anchor file from an earlier verify; a missing file starts one (trust on first use). */
+function readAnchor(file: string): Anchor | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const head = (h: unknown) => typeof h === 'object' && h !== null && Number.isInteger((h as ChainHead).at) && typeof (h as ChainHead).hash === 'string';
+  const parsed = JSON.parse(text) as Anchor;
+  if (!head(parsed?.events) || !head(parsed?.decisions)) throw new Error(`${file} is not an anchor written by leash audit verify`);
+  return parsed;
+}
 
 // ---- API client commands -------------------------------------------------------------
 

@@ -23,6 +23,33 @@ export function eventHash(prevHash: string, e: Hashed): string {
   return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
 }
 
+export type LinkCheck =
+  | { ok: true; at: number; hash: string }
+  /** `after`: the last record that passed (0 before the first). */
+  | { ok: false; at: number; after: number; reason: 'position_gap' | 'broken_link' | 'hash_mismatch' };
+
+/**
+ * Any hash chain (events by position, decisions by sequence number): each record is numbered
+ * one after the one before, links to its hash, and its own hash matches its content. The first
+ * record that fails is named, with what failed. `start` is where the run continues from.
+ */
+export function checkChain<R extends { prevHash: string; hash: string }>(
+  records: Iterable<R>,
+  key: (r: R) => number,
+  recompute: (r: R) => string,
+  start: { at: number; hash: string },
+): LinkCheck {
+  let { at, hash } = start;
+  for (const r of records) {
+    if (key(r) !== at + 1) return { ok: false, at: key(r), after: at, reason: 'position_gap' };
+    if (r.prevHash !== hash) return { ok: false, at: key(r), after: at, reason: 'broken_link' };
+    if (recompute(r) !== r.hash) return { ok: false, at: key(r), after: at, reason: 'hash_mismatch' };
+    at = key(r);
+    hash = r.hash;
+  }
+  return { ok: true, at, hash };
+}
+
 export type ChainCheck =
   | { ok: true; lastPosition: number; lastHash: string }
   | { ok: false; position: number; reason: 'hash_mismatch' | 'broken_link' | 'position_gap' };
@@ -35,13 +62,6 @@ export function verifyChain(
   events: Iterable<StoredEvent>,
   start: { position: number; hash: string } = { position: 0, hash: GENESIS_HASH },
 ): ChainCheck {
-  let { position, hash } = start;
-  for (const e of events) {
-    if (e.position !== position + 1) return { ok: false, position: e.position, reason: 'position_gap' };
-    if (e.prevHash !== hash) return { ok: false, position: e.position, reason: 'broken_link' };
-    if (eventHash(e.prevHash, e) !== e.hash) return { ok: false, position: e.position, reason: 'hash_mismatch' };
-    position = e.position;
-    hash = e.hash;
-  }
-  return { ok: true, lastPosition: position, lastHash: hash };
+  const c = checkChain(events, (e) => e.position, (e) => eventHash(e.prevHash, e), { at: start.position, hash: start.hash });
+  return c.ok ? { ok: true, lastPosition: c.at, lastHash: c.hash } : { ok: false, position: c.at, reason: c.reason };
 }

@@ -1,0 +1,139 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { sql } from 'kysely';
+import { describe, expect, it } from 'vitest';
+import { DecisionLog } from '../../src/audit/decision-log.ts';
+import { verifyAudit, type Anchor } from '../../src/audit/verify.ts';
+import { connect, type Connection } from '../../src/store/connect.ts';
+import { EventStore } from '../../src/store/event-store.ts';
+import { migrateToLatest } from '../../src/store/migrate.ts';
+import { freshPostgres } from '../support/backends.ts';
+
+// SPEC §8 `leash audit verify`: tampering done directly in PostgreSQL, as a superuser would
+// (append-only triggers disabled), is found and the first bad record named.
+
+/** 20 events over 5 streams and 12 decisions at log positions up to 20. */
+async function seeded(): Promise<{ connection: Connection; url: string }> {
+  const backend = await freshPostgres();
+  const connection = await connect(backend);
+  await migrateToLatest(connection.db);
+  const store = new EventStore(connection.db);
+  for (let i = 0; i < 20; i++) {
+    await store.append({ streamId: `agent/a${i % 5}`, streamType: 'agent', expectedVersion: Math.floor(i / 5), events: [{ type: 'Tested', data: { i } }], at: new Date() });
+  }
+  const log = new DecisionLog(connection.db);
+  for (let i = 1; i <= 12; i++) {
+    await log.record({
+      id: crypto.randomUUID(), nodeId: 'n1', at: new Date(), request: { i }, decision: i % 2 === 0, layer: 'all', code: null,
+      reasons: ['p'], policyVersion: 1, logPosition: Math.min(20, i + 5), ...(i === 3 ? { shadow: { decision: true, layer: 'all', reasons: ['q'] } } : {}),
+    });
+  }
+  return { connection, url: backend.url };
+}
+
+async function tamper(connection: Connection, statements: string[]): Promise<void> {
+  await sql.raw('alter table events disable trigger user').execute(connection.db);
+  await sql.raw('alter table decisions disable trigger user').execute(connection.db);
+  for (const s of statements) await sql.raw(s).execute(connection.db);
+}
+
+describe('audit verify on PostgreSQL', () => {
+  it('an intact log: both chains walked to their heads, progress reported', async () => {
+    const { connection } = await seeded();
+    const seen: string[] = [];
+    const result = await verifyAudit(connection.db, { pageSize: 7, progress: (chain, done, total) => seen.push(`${chain} ${done}/${total}`) });
+    expect(result).toMatchObject({ ok: true, findings: [], records: { events: 20, decisions: 12 }, heads: { events: { at: 20 }, decisions: { at: 12 } } });
+    expect(seen).toEqual(['events 7/20', 'events 14/20', 'events 20/20', 'decisions 7/12', 'decisions 12/12']);
+    await connection.db.destroy();
+  });
+
+  it.each([
+    ['an edited event', ["update events set data = '{\"i\": 99}' where position = 8"], { chain: 'events', at: 8, problem: 'edited' }],
+    ['a deleted event', ['delete from events where position = 8'], { chain: 'events', at: 8, problem: 'deleted' }],
+    ['three deleted events', ['delete from events where position between 8 and 10'], { chain: 'events', at: 8, problem: 'deleted', detail: 'positions 8–10 are missing (deleted)' }],
+    ['two events swapped', ['update events set position = -1 where position = 6', 'update events set position = 6 where position = 9', 'update events set position = 9 where position = -1'], { chain: 'events', at: 6, problem: 'inserted or reordered' }],
+    ['an event appended by hand', ["insert into events (position, stream_id, stream_type, version, type, data, metadata, recorded_at, prev_hash, hash) select 21, 'agent/x', 'agent', 1, 'Forged', '{}', '{}', now(), hash, repeat('0', 64) from events where position = 20"], { chain: 'events', at: 21, problem: 'edited' }],
+    ['an edited decision (allow turned deny)', ['update decisions set decision = not decision where seq = 4'], { chain: 'decisions', at: 4, problem: 'edited' }],
+    ['an edited quarantine shadow', ["update decisions set shadow = '{\"decision\": false, \"layer\": \"all\", \"reasons\": []}' where seq = 3"], { chain: 'decisions', at: 3, problem: 'edited' }],
+    ['a deleted decision', ['delete from decisions where seq = 5'], { chain: 'decisions', at: 5, problem: 'deleted' }],
+    ['two decisions swapped', ['update decisions set seq = -1 where seq = 2', 'update decisions set seq = 2 where seq = 7', 'update decisions set seq = 7 where seq = -1'], { chain: 'decisions', at: 2, problem: 'inserted or reordered' }],
+    ['the event log\'s tail cut off below what decisions refer to', ['delete from events where position > 15'], { chain: 'events', at: 16, problem: 'truncated' }],
+  ])('finds %s and names it', async (_name, statements, finding) => {
+    const { connection } = await seeded();
+    await tamper(connection, statements);
+    const result = await verifyAudit(connection.db, { pageSize: 5 });
+    expect(result.ok).toBe(false);
+    expect(result.findings[0]).toMatchObject(finding);
+    await connection.db.destroy();
+  });
+
+  it('a cut-off tail the chains cannot show is found against an anchor from an earlier verify', async () => {
+    const { connection } = await seeded();
+    const anchor: Anchor = (await verifyAudit(connection.db)).heads;
+    await tamper(connection, ['delete from decisions where seq > 9', 'delete from events where position > 19']);
+    // Without the anchor both chains look whole (decision 9 refers to position 14, still there).
+    expect((await verifyAudit(connection.db)).ok).toBe(true);
+    const result = await verifyAudit(connection.db, { anchor });
+    expect(result.findings).toEqual([
+      expect.objectContaining({ chain: 'events', at: 20, problem: 'truncated' }),
+      expect.objectContaining({ chain: 'decisions', at: 10, problem: 'truncated' }),
+    ]);
+    await connection.db.destroy();
+  });
+
+  it('an event inserted in the middle with a hash that verifies is found where the chain breaks after it', async () => {
+    const { connection } = await seeded();
+    const { eventHash } = await import('../../src/store/hash-chain.ts');
+    const seventh = (await new EventStore(connection.db).readAll(6, 1))[0]!;
+    const forged = { ...seventh, position: 8, streamId: 'agent/forged', version: 1, type: 'Forged', data: {}, prevHash: seventh.hash };
+    await tamper(connection, [
+      'update events set position = position + 1000 where position > 7',
+      'update events set position = position - 999 where position > 1000',
+      `insert into events (position, stream_id, stream_type, version, type, data, metadata, recorded_at, prev_hash, hash)
+       values (8, 'agent/forged', 'agent', 1, 'Forged', '{}', '{}', '${forged.at.toISOString()}', '${forged.prevHash}', '${eventHash(forged.prevHash, forged)}')`,
+    ]);
+    const result = await verifyAudit(connection.db);
+    expect(result.findings[0]).toMatchObject({ chain: 'events', at: 9, problem: 'inserted or reordered' });
+    await connection.db.destroy();
+  });
+
+  it('a chain rewritten consistently from some record on still differs from the anchor', async () => {
+    const { connection } = await seeded();
+    const anchor = (await verifyAudit(connection.db)).heads;
+    // Rewrite the last event and recompute its hash the way Leash would: the chain is whole again.
+    const { eventHash } = await import('../../src/store/hash-chain.ts');
+    const [last] = await new EventStore(connection.db).readStream('agent/a4', 4).then((es) => es.slice(-1));
+    const forged = { ...last!, data: { i: 1000 } };
+    await tamper(connection, [`update events set data = '{"i": 1000}', hash = '${eventHash(forged.prevHash, forged)}' where position = 20`]);
+    expect((await verifyAudit(connection.db)).ok).toBe(true);
+    expect((await verifyAudit(connection.db, { anchor })).findings).toEqual([expect.objectContaining({ chain: 'events', at: 20, problem: 'edited' })]);
+    await connection.db.destroy();
+  });
+
+  it('leash audit verify: exit 0 and a summary when intact (writing the anchor), exit 1 naming the record when not', async () => {
+    const { connection, url } = await seeded();
+    const cli = join(import.meta.dirname, '..', '..', 'src', 'cli', 'leash.js');
+    const anchorFile = join(mkdtempSync(join(tmpdir(), 'leash-anchor-')), 'anchor.json');
+    const run = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [cli, 'audit', 'verify', '--database-url', url, ...args]).then(
+        (r) => ({ code: 0, ...r }),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      );
+    const ok = await run('--anchor', anchorFile);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('events: 20 records, chain intact, head 20');
+    expect(ok.stdout).toContain('decisions: 12 records, chain intact, head 12');
+    expect(ok.stderr).toContain('events: 20 of 20 (100%)'); // not a terminal: plain progress lines
+    expect(JSON.parse(readFileSync(anchorFile, 'utf8'))).toMatchObject({ events: { at: 20 }, decisions: { at: 12 } });
+
+    await tamper(connection, ['delete from decisions where seq = 12']);
+    const bad = await run('--anchor', anchorFile);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain('decisions: truncated at decision 12');
+    expect(JSON.parse(readFileSync(anchorFile, 'utf8'))).toMatchObject({ decisions: { at: 12 } }); // a failed verify leaves the anchor alone
+    await connection.db.destroy();
+  });
+});
