@@ -6,6 +6,7 @@ import type { RegistryView } from '../registry/registry-view.ts';
 import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken } from '../tokens/verify.ts';
 import { combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
+import { KeyIndex } from './key-index.ts';
 import { cedarType, entitiesFor, entityKey, evaluate, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
@@ -172,12 +173,23 @@ export class DecisionCaches {
    * Whether a token's details lie within the ceiling, keyed by everything that check reads:
    * policy set, agent (id and version), the details, the context and the entities.
    */
-  readonly withinCeiling = new Lru<string, LayerResult>(10_000);
+  private readonly withinCeiling = new Lru<string, { agent: string; result: LayerResult }>(10_000);
+  private readonly ceilingKeys = new KeyIndex();
+
+  ceilingVerdict(key: string): LayerResult | undefined {
+    return this.withinCeiling.get(key)?.result;
+  }
+
+  keepCeilingVerdict(agent: string, key: string, result: LayerResult): void {
+    const evicted = this.withinCeiling.set(key, { agent, result });
+    if (evicted) this.ceilingKeys.remove(evicted[1].agent, evicted[0]);
+    this.ceilingKeys.add(agent, key);
+  }
 
   /** Everything held for an agent whose state changed, and for tokens delegated through it. */
   forgetAgent(agentId: string): void {
     this.tokens.forget(agentId);
-    this.withinCeiling.deleteWhere((key) => key.split('\n', 2)[1] === agentId);
+    for (const key of this.ceilingKeys.take(agentId)) this.withinCeiling.delete(key);
   }
 }
 
@@ -272,10 +284,10 @@ async function decideLayers(
   };
   // The exact inputs as the key (no digest, so no two inputs can share an entry).
   const checkKey = caches && `${policies.preparsedId}\n${agent.id}\n${agentVersion}\n${jsonOf(details.details)}\n${JSON.stringify(context)}\n${call.entities.map(jsonOf).join('\n')}`;
-  let inside = checkKey ? caches.withinCeiling.get(checkKey) : undefined;
+  let inside = checkKey ? caches.ceilingVerdict(checkKey) : undefined;
   if (!inside) {
     inside = beyond();
-    if (checkKey) caches.withinCeiling.set(checkKey, inside);
+    if (checkKey) caches.keepCeilingVerdict(agent.id, checkKey, inside);
   }
   if (!inside.allow) return deny('details', 'DETAILS_BEYOND_CEILING', inside.reasons);
 

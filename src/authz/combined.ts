@@ -255,9 +255,8 @@ export class Lru<K, V> {
     return v;
   }
 
-  /** Drops every entry whose key matches. */
-  deleteWhere(match: (key: K) => boolean): void {
-    for (const key of this.entries.keys()) if (match(key)) this.entries.delete(key);
+  delete(key: K): void {
+    this.entries.delete(key);
   }
 
   /** Stores the value; returns the entry it pushed out, if any. */

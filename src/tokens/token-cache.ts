@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { JWTPayload } from 'jose';
+import { KeyIndex } from '../authz/key-index.ts';
 
 type Claims = JWTPayload & Record<string, unknown>;
 
@@ -10,7 +11,9 @@ type Claims = JWTPayload & Record<string, unknown>;
  * (plus the agent's clock-skew leeway); the oldest go first when the cache is full.
  */
 export class VerifiedTokenCache {
-  private readonly entries = new Map<string, { claims: Claims; until: number }>();
+  private readonly entries = new Map<string, { claims: Claims; until: number; agents: string[] }>();
+  /** Entries by the agent they were verified for and by every agent in their `act` chain. */
+  private readonly index = new KeyIndex();
 
   constructor(private readonly max = 10_000) {}
 
@@ -22,45 +25,52 @@ export class VerifiedTokenCache {
     const hit = this.entries.get(key);
     if (!hit) return undefined;
     if (hit.until <= nowMs) {
-      this.entries.delete(key);
+      this.delete(key);
       return undefined;
     }
     return hit.claims;
   }
 
   set(key: string, claims: Claims, untilMs: number): void {
-    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(key, { claims, until: untilMs });
+    this.delete(key);
+    if (this.entries.size >= this.max) this.delete(this.entries.keys().next().value!);
+    const cut = key.indexOf('\u0000');
+    const agents = [...new Set([cut < 0 ? key : key.slice(0, cut), ...chainOf(claims)])];
+    this.entries.set(key, { claims, until: untilMs, agents });
+    for (const agent of agents) this.index.add(agent, key);
   }
 
   /**
    * Drops every entry for `agentId` and every token whose delegation chain (`act`) passes
    * through it: what a node does when that agent's state changes (SPEC §6). Entries for an
-   * older version could never be used again anyway; this frees them at once.
+   * older version could never be used again anyway; this frees them at once, at the cost of
+   * that agent's entries only.
    */
   forget(agentId: string): number {
-    let dropped = 0;
-    const prefix = `${agentId}\u0000`;
-    for (const [key, { claims }] of this.entries) {
-      if (key.startsWith(prefix) || actsThrough(claims, agentId)) {
-        this.entries.delete(key);
-        dropped++;
-      }
-    }
-    return dropped;
+    const keys = this.index.take(agentId);
+    for (const key of keys) this.delete(key);
+    return keys.length;
   }
 
   get size(): number {
     return this.entries.size;
   }
+
+  private delete(key: string): void {
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    this.entries.delete(key);
+    for (const agent of entry.agents) this.index.remove(agent, key);
+  }
 }
 
-/** Whether `agentId` is anywhere in the token's `act` chain (RFC 8693 nesting). */
-function actsThrough(claims: Claims, agentId: string): boolean {
+/** The agents in the token's `act` chain (RFC 8693 nesting). */
+function chainOf(claims: Claims): string[] {
+  const chain: string[] = [];
   let act = claims.act as Record<string, unknown> | undefined;
   for (let depth = 0; act && typeof act === 'object' && depth < 16; depth++) {
-    if (act.sub === agentId) return true;
+    if (typeof act.sub === 'string') chain.push(act.sub);
     act = act.act as Record<string, unknown> | undefined;
   }
-  return false;
+  return chain;
 }

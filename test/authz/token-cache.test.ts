@@ -39,14 +39,19 @@ describe('verified-token cache', () => {
     set('t2', 'child', { sub: 'alice', act: { sub: 'child', act: { sub: 'parent' } } });
     set('t3', 'other', { sub: 'other' });
     set('t4', 'parent-2', { sub: 'parent-2' }); // a prefix of the id is not the id
-    caches.withinCeiling.set('v1\nparent\n1\n[]', { allow: true, reasons: [], errors: [], failed: [] });
-    caches.withinCeiling.set('v1\nother\n1\n[]', { allow: true, reasons: [], errors: [], failed: [] });
+    const verdict = { allow: true, reasons: [], errors: [], failed: [] };
+    caches.keepCeilingVerdict('parent', 'k-parent', verdict);
+    caches.keepCeilingVerdict('other', 'k-other', verdict);
     caches.forgetAgent('parent');
     expect(caches.tokens.size).toBe(2);
     expect(caches.tokens.get(VerifiedTokenCache.key('t3', 'other', 1), 0)).toBeDefined();
     expect(caches.tokens.get(VerifiedTokenCache.key('t4', 'parent-2', 1), 0)).toBeDefined();
-    expect(caches.withinCeiling.get('v1\nparent\n1\n[]')).toBeUndefined();
-    expect(caches.withinCeiling.get('v1\nother\n1\n[]')).toBeDefined();
+    expect(caches.ceilingVerdict('k-parent')).toBeUndefined();
+    expect(caches.ceilingVerdict('k-other')).toEqual(verdict);
+    // Forgetting the child too leaves only the others; nothing is forgotten twice.
+    expect(caches.tokens.forget('child')).toBe(0); // its token went with the parent
+    expect(caches.tokens.forget('other')).toBe(1);
+    expect(caches.tokens.size).toBe(1);
   });
 
   it('the registry view tells who changed, event by event', () => {
