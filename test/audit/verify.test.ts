@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -128,6 +128,14 @@ describe('audit verify on PostgreSQL', () => {
     expect(ok.stdout).toContain('decisions: 12 records, chain intact, head 12');
     expect(ok.stderr).toContain('events: 20 of 20 (100%)'); // not a terminal: plain progress lines
     expect(JSON.parse(readFileSync(anchorFile, 'utf8'))).toMatchObject({ events: { at: 20 }, decisions: { at: 12 } });
+
+    // An anchor file that is not one is refused, not silently replaced.
+    const junk = join(mkdtempSync(join(tmpdir(), 'leash-anchor-')), 'junk.json');
+    writeFileSync(junk, '{"events": {"at": "twenty"}}');
+    const refused = await run('--anchor', junk);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('is not an anchor written by leash audit verify');
+    expect(readFileSync(junk, 'utf8')).toBe('{"events": {"at": "twenty"}}');
 
     await tamper(connection, ['delete from decisions where seq = 12']);
     const bad = await run('--anchor', anchorFile);

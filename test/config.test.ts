@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.ts';
+
+// SPEC §1 settings: what a node is told by its environment, refused clearly when it is wrong.
+
+describe('configuration', () => {
+  it('defaults: embedded PGlite, in-process bus, a 1 s staleness bound', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({ port: 8080, databaseUrl: null, natsUrl: null, stalenessMs: 1000 });
+  });
+
+  it('takes NATS_URL and LEASH_STALENESS_MS', () => {
+    expect(loadConfig({ NATS_URL: 'nats://a:4222,nats://b:4222', LEASH_STALENESS_MS: '250' })).toMatchObject({ natsUrl: 'nats://a:4222,nats://b:4222', stalenessMs: 250 });
+  });
+
+  it.each(['0', '49', '60001', '1.5', 'soon', '-100'])('refuses LEASH_STALENESS_MS=%s with the allowed range', (value) => {
+    expect(() => loadConfig({ LEASH_STALENESS_MS: value })).toThrow(/LEASH_STALENESS_MS must be a whole number of milliseconds from 50 to 60000/);
+  });
+});
