@@ -191,15 +191,19 @@ export class Cluster {
   }
 
   health(now = Date.now()): BroadcastHealth {
+    const doubt = this.doubt(now);
+    return doubt ? { ok: false, detail: doubt } : { ok: true, detail: `${this.liveNodes().length} live node(s) on ${this.bus.description}` };
+  }
+
+  /** Why this node must not trust its caches right now, or null when it may (cheap: every decision asks). */
+  private doubt(now = Date.now()): string | null {
     const silentFor = now - (this.lastHeard || this.startedAt);
-    if (silentFor > this.stalenessMs) {
-      return { ok: false, detail: `no broadcast heard for ${silentFor} ms (bound ${this.stalenessMs} ms); decisions re-read the event log first` };
-    }
+    if (silentFor > this.stalenessMs) return `no broadcast heard for ${silentFor} ms (bound ${this.stalenessMs} ms); decisions re-read the event log first`;
     // Joining (or back after a silence): the others count this node in their fences only
     // once they have heard its heartbeats, so until then it keeps re-reading the log.
-    if (now - this.hearingSince < this.joinMs) return { ok: false, detail: 'joining the broadcast; decisions re-read the event log first' };
-    if (this.highestSeen > this.follower.position) return { ok: false, detail: `catching up from position ${this.follower.position} to ${this.highestSeen}` };
-    return { ok: true, detail: `${this.liveNodes().length} live node(s) on ${this.bus.description}` };
+    if (now - this.hearingSince < this.joinMs) return 'joining the broadcast; decisions re-read the event log first';
+    if (this.highestSeen > this.follower.position) return `catching up from position ${this.follower.position} to ${this.highestSeen}`;
+    return null;
   }
 
   /**
@@ -208,7 +212,7 @@ export class Cluster {
    * Returns the ticket `release` takes once the answer has left.
    */
   async admit(): Promise<number> {
-    if (!this.health().ok) {
+    if (this.doubt() !== null) {
       try {
         await this.follower.sync();
       } catch {

@@ -25,16 +25,17 @@ export interface CommandResult<S> {
 const RACE_RETRIES = 5;
 
 /**
- * The shell around a decider: read the stream, fold it, decide, append with the version
- * that was read, and return only once this node's registry view has applied the result.
- */
-/**
  * A stream's state as this node's view holds it, if it holds it: deciding on it saves reading
  * the stream. The append's version check still guards it, so a view that lags costs a retry,
  * never a wrong write.
  */
 export type StatePeek = (streamType: string, id: string) => { state: unknown; version: number } | undefined;
 
+/**
+ * The shell around a decider: take the stream's state (from the view via `peek`, else by
+ * reading and folding the stream), decide, append with that version, and return only once
+ * this node's registry view has applied the result.
+ */
 export class CommandHandler {
   constructor(
     private readonly store: EventStore,
