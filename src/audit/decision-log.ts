@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { canonicalJson } from '../canonical-json.ts';
 import type { Database, DecisionsTable } from '../store/events.table.ts';
 import { GroupCommitter } from '../store/group-commit.ts';
-import { checkChain, GENESIS_HASH } from '../store/hash-chain.ts';
+import { chainHash, checkChain, GENESIS_HASH } from '../store/hash-chain.ts';
 
 /** One decision as recorded. `request` never holds a raw token (see `redactRequest`). */
 export interface DecisionRecord {
@@ -30,13 +29,17 @@ export interface StoredDecision extends DecisionRecord {
 const DECISION_LOCK = 0x6c65617369; // distinct from the event log's lock
 
 export function decisionHash(prevHash: string, d: Omit<StoredDecision, 'hash' | 'prevHash'>): string {
-  const body = canonicalJson({
+  return chainHash(prevHash, decisionBody(d));
+}
+
+/** The canonical form of a decision that its hash covers. */
+export function decisionBody(d: Omit<StoredDecision, 'hash' | 'prevHash'>): string {
+  return canonicalJson({
     seq: d.seq, id: d.id, nodeId: d.nodeId, at: d.at.toISOString(), request: d.request, decision: d.decision,
     layer: d.layer, code: d.code, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.logPosition,
     // Only when present, so records from before the field existed keep their hashes.
     ...(d.shadow ? { shadow: d.shadow } : {}),
   });
-  return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
 }
 
 /**

@@ -2,9 +2,9 @@ import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
-import type { RegistryView } from '../registry/registry-view.ts';
+import type { RegistryState } from '../registry/registry-view.ts';
 import { VerifiedTokenCache } from '../tokens/token-cache.ts';
-import { verifyAgentToken } from '../tokens/verify.ts';
+import { verifyAgentToken, type TokenVerifier } from '../tokens/verify.ts';
 import { combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
 import { KeyIndex } from './key-index.ts';
 import { cedarType, entitiesFor, entityKey, evaluate, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
@@ -93,7 +93,7 @@ const slimmed = new WeakMap<CedarEntity, { named: Set<string>; entity: CedarEnti
  * the caller describes an entity of a relaxed type itself: the relaxed schema would not hold
  * it to its required attributes, so such a request is decided the long way.
  */
-function slimRegistryEntities(view: RegistryView, set: CompiledPolicySet, entities: CedarEntity[]): CedarEntity[] | null {
+function slimRegistryEntities(view: RegistryState, set: CompiledPolicySet, entities: CedarEntity[]): CedarEntity[] | null {
   const out: CedarEntity[] = [];
   for (const e of entities) {
     if (!set.slimTypes.has(e.uid.type)) {
@@ -197,12 +197,14 @@ export interface AgentDecisionOptions {
   caches?: DecisionCaches;
   /** false: one Cedar call per layer (the reference path the combined call is tested against). */
   combined?: boolean;
+  /** How the token is checked: the JWT (default), or what the decision log recorded of it (replay). */
+  tokens?: TokenVerifier;
 }
 
 const same = (a: EntityUid, b: EntityUid) => a.type === b.type && a.id === b.id;
 
 export async function evaluateAgent(
-  request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, options: AgentDecisionOptions = {},
+  request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryState, now: Date, options: AgentDecisionOptions = {},
 ): Promise<Decision> {
   const token: { standing?: Standing } = {};
   const d = await decideLayers(request, policies, view, now, options, token);
@@ -219,10 +221,10 @@ export async function evaluateAgent(
   return d;
 }
 
-type Standing = Extract<Awaited<ReturnType<typeof verifyAgentToken>>, { ok: true }>['standing'];
+type Standing = Extract<Awaited<ReturnType<TokenVerifier>>, { ok: true }>['standing'];
 
 async function decideLayers(
-  request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, options: AgentDecisionOptions, out: { standing?: Standing },
+  request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryState, now: Date, options: AgentDecisionOptions, out: { standing?: Standing },
 ): Promise<Decision> {
   const { caches } = options;
   const base: { errors: string[]; policyVersion: number; position: number; claims?: Record<string, unknown> } = {
@@ -231,21 +233,32 @@ async function decideLayers(
   const deny = (layer: Decision['layer'], code: string | undefined, reasons: string[] = [], errors: string[] = []): Decision => ({
     ...base, decision: false, layer, reasons, errors, ...(code ? { code } : {}),
   });
-  const agentOf = (id: string): AgentRecord | undefined => view.agents.get(id)?.record;
+  const recordOf = (id: string): AgentRecord | undefined => view.agents.get(id)?.record;
   // Every satisfied permit of every layer, each id once, sorted.
   const allowed = (layers: { reasons: string[]; errors: string[] }[]): Decision => ({
     ...base, decision: true, layer: 'all', reasons: [...new Set(layers.flatMap((l) => l.reasons))].sort(), errors: layers.flatMap((l) => l.errors),
   });
 
   // 1. token
-  const token = await verifyAgentToken(request.subject.properties?.token, request.subject.id, (id) => view.agents.get(id), now, caches?.tokens);
-  if (!token.ok) return deny('token', token.code);
+  const verify = options.tokens ?? verifyAgentToken;
+  const agentOf = (id: string) => view.agents.get(id);
+  let token = await verify(request.subject.properties?.token, request.subject.id, agentOf, now, caches?.tokens);
+  // The agent may have changed while the signature was checked: decide on one state throughout.
+  while (token.agentVersion !== undefined && token.agentVersion !== (view.agents.get(request.subject.id)?.version ?? 0)) {
+    token = await verify(request.subject.properties?.token, request.subject.id, agentOf, now, caches?.tokens);
+  }
+  // Everything from here on is synchronous: the registry as of this position decides it all.
+  base.position = view.position;
+  if (!token.ok) {
+    if (token.claims) base.claims = token.claims;
+    return deny('token', token.code);
+  }
   out.standing = token.standing;
-  const agentVersion = view.agents.get(token.actingAgent)!.version;
-  const agent = agentOf(token.actingAgent)!;
+  const agentVersion = token.agentVersion;
+  const agent = recordOf(token.actingAgent)!;
   base.claims = token.claims;
   // Every agent that delegated down to this one must still be live.
-  if (token.chain.some((id) => agentOf(id)?.status !== 'active')) return deny('token', 'DELEGATION_CHAIN_BROKEN');
+  if (token.chain.some((id) => recordOf(id)?.status !== 'active')) return deny('token', 'DELEGATION_CHAIN_BROKEN');
   const humanId = token.onBehalfOf ?? agent.owner;
   if (!humanId || !view.humans.has(humanId)) return deny('token', 'TOKEN_UNKNOWN_HUMAN');
   if (!policies) return deny('policy-set', 'NO_POLICY_SET');
@@ -348,7 +361,7 @@ async function decideLayers(
 }
 
 /** One entry point for the API: agents through the layers, everyone else once. */
-export async function decide(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView, now: Date, options: AgentDecisionOptions = {}): Promise<Decision> {
+export async function decide(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryState, now: Date, options: AgentDecisionOptions = {}): Promise<Decision> {
   const type = cedarType(request.subject.type, policies?.source.aliases ?? {});
   return type === 'Agent' ? evaluateAgent(request, policies, view, now, options) : evaluate(request, policies, view);
 }

@@ -1,7 +1,7 @@
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
-import type { RegistryView } from '../registry/registry-view.ts';
+import type { RegistryState } from '../registry/registry-view.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
 
 // Decisions for one AuthZEN request about a plain (non-agent) subject: the ordinary policies,
@@ -49,7 +49,7 @@ export function cedarType(authzenType: string, aliases: Record<string, string> =
 }
 
 /** The registry record as a Cedar entity, for the types the registry owns. */
-export function registryEntity(view: RegistryView, uid: EntityUid): CedarEntity | undefined {
+export function registryEntity(view: RegistryState, uid: EntityUid): CedarEntity | undefined {
   switch (uid.type) {
     case 'Agent':
       return view.agents.get(uid.id)?.entity;
@@ -68,7 +68,7 @@ const key = (uid: EntityUid) => `${uid.type}::${JSON.stringify(uid.id)}`;
  * Only the entities this request can reach: each named entity (from the registry when it
  * holds it, else from its AuthZEN `properties`), their group ancestors, and `context.entities`.
  */
-export function entitiesFor(view: RegistryView, named: { uid: EntityUid; given?: AuthzenEntity }[], extra: unknown): Map<string, CedarEntity> {
+export function entitiesFor(view: RegistryState, named: { uid: EntityUid; given?: AuthzenEntity }[], extra: unknown): Map<string, CedarEntity> {
   const out = new Map<string, CedarEntity>();
   const registered = new Set<string>();
   const addWithAncestors = (entity: CedarEntity) => {
@@ -114,7 +114,7 @@ export function entitiesFor(view: RegistryView, named: { uid: EntityUid; given?:
 export const entityKey = key;
 
 /** A plain (non-agent) subject: evaluated once against the ordinary policies. */
-export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryView): Decision {
+export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryState): Decision {
   const base = { errors: [] as string[], policyVersion: policies?.version ?? 0, position: view.position };
   const aliases = policies?.source.aliases ?? {};
   const principal = { type: cedarType(request.subject.type, aliases), id: request.subject.id };

@@ -1,7 +1,12 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { adminTokenFile, backendOf, loadConfig, resolveAdminToken, type ConfigInput } from '../config.ts';
+import { replay, type ReplayReport } from '../audit/replay.ts';
+import { ArchiveSource, archiveAudit } from '../audit/archive.ts';
+import { PostgresSource, type AuditSource } from '../audit/source.ts';
+import { traceDecision, type Trace } from '../audit/trace.ts';
 import { verifyAudit, type Anchor, type ChainHead } from '../audit/verify.ts';
+import { readPolicyFiles } from '../authz/policy-files.ts';
 import { startNode } from '../node.ts';
 import { progress } from './progress.ts';
 import { connect } from '../store/connect.ts';
@@ -78,13 +83,16 @@ const audit = program.command('audit').description('check and work with the audi
 withServerFlags(audit.command('verify'))
   .description('walk the event and decision hash chains; name the first record edited, deleted, inserted or reordered (exit 1), or print a summary (exit 0)')
   .option('--anchor <file>', 'heads seen by an earlier verify (JSON): the chains must still reach them unchanged; rewritten with the new heads when intact. Keep it where the database\'s admins cannot write.')
-  .action(async (flags: Record<string, string | undefined> & { anchor?: string }) => {
+  .option('--archive <dir>', 'an archive directory (leash audit archive): its segments are walked first, then the database after them')
+  .option('--archive-only', 'walk the archive alone, without a database (offline)')
+  .action(async (flags: Record<string, string | undefined> & { anchor?: string; archiveOnly?: boolean }) => {
     const config = loadConfig(configFrom(flags));
     const anchor = flags.anchor ? readAnchor(flags.anchor) : null;
-    const connection = await connect(backendOf(config));
+    if (flags.archiveOnly && !flags.archive) throw new Error('--archive-only needs --archive <dir>');
+    const connection = flags.archiveOnly ? null : await connect(backendOf(config));
     const bar = progress();
     try {
-      const result = await verifyAudit(connection.db, { anchor, progress: (chain, done, total) => bar.update(chain, done, total) });
+      const result = await verifyAudit(connection?.db ?? null, { anchor, ...(flags.archive ? { archive: flags.archive } : {}), progress: (chain, done, total) => bar.update(chain, done, total) });
       bar.stop();
       for (const f of result.findings) process.stdout.write(`${f.chain}: ${f.problem} at ${f.chain === 'events' ? 'position' : 'decision'} ${f.at}: ${f.detail}\n`);
       if (!result.ok) {
@@ -102,9 +110,143 @@ withServerFlags(audit.command('verify'))
       }
     } finally {
       bar.stop();
+      await connection?.db.destroy();
+    }
+  });
+
+const seqOption = (name: string) => (value: string) => {
+  if (!/^[1-9][0-9]*$/.test(value)) throw new Error(`--${name} takes a decision sequence number (1, 2, …)`);
+  return Number(value);
+};
+const timeOption = (name: string) => (value: string) => {
+  const t = new Date(value);
+  if (Number.isNaN(t.getTime())) throw new Error(`--${name} takes a time (ISO 8601, e.g. 2026-11-23T02:14:00Z)`);
+  return t;
+};
+
+withServerFlags(audit.command('replay'))
+  .description('decide recorded decisions again, against the registry and policy version of their log position: every one must come out the same (exit 1 and each difference otherwise); with --policies, a what-if: every decision a candidate policy set would flip')
+  .option('--from <seq>', 'first decision (sequence number)', seqOption('from'))
+  .option('--to <seq>', 'last decision (sequence number)', seqOption('to'))
+  .option('--since <time>', 'decisions recorded at or after', timeOption('since'))
+  .option('--until <time>', 'decisions recorded before', timeOption('until'))
+  .option('--policies <dir>', 'what-if: a candidate policy set (schema.cedarschema, policies/*.cedar, aliases.json), as LEASH_CEDAR_DIR')
+  .option('--limit <n>', 'list at most this many records (all are counted)', seqOption('limit'), 1_000)
+  .option('--json', 'print the report as JSON')
+  .option('--archive <dir>', 'read the archive directory first, then the database after it')
+  .option('--archive-only', 'read the archive alone, without a database (offline)')
+  .action(async (flags: Record<string, string | undefined> & SourceFlags & { from?: number; to?: number; since?: Date; until?: Date; policies?: string; limit: number; json?: boolean }) => {
+    const candidate = flags.policies ? readPolicyFiles(flags.policies) : undefined;
+    const { source, close } = await openSource(flags);
+    const bar = progress();
+    try {
+      const report = await replay(source, {
+        ...(flags.from ? { from: flags.from } : {}), ...(flags.to ? { to: flags.to } : {}),
+        ...(flags.since ? { since: flags.since } : {}), ...(flags.until ? { until: flags.until } : {}),
+        ...(candidate ? { candidate } : {}), keep: flags.limit, progress: (stage, done, total) => bar.update(stage, done, total),
+      });
+      bar.stop();
+      process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : describeReplay(report, flags.policies));
+      if (report.mode === 'replay' && report.differing > 0) process.exitCode = 1;
+    } finally {
+      bar.stop();
+      await close();
+    }
+  });
+
+withServerFlags(audit.command('trace <decision-id>'))
+  .description('for one decision: who acted for whom (human → agent → sub-agent), the lifecycle events behind each agent\'s state at that moment, and the policy version')
+  .option('--json', 'print the trace as JSON')
+  .option('--archive <dir>', 'look in the archive directory too')
+  .option('--archive-only', 'look in the archive alone, without a database (offline)')
+  .action(async (id: string, flags: Record<string, string | undefined> & SourceFlags & { json?: boolean }) => {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new Error('a decision id is a UUID (the `context.id` of a decision)');
+    const { source, close } = await openSource(flags);
+    try {
+      const trace = await traceDecision(source, id);
+      if (!trace) throw new Error(`no decision ${id} in ${source.describe}`);
+      process.stdout.write(flags.json ? `${JSON.stringify(trace, null, 2)}\n` : describeTrace(trace));
+    } finally {
+      await close();
+    }
+  });
+
+withServerFlags(audit.command('archive'))
+  .description('move decisions recorded before --before (and copy events) into compressed, hash-chained NDJSON segments with a manifest; rows leave the database only after their file is written, synced and read back')
+  .requiredOption('--before <time>', 'archive what was recorded before this time (ISO 8601)', timeOption('before'))
+  .requiredOption('--dir <dir>', 'the archive directory (created if missing; keep it on durable storage)')
+  .option('--segment-size <n>', 'records per segment file', seqOption('segment-size'), 100_000)
+  .action(async (flags: Record<string, string | undefined> & { before: Date; dir: string; segmentSize: number }) => {
+    if (flags.before.getTime() > Date.now()) throw new Error('--before is in the future: only closed ranges are archived');
+    const connection = await connect(backendOf(loadConfig(configFrom(flags))));
+    const bar = progress();
+    // Fault injection for the crash tests: LEASH_ARCHIVE_FAILPOINT=<step>[:<chain>] kills the process there.
+    const [failStep, failChain] = (process.env.LEASH_ARCHIVE_FAILPOINT ?? '').split(':');
+    try {
+      await migrateToLatest(connection.db);
+      const result = await archiveAudit(connection.db, {
+        dir: flags.dir, before: flags.before, segmentSize: flags.segmentSize, progress: (chain, done, total) => bar.update(chain, done, total),
+        failpoint: (step, chain) => {
+          if (step === failStep && (!failChain || chain === failChain)) process.kill(process.pid, 'SIGKILL');
+        },
+      });
+      bar.stop();
+      for (const s of result.finished) process.stdout.write(`finished an interrupted run: ${s.file} (${n(s.records)} ${s.chain})\n`);
+      for (const s of result.written) process.stdout.write(`wrote ${s.file}: ${s.chain} ${n(s.first)}–${n(s.last)}\n`);
+      process.stdout.write(`archived ${n(result.records.decisions)} decisions (moved) and ${n(result.records.events)} events (copied) to ${flags.dir}\n`);
+    } finally {
+      bar.stop();
       await connection.db.destroy();
     }
   });
+
+interface SourceFlags {
+  archive?: string;
+  archiveOnly?: boolean;
+}
+
+/** The database, an archive directory, or an archive before the database. */
+async function openSource(flags: Record<string, string | undefined> & SourceFlags): Promise<{ source: AuditSource; close(): Promise<void> }> {
+  if (flags.archiveOnly && !flags.archive) throw new Error('--archive-only needs --archive <dir>');
+  if (flags.archiveOnly) return { source: new ArchiveSource(flags.archive!, null), close: async () => {} };
+  const connection = await connect(backendOf(loadConfig(configFrom(flags))));
+  const db = new PostgresSource(connection.db);
+  return { source: flags.archive ? new ArchiveSource(flags.archive, db) : db, close: () => connection.db.destroy() };
+}
+
+function describeTrace(t: Trace): string {
+  const d = t.decision;
+  const lines = [
+    `decision ${d.id} (#${d.seq}) at ${d.at} on ${d.nodeId}: ${d.decision ? 'allow' : 'deny'} (${d.layer}${d.code ? ` ${d.code}` : ''})${d.reasons.length ? ` by ${d.reasons.join(', ')}` : ''}`,
+    `  policy set version ${d.policyVersion}${t.policy ? ` (published at position ${t.policy.position}, sha256 ${t.policy.sha256.slice(0, 16)}…)` : ''}; registry as of position ${d.logPosition}`,
+    `  who for whom: ${t.chain.map((l) => `${l.type}::"${l.id}" (${l.role}${l.from === 'token' ? '' : `, from the ${l.from}`})`).join(' → ')}`,
+  ];
+  if (t.tokenUnverified) lines.push('  (the token was refused before its claims could be trusted: the chain is what the registry says)');
+  for (const a of t.agents) {
+    lines.push(`  agent ${a.id}: ${a.status ?? 'not registered'} at that moment (version ${a.version}, owner ${a.owner ?? 'none'})`);
+    for (const e of a.events) lines.push(`    ${String(e.position).padStart(6)} ${e.at} ${e.type}${e.actor ? ` by ${e.actor}` : ''}${Object.keys(e.detail).length ? ` ${JSON.stringify(e.detail)}` : ''}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+const n = (x: number) => x.toLocaleString('en-US');
+
+/** The report in lines a person reads: the totals, then each record that differs. */
+function describeReplay(r: ReplayReport, policiesDir?: string): string {
+  const range = r.range.from === null ? 'no decisions in the range' : `${n(r.decisions)} decisions (seq ${n(r.range.from)}–${n(r.range.to!)})`;
+  const lines = [r.mode === 'replay' ? `replayed ${range}, each against the registry and policy version of its log position` : `what-if: ${range} decided against the candidate policies in ${policiesDir}`];
+  if (r.tokenFromRecord > 0) lines.push(`  ${n(r.tokenFromRecord)} token refusals taken from the record (the log never holds a token, so its signature cannot be checked again)`);
+  if (r.mode === 'replay') lines.push(r.differing === 0 ? `  all ${n(r.decisions)} came out the same` : `  ${n(r.differing)} came out differently:`);
+  else lines.push(r.differing === 0 ? '  no decision would change' : `  ${n(r.differing)} would change: ${n(r.allowToDeny)} allow→deny, ${n(r.denyToAllow)} deny→allow`);
+  for (const x of r.records) {
+    const was = `${x.recorded.decision ? 'allow' : 'deny'} (${x.recorded.layer}${x.recorded.code ? ` ${x.recorded.code}` : ''}${x.recorded.reasons.length ? `: ${x.recorded.reasons.join(', ')}` : ''})`;
+    const now = x.replayed ? `${x.replayed.decision ? 'allow' : 'deny'} (${x.replayed.layer}${x.replayed.code ? ` ${x.replayed.code}` : ''}${x.replayed.reasons.length ? `: ${x.replayed.reasons.join(', ')}` : ''})` : 'no decision';
+    lines.push(`  #${x.seq} ${x.at} ${x.subject.type}::"${x.subject.id}" ${x.action} ${x.resource.type}::"${x.resource.id}": ${x.change}`);
+    lines.push(`      recorded ${was}; ${r.mode === 'replay' ? 'replayed' : 'candidate'} ${now}`);
+  }
+  if (r.differing > r.records.length) lines.push(`  … and ${n(r.differing - r.records.length)} more (--limit, or --json)`);
+  return `${lines.join('\n')}\n`;
+}
 
 /** An anchor file from an earlier verify; a missing file starts one (trust on first use). */
 function readAnchor(file: string): Anchor | null {

@@ -12,6 +12,7 @@ import type { EventStore } from '../store/event-store.ts';
 import type { Follower } from '../store/follower.ts';
 import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
+import { auditRoutes } from './routes/audit.ts';
 import { authzenRoutes } from './routes/authzen.ts';
 import { policyRoutes } from './routes/policy-set.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -99,6 +100,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(agentRoutes, deps);
   await app.register(policyRoutes, deps);
   await app.register(authzenRoutes, deps);
+  await app.register(auditRoutes, deps);
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

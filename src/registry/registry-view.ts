@@ -19,6 +19,19 @@ export class Versioned<T> {
   }
 }
 
+/** What a decision reads from the registry: the live view, or the registry as of a past position (replay). */
+export interface RegistryState {
+  readonly position: number;
+  readonly agents: Lookup<AgentRecord>;
+  readonly humans: Lookup<HumanRecord>;
+  readonly groups: Lookup<GroupRecord>;
+}
+
+export interface Lookup<T> {
+  get(id: string): Versioned<T> | undefined;
+  has(id: string): boolean;
+}
+
 export interface AgentFilter {
   status?: AgentStatus;
   owner?: string;
@@ -30,7 +43,7 @@ export interface AgentFilter {
  * the same `evolve` functions the deciders use. Pure and in memory; the caller feeds it
  * events in log order.
  */
-export class RegistryView {
+export class RegistryView implements RegistryState {
   position = 0;
   readonly agents = new Map<string, Versioned<AgentRecord>>();
   readonly humans = new Map<string, Versioned<HumanRecord>>();
@@ -100,4 +113,75 @@ function foldPrincipal<R, E>(
 function withoutStatus<T extends { status: string }>(s: T): Omit<T, 'status'> {
   const { status: _status, ...rest } = s;
   return rest;
+}
+
+type Kind = 'agents' | 'humans' | 'groups';
+const kinds: Record<string, Kind> = { [agentAggregate.streamType]: 'agents', [humanAggregate.streamType]: 'humans', [groupAggregate.streamType]: 'groups' };
+
+/** Each state a record has had, with the position it took effect; the first may be "none". */
+class Timeline<T> implements Lookup<T> {
+  constructor(
+    private readonly states: Map<string, { positions: number[]; values: (Versioned<T> | undefined)[] }>,
+    private readonly at: number,
+  ) {}
+
+  get(id: string): Versioned<T> | undefined {
+    const t = this.states.get(id);
+    if (!t) return undefined;
+    // The last state that took effect at or before `at` (binary search: positions ascend).
+    let lo = 0;
+    let hi = t.positions.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (t.positions[mid]! <= this.at) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found < 0 ? undefined : t.values[found];
+  }
+
+  has(id: string): boolean {
+    return this.get(id) !== undefined;
+  }
+}
+
+/**
+ * The registry at every position (SPEC §8 replay): folded once from the log with the same
+ * view, keeping each state a record passes through, so `at(p)` is the registry exactly as a
+ * node saw it at log position p, in any order and without refolding.
+ */
+export class RegistryHistory {
+  private readonly view = new RegistryView();
+  private readonly states: Record<Kind, Map<string, { positions: number[]; values: (Versioned<never> | undefined)[] }>> = {
+    agents: new Map(), humans: new Map(), groups: new Map(),
+  };
+
+  get position(): number {
+    return this.view.position;
+  }
+
+  apply(e: StoredEvent): void {
+    if (e.position <= this.view.position) return;
+    this.view.apply(e);
+    const kind = kinds[e.streamType];
+    if (!kind) return;
+    const id = e.streamId.slice(e.streamType.length + 1);
+    let t = this.states[kind].get(id);
+    if (!t) this.states[kind].set(id, (t = { positions: [], values: [] }));
+    t.positions.push(e.position);
+    t.values.push(this.view[kind].get(id) as Versioned<never> | undefined);
+  }
+
+  /** The registry as of `position` (clamped to what has been folded). */
+  at(position: number): RegistryState {
+    const p = Math.min(position, this.view.position);
+    return {
+      position: p,
+      agents: new Timeline<AgentRecord>(this.states.agents as never, p),
+      humans: new Timeline<HumanRecord>(this.states.humans as never, p),
+      groups: new Timeline<GroupRecord>(this.states.groups as never, p),
+    };
+  }
 }

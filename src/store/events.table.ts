@@ -32,7 +32,20 @@ export interface DecisionsTable {
   shadow: ColumnType<unknown, string | null, never>;
 }
 
+export interface AuditArchiveTable {
+  chain: 'events' | 'decisions';
+  first: ColumnType<string, string | number, never>;
+  last: ColumnType<string, string | number, never>;
+  prev_hash: string;
+  last_hash: string;
+  records: number;
+  file: string;
+  sha256: string;
+  archived_at: Generated<Date>;
+}
+
 export interface Database {
   events: EventsTable;
   decisions: DecisionsTable;
+  audit_archive: AuditArchiveTable;
 }

@@ -9,7 +9,17 @@ type Hashed = Omit<StoredEvent, 'hash' | 'prevHash'>;
 
 /** sha-256 over the previous hash and the canonical form of the event (position included). */
 export function eventHash(prevHash: string, e: Hashed): string {
-  const body = canonicalJson({
+  return chainHash(prevHash, eventBody(e));
+}
+
+/** How every chain links: sha-256 over the previous hash, a newline and the record's canonical body. */
+export function chainHash(prevHash: string, body: string): string {
+  return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
+}
+
+/** The canonical form of an event that its hash covers. */
+export function eventBody(e: Hashed): string {
+  return canonicalJson({
     position: e.position,
     streamId: e.streamId,
     streamType: e.streamType,
@@ -20,7 +30,6 @@ export function eventHash(prevHash: string, e: Hashed): string {
     at: e.at.toISOString(),
     idempotencyKey: e.idempotencyKey,
   });
-  return createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
 }
 
 export type LinkCheck =

@@ -33,8 +33,11 @@ export type TokenCheck =
       chain: string[];
       /** `grace`: revoked gracefully, a token from before the revocation, within the grace period; `quarantined`: decided, then denied. */
       standing: 'active' | 'grace' | 'quarantined';
+      /** The acting agent's version whose state decided (0: not registered). */
+      agentVersion: number;
     }
-  | { ok: false; code: TokenRejection; detail: string };
+  /** `claims` when the signature checked out and a later check refused (the decision log keeps them). */
+  | { ok: false; code: TokenRejection; detail: string; claims?: JWTPayload & Record<string, unknown>; agentVersion?: number };
 
 type Rejected = Extract<TokenCheck, { ok: false }>;
 const reject = (code: TokenRejection, detail: string): Rejected => ({ ok: false, code, detail });
@@ -62,7 +65,7 @@ function keysFor(pins: CredentialPins): JWTVerifyGetKey {
 }
 
 /** RFC 8693: the acting agent is `act.sub` when there is an `act` claim; nested `act` is the chain above it. */
-function actors(claims: Record<string, unknown>): { acting: string | undefined; onBehalfOf: string | null; chain: string[] } {
+export function actors(claims: Record<string, unknown>): { acting: string | undefined; onBehalfOf: string | null; chain: string[] } {
   const act = claims.act as Record<string, unknown> | undefined;
   if (!act || typeof act !== 'object') return { acting: typeof claims.sub === 'string' ? claims.sub : undefined, onBehalfOf: null, chain: [] };
   const chain: string[] = [];
@@ -102,37 +105,72 @@ function fromJose(err: unknown): Rejected {
   }
 }
 
+export type AgentLookup = (id: string) => { record: AgentRecord; version: number } | undefined;
+
+/** How a decision checks its subject's token: live, the JWT itself; in replay, what the log kept of it. */
+export type TokenVerifier = (token: unknown, subjectId: string, agentOf: AgentLookup, now: Date, cache?: VerifiedTokenCache) => Promise<TokenCheck>;
+
+type Verified = { ok: true; claims: JWTPayload & Record<string, unknown> } | Rejected;
+
 /**
  * Verifies an agent's bearer JWT against the agent's pins (SPEC §3 layer 1): signature,
  * `iss`, `aud`, `alg` in the allow-list, `exp`/`nbf` with leeway, lifetime ≤ the maximum,
  * issued after the last rotation or revocation, naming `subjectId` as the acting agent,
  * and the agent `active`. `agentOf` looks the agent up in the registry.
  */
-export async function verifyAgentToken(
-  token: unknown,
-  subjectId: string,
-  agentOf: (id: string) => { record: AgentRecord; version: number } | undefined,
-  now: Date,
-  cache?: VerifiedTokenCache,
-): Promise<TokenCheck> {
+export const verifyAgentToken: TokenVerifier = async (token, subjectId, agentOf, now, cache) => {
   if (typeof token !== 'string' || token.length === 0) return reject('TOKEN_MISSING', 'subject.properties.token is required for an agent');
   if (token.length > 16_384) return reject('TOKEN_MALFORMED', 'the token is too long');
-  const found = agentOf(subjectId);
-  if (!found) return reject('AGENT_UNKNOWN', 'no such agent');
-  const agent = found.record;
-  if (!agent.credentials) return reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
-  const pins = agent.credentials;
-  const cacheKey = cache ? VerifiedTokenCache.key(token, agent.id, found.version) : '';
-  const cached = cache?.get(cacheKey, now.getTime());
-  const verified = cached ? { ok: true as const, claims: cached } : await verifySignatureAndClaims(token, pins, now);
-  if (!verified.ok) return verified;
-  const claims = verified.claims;
-  if (cache && !cached) cache.set(cacheKey, claims, (claims.exp! + pins.clockSkewSeconds) * 1000);
-  return checkLifecycle(claims, subjectId, agent, pins, now);
+  return checkAgentToken(subjectId, agentOf, now, async (pins, agentId, version) => {
+    const cacheKey = cache ? VerifiedTokenCache.key(token, agentId, version) : '';
+    const cached = cache?.get(cacheKey, now.getTime());
+    if (cached) return { ok: true, claims: cached };
+    const verified = await verifySignatureAndClaims(token, pins, now);
+    if (verified.ok && cache) cache.set(cacheKey, verified.claims, (verified.claims.exp! + pins.clockSkewSeconds) * 1000);
+    return verified;
+  });
+};
+
+/**
+ * The registry's part around the signature step: the agent must exist with pins; then its
+ * lifecycle, read after the (asynchronous) signature step. Should the agent change meanwhile,
+ * the check starts again with its new state, so one state decides throughout.
+ */
+async function checkAgentToken(
+  subjectId: string, agentOf: AgentLookup, now: Date, signature: (pins: CredentialPins, agentId: string, version: number) => Promise<Verified>,
+): Promise<TokenCheck> {
+  for (;;) {
+    const found = agentOf(subjectId);
+    if (!found) return { ...reject('AGENT_UNKNOWN', 'no such agent'), agentVersion: 0 };
+    const agent = found.record;
+    if (!agent.credentials) return { ...reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`), agentVersion: found.version };
+    const verified = await signature(agent.credentials, agent.id, found.version);
+    if (agentOf(subjectId) !== found) continue;
+    if (!verified.ok) return { ...verified, agentVersion: found.version };
+    return checkLifecycle(verified.claims, subjectId, found, now);
+  }
+}
+
+/**
+ * Replay (SPEC §8). The decision log keeps what a token proved, never the token: its claims
+ * once the signature and registered claims checked out. With claims, only the signature step
+ * is taken from the record; the agent's existence, rotation and standing are decided again
+ * against the registry as it was. Without claims the token failed before that: its recorded
+ * refusal stands (a signature cannot be checked again without the token).
+ */
+export function recordedTokenVerifier(recordedCode: string | null): TokenVerifier {
+  return async (token, subjectId, agentOf, now) => {
+    if (token === undefined) return reject('TOKEN_MISSING', 'subject.properties.token is required for an agent');
+    const claims = (token as { claims?: unknown } | null)?.claims;
+    if (typeof claims !== 'object' || claims === null) {
+      return reject((recordedCode ?? 'TOKEN_MALFORMED') as TokenRejection, 'as recorded: the token was refused before its claims could be trusted');
+    }
+    return checkAgentToken(subjectId, agentOf, now, async () => ({ ok: true, claims: claims as JWTPayload & Record<string, unknown> }));
+  };
 }
 
 /** The expensive part, the one the cache saves: header, signature and registered claims. */
-async function verifySignatureAndClaims(token: string, pins: CredentialPins, now: Date): Promise<{ ok: true; claims: JWTPayload & Record<string, unknown> } | Rejected> {
+async function verifySignatureAndClaims(token: string, pins: CredentialPins, now: Date): Promise<Verified> {
   let alg: unknown;
   try {
     alg = decodeProtectedHeader(token).alg;
@@ -163,24 +201,27 @@ async function verifySignatureAndClaims(token: string, pins: CredentialPins, now
 }
 
 /** The cheap checks, run on every request, cached token or not. */
-function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId: string, agent: AgentRecord, pins: CredentialPins, now: Date): TokenCheck {
-
+function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId: string, found: { record: AgentRecord; version: number }, now: Date): TokenCheck {
+  const { record: agent, version: agentVersion } = found;
+  const pins = agent.credentials!;
+  // Past the signature: a refusal keeps the claims, so the decision log (and replay) can show why.
+  const refuse = (code: TokenRejection, detail: string): Rejected => ({ ...reject(code, detail), claims, agentVersion });
   const skewMs = pins.clockSkewSeconds * 1000;
   const iatMs = claims.iat! * 1000;
-  if (iatMs > now.getTime() + skewMs) return reject('TOKEN_NOT_YET_VALID', 'the token is issued in the future');
+  if (iatMs > now.getTime() + skewMs) return refuse('TOKEN_NOT_YET_VALID', 'the token is issued in the future');
   if (claims.exp! - claims.iat! > pins.maxTokenLifetimeSeconds) {
-    return reject('TOKEN_LIFETIME_TOO_LONG', `the token lives longer than ${pins.maxTokenLifetimeSeconds} s`);
+    return refuse('TOKEN_LIFETIME_TOO_LONG', `the token lives longer than ${pins.maxTokenLifetimeSeconds} s`);
   }
   // Tokens issued before the last authorize, rotation or revocation never verify again.
   // (iat has whole seconds, so the comparison does too.)
   if (agent.tokensNotBefore && claims.iat! < Math.floor(Date.parse(agent.tokensNotBefore) / 1000)) {
-    return reject('TOKEN_ISSUED_BEFORE_ROTATION', 'the token was issued before the agent\'s last rotation or revocation');
+    return refuse('TOKEN_ISSUED_BEFORE_ROTATION', 'the token was issued before the agent\'s last rotation or revocation');
   }
   const { acting, onBehalfOf, chain } = actors(claims);
-  if (acting !== subjectId) return reject('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
+  if (acting !== subjectId) return refuse('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
   const standing = standingOf(agent, claims, now);
-  if (!standing) return reject('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
-  return { ok: true, claims, actingAgent: acting, onBehalfOf, chain, standing };
+  if (!standing) return refuse('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
+  return { ok: true, claims, actingAgent: acting, onBehalfOf, chain, standing, agentVersion };
 }
 
 /** SPEC §6 modes: besides an active agent, who may still be decided for. */

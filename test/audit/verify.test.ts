@@ -53,7 +53,7 @@ describe('audit verify on PostgreSQL', () => {
   it.each([
     ['an edited event', ["update events set data = '{\"i\": 99}' where position = 8"], { chain: 'events', at: 8, problem: 'edited' }],
     ['a deleted event', ['delete from events where position = 8'], { chain: 'events', at: 8, problem: 'deleted' }],
-    ['three deleted events', ['delete from events where position between 8 and 10'], { chain: 'events', at: 8, problem: 'deleted', detail: 'positions 8–10 are missing (deleted)' }],
+    ['three deleted events', ['delete from events where position between 8 and 10'], { chain: 'events', at: 8, problem: 'deleted', detail: 'in the database: positions 8–10 are missing (deleted)' }],
     ['two events swapped', ['update events set position = -1 where position = 6', 'update events set position = 6 where position = 9', 'update events set position = 9 where position = -1'], { chain: 'events', at: 6, problem: 'inserted or reordered' }],
     ['an event appended by hand', ["insert into events (position, stream_id, stream_type, version, type, data, metadata, recorded_at, prev_hash, hash) select 21, 'agent/x', 'agent', 1, 'Forged', '{}', '{}', now(), hash, repeat('0', 64) from events where position = 20"], { chain: 'events', at: 21, problem: 'edited' }],
     ['an edited decision (allow turned deny)', ['update decisions set decision = not decision where seq = 4'], { chain: 'decisions', at: 4, problem: 'edited' }],

@@ -80,18 +80,20 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   };
 
   const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
-    const decided: { request: EvaluationRequest; decision: Decision }[] = [];
+    const decided: { request: EvaluationRequest; decision: Decision; at: Date }[] = [];
     for (const request of requests) {
-      const decision = await decideAny(request, deps.policies.current(), deps.view, new Date(), { caches });
-      decided.push({ request, decision });
+      // The record carries the instant the decision was made at, so replay can decide at it too.
+      const at = new Date();
+      const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches });
+      decided.push({ request, decision, at });
       if (stopAt?.(decision)) break;
     }
     let stored;
     try {
       stored = await Promise.all(
-        decided.map(({ request, decision: d }) =>
+        decided.map(({ request, decision: d, at }) =>
           deps.decisions.record({
-            id: randomUUID(), nodeId: deps.nodeId, at: new Date(), request: redact(request, d), decision: d.decision, layer: d.layer,
+            id: randomUUID(), nodeId: deps.nodeId, at, request: redact(request, d), decision: d.decision, layer: d.layer,
             code: d.code ?? null, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.position, shadow: d.shadow ?? null,
           }),
         ),

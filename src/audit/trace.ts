@@ -1,0 +1,111 @@
+import type { EvaluationRequest } from '../authz/engine.ts';
+import { PolicyHistory } from '../authz/policy-view.ts';
+import { RegistryHistory } from '../registry/registry-view.ts';
+import { agentAggregate } from '../registry/streams.ts';
+import { actors } from '../tokens/verify.ts';
+import type { StoredDecision } from './decision-log.ts';
+import type { AuditSource } from './source.ts';
+
+// SPEC §8 trace: for one recorded decision, who acted for whom (human → agent → sub-agent),
+// the lifecycle events that had shaped each agent's state when it was made, and the policy
+// version that decided it. Everything comes from the record and the event log up to the
+// decision's position.
+
+export interface TraceLink {
+  type: 'Human' | 'Agent' | string;
+  id: string;
+  /** initiator: the human the work is for; delegate: an agent that passed the work on; actor: the subject that asked. */
+  role: 'initiator' | 'delegate' | 'actor';
+  /** How this link is known: the verified token's claims, or the registry (the agent's owner). */
+  from: 'token' | 'registry' | 'request';
+}
+
+export interface TraceEvent {
+  position: number;
+  at: string;
+  type: string;
+  actor: string | null;
+  /** The event's reason, revocation mode, grace period or grants, when it has them (never key material). */
+  detail: Record<string, unknown>;
+}
+
+export interface AgentAtDecision {
+  id: string;
+  /** The agent's state when the decision was made (null: not registered then). */
+  status: string | null;
+  owner: string | null;
+  version: number;
+  events: TraceEvent[];
+}
+
+export interface Trace {
+  decision: Omit<StoredDecision, 'at' | 'prevHash'> & { at: string };
+  chain: TraceLink[];
+  agents: AgentAtDecision[];
+  policy: { version: number; position: number; sha256: string } | null;
+  /** True when the token was refused before its claims could be trusted: the chain is the registry's view only. */
+  tokenUnverified: boolean;
+}
+
+const DETAIL_KEYS = ['reason', 'mode', 'gracePeriodSeconds', 'grants', 'ceiling', 'owner', 'tokensNotBefore'];
+
+function detailOf(data: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(DETAIL_KEYS.filter((k) => data[k] !== undefined).map((k) => [k, data[k]]));
+}
+
+/** Who acted for whom, from the initiator to the subject that asked. */
+function chainOf(request: EvaluationRequest, ownerOf: (agent: string) => string | null): { chain: TraceLink[]; unverified: boolean } {
+  const subject = request.subject ?? { type: '', id: '' };
+  const token = subject.properties?.token as { claims?: Record<string, unknown> } | undefined;
+  const isAgent = subject.type === 'agent' || subject.type === 'Agent' || token !== undefined;
+  if (!isAgent) return { chain: [{ type: subject.type, id: subject.id, role: 'actor', from: 'request' }], unverified: false };
+  const claims = token?.claims;
+  if (!claims) {
+    const owner = ownerOf(subject.id);
+    return {
+      chain: [...(owner ? [{ type: 'Human', id: owner, role: 'initiator' as const, from: 'registry' as const }] : []), { type: 'Agent', id: subject.id, role: 'actor', from: 'request' }],
+      unverified: true,
+    };
+  }
+  const { acting, onBehalfOf, chain } = actors(claims);
+  const actor = acting ?? subject.id;
+  // Nested `act` claims run from the most recent actor back: the earliest delegate is last.
+  const delegates = [...chain].reverse();
+  const initiator = onBehalfOf ?? ownerOf(delegates[0] ?? actor);
+  return {
+    chain: [
+      ...(initiator ? [{ type: 'Human', id: initiator, role: 'initiator' as const, from: onBehalfOf ? ('token' as const) : ('registry' as const) }] : []),
+      ...delegates.map((id) => ({ type: 'Agent', id, role: 'delegate' as const, from: 'token' as const })),
+      { type: 'Agent', id: actor, role: 'actor', from: 'token' },
+    ],
+    unverified: false,
+  };
+}
+
+export async function traceDecision(source: AuditSource, id: string): Promise<Trace | undefined> {
+  const d = await source.decision(id);
+  if (!d) return undefined;
+  const registry = new RegistryHistory();
+  const policies = new PolicyHistory();
+  const agentEvents = new Map<string, TraceEvent[]>();
+  const prefix = `${agentAggregate.streamType}/`;
+  outer: for await (const page of source.events()) {
+    for (const e of page) {
+      if (e.position > d.logPosition) break outer;
+      registry.apply(e);
+      policies.apply(e);
+      if (!e.streamId.startsWith(prefix)) continue;
+      const agent = e.streamId.slice(prefix.length);
+      if (!agentEvents.has(agent)) agentEvents.set(agent, []);
+      agentEvents.get(agent)!.push({ position: e.position, at: e.at.toISOString(), type: e.type, actor: e.metadata?.actor ?? null, detail: detailOf(e.data ?? {}) });
+    }
+  }
+  const state = registry.at(d.logPosition);
+  const { chain, unverified } = chainOf(d.request as EvaluationRequest, (agent) => state.agents.get(agent)?.record.owner ?? null);
+  const agents = chain.filter((l) => l.type === 'Agent').map((l): AgentAtDecision => {
+    const a = state.agents.get(l.id);
+    return { id: l.id, status: a?.record.status ?? null, owner: a?.record.owner ?? null, version: a?.version ?? 0, events: agentEvents.get(l.id) ?? [] };
+  });
+  const { at, prevHash: _prevHash, ...rest } = d;
+  return { decision: { ...rest, at: at.toISOString() }, chain, agents, policy: policies.describe(d.policyVersion) ?? null, tokenUnverified: unverified };
+}

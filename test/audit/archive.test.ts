@@ -1,0 +1,149 @@
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { sql } from 'kysely';
+import { describe, expect, it } from 'vitest';
+import { archiveAudit, readManifest, type Manifest } from '../../src/audit/archive.ts';
+import { DecisionLog } from '../../src/audit/decision-log.ts';
+import { verifyAudit } from '../../src/audit/verify.ts';
+import { connect, type Connection } from '../../src/store/connect.ts';
+import { EventStore } from '../../src/store/event-store.ts';
+import { migrateToLatest } from '../../src/store/migrate.ts';
+import { backends, freshPostgres } from '../support/backends.ts';
+import type { Backend } from '../../src/store/connect.ts';
+
+// SPEC §8 archive: closed ranges to compressed, chained NDJSON segments with a manifest; the
+// rows leave Postgres only once the files are written, synced and read back; a crash at any
+// step loses nothing and doubles nothing; tampering inside a file is found and named.
+
+const HOUR = 3_600_000;
+const old = new Date(Date.now() - 2 * HOUR);
+const cutoff = new Date(Date.now() - HOUR);
+
+/** 20 events and 30 decisions an hour old or more, then 10 of each from now. */
+async function seeded(backend?: Backend): Promise<{ connection: Connection; url: string | null }> {
+  const b = backend ?? (await freshPostgres());
+  const connection = await connect(b);
+  await migrateToLatest(connection.db);
+  const store = new EventStore(connection.db);
+  for (let i = 0; i < 30; i++) {
+    await store.append({ streamId: `agent/a${i % 5}`, streamType: 'agent', expectedVersion: Math.floor(i / 5), events: [{ type: 'Tested', data: { i } }], at: i < 20 ? old : new Date() });
+  }
+  const log = new DecisionLog(connection.db);
+  for (let i = 1; i <= 40; i++) {
+    await log.record({
+      id: crypto.randomUUID(), nodeId: 'n1', at: i <= 30 ? old : new Date(), request: { i }, decision: i % 2 === 0, layer: 'all', code: null,
+      reasons: ['p'], policyVersion: 1, logPosition: Math.min(30, i), ...(i === 3 ? { shadow: { decision: true, layer: 'all', reasons: ['q'] } } : {}),
+    });
+  }
+  return { connection, url: b.kind === 'postgres' ? b.url : null };
+}
+
+const decisionSeqs = async (c: Connection) => (await c.db.selectFrom('decisions').select('seq').orderBy('seq').execute()).map((r) => Number(r.seq));
+const archiveDir = () => join(mkdtempSync(join(tmpdir(), 'leash-archive-')), 'archive');
+
+describe.each(backends)('audit archive on $name', ({ fresh }) => {
+  it('moves closed decision ranges (copies events) to segments that verify offline and chain onto Postgres', async () => {
+    const { connection } = await seeded(await fresh());
+    const dir = archiveDir();
+    const result = await archiveAudit(connection.db, { dir, before: cutoff, segmentSize: 12 });
+    expect(result.records).toEqual({ events: 20, decisions: 30 });
+    expect(result.written.map((s) => `${s.chain} ${s.first}-${s.last}`)).toEqual(['events 1-12', 'events 13-20', 'decisions 1-12', 'decisions 13-24', 'decisions 25-30']);
+    expect(await decisionSeqs(connection)).toEqual(Array.from({ length: 10 }, (_, i) => 31 + i));
+    expect(readdirSync(dir).sort()).toEqual([...result.written.map((s) => s.file), 'manifest.json'].sort());
+
+    // Postgres alone verifies from where its archive ends; with the archive, all 40; the archive alone, offline.
+    expect(await verifyAudit(connection.db)).toMatchObject({ ok: true, records: { events: 30, decisions: 10 } });
+    expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { events: 30, decisions: 40 }, heads: { decisions: { at: 40 } } });
+    expect(await verifyAudit(null, { archive: dir })).toMatchObject({ ok: true, records: { events: 20, decisions: 30 } });
+
+    // Rows not archived stay append-only; new decisions chain on; a second run continues where the first ended.
+    await expect(sql`delete from decisions where seq = 35`.execute(connection.db)).rejects.toThrow(/append-only/);
+    await new DecisionLog(connection.db).record({ id: crypto.randomUUID(), nodeId: 'n2', at: new Date(), request: {}, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 30 });
+    const second = await archiveAudit(connection.db, { dir, before: new Date(Date.now() + 1000), segmentSize: 100 });
+    expect(second.written.map((s) => `${s.chain} ${s.first}-${s.last}`)).toEqual(['events 21-30', 'decisions 31-40']);
+    expect(await decisionSeqs(connection)).toEqual([41]); // the newest always stays: the next append chains onto it
+    expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 41 } });
+    // Nothing left to do: a third run writes nothing.
+    expect((await archiveAudit(connection.db, { dir, before: new Date(), segmentSize: 100 })).written).toEqual([]);
+    await connection.db.destroy();
+  });
+});
+
+/** Rewrites the lines of one segment file (decompressed), as someone with file access could. */
+function tamperSegment(dir: string, file: string, edit: (lines: string[]) => string[]): void {
+  const path = join(dir, file);
+  const lines = gunzipSync(readFileSync(path)).toString('utf8').split('\n').filter(Boolean);
+  writeFileSync(path, gzipSync(`${edit(lines).join('\n')}\n`));
+}
+
+describe('tampering inside archive files', () => {
+  const swap = (lines: string[], a: number, b: number) => lines.map((l, i) => (i === a ? lines[b]! : i === b ? lines[a]! : l));
+  it.each([
+    ['an edited record', 'decisions-000000000013-000000000024.ndjson.gz', (ls: string[]) => ls.map((l, i) => (i === 3 ? l.replace('"decision":true', '"decision":false') : l)), { chain: 'decisions', at: 16, problem: 'edited' }],
+    ['a deleted record', 'decisions-000000000013-000000000024.ndjson.gz', (ls: string[]) => ls.filter((_, i) => i !== 2), { chain: 'decisions', at: 15, problem: 'deleted' }],
+    ['two records swapped', 'decisions-000000000001-000000000012.ndjson.gz', (ls: string[]) => swap(ls, 4, 7), { chain: 'decisions', at: 8, problem: 'inserted or reordered' }],
+    ['the tail of the last segment cut off', 'decisions-000000000025-000000000030.ndjson.gz', (ls: string[]) => ls.slice(0, 3), { chain: 'decisions', at: 28 }],
+    ['a line garbled', 'decisions-000000000001-000000000012.ndjson.gz', (ls: string[]) => ls.map((l, i) => (i === 5 ? `${l.slice(0, 40)}` : l)), { chain: 'decisions', at: 6, problem: 'edited' }],
+    ['an edited event copy', 'events-000000000001-000000000012.ndjson.gz', (ls: string[]) => ls.map((l, i) => (i === 9 ? l.replace('"i":', '"j":') : l)), { chain: 'events', at: 10, problem: 'edited' }],
+  ])('finds %s and names the record and its file', async (_name, file, edit, finding) => {
+    const { connection } = await seeded();
+    const dir = archiveDir();
+    await archiveAudit(connection.db, { dir, before: cutoff, segmentSize: 12 });
+    tamperSegment(dir, file, edit);
+    for (const db of [connection.db, null]) {
+      const result = await verifyAudit(db, { archive: dir });
+      expect(result.ok).toBe(false);
+      expect(result.findings[0]).toMatchObject(finding);
+      expect(result.findings[0]!.detail).toContain(`in ${file}`);
+    }
+    await connection.db.destroy();
+  });
+
+  it('finds the last segment cut off offline against the manifest, and a manifest that lost a segment against Postgres', async () => {
+    const { connection } = await seeded();
+    const dir = archiveDir();
+    await archiveAudit(connection.db, { dir, before: cutoff, segmentSize: 12 });
+    const manifest = readManifest(dir);
+    const last = manifest.segments.at(-1)!;
+    tamperSegment(dir, last.file, (ls) => ls.slice(0, 2));
+    expect((await verifyAudit(null, { archive: dir })).findings[0]).toMatchObject({ chain: 'decisions', at: 27, problem: 'truncated' });
+
+    const shortened: Manifest = { ...manifest, segments: manifest.segments.slice(0, -1) };
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(shortened));
+    expect((await verifyAudit(connection.db, { archive: dir })).findings[0]).toMatchObject({ chain: 'decisions', at: 25, problem: 'deleted' });
+    await connection.db.destroy();
+  });
+});
+
+describe('archive crash safety (the archiver killed at each step, then run again)', () => {
+  const cli = join(import.meta.dirname, '..', '..', 'src', 'cli', 'leash.js');
+  const run = (url: string, dir: string, failpoint?: string) =>
+    promisify(execFile)(process.execPath, [cli, 'audit', 'archive', '--database-url', url, '--dir', dir, '--before', cutoff.toISOString(), '--segment-size', '12'], {
+      env: { ...process.env, ...(failpoint ? { LEASH_ARCHIVE_FAILPOINT: failpoint } : {}) },
+    }).then((r) => ({ code: 0, signal: null, ...r }), (e: { code: number | null; signal: string | null; stdout: string; stderr: string }) => e);
+
+  it.each(['before-write:events', 'after-write:decisions', 'before-delete:decisions'])('killed at %s: the rerun completes, nothing lost or doubled, the chain intact', async (failpoint) => {
+    const { connection, url } = await seeded();
+    const dir = archiveDir();
+    const killed = await run(url!, dir, failpoint);
+    expect(killed.signal).toBe('SIGKILL');
+    // Nothing left the database that is not listed in a verified segment.
+    const listed = existsSync(join(dir, 'manifest.json')) ? readManifest(dir).segments.filter((s) => s.chain === 'decisions').reduce((n, s) => n + s.records, 0) : 0;
+    expect((await decisionSeqs(connection)).length + listed).toBeGreaterThanOrEqual(40);
+
+    const rerun = await run(url!, dir);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    if (failpoint.startsWith('before-delete')) expect(rerun.stdout).toContain('finished an interrupted run: decisions-000000000001-000000000012.ndjson.gz');
+    const manifest = readManifest(dir);
+    const ranges = manifest.segments.filter((s) => s.chain === 'decisions').map((s) => `${s.first}-${s.last}`);
+    expect(ranges).toEqual(['1-12', '13-24', '25-30']); // each range once
+    expect(await decisionSeqs(connection)).toEqual(Array.from({ length: 10 }, (_, i) => 31 + i));
+    expect(readdirSync(dir).filter((f) => !manifest.segments.some((s) => s.file === f) && f !== 'manifest.json')).toEqual([]); // no strays
+    expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { events: 30, decisions: 40 } });
+    await connection.db.destroy();
+  });
+});
