@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, createWriteStream, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
@@ -56,20 +56,28 @@ export interface ArchivedLine {
 }
 
 const keyName: Record<ChainName, string> = { events: 'position', decisions: 'seq' };
-const linePattern: Record<ChainName, RegExp> = {
-  events: /^\{"position":(\d{1,16}),"prevHash":"([0-9a-f]{64})","hash":"([0-9a-f]{64})","body":/,
-  decisions: /^\{"seq":(\d{1,16}),"prevHash":"([0-9a-f]{64})","hash":"([0-9a-f]{64})","body":/,
-};
+const HASH = 64;
 
 export function encodeLine(chain: ChainName, r: ArchivedLine): string {
   return `{"${keyName[chain]}":${r.key},"prevHash":"${r.prevHash}","hash":"${r.hash}","body":${r.body}}\n`;
 }
 
-/** A line as the archiver writes it, or null for anything else. */
+/**
+ * A line as the archiver writes it, or null for anything else. Read by position, not by a
+ * regular expression (verify reads millions): a hash field that is not hex never matches the
+ * hash it is compared with, so it needs no check of its own here.
+ */
 export function decodeLine(chain: ChainName, line: string): ArchivedLine | null {
-  const m = linePattern[chain].exec(line);
-  if (!m || !line.endsWith('}')) return null;
-  return { key: Number(m[1]), prevHash: m[2]!, hash: m[3]!, body: line.slice(m[0].length, -1) };
+  const open = `{"${keyName[chain]}":`;
+  if (!line.startsWith(open) || line.charCodeAt(line.length - 1) !== 125 /* } */) return null;
+  const comma = line.indexOf(',', open.length);
+  const digits = line.slice(open.length, comma);
+  if (comma < 0 || digits.length === 0 || digits.length > 16 || !/^\d+$/.test(digits)) return null;
+  const prevAt = comma + ',"prevHash":"'.length;
+  const hashAt = prevAt + HASH + '","hash":"'.length;
+  const bodyAt = hashAt + HASH + '","body":'.length;
+  if (!line.startsWith(',"prevHash":"', comma) || !line.startsWith('","hash":"', prevAt + HASH) || !line.startsWith('","body":', hashAt + HASH)) return null;
+  return { key: Number(digits), prevHash: line.slice(prevAt, prevAt + HASH), hash: line.slice(hashAt, hashAt + HASH), body: line.slice(bodyAt, -1) };
 }
 
 export function toEvent(l: ArchivedLine): StoredEvent {
@@ -116,12 +124,24 @@ export const segmentsOf = (m: Manifest, chain: ChainName) => m.segments.filter((
 
 // ---- reading ----------------------------------------------------------------------------
 
-/** The segment's lines, in file order; null for a line the archiver would not have written. */
-export async function* readSegment(dir: string, s: Segment): AsyncIterable<ArchivedLine | null> {
-  const lines = createInterface({ input: createReadStream(join(dir, s.file)).pipe(createGunzip()), crlfDelay: Infinity });
-  for await (const line of lines) {
-    if (line.length > 0) yield decodeLine(s.chain, line);
+/** The segment's lines, in file order, a decompressed chunk at a time; null for a line the archiver would not have written. */
+export async function* readSegment(dir: string, s: Segment): AsyncIterable<(ArchivedLine | null)[]> {
+  // Lines split by hand from the decompressed chunks: several times faster than readline.
+  const decoder = new StringDecoder('utf8');
+  let rest = '';
+  for await (const chunk of createReadStream(join(dir, s.file), { highWaterMark: 1 << 20 }).pipe(createGunzip({ chunkSize: 1 << 20 })) as AsyncIterable<Buffer>) {
+    const text = rest + decoder.write(chunk);
+    const lines: (ArchivedLine | null)[] = [];
+    let start = 0;
+    for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
+      if (end > start) lines.push(decodeLine(s.chain, text.slice(start, end)));
+      start = end + 1;
+    }
+    rest = text.slice(start);
+    if (lines.length > 0) yield lines;
   }
+  rest += decoder.end();
+  if (rest.length > 0) yield [decodeLine(s.chain, rest)];
 }
 
 // ---- writing ----------------------------------------------------------------------------
@@ -236,10 +256,12 @@ async function segmentIntact(dir: string, s: Segment, start: { at: number; hash:
   if (!existsSync(join(dir, s.file)) || s.first !== start.at + 1 || s.prevHash !== start.hash) return false;
   let { at, hash } = start;
   try {
-    for await (const l of readSegment(dir, s)) {
-      if (!l || l.key !== at + 1 || l.prevHash !== hash || chainHash(l.prevHash, l.body) !== l.hash) return false;
-      at = l.key;
-      hash = l.hash;
+    for await (const lines of readSegment(dir, s)) {
+      for (const l of lines) {
+        if (!l || l.key !== at + 1 || l.prevHash !== hash || chainHash(l.prevHash, l.body) !== l.hash) return false;
+        at = l.key;
+        hash = l.hash;
+      }
     }
   } catch {
     return false; // not a complete gzip stream
@@ -319,10 +341,12 @@ async function* pagesOf<T>(dir: string, segments: Segment[], after: number, conv
   let page: T[] = [];
   for (const s of segments) {
     if (s.last <= after) continue;
-    for await (const l of readSegment(dir, s)) {
-      if (!l) throw new Error(`a line of ${s.file} is not a record as the archiver writes it: run leash audit verify --archive`);
-      if (l.key <= after) continue;
-      page.push(convert(l));
+    for await (const lines of readSegment(dir, s)) {
+      for (const l of lines) {
+        if (!l) throw new Error(`a line of ${s.file} is not a record as the archiver writes it: run leash audit verify --archive`);
+        if (l.key <= after) continue;
+        page.push(convert(l));
+      }
       if (page.length >= pageSize) {
         yield page;
         page = [];

@@ -79,23 +79,19 @@ class MalformedLine extends Error {
 }
 
 /** Every record of the listed segments, in order, as pages. */
-async function* archivePages(dir: string, segments: Segment[], pageSize: number): Pages {
-  let page: ArchivedLine[] = [];
+async function* archivePages(dir: string, segments: Segment[]): Pages {
   for (const s of segments) {
-    for await (const line of readSegment(dir, s)) {
-      if (!line) {
-        // The records before it are checked first, so the finding names the right place.
-        if (page.length > 0) yield page;
-        throw new MalformedLine(s.file);
+    for await (const lines of readSegment(dir, s)) {
+      const bad = lines.indexOf(null);
+      if (bad === -1) {
+        yield lines as ArchivedLine[];
+        continue;
       }
-      page.push(line);
-      if (page.length >= pageSize) {
-        yield page;
-        page = [];
-      }
+      // The records before it are checked first, so the finding names the right place.
+      if (bad > 0) yield lines.slice(0, bad) as ArchivedLine[];
+      throw new MalformedLine(s.file);
     }
   }
-  if (page.length > 0) yield page;
 }
 
 async function* concat(...parts: (() => Pages)[]): Pages {
@@ -194,7 +190,7 @@ export async function verifyAudit(db: Kysely<Database> | null, options: VerifyOp
       // The copy in the archive and the log in Postgres are both walked; they must agree.
       walked = await walk(chain, dbPages(db, chain, 0, pageSize), { at: 0, hash: GENESIS_HASH }, total, options, () => 'in the database');
       if (archived && !walked.finding) {
-        const copy = await walk(chain, archivePages(options.archive!, segments, pageSize), { at: 0, hash: GENESIS_HASH }, total, { ...options, anchor: null }, where);
+        const copy = await walk(chain, archivePages(options.archive!, segments), { at: 0, hash: GENESIS_HASH }, total, { ...options, anchor: null }, where);
         const dbAt = (await readEvents(db, archived.last - 1, 1))[0];
         if (copy.finding) findings.push(copy.finding);
         else if (copy.head.at !== archived.last || dbAt?.hash !== copy.head.hash) {
@@ -203,7 +199,7 @@ export async function verifyAudit(db: Kysely<Database> | null, options: VerifyOp
       }
     } else {
       const start: ChainHead = db && !archived ? await archivedHead(db, chain) : { at: 0, hash: GENESIS_HASH };
-      const parts = [...(archived ? [() => archivePages(options.archive!, segments, pageSize)] : []), ...(db ? [() => dbPages(db, chain, archived?.last ?? start.at, pageSize)] : [])];
+      const parts = [...(archived ? [() => archivePages(options.archive!, segments)] : []), ...(db ? [() => dbPages(db, chain, archived?.last ?? start.at, pageSize)] : [])];
       walked = await walk(chain, concat(...parts), start, total, options, where);
       if (!walked.finding && archived && walked.head.at < archived.last) {
         walked.finding = { chain, at: walked.head.at + 1, problem: 'truncated', detail: `in ${archived.file}: the chain ends at ${label[chain]} ${walked.head.at}, but the manifest lists records up to ${archived.last}: the tail was cut off` };

@@ -5,7 +5,7 @@ import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken, type TokenVerifier } from '../tokens/verify.ts';
-import { combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
+import { ceilingSetFor, combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
 import { KeyIndex } from './key-index.ts';
 import { cedarType, entitiesFor, entityKey, evaluate, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
@@ -283,8 +283,13 @@ async function decideLayers(
   if (!ceilingLink) return deny('ceiling', 'NO_CEILING');
   if (policies.templates[ceilingLink.template]?.layer !== CEILING) return deny('ceiling', 'CEILING_TEMPLATE_MISSING');
   const ceilingId = `ceiling:${agent.id}`;
+  const agentAncestors = ancestorsOf(entityMap, A);
+  // The agent's ceiling policies and link as one preparsed set; the reference path (and a set
+  // that cannot be prepared) takes the union of the shared ceiling policies and a stateless link.
+  const ceilingSet = options.combined === false ? null : ceilingSetFor(policies, { uid: A, version: agentVersion, ancestors: agentAncestors }, { ...ceilingLink, newId: ceilingId });
   const ceiling = (c: Call) =>
-    union(preparsed(policies, policies.ceilingPreparsedId, A, c), linked(policies, [{ link: ceilingLink, newId: ceilingId }], A, c));
+    ceilingSet ? preparsed(policies, ceilingSet, A, c)
+      : union(preparsed(policies, policies.ceilingPreparsedId, A, c), linked(policies, [{ link: ceilingLink, newId: ceilingId }], A, c));
   const beyond = () => {
     for (const d of details.details) {
       const target = d.resource ?? d.resourceIn!;
@@ -317,7 +322,7 @@ async function decideLayers(
     : policies.combinedSchemaName ? { context: withHuman(context, H), schemaName: policies.combinedSchemaName } : null;
   if (combined?.context && slimEntities) {
     const set = combinedSetFor(policies, {
-      agent: { uid: A, version: agentVersion, ancestors: ancestorsOf(entityMap, A) },
+      agent: { uid: A, version: agentVersion, ancestors: agentAncestors },
       human: { uid: H, ancestors: ancestorsOf(entityMap, H), via },
       ceiling: { ...ceilingLink, newId: ceilingId },
       grants: grants.map(({ link, newId }) => ({ ...link, newId })),

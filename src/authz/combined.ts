@@ -306,10 +306,27 @@ export interface CombinableSource {
 
 // cedar-wasm keeps preparsed sets by id and has no way to drop one, so sets live in a fixed
 // number of slots: a new set reuses (overwrites) the slot of the least recently used one.
-const SLOTS = 4096;
+const SLOTS = 8192;
 const slots = new Lru<string, CombinedSet>(SLOTS);
 const freeSlots: string[] = [];
 let slotCount = 0;
+
+/** A set preparsed under `key` (reusing the slot of the least recently used one), or the one already there. */
+function preparsedFor<T extends { preparsedId: string }>(key: string, build: () => { policies: cedar.PolicySet; extra: Omit<T, 'preparsedId'> }): T | null {
+  const hit = slots.get(key);
+  if (hit) return hit as unknown as T;
+  const { policies, extra } = build();
+  const preparsedId = freeSlots.pop() ?? `combined-${slotCount++}`;
+  const parsed = cedar.preparsePolicySet(preparsedId, policies);
+  if (parsed.type === 'failure') {
+    freeSlots.push(preparsedId);
+    return null;
+  }
+  const set = { preparsedId, ...extra } as T;
+  const pushedOut = slots.set(key, set as unknown as CombinedSet);
+  if (pushedOut) freeSlots.push(pushedOut[1].preparsedId);
+  return set;
+}
 
 /** The combined set for this agent and human under this policy version, built on first use. */
 export function combinedSetFor(source: CombinableSource, input: CombinedInput): CombinedSet | null {
@@ -317,45 +334,54 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
   const key = [
     source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(','), entityKey(human.uid), human.via, [...human.ancestors].sort().join(','),
   ].join('\n');
-  const hit = slots.get(key);
-  if (hit) return hit;
-
-  const origin = new Map<string, { layer: CombinedLayer; id: string }>();
-  const staticPolicies: Record<string, cedar.Policy> = {};
-  for (const p of source.statics) {
-    const ceiling = p.layer === source.ceilingLayer;
-    if (scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) {
-      const id = `${ceiling ? 'c' : 'a'}:${p.id}`;
-      staticPolicies[id] = p.text;
-      origin.set(id, { layer: ceiling ? 'ceiling' : 'agent', id: p.id });
+  return preparsedFor<CombinedSet>(key, () => {
+    const origin = new Map<string, { layer: CombinedLayer; id: string }>();
+    const staticPolicies: Record<string, cedar.Policy> = {};
+    for (const p of source.statics) {
+      const ceiling = p.layer === source.ceilingLayer;
+      if (scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) {
+        const id = `${ceiling ? 'c' : 'a'}:${p.id}`;
+        staticPolicies[id] = p.text;
+        origin.set(id, { layer: ceiling ? 'ceiling' : 'agent', id: p.id });
+      }
+      if (!ceiling && scopeCanMatch(p.json.principal, human.uid, human.ancestors)) {
+        staticPolicies[`h:${p.id}`] = asHuman(p.json, human.via);
+        origin.set(`h:${p.id}`, { layer: 'human', id: p.id });
+      }
     }
-    if (!ceiling && scopeCanMatch(p.json.principal, human.uid, human.ancestors)) {
-      staticPolicies[`h:${p.id}`] = asHuman(p.json, human.via);
-      origin.set(`h:${p.id}`, { layer: 'human', id: p.id });
-    }
-  }
-  const templates: Record<string, cedar.Policy> = {};
-  const templateLinks: cedar.TemplateLink[] = [];
-  const link = (layer: 'ceiling' | 'agent', l: CombinedInput['ceiling']) => {
-    const entry = source.templateEntries[l.template];
-    if (!entry) return;
-    const templateId = `${layer === 'ceiling' ? 'c' : 'a'}:${entry.id}`;
-    templates[templateId] ??= entry.text;
-    const newId = `${layer === 'ceiling' ? 'c' : 'a'}:${l.newId}`;
-    templateLinks.push({ templateId, newId, values: l.values as Record<string, cedar.EntityUid> });
-    origin.set(newId, { layer, id: l.newId });
-  };
-  link('ceiling', input.ceiling);
-  for (const g of input.grants) link('agent', g);
+    const templates: Record<string, cedar.Policy> = {};
+    const templateLinks: cedar.TemplateLink[] = [];
+    const link = (layer: 'ceiling' | 'agent', l: CombinedInput['ceiling']) => {
+      const entry = source.templateEntries[l.template];
+      if (!entry) return;
+      const templateId = `${layer === 'ceiling' ? 'c' : 'a'}:${entry.id}`;
+      templates[templateId] ??= entry.text;
+      const newId = `${layer === 'ceiling' ? 'c' : 'a'}:${l.newId}`;
+      templateLinks.push({ templateId, newId, values: l.values as Record<string, cedar.EntityUid> });
+      origin.set(newId, { layer, id: l.newId });
+    };
+    link('ceiling', input.ceiling);
+    for (const g of input.grants) link('agent', g);
+    return { policies: { staticPolicies, templates, templateLinks }, extra: { origin } };
+  });
+}
 
-  const preparsedId = freeSlots.pop() ?? `combined-${slotCount++}`;
-  const parsed = cedar.preparsePolicySet(preparsedId, { staticPolicies, templates, templateLinks });
-  if (parsed.type === 'failure') {
-    freeSlots.push(preparsedId);
-    return null;
-  }
-  const set = { preparsedId, origin };
-  const pushedOut = slots.set(key, set);
-  if (pushedOut) freeSlots.push(pushedOut[1].preparsedId);
-  return set;
+/**
+ * One agent's ceiling layer as one preparsed set: the ceiling policies whose principal scope
+ * can match the agent, and its linked ceiling template, under the ids decisions name them by.
+ * One stateful call instead of a stateless one that parses the schema and template each time.
+ */
+export function ceilingSetFor(source: CombinableSource, agent: CombinedInput['agent'], ceiling: CombinedInput['ceiling']): string | null {
+  const key = ['ceiling', source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(',')].join('\n');
+  return preparsedFor<{ preparsedId: string }>(key, () => {
+    const staticPolicies: Record<string, cedar.Policy> = {};
+    for (const p of source.statics) {
+      if (p.layer === source.ceilingLayer && scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) staticPolicies[p.id] = p.text;
+    }
+    const entry = source.templateEntries[ceiling.template]!;
+    return {
+      policies: { staticPolicies, templates: { [entry.id]: entry.text }, templateLinks: [{ templateId: entry.id, newId: ceiling.newId, values: ceiling.values as Record<string, cedar.EntityUid> }] },
+      extra: {},
+    };
+  })?.preparsedId ?? null;
 }

@@ -15,6 +15,7 @@ import { Follower } from '../../src/store/follower.ts';
 import { eventHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
 import { migrateToLatest } from '../../src/store/migrate.ts';
 import { startPostgres } from '../support/servers.ts';
+import { AGENTS, DOCUMENTS, makeReplayArchive, makeVerifyArchive } from './audit.ts';
 import { benchHttp, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
 
@@ -27,6 +28,9 @@ const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 10);
 const HTTP_CONNECTIONS = [4, 16];
 const REVOCATION_NODES = Number(process.env.BENCH_REVOCATION_NODES ?? 8);
 const REVOCATIONS = Number(process.env.BENCH_REVOCATIONS ?? 1000);
+const REPLAY_DECISIONS = Number(process.env.BENCH_REPLAY_DECISIONS ?? 1_000_000);
+const RAW_DECISIONS = 20_000;
+const VERIFY_RECORDS = Number(process.env.BENCH_VERIFY_RECORDS ?? 10_000_000);
 /** Sections to run (comma-separated); unset: all, and only then is BENCHMARKS.md rewritten. */
 const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim()) ?? null;
 const runs = (section: string) => ONLY === null || ONLY.includes(section);
@@ -279,6 +283,53 @@ function machine(): string {
   return `${cpu.length} cores (${cpu[0]?.model ?? 'unknown cpu'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, PostgreSQL ${pgVersion} (fsync on, defaults), PGlite 0.4 (on disk)`;
 }
 
+/** A measured run over an archive in its own process (audit-run.ts); median of `times` runs by rate. */
+function auditRun(mode: string, dir: string, times: number, ...args: string[]): { count: number; seconds: number; perSecond: number } {
+  const results = Array.from({ length: times }, () => {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', new URL('./audit-run.ts', import.meta.url).pathname, mode, dir, ...args], { maxBuffer: 16 * 1024 * 1024 }).toString();
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { count: number; seconds: number };
+    return { ...r, perSecond: r.count / r.seconds };
+  });
+  return sorted(results.map((r) => r.perSecond)).map((p) => results.find((r) => r.perSecond === p)!)[Math.floor(times / 2)]!;
+}
+
+async function benchAuditRows(): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), 'leash-bench-audit-'));
+  try {
+    const replayDir = join(root, 'replay');
+    console.log(`audit: making ${fmt(REPLAY_DECISIONS)} recorded decisions (${AGENTS} agents, ${fmt(DOCUMENTS)} documents, two policy versions)…`);
+    const made = await makeReplayArchive(replayDir, REPLAY_DECISIONS, (n) => n % 100_000 === 0 && console.log(`  ${fmt(n)}`));
+    const replayed = auditRun('replay', replayDir, 1);
+    const raw = auditRun('raw', replayDir, 3, String(Math.min(RAW_DECISIONS, REPLAY_DECISIONS)));
+    rows.push({
+      what: `replay from archive files: ${fmt(replayed.count)} decisions (${fmt(made.allowed)} allowed), ${AGENTS} agents, ${fmt(DOCUMENTS)} resources, 2 policy versions, every one re-decided and compared`,
+      backend: 'archive (gzip NDJSON)',
+      figure: `${fmt(replayed.perSecond)} decisions/s (${replayed.seconds.toFixed(1)} s)`,
+      median: '—', p99: '—',
+      baseline: `one raw cedar-wasm statefulIsAuthorized per recorded request (no layers, no history): ${fmt(raw.perSecond)} requests/s`,
+      target: '≥ 10,000 decisions/s',
+    });
+    console.log(rows[rows.length - 1]);
+
+    const verifyDir = join(root, 'verify');
+    console.log(`audit: making ${fmt(VERIFY_RECORDS)} chained records…`);
+    makeVerifyArchive(verifyDir, VERIFY_RECORDS);
+    const verified = auditRun('verify', verifyDir, 3);
+    const read = auditRun('read', verifyDir, 3);
+    rows.push({
+      what: `verify of archive files: ${fmt(verified.count)} chained decision records (median of 3 runs)`,
+      backend: 'archive (gzip NDJSON)',
+      figure: `${fmt(verified.perSecond)} records/s (${verified.seconds.toFixed(1)} s)`,
+      median: '—', p99: '—',
+      baseline: `the same files through the same reader (decompress, split, parse each line's link), nothing checked: ${fmt(read.perSecond)} lines/s`,
+      target: '≥ 300,000 records/s',
+    });
+    console.log(rows[rows.length - 1]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const started = new Date();
   const server = await startPostgres({ durable: true });
@@ -295,6 +346,7 @@ async function main(): Promise<void> {
       await benchHttpRows(pglite, 'PGlite');
     }
     if (runs('revocation')) await benchRevocationRow((await freshDatabase(server.url)).url);
+    if (runs('audit')) await benchAuditRows();
     if (runs('appends')) {
       await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
       await benchAppends(pglite(), 'PGlite', '(reported beside)');
@@ -355,6 +407,17 @@ How to read it:
   node's time into the durable append (with this node applying it) and the fence. The baseline is
   the naive design on the same database: ${REVOCATION_NODES} followers polling the log every 100 ms, timed
   from a committed revoke until all of them have applied it. All of it shares the 2 cores.
+- **replay**: the archive is made by test/bench/audit.ts without a server: ${AGENTS} agents (100 humans,
+  each agent's ceiling and grant on one of 100 folders), ${DOCUMENTS.toLocaleString('en-US')} documents, requests drawn at random
+  (mostly in the agent's own folder, one token in twenty asking beyond its ceiling), half under
+  each of two policy versions, the recorded outcomes made by the decision code itself. The run
+  is \`leash audit replay --archive-only\` in its own process: the registry history folded from
+  the archived events, then every decision decided again (all layers, at its position and
+  instant) and compared with its record; it fails on any difference. The baseline is one raw
+  cedar-wasm call per recorded request (the ordinary policies, no layers, no history).
+- **verify**: ${VERIFY_RECORDS.toLocaleString('en-US')} chained decision records (small bodies) in gzip NDJSON segments, walked
+  offline by \`leash audit verify --archive-only\`: every line's link and sha-256 checked. The
+  baseline reads the same files through the same reader, checking nothing.
 - The PostgreSQL server is started by the benchmark (initdb, default settings, fsync on) on
   this machine; PGlite runs in-process on disk.
 `,
