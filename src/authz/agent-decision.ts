@@ -7,7 +7,7 @@ import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken, type TokenVerifier } from '../tokens/verify.ts';
 import { ceilingSetFor, combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
 import { KeyIndex } from './key-index.ts';
-import { cedarType, entitiesFor, entityKey, evaluate, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
+import { cedarType, entitiesFor, entityKey, evaluate, reachableEntities, referencedUids, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
@@ -106,6 +106,15 @@ function slimRegistryEntities(view: RegistryState, set: CompiledPolicySet, entit
     out.push(hit.entity);
   }
   return out;
+}
+
+const literals = new WeakMap<CompiledPolicySet, EntityUid[]>();
+
+/** Entities the policies and templates name literally, and those the agent's ceiling link names. */
+function literalsOf(set: CompiledPolicySet, ceiling: TemplateLink): EntityUid[] {
+  let named = literals.get(set);
+  if (!named) literals.set(set, (named = referencedUids([set.statics.map((p) => p.json), Object.values(set.templateEntries).map((t) => t.json)])));
+  return [...named, ...referencedUids(ceiling.values)];
 }
 
 /** RFC 9396 entry of Leash's built-in type. */
@@ -290,18 +299,23 @@ async function decideLayers(
   const ceiling = (c: Call) =>
     ceilingSet ? preparsed(policies, ceilingSet, A, c)
       : union(preparsed(policies, policies.ceilingPreparsedId, A, c), linked(policies, [{ link: ceilingLink, newId: ceilingId }], A, c));
+  // What the check can reach: the agent, the details' targets, and what they lead to. (The
+  // requested resource is not among them, so the verdict holds for every resource the token
+  // is used on.)
+  const targets = details.details.map((d) => d.resource ?? d.resourceIn!);
+  const checkEntities = reachableEntities(entityMap, [A, ...targets], context, literalsOf(policies, ceilingLink));
   const beyond = () => {
     for (const d of details.details) {
       const target = d.resource ?? d.resourceIn!;
       for (const a of d.actions) {
-        const inside = ceiling({ ...call, action: { type: 'Action', id: a }, resource: target });
+        const inside = ceiling({ ...call, action: { type: 'Action', id: a }, resource: target, entities: checkEntities });
         if (!inside.allow) return inside;
       }
     }
     return { allow: true, reasons: [], errors: [], failed: [] };
   };
   // The exact inputs as the key (no digest, so no two inputs can share an entry).
-  const checkKey = caches && `${policies.preparsedId}\n${agent.id}\n${agentVersion}\n${jsonOf(details.details)}\n${JSON.stringify(context)}\n${call.entities.map(jsonOf).join('\n')}`;
+  const checkKey = caches && `${policies.preparsedId}\n${agent.id}\n${agentVersion}\n${jsonOf(details.details)}\n${JSON.stringify(context)}\n${checkEntities.map(jsonOf).join('\n')}`;
   let inside = checkKey ? caches.ceilingVerdict(checkKey) : undefined;
   if (!inside) {
     inside = beyond();

@@ -113,6 +113,43 @@ export function entitiesFor(view: RegistryState, named: { uid: EntityUid; given?
 
 export const entityKey = key;
 
+/**
+ * Every entity uid a JSON value may refer to: `{"__entity": uid}`, or any object with a string
+ * `type` and `id` (the implicit form a schema allows). Conservative: a record that merely looks
+ * like a uid counts too, which can only keep an entity that is not needed.
+ */
+export function referencedUids(value: unknown, out: EntityUid[] = []): EntityUid[] {
+  if (Array.isArray(value)) {
+    for (const v of value) referencedUids(v, out);
+  } else if (value !== null && typeof value === 'object') {
+    const o = value as Record<string, unknown>;
+    if (typeof o.type === 'string' && typeof o.id === 'string') out.push({ type: o.type, id: o.id });
+    for (const v of Object.values(o)) referencedUids(v, out);
+  }
+  return out;
+}
+
+/**
+ * The entities an evaluation can touch, in the order given: from the roots (principal,
+ * resource), the context's values and the policies' entity literals, through parents and
+ * through every reference in the attributes of what is reached. Cedar cannot reach an entity
+ * by any other way, so evaluating against these is evaluating against all of them.
+ */
+export function reachableEntities(entities: Map<string, CedarEntity>, roots: EntityUid[], context: unknown, literals: EntityUid[]): CedarEntity[] {
+  const seen = new Set<string>();
+  const pending = [...roots, ...referencedUids(context), ...literals];
+  while (pending.length > 0) {
+    const k = key(pending.pop()!);
+    if (seen.has(k)) continue;
+    seen.add(k);
+    const e = entities.get(k);
+    if (!e) continue;
+    pending.push(...e.parents);
+    referencedUids(e.attrs, pending);
+  }
+  return [...entities.values()].filter((e) => seen.has(key(e.uid)));
+}
+
 /** A plain (non-agent) subject: evaluated once against the ordinary policies. */
 export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryState): Decision {
   const base = { errors: [] as string[], policyVersion: policies?.version ?? 0, position: view.position };

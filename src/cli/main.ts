@@ -1,9 +1,10 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Command, Option } from 'commander';
 import { adminTokenFile, backendOf, loadConfig, resolveAdminToken, type ConfigInput } from '../config.ts';
 import { replay, type ReplayReport } from '../audit/replay.ts';
-import { ArchiveSource, archiveAudit } from '../audit/archive.ts';
-import { PostgresSource, type AuditSource } from '../audit/source.ts';
+import { archiveAudit } from '../audit/archive.ts';
+import { openAuditSource, replayInParallel, type SourceSpec } from '../audit/replay-parallel.ts';
 import { traceDecision, type Trace } from '../audit/trace.ts';
 import { verifyAudit, type Anchor, type ChainHead } from '../audit/verify.ts';
 import { readPolicyFiles } from '../authz/policy-files.ts';
@@ -135,22 +136,35 @@ withServerFlags(audit.command('replay'))
   .option('--json', 'print the report as JSON')
   .option('--archive <dir>', 'read the archive directory first, then the database after it')
   .option('--archive-only', 'read the archive alone, without a database (offline)')
-  .action(async (flags: Record<string, string | undefined> & SourceFlags & { from?: number; to?: number; since?: Date; until?: Date; policies?: string; limit: number; json?: boolean }) => {
+  .option('--workers <n>', 'threads deciding in parallel (default: one per core; 1 on the embedded database)', seqOption('workers'))
+  .action(async (flags: Record<string, string | undefined> & SourceFlags & { from?: number; to?: number; since?: Date; until?: Date; policies?: string; limit: number; json?: boolean; workers?: number }) => {
     const candidate = flags.policies ? readPolicyFiles(flags.policies) : undefined;
-    const { source, close } = await openSource(flags);
+    const spec = sourceSpec(flags);
+    // Embedded PGlite serves one process (one thread) only.
+    const workers = spec.backend?.kind === 'pglite' ? 1 : (flags.workers ?? availableParallelism());
     const bar = progress();
+    const options = {
+      ...(flags.from ? { from: flags.from } : {}), ...(flags.to ? { to: flags.to } : {}),
+      ...(flags.since ? { since: flags.since } : {}), ...(flags.until ? { until: flags.until } : {}),
+      ...(candidate ? { candidate } : {}), keep: flags.limit, progress: (stage: string, done: number, total: number) => bar.update(stage, done, total),
+    };
     try {
-      const report = await replay(source, {
-        ...(flags.from ? { from: flags.from } : {}), ...(flags.to ? { to: flags.to } : {}),
-        ...(flags.since ? { since: flags.since } : {}), ...(flags.until ? { until: flags.until } : {}),
-        ...(candidate ? { candidate } : {}), keep: flags.limit, progress: (stage, done, total) => bar.update(stage, done, total),
-      });
+      let report: ReplayReport;
+      if (workers > 1) {
+        report = await replayInParallel(spec, options, workers);
+      } else {
+        const { source, close } = await openAuditSource(spec);
+        try {
+          report = await replay(source, options);
+        } finally {
+          await close();
+        }
+      }
       bar.stop();
       process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : describeReplay(report, flags.policies));
       if (report.mode === 'replay' && report.differing > 0) process.exitCode = 1;
     } finally {
       bar.stop();
-      await close();
     }
   });
 
@@ -161,7 +175,7 @@ withServerFlags(audit.command('trace <decision-id>'))
   .option('--archive-only', 'look in the archive alone, without a database (offline)')
   .action(async (id: string, flags: Record<string, string | undefined> & SourceFlags & { json?: boolean }) => {
     if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new Error('a decision id is a UUID (the `context.id` of a decision)');
-    const { source, close } = await openSource(flags);
+    const { source, close } = await openAuditSource(sourceSpec(flags));
     try {
       const trace = await traceDecision(source, id);
       if (!trace) throw new Error(`no decision ${id} in ${source.describe}`);
@@ -206,12 +220,9 @@ interface SourceFlags {
 }
 
 /** The database, an archive directory, or an archive before the database. */
-async function openSource(flags: Record<string, string | undefined> & SourceFlags): Promise<{ source: AuditSource; close(): Promise<void> }> {
+function sourceSpec(flags: Record<string, string | undefined> & SourceFlags): SourceSpec {
   if (flags.archiveOnly && !flags.archive) throw new Error('--archive-only needs --archive <dir>');
-  if (flags.archiveOnly) return { source: new ArchiveSource(flags.archive!, null), close: async () => {} };
-  const connection = await connect(backendOf(loadConfig(configFrom(flags))));
-  const db = new PostgresSource(connection.db);
-  return { source: flags.archive ? new ArchiveSource(flags.archive, db) : db, close: () => connection.db.destroy() };
+  return { backend: flags.archiveOnly ? null : backendOf(loadConfig(configFrom(flags))), archive: flags.archive ?? null };
 }
 
 function describeTrace(t: Trace): string {

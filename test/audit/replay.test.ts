@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ArchiveSource, archiveAudit } from '../../src/audit/archive.ts';
 import { replay } from '../../src/audit/replay.ts';
+import { replayInParallel } from '../../src/audit/replay-parallel.ts';
 import { traceDecision } from '../../src/audit/trace.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
 import { readPolicyFiles } from '../../src/authz/policy-files.ts';
@@ -176,6 +177,16 @@ permit (principal in Group::"finance-agents", action == Action::"write", resourc
     const sealed = report.records.find((r) => r.change === 'allow→deny')!;
     expect(sealed.replayed!.reasons).toContain('archive-is-sealed');
     expect(sealed.recorded.reasons.length).toBeGreaterThan(0);
+  });
+
+  it('in worker threads: the ranges split, the reports add up to the single-threaded one', async () => {
+    const options = { candidate: readPolicyFiles(candidate()) };
+    const single = await replay(new PostgresSource(node.connection.db), options);
+    const parallel = await replayInParallel({ backend: { kind: 'postgres', url }, archive: null }, options, 3);
+    expect(parallel).toEqual(single);
+    const replayed = await replayInParallel({ backend: { kind: 'postgres', url }, archive: null }, { from: 2 }, 2);
+    expect(replayed).toMatchObject({ decisions: made.length - 1, differing: 0, range: { from: 2, to: made.length } });
+    await expect(replayInParallel({ backend: { kind: 'postgres', url }, archive: null }, { candidate: { schema: 'nonsense', policies: '' } }, 2)).rejects.toMatchObject({ code: 'POLICY_INVALID' });
   });
 
   it('what-if refuses an invalid candidate set with Cedar\'s diagnostics', async () => {

@@ -1,11 +1,13 @@
 // One measured run over an archive directory, in its own process (see audit.ts and run.ts):
-//   replay DIR   leash's replay of every archived decision (archive only)
+//   replay DIR   leash's replay of every archived decision (archive only, a worker per core)
 //   raw DIR N    baseline: one raw cedar-wasm call per recorded request, first N decisions
 //   verify DIR   leash's verify of the archive (offline)
 //   read DIR     baseline: the same files decompressed and split into lines by the same reader, nothing checked
 // Prints one JSON line: {"count": …, "seconds": …}.
 import { ArchiveSource, readManifest, readSegment } from '../../src/audit/archive.ts';
-import { loadHistory, replay } from '../../src/audit/replay.ts';
+import { loadHistory } from '../../src/audit/replay.ts';
+import { replayInParallel } from '../../src/audit/replay-parallel.ts';
+import { availableParallelism } from 'node:os';
 import { verifyAudit } from '../../src/audit/verify.ts';
 import * as cedar from '../../src/authz/cedar.ts';
 import { cedarType, entitiesFor, type EvaluationRequest } from '../../src/authz/engine.ts';
@@ -16,7 +18,8 @@ let count = 0;
 
 switch (mode) {
   case 'replay': {
-    const report = await replay(new ArchiveSource(dir, null), { keep: 10 });
+    // As `leash audit replay --archive-only` runs it: one worker thread per core.
+    const report = await replayInParallel({ backend: null, archive: dir }, { keep: 10 }, availableParallelism());
     if (report.differing > 0) throw new Error(`replay found ${report.differing} differences: ${JSON.stringify(report.records[0])}`);
     count = report.decisions;
     break;
