@@ -185,6 +185,20 @@ export class DecisionCaches {
   private readonly withinCeiling = new Lru<string, { agent: string; result: LayerResult }>(10_000);
   private readonly ceilingKeys = new KeyIndex();
 
+  /** Cedar answers of the combined call, keyed by its exact inputs (see decideLayers). */
+  private readonly answers = new Lru<string, { agent: string; result: LayerResult }>(20_000);
+  private readonly answerKeys = new KeyIndex();
+
+  decided(agent: string, key: string, call: () => LayerResult): LayerResult {
+    const hit = this.answers.get(key);
+    if (hit) return hit.result;
+    const result = call();
+    const evicted = this.answers.set(key, { agent, result });
+    if (evicted) this.answerKeys.remove(evicted[1].agent, evicted[0]);
+    this.answerKeys.add(agent, key);
+    return result;
+  }
+
   ceilingVerdict(key: string): LayerResult | undefined {
     return this.withinCeiling.get(key)?.result;
   }
@@ -199,6 +213,7 @@ export class DecisionCaches {
   forgetAgent(agentId: string): void {
     this.tokens.forget(agentId);
     for (const key of this.ceilingKeys.take(agentId)) this.withinCeiling.delete(key);
+    for (const key of this.answerKeys.take(agentId)) this.answers.delete(key);
   }
 }
 
@@ -342,13 +357,19 @@ async function decideLayers(
       grants: grants.map(({ link, newId }) => ({ ...link, newId })),
     });
     if (set) {
-      const result = answer(
-        cedar.statefulIsAuthorized({
-          principal: A, action, resource, context: combined.context, entities: slimEntities as cedar.Entities,
-          preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: false,
-        }),
-        (id) => set.origin.get(id)?.id ?? id,
-      );
+      const combinedContext = combined.context;
+      const call = () =>
+        answer(
+          cedar.statefulIsAuthorized({
+            principal: A, action, resource, context: combinedContext, entities: slimEntities as cedar.Entities,
+            preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: false,
+          }),
+          (id) => set.origin.get(id)?.id ?? id,
+        );
+      // Cedar is a function of its inputs: the same set (this agent, version and human, this
+      // policy version), request and entities give the same answer. The key is those inputs, whole.
+      const memoKey = caches && `${set.generation}\n${combined.schemaName}\n${action.id}\n${entityKey(resource)}\n${JSON.stringify(combinedContext)}\n${slimEntities.map(jsonOf).join('\n')}`;
+      const result = memoKey ? caches.decided(agent.id, memoKey, call) : call();
       const inLayer = (layer: CombinedLayer) => (id: string) => set.origin.get(id)?.layer === layer;
       const original = (id: string) => set.origin.get(id)?.id ?? id;
       const errorsOf = (layer: CombinedLayer) => result.failed.filter(({ policyId }) => inLayer(layer)(policyId)).map(({ message }) => message);

@@ -282,6 +282,8 @@ export type CombinedLayer = 'ceiling' | 'agent' | 'human';
 /** A per-agent set in cedar-wasm's preparsed store, and what each of its policy ids stands for. */
 export interface CombinedSet {
   preparsedId: string;
+  /** Unique to this set: slots (and so preparsed ids) are reused once a set is evicted. */
+  generation: number;
   origin: Map<string, { layer: CombinedLayer; id: string }>;
 }
 
@@ -312,7 +314,9 @@ const freeSlots: string[] = [];
 let slotCount = 0;
 
 /** A set preparsed under `key` (reusing the slot of the least recently used one), or the one already there. */
-function preparsedFor<T extends { preparsedId: string }>(key: string, build: () => { policies: cedar.PolicySet; extra: Omit<T, 'preparsedId'> }): T | null {
+let generations = 0;
+
+function preparsedFor<T extends { preparsedId: string; generation: number }>(key: string, build: () => { policies: cedar.PolicySet; extra: Omit<T, 'preparsedId' | 'generation'> }): T | null {
   const hit = slots.get(key);
   if (hit) return hit as unknown as T;
   const { policies, extra } = build();
@@ -322,7 +326,7 @@ function preparsedFor<T extends { preparsedId: string }>(key: string, build: () 
     freeSlots.push(preparsedId);
     return null;
   }
-  const set = { preparsedId, ...extra } as T;
+  const set = { preparsedId, generation: ++generations, ...extra } as T;
   const pushedOut = slots.set(key, set as unknown as CombinedSet);
   if (pushedOut) freeSlots.push(pushedOut[1].preparsedId);
   return set;
@@ -373,7 +377,7 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
  */
 export function ceilingSetFor(source: CombinableSource, agent: CombinedInput['agent'], ceiling: CombinedInput['ceiling']): string | null {
   const key = ['ceiling', source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(',')].join('\n');
-  return preparsedFor<{ preparsedId: string }>(key, () => {
+  return preparsedFor<{ preparsedId: string; generation: number }>(key, () => {
     const staticPolicies: Record<string, cedar.Policy> = {};
     for (const p of source.statics) {
       if (p.layer === source.ceilingLayer && scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) staticPolicies[p.id] = p.text;

@@ -150,6 +150,18 @@ describe('an agent with a good token', () => {
     // Without the grant the same request stops at the agent layer, though the human may write.
     expect(await ask('bot', await mint({ sub: 'bot', authorization_details: writeInvoices }), 'write', 'd1')).toMatchObject({ decision: false, context: { layer: 'agent' } });
   });
+
+  it('an answer remembered for identical inputs is not reused once the agent changes', async () => {
+    const writeInvoices = [{ type: 'leash:cedar', actions: ['write'], resourceIn: folder('invoices') }];
+    expect((await node.api('POST', '/v1/agents', agentBody({ id: 'bot-memo', credentials: pins, ceiling: invoicesCeiling, groups: ['finance-agents'] }))).status).toBe(201);
+    expect((await node.api('POST', '/v1/agents/bot-memo/authorize', { grants: [] })).status).toBe(200);
+    for (let i = 0; i < 2; i++) {
+      expect(await ask('bot-memo', await mint({ sub: 'bot-memo', authorization_details: writeInvoices }), 'write', 'd1')).toMatchObject({ decision: false, context: { layer: 'agent' } });
+    }
+    expect((await node.api('POST', '/v1/agents/bot-memo/suspend', { reason: 'regrant' })).status).toBe(200);
+    expect((await node.api('POST', '/v1/agents/bot-memo/authorize', { grants: [{ template: 'grant-write-folder', values: { '?resource': folder('invoices') } }] })).status).toBe(200);
+    expect(await ask('bot-memo', await mint({ sub: 'bot-memo', authorization_details: writeInvoices }), 'write', 'd1')).toMatchObject({ decision: true, context: { layer: 'all' } });
+  });
 });
 
 describe('exact values on the way to Cedar', () => {
