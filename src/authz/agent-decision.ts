@@ -108,13 +108,13 @@ function slimRegistryEntities(view: RegistryState, set: CompiledPolicySet, entit
   return out;
 }
 
-const literals = new WeakMap<CompiledPolicySet, EntityUid[]>();
+const literals = new WeakMap<CompiledPolicySet, Set<string>>();
 
-/** Entities the policies and templates name literally, and those the agent's ceiling link names. */
-function literalsOf(set: CompiledPolicySet, ceiling: TemplateLink): EntityUid[] {
+/** Keys of the entities the policies and templates name literally. */
+function literalsOf(set: CompiledPolicySet): ReadonlySet<string> {
   let named = literals.get(set);
-  if (!named) literals.set(set, (named = referencedUids([set.statics.map((p) => p.json), Object.values(set.templateEntries).map((t) => t.json)])));
-  return [...named, ...referencedUids(ceiling.values)];
+  if (!named) literals.set(set, (named = new Set(referencedUids([set.statics.map((p) => p.json), Object.values(set.templateEntries).map((t) => t.json)]).map(entityKey))));
+  return named;
 }
 
 /** RFC 9396 entry of Leash's built-in type. */
@@ -318,7 +318,8 @@ async function decideLayers(
   // requested resource is not among them, so the verdict holds for every resource the token
   // is used on.)
   const targets = details.details.map((d) => d.resource ?? d.resourceIn!);
-  const checkEntities = reachableEntities(entityMap, [A, ...targets], context, literalsOf(policies, ceilingLink));
+  // (The ceiling link's values are literals of the agent's own ceiling.)
+  const checkEntities = reachableEntities(entityMap, [A, ...targets, ...referencedUids(ceilingLink.values)], context, literalsOf(policies));
   const beyond = () => {
     for (const d of details.details) {
       const target = d.resource ?? d.resourceIn!;

@@ -131,13 +131,15 @@ export function referencedUids(value: unknown, out: EntityUid[] = []): EntityUid
 
 /**
  * The entities an evaluation can touch, in the order given: from the roots (principal,
- * resource), the context's values and the policies' entity literals, through parents and
- * through every reference in the attributes of what is reached. Cedar cannot reach an entity
- * by any other way, so evaluating against these is evaluating against all of them.
+ * resource), the context's values and the entities the policies name literally (`literals`,
+ * as keys), through parents and through every reference in the attributes of what is reached.
+ * Cedar cannot reach an entity by any other way, so evaluating against these is evaluating
+ * against all of them. The cost follows the request's entities, not the policies' literals.
  */
-export function reachableEntities(entities: Map<string, CedarEntity>, roots: EntityUid[], context: unknown, literals: EntityUid[]): CedarEntity[] {
+export function reachableEntities(entities: Map<string, CedarEntity>, roots: EntityUid[], context: unknown, literals: ReadonlySet<string>): CedarEntity[] {
   const seen = new Set<string>();
-  const pending = [...roots, ...referencedUids(context), ...literals];
+  const pending = [...roots, ...referencedUids(context)];
+  for (const [k, e] of entities) if (literals.has(k)) pending.push(e.uid);
   while (pending.length > 0) {
     const k = key(pending.pop()!);
     if (seen.has(k)) continue;

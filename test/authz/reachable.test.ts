@@ -29,19 +29,19 @@ const ids = (es: CedarEntity[]) => es.map((e) => `${e.uid.type}::${e.uid.id}`).s
 
 describe('the entities an evaluation can reach', () => {
   it('follows parents and references in attributes from the roots', () => {
-    expect(ids(reachableEntities(map, [uid('Agent', 'bot'), uid('Folder', 'invoices')], {}, []))).toEqual(
+    expect(ids(reachableEntities(map, [uid('Agent', 'bot'), uid('Folder', 'invoices')], {}, new Set()))).toEqual(
       ['Agent::bot', 'Folder::invoices', 'Folder::root', 'Group::agents', 'Group::all', 'Group::finance', 'Human::alice'],
     );
   });
 
   it('follows the context, explicit and implicit references, nested in records and sets, then their attributes', () => {
-    const reached = ids(reachableEntities(map, [uid('Agent', 'bot')], { case: { __entity: uid('Case', 'c1') }, others: [{ type: 'Person', id: 'p3' }] }, []));
+    const reached = ids(reachableEntities(map, [uid('Agent', 'bot')], { case: { __entity: uid('Case', 'c1') }, others: [{ type: 'Person', id: 'p3' }] }, new Set()));
     expect(reached).toEqual(expect.arrayContaining(['Case::c1', 'Person::p1', 'Person::p2', 'Person::p3']));
     expect(reached).not.toContain('Document::d1');
   });
 
   it('includes what the policies name literally, and nothing unreachable', () => {
-    const reached = ids(reachableEntities(map, [uid('Agent', 'bot')], {}, [uid('Folder', 'named-in-a-policy')]));
+    const reached = ids(reachableEntities(map, [uid('Agent', 'bot')], {}, new Set([entityKey(uid('Folder', 'named-in-a-policy')), entityKey(uid('Folder', 'not-in-the-request'))])));
     expect(reached).toContain('Folder::named-in-a-policy');
     expect(reached).not.toContain('Document::d1');
     expect(reached).not.toContain('Case::c1');

@@ -13,6 +13,8 @@ import type { StoredEvent } from '../../src/store/event-store.ts';
 
 export interface DecisionRow {
   what: string;
+  /** The same request over and over: Leash answers from its memory of identical inputs. */
+  repeated: boolean;
   leash: { median: number; p99: number };
   raw: { median: number; p99: number };
 }
@@ -61,51 +63,60 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
   const now = Math.floor(Date.now() / 1000);
   const token = await new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'Folder', id: 'invoices' } }] })
     .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject('bot').setIssuedAt(now).setExpirationTime(now + 300).sign(keys.privateKey);
-  const docEntities = [
-    { uid: { type: 'Folder', id: 'invoices' }, attrs: {}, parents: [] },
-    { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] },
-  ];
-  const request = {
-    subject: { type: 'agent', id: 'bot', properties: { token } },
-    action: { name: 'read' },
-    resource: { type: 'Document', id: 'd1' },
-    context: { entities: docEntities },
+  // A different document for every decision (so no answer is remembered: Cedar runs every
+  // time), and the same one over and over (the answer remembered for identical inputs).
+  const requestFor = (doc: string) => {
+    const docEntities = [
+      { uid: { type: 'Folder', id: 'invoices' }, attrs: {}, parents: [] },
+      { uid: { type: 'Document', id: doc }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] },
+    ];
+    return {
+      docEntities,
+      request: { subject: { type: 'agent', id: 'bot', properties: { token } }, action: { name: 'read' }, resource: { type: 'Document', id: doc }, context: { entities: docEntities } },
+    };
   };
 
   const rows: DecisionRow[] = [];
   for (const n of options.counts ?? [10, 10_000]) {
     const set = compilePolicySet({ schema, policies: policiesOf(n) }, n);
-    const caches = new DecisionCaches();
-    const entities = [...entitiesFor(view, [{ uid: { type: 'Agent', id: 'bot' } }, { uid: { type: 'Human', id: 'alice' } }], docEntities).values()];
-    const raw = () =>
-      cedar.statefulIsAuthorized({
-        principal: { type: 'Agent', id: 'bot' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Document', id: 'd1' }, context: {},
-        entities: entities as cedar.Entities, preparsedPolicySetId: set.preparsedId, preparsedSchemaName: set.schemaName, validateRequest: false,
-      });
-    const first = await evaluateAgent(request, set, view, new Date(), { caches });
-    if (!first.decision) throw new Error(`benchmark request was denied at ${first.layer} (${first.code ?? first.reasons.join(',')})`);
-    if (raw().type !== 'success') throw new Error('raw call failed');
-
-    const leashTimes: number[] = [];
-    const rawTimes: number[] = [];
     const runs = n > 10 && options.largeSetIterations !== undefined ? options.largeSetIterations : iterations;
-    // Alternating blocks, so both see the same machine over the run, and neither runs right
-    // after the other has flushed the CPU caches (a raw call over 10,000 policies does).
-    const BLOCK = 50;
-    for (let done = 0; done < runs; done += BLOCK) {
-      const n = Math.min(BLOCK, runs - done);
-      for (let i = 0; i < (options.leashOnly ? 0 : n); i++) {
-        const t = performance.now();
-        raw();
-        rawTimes.push((performance.now() - t) * 1000);
+    for (const repeated of n === 10 ? [false, true] : [false]) {
+      const caches = new DecisionCaches();
+      const docs = Array.from({ length: runs + 1 }, (_, i) => requestFor(repeated ? 'd1' : `d${n}-${i}`));
+      const rawInputs = docs.map(({ docEntities }) => [...entitiesFor(view, [{ uid: { type: 'Agent', id: 'bot' } }, { uid: { type: 'Human', id: 'alice' } }], docEntities).values()]);
+      const raw = (i: number) =>
+        cedar.statefulIsAuthorized({
+          principal: { type: 'Agent', id: 'bot' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Document', id: docs[i]!.request.resource.id }, context: {},
+          entities: rawInputs[i] as cedar.Entities, preparsedPolicySetId: set.preparsedId, preparsedSchemaName: set.schemaName, validateRequest: false,
+        });
+      // The first decision warms the token cache and the agent's sets; it is not timed.
+      const first = await evaluateAgent(docs[runs]!.request, set, view, new Date(), { caches });
+      if (!first.decision) throw new Error(`benchmark request was denied at ${first.layer} (${first.code ?? first.reasons.join(',')})`);
+      if (raw(runs).type !== 'success') throw new Error('raw call failed');
+
+      const leashTimes: number[] = [];
+      const rawTimes: number[] = [];
+      // Alternating blocks, so both see the same machine over the run, and neither runs right
+      // after the other has flushed the CPU caches (a raw call over 10,000 policies does).
+      const BLOCK = 50;
+      for (let done = 0; done < runs; done += BLOCK) {
+        const m = Math.min(BLOCK, runs - done);
+        for (let i = done; i < (options.leashOnly ? done : done + m); i++) {
+          const t = performance.now();
+          raw(i);
+          rawTimes.push((performance.now() - t) * 1000);
+        }
+        for (let i = done; i < done + m; i++) {
+          const t = performance.now();
+          await evaluateAgent(docs[i]!.request, set, view, new Date(), { caches });
+          leashTimes.push((performance.now() - t) * 1000);
+        }
       }
-      for (let i = 0; i < n; i++) {
-        const t = performance.now();
-        await evaluateAgent(request, set, view, new Date(), { caches });
-        leashTimes.push((performance.now() - t) * 1000);
-      }
+      rows.push({
+        what: `agent decision, cached token, ${n.toLocaleString('en-US')} policies, ${repeated ? 'the same request repeated (answer remembered)' : 'a different document each time'}`,
+        repeated, leash: stats(leashTimes), raw: stats(rawTimes),
+      });
     }
-    rows.push({ what: `agent decision, cached token, ${n.toLocaleString('en-US')} policies`, leash: stats(leashTimes), raw: stats(rawTimes) });
   }
   return rows;
 }
