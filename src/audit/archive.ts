@@ -269,10 +269,50 @@ async function segmentIntact(dir: string, s: Segment, start: { at: number; hash:
   return at === s.last && hash === s.lastHash;
 }
 
+/**
+ * One archiver per directory: a lock file holding the owner's pid, created exclusively. A lock
+ * left by a process that no longer runs (killed mid-run) is taken over.
+ */
+function lockDirectory(dir: string): () => void {
+  const file = join(dir, 'archive.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(owner) && owner > 0 && isRunning(owner)) {
+        throw new Error(`another archive run (pid ${owner}) is working in ${dir}; one at a time`);
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`cannot take the lock ${file}`);
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export async function archiveAudit(db: Kysely<Database>, options: ArchiveOptions): Promise<ArchiveResult> {
+  mkdirSync(options.dir, { recursive: true });
+  const unlock = lockDirectory(options.dir);
+  try {
+    return await archiveLocked(db, options);
+  } finally {
+    unlock();
+  }
+}
+
+async function archiveLocked(db: Kysely<Database>, options: ArchiveOptions): Promise<ArchiveResult> {
   const { dir, before } = options;
   const segmentSize = options.segmentSize ?? 100_000;
-  mkdirSync(dir, { recursive: true });
   let manifest = readManifest(dir);
   removeStrayFiles(dir, manifest);
   const result: ArchiveResult = { written: [], finished: [], records: { events: 0, decisions: 0 } };

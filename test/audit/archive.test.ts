@@ -67,8 +67,13 @@ describe.each(backends)('audit archive on $name', ({ fresh }) => {
     expect(second.written.map((s) => `${s.chain} ${s.first}-${s.last}`)).toEqual(['events 21-30', 'decisions 31-40']);
     expect(await decisionSeqs(connection)).toEqual([41]); // the newest always stays: the next append chains onto it
     expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 41 } });
+    // One archiver per directory; a lock left by a process that is gone is taken over.
+    writeFileSync(join(dir, 'archive.lock'), `${process.pid}\n`);
+    await expect(archiveAudit(connection.db, { dir, before: new Date(), segmentSize: 100 })).rejects.toThrow(/another archive run \(pid \d+\) is working/);
+    writeFileSync(join(dir, 'archive.lock'), '999999999\n');
     // Nothing left to do: a third run writes nothing.
     expect((await archiveAudit(connection.db, { dir, before: new Date(), segmentSize: 100 })).written).toEqual([]);
+    expect(existsSync(join(dir, 'archive.lock'))).toBe(false);
     await connection.db.destroy();
   });
 });
