@@ -113,6 +113,15 @@ describe('audit replay and what-if', () => {
     expect(await ask({ type: 'human', id: 'alice' }, 'write', 'old-1')).toBe(false);
     expect(await ask(agent('bot-b', await mint('bot-b')), 'read', 'inv-1')).toBe(true);
     expect(await ask(agent('bot-b', await mint('bot-b')), 'write', 'inv-1', 'deny→allow')).toBe(false);
+
+    // The same request before and after bot-r gets its grant: identical Cedar inputs but for
+    // the agent's version, so replay must not answer the second from its memory of the first.
+    await op('POST', '/v1/agents', agentBody({ id: 'bot-r', ceiling: { template: 'ceiling-folder', values: { '?resource': folder('invoices') } } }));
+    await op('POST', '/v1/agents/bot-r/authorize', { grants: [] });
+    expect(await ask(agent('bot-r', await mint('bot-r')), 'read', 'inv-1')).toBe(false);
+    await op('POST', '/v1/agents/bot-r/suspend', { reason: 'regrant' });
+    await op('POST', '/v1/agents/bot-r/authorize', grants);
+    expect(await ask(agent('bot-r', await mint('bot-r')), 'read', 'inv-1')).toBe(true);
   });
   afterAll(async () => node?.close());
 
