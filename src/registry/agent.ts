@@ -78,7 +78,7 @@ export interface AgentRecord extends Omit<AgentRegistration, 'owner' | 'credenti
   owner: string | null;
   credentials: CredentialPins | null;
   grants: TemplateLink[];
-  /** Tokens issued before this instant never verify (authorize, rotate, revoke move it). */
+  /** Tokens issued (`iat`, whole seconds) before this instant never verify (authorize, rotate, revoke move it). */
   tokensNotBefore: string | null;
   discovery: { source: string; fingerprint: string; firstSeen: string; lastSeen: string } | null;
   revocation: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number; at: string } | null;
@@ -103,6 +103,13 @@ export const allowedFrom: Record<AgentCommand['type'], readonly (AgentStatus | '
   RetireAgent: ['discovered', 'registered', 'active', 'suspended', 'revoked', 'quarantined'],
 };
 
+/**
+ * A token's `iat` has whole seconds, so one issued in the second of a rotation or an immediate
+ * revocation cannot be told from one issued just before it: containment refuses that whole
+ * second (tokens must be issued from the next second on). Authorize keeps the instant itself.
+ */
+const fromNextSecond = (now: Date): string => new Date((Math.floor(now.getTime() / 1000) + 1) * 1000).toISOString();
+
 export function decideAgent(command: AgentCommand, state: AgentState): AgentEvent[] {
   const from = state.status;
   if (!allowedFrom[command.type].includes(from)) throw refused(command.type, from);
@@ -118,14 +125,14 @@ export function decideAgent(command: AgentCommand, state: AgentState): AgentEven
     case 'SuspendAgent':
       return [{ type: 'AgentSuspended', data: command.data }];
     case 'RotateCredentials':
-      return [{ type: 'CredentialRotated', data: { credentials: command.data.credentials, tokensNotBefore: at } }];
+      return [{ type: 'CredentialRotated', data: { credentials: command.data.credentials, tokensNotBefore: fromNextSecond(command.metadata.now) } }];
     case 'RevokeAgent':
       // Quarantining an agent that is already quarantined changes nothing: refuse it.
       if (command.data.mode === 'quarantine' && from === 'quarantined') throw refused(command.type, from);
       // immediate: every token dies now. graceful: tokens issued before now finish their
       // work within the grace period, no new one starts. quarantine: tokens still verify, so
       // the decision log shows what the agent tries, but every answer is deny.
-      if (command.data.mode === 'immediate') return [{ type: 'AgentRevoked', data: { ...command.data, tokensNotBefore: at } }];
+      if (command.data.mode === 'immediate') return [{ type: 'AgentRevoked', data: { ...command.data, tokensNotBefore: fromNextSecond(command.metadata.now) } }];
       return [{
         type: 'AgentRevoked',
         data: {

@@ -212,6 +212,9 @@ function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId:
   if (claims.exp! - claims.iat! > pins.maxTokenLifetimeSeconds) {
     return refuse('TOKEN_LIFETIME_TOO_LONG', `the token lives longer than ${pins.maxTokenLifetimeSeconds} s`);
   }
+  // An agent that is not live says so, whenever its token was issued.
+  const standing = standingOf(agent, claims, now);
+  if (!standing) return refuse('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
   // Tokens issued before the last authorize, rotation or revocation never verify again.
   // (iat has whole seconds, so the comparison does too.)
   if (agent.tokensNotBefore && claims.iat! < Math.floor(Date.parse(agent.tokensNotBefore) / 1000)) {
@@ -219,8 +222,6 @@ function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId:
   }
   const { acting, onBehalfOf, chain } = actors(claims);
   if (acting !== subjectId) return refuse('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
-  const standing = standingOf(agent, claims, now);
-  if (!standing) return refuse('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
   return { ok: true, claims, actingAgent: acting, onBehalfOf, chain, standing, agentVersion };
 }
 

@@ -93,6 +93,7 @@ describe('audit replay and what-if', () => {
     await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 10));
     await op('POST', '/v1/agents/bot-b/rotate', { credentials: agentBody().credentials });
     expect(await ask(agent('bot-b', early), 'read', 'inv-1')).toBe(false);
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 10)); // the rotation's own second is refused too
     expect(await ask(agent('bot-b', await mint('bot-b')), 'read', 'old-1', 'allow→deny')).toBe(true);
 
     // Revocations in the three modes.

@@ -276,15 +276,19 @@ describe('rejected tokens, each with its own code', () => {
     expect(await ask('bot-cached', token, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token' } });
   });
 
-  it('rotating credentials kills tokens issued before, even with the same key', async () => {
+  it('rotating credentials kills tokens issued before, even with the same key and in the same second', async () => {
     await node.api('POST', '/v1/agents', agentBody({ id: 'bot-rotating', credentials: pins, ceiling: invoicesCeiling, groups: ['finance-agents'] }));
     await node.api('POST', '/v1/agents/bot-rotating/authorize', { grants: [] });
     await new Promise((r) => setTimeout(r, 1100)); // iat has whole seconds
+    // Issued at the very start of a second, used, and the rotation follows within that second:
+    // the token's iat cannot tell it from a later one, so the whole second is refused.
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000)));
     const old = await mint({ sub: 'bot-rotating' });
     expect((await ask('bot-rotating', old, 'read', 'd1')).decision).toBe(true);
-    await new Promise((r) => setTimeout(r, 1100));
-    await node.api('POST', '/v1/agents/bot-rotating/rotate', { credentials: pins });
+    const rotated = await node.api('POST', '/v1/agents/bot-rotating/rotate', { credentials: pins });
+    expect(rotated.status).toBe(200);
     expect(await ask('bot-rotating', old, 'read', 'd1')).toMatchObject({ decision: false, context: { code: 'TOKEN_ISSUED_BEFORE_ROTATION' } });
+    await new Promise((r) => setTimeout(r, 1100));
     expect((await ask('bot-rotating', await mint({ sub: 'bot-rotating' }), 'read', 'd1')).decision).toBe(true);
   });
 });

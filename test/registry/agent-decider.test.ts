@@ -102,10 +102,14 @@ describe('agent decider: what the events carry', () => {
     expect(after).toMatchObject({ status: 'registered', owner: 'alice', discovery: { source: 'gateway', fingerprint: 'fp' }, createdAt: t0.toISOString() });
   });
 
-  it('authorize, rotate and revoke move tokensNotBefore to the command time, so earlier tokens die', () => {
-    for (const [name, from] of [['authorize', 'registered'], ['rotate', 'active'], ['revoke', 'active']] as const) {
-      const [event] = decideAgent(commands[name]!, given(histories[from]!));
-      expect(event!.data).toMatchObject({ tokensNotBefore: now.toISOString() });
+  it('authorize moves tokensNotBefore to the command time; rotate and revoke to the next whole second, so a token issued in the same second dies too', () => {
+    const [authorized] = decideAgent(commands.authorize!, given(histories.registered!));
+    expect(authorized!.data).toMatchObject({ tokensNotBefore: now.toISOString() });
+    for (const [name, from] of [['rotate', 'active'], ['revoke', 'active']] as const) {
+      for (const at of [new Date(now.getTime() + 400), now]) { // within a second, and exactly on one
+        const [event] = decideAgent({ ...commands[name]!, metadata: { now: at } } as AgentCommand, given(histories[from]!));
+        expect(event!.data).toMatchObject({ tokensNotBefore: new Date((Math.floor(at.getTime() / 1000) + 1) * 1000).toISOString() });
+      }
     }
   });
 
