@@ -54,6 +54,7 @@ export function mergeReports(reports: ReplayReport[], keep: number): ReplayRepor
     allowToDeny: sum('allowToDeny'), denyToAllow: sum('denyToAllow'),
     records: reports.flatMap((r) => r.records).sort((a, b) => a.seq - b.seq).slice(0, keep),
     range: { from: froms.length ? Math.min(...froms) : null, to: tos.length ? Math.max(...tos) : null }, next: null,
+    memory: { asked: reports.reduce((n, r) => n + r.memory.asked, 0), remembered: reports.reduce((n, r) => n + r.memory.remembered, 0) },
   };
 }
 

@@ -74,6 +74,8 @@ export interface ReplayReport {
   range: { from: number | null; to: number | null };
   /** Where to continue when `maxDecisions` stopped the run early; null when the range is done. */
   next: number | null;
+  /** Combined Cedar calls the decisions needed, and how many were answered from memory (identical inputs). */
+  memory: { asked: number; remembered: number };
 }
 
 /** The registry and the policy versions at every position, folded once from the source's events. */
@@ -161,7 +163,7 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
   const caches = new DecisionCaches();
   const report: ReplayReport = {
     mode: candidate ? 'what-if' : 'replay', decisions: 0, tokenFromRecord: 0, differing: 0, allowToDeny: 0, denyToAllow: 0, records: [],
-    range: { from: null, to: null }, next: null,
+    range: { from: null, to: null }, next: null, memory: caches.answerStats,
   };
   const total = (await source.heads()).decisions;
   const first = options.from ?? 1;

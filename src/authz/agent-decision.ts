@@ -117,6 +117,63 @@ function literalsOf(set: CompiledPolicySet): ReadonlySet<string> {
   return named;
 }
 
+/**
+ * The key under which the combined call's answer is remembered: its inputs, whole, after
+ * `prefix` (policy set generation, schema, action). Cedar can only compare entity ids, never
+ * read them, so renaming an entity no policy names changes nothing. When neither the policies
+ * (`named`: literals and linked values) nor anything else in the request (context, other
+ * entities, the resource's own attributes) mentions the resource, its id is left out of the
+ * key: resources alike in type, attributes and parents share one answer. Only an answer
+ * without evaluation errors is shared (their messages may name the resource), see `shareable`.
+ */
+function answerKey(prefix: string, resource: EntityUid, context: string, entities: CedarEntity[], named: (key: string) => boolean): { key: string; shared: boolean } {
+  // Entities are a set to Cedar: the key lists the resource's first, the others sorted.
+  let own = '';
+  const others: string[] = [];
+  for (const e of entities) {
+    if (same(e.uid, resource)) own = JSON.stringify([e.attrs, e.parents]);
+    else others.push(jsonOf(e));
+  }
+  const rest = `${context}\n${own}\n${others.sort().join('\n')}`;
+  const id = JSON.stringify(resource.id);
+  // (Every part is JSON or a number, so no newline inside a part can make two keys meet.)
+  if (!named(entityKey(resource)) && !rest.includes(id)) return { key: `${prefix}\n\u0001${JSON.stringify(resource.type)}\n${rest}`, shared: true };
+  return { key: `${prefix}\n${JSON.stringify(entityKey(resource))}\n${rest}`, shared: false };
+}
+
+/** An answer shared between resources must not carry an error message that could name one. */
+const shareable = (result: LayerResult) => result.failed.length === 0;
+
+/**
+ * The entities for Cedar: the reachable ones, unless the caller described one the call cannot
+ * reach. Cedar checks what a caller describes against the schema, so then it gets them all and
+ * a malformed entity is refused whether or not the policies could have read it.
+ */
+function callEntities(view: RegistryState, all: CedarEntity[], reachable: CedarEntity[]): CedarEntity[] {
+  if (reachable.length === all.length) return reachable;
+  const kept = new Set(reachable);
+  return all.some((e) => !kept.has(e) && registryEntity(view, e.uid) !== e) ? all : reachable;
+}
+
+const withLinks = new WeakMap<ReadonlySet<string>, { set: CompiledPolicySet; all: Set<string> }>();
+
+/** The policies' literals and an agent's link literals together (kept per agent record and policy set). */
+function literalsWith(set: CompiledPolicySet, links: ReadonlySet<string>): ReadonlySet<string> {
+  if (links.size === 0) return literalsOf(set);
+  let hit = withLinks.get(links);
+  if (hit?.set !== set) withLinks.set(links, (hit = { set, all: new Set([...literalsOf(set), ...links]) }));
+  return hit.all;
+}
+
+const linkLiterals = new WeakMap<AgentRecord, Set<string>>();
+
+/** Keys of the entities an agent's ceiling and grants fill into their templates (a record is never changed, only replaced). */
+function literalsOfLinks(agent: AgentRecord): ReadonlySet<string> {
+  let named = linkLiterals.get(agent);
+  if (!named) linkLiterals.set(agent, (named = new Set(referencedUids([agent.ceiling?.values, agent.grants.map((g) => g.values)]).map(entityKey))));
+  return named;
+}
+
 /** RFC 9396 entry of Leash's built-in type. */
 interface CedarDetail {
   type: 'leash:cedar';
@@ -189,10 +246,18 @@ export class DecisionCaches {
   private readonly answers = new Lru<string, { agent: string; result: LayerResult }>(20_000);
   private readonly answerKeys = new KeyIndex();
 
-  decided(agent: string, key: string, call: () => LayerResult): LayerResult {
+  /** How many combined calls were asked for, and how many of them were answered from memory. */
+  readonly answerStats = { asked: 0, remembered: 0 };
+
+  decided(agent: string, key: string, call: () => LayerResult, keep: (result: LayerResult) => boolean = () => true): LayerResult {
+    this.answerStats.asked++;
     const hit = this.answers.get(key);
-    if (hit) return hit.result;
+    if (hit) {
+      this.answerStats.remembered++;
+      return hit.result;
+    }
     const result = call();
+    if (!keep(result)) return result;
     const evicted = this.answers.set(key, { agent, result });
     if (evicted) this.answerKeys.remove(evicted[1].agent, evicted[0]);
     this.answerKeys.add(agent, key);
@@ -331,7 +396,7 @@ async function decideLayers(
     return { allow: true, reasons: [], errors: [], failed: [] };
   };
   // The exact inputs as the key (no digest, so no two inputs can share an entry).
-  const checkKey = caches && `${policies.preparsedId}\n${agent.id}\n${agentVersion}\n${jsonOf(details.details)}\n${JSON.stringify(context)}\n${checkEntities.map(jsonOf).join('\n')}`;
+  const checkKey = caches && `${policies.preparsedId}\n${JSON.stringify(agent.id)}\n${agentVersion}\n${jsonOf(details.details)}\n${JSON.stringify(context)}\n${checkEntities.map(jsonOf).join('\n')}`;
   let inside = checkKey ? caches.ceilingVerdict(checkKey) : undefined;
   if (!inside) {
     inside = beyond();
@@ -346,7 +411,13 @@ async function decideLayers(
   // 3–5 in one Cedar call when the outcome is plain from its diagnostics (see combined.ts).
   // The human is the owner (an autonomous agent) or a delegating human named by the token.
   const via = humanId === agent.owner && policies.combinedOwnerSchemaName ? 'owner' : 'context';
-  const slimEntities = options.combined === false ? null : slimRegistryEntities(view, policies, call.entities);
+  // Only what the call can reach (the agent, the human, the resource, the context and what the
+  // policies and the agent's links name, through parents and attributes): less for Cedar to
+  // read, and a memory key that holds nothing the answer cannot depend on.
+  const linkLiterals = literalsOfLinks(agent);
+  const named = (k: string) => literalsOf(policies).has(k) || linkLiterals.has(k);
+  const slimEntities = options.combined === false ? null
+    : slimRegistryEntities(view, policies, callEntities(view, call.entities, reachableEntities(entityMap, [A, H, resource], context, literalsWith(policies, linkLiterals))));
   const combined = !slimEntities ? null
     : via === 'owner' ? { context: context as cedar.Context, schemaName: policies.combinedOwnerSchemaName! }
     : policies.combinedSchemaName ? { context: withHuman(context, H), schemaName: policies.combinedSchemaName } : null;
@@ -368,9 +439,14 @@ async function decideLayers(
           (id) => set.origin.get(id)?.id ?? id,
         );
       // Cedar is a function of its inputs: the same set (this agent, version and human, this
-      // policy version), request and entities give the same answer. The key is those inputs, whole.
-      const memoKey = caches && `${set.generation}\n${combined.schemaName}\n${action.id}\n${entityKey(resource)}\n${JSON.stringify(combinedContext)}\n${slimEntities.map(jsonOf).join('\n')}`;
-      const result = memoKey ? caches.decided(agent.id, memoKey, call) : call();
+      // policy version), request and entities give the same answer. The key is those inputs.
+      let result: LayerResult;
+      if (caches) {
+        const memo = answerKey(`${set.generation}\n${JSON.stringify(combined.schemaName)}\n${JSON.stringify(action.id)}`, resource, JSON.stringify(combinedContext), slimEntities, named);
+        result = caches.decided(agent.id, memo.key, call, memo.shared ? shareable : undefined);
+      } else {
+        result = call();
+      }
       const inLayer = (layer: CombinedLayer) => (id: string) => set.origin.get(id)?.layer === layer;
       const original = (id: string) => set.origin.get(id)?.id ?? id;
       const errorsOf = (layer: CombinedLayer) => result.failed.filter(({ policyId }) => inLayer(layer)(policyId)).map(({ message }) => message);

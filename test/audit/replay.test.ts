@@ -193,7 +193,9 @@ permit (principal in Group::"finance-agents", action == Action::"write", resourc
     const options = { candidate: readPolicyFiles(candidate()) };
     const single = await replay(new PostgresSource(node.connection.db), options);
     const parallel = await replayInParallel({ backend: { kind: 'postgres', url }, archive: null }, options, 3);
-    expect(parallel).toEqual(single);
+    // (What each worker's memory answered depends on the split; how many calls were needed does not.)
+    expect({ ...parallel, memory: null }).toEqual({ ...single, memory: null });
+    expect(parallel.memory.asked).toBe(single.memory.asked);
     const replayed = await replayInParallel({ backend: { kind: 'postgres', url }, archive: null }, { from: 2 }, 2);
     expect(replayed).toMatchObject({ decisions: made.length - 1, differing: 0, range: { from: 2, to: made.length } });
     await expect(replayInParallel({ backend: { kind: 'postgres', url }, archive: null }, { candidate: { schema: 'nonsense', policies: '' } }, 2)).rejects.toMatchObject({ code: 'POLICY_INVALID' });

@@ -150,7 +150,8 @@ describe('one Cedar call for the ceiling, agent and human layers', () => {
         fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 2 }),
       ),
       // The caller describing an entity of a registry type (without its required attributes) itself.
-      stray: fc.constantFrom(null, null, null, { uid: { type: 'Agent', id: 'stray' }, attrs: {}, parents: [] }, { uid: { type: 'Group', id: 'finance-agents' }, attrs: {}, parents: [] }),
+      // Or a malformed entity of another type that the request cannot reach (refused all the same).
+      stray: fc.constantFrom(null, null, null, { uid: { type: 'Agent', id: 'stray' }, attrs: {}, parents: [] }, { uid: { type: 'Group', id: 'finance-agents' }, attrs: {}, parents: [] }, { uid: { type: 'Document', id: 'junk' }, attrs: { label: 5 }, parents: [] }),
     });
     let allows = 0;
     await fc.assert(
@@ -169,5 +170,83 @@ describe('one Cedar call for the ceiling, agent and human layers', () => {
     // The generator reaches allows, not only early denies: about 37 of 400 on average (seen 25–43),
     // so fewer than 10 would mean the generator broke, not bad luck (binomial tail below 1e-6).
     expect(allows).toBeGreaterThanOrEqual(10);
+  });
+});
+
+describe('the memory of combined answers', () => {
+  // Documents that no policy names and nothing else in the request mentions share one answer
+  // when they are alike (type, attributes, parents). Every case below would come out wrong if a
+  // resource that can be told apart from its lookalikes shared their answer.
+  const memoSchema = schema
+    .replace('entity Document in [Folder];', 'entity Document in [Folder] { related?: Document, label?: String };')
+    .replace('amount?: Long,', 'amount?: Long, target?: Document,');
+  const memoPolicies = `${policies}
+@id("no-d3") forbid (principal, action, resource == Document::"d3");
+@id("target") forbid (principal, action == Action::"read", resource) when { context has target && context.target == resource };
+@id("pointed-at") forbid (principal, action == Action::"read", resource) when { Document::"d6" has related && Document::"d6".related == resource };
+@id("secret-label") forbid (principal, action, resource) when { resource has label && resource.label == "secret" };
+`;
+  const memoSet = compilePolicySet({ schema: memoSchema, policies: memoPolicies }, 10);
+  const doc = (id: string, attrs: Record<string, unknown> = {}) => ({ uid: { type: 'Document', id }, attrs, parents: [folder('invoices')] });
+  const ref = (id: string) => ({ __entity: { type: 'Document', id } });
+  const docs = [
+    ...entities.filter((e) => e.uid.type === 'Folder'),
+    doc('d1'), doc('d2'), doc('d3'), doc('d5', { label: 'secret' }), doc('d6', { related: ref('d7') }), doc('d7'), doc('d8', { label: 'x' }), doc('d9'),
+  ];
+  apply('agent', 'bot-doc', 1, 'AgentRegistered', {
+    id: 'bot-doc', owner: 'alice', purpose: 'test', provenance: { model: 'm', modelVersion: '1', environment: 'test' }, trustScore: 70,
+    groups: [], tags: [], credentials, ceiling: { template: 'ceiling-folder', values: { '?resource': folder('invoices') } },
+  });
+  apply('agent', 'bot-doc', 2, 'AgentAuthorized', { grants: [{ template: 'grant-write-folder', values: { '?resource': { type: 'Document', id: 'd2' } } }], tokensNotBefore: new Date(Date.now() - 60_000).toISOString() });
+
+  const readWrite = [{ type: 'leash:cedar', actions: ['read', 'write'], resourceIn: folder('invoices') }];
+  const ask = async (caches: DecisionCaches, agent: string, action: string, id: string, context: Record<string, unknown> = {}) => {
+    // As a PEP describes them: the resource, its folders, and the documents the policies name (d3, d6 and what d6 refers to).
+    const described = docs.filter((e) => e.uid.type === 'Folder' || ['d3', 'd6', 'd7', id].includes(e.uid.id));
+    const request = { subject: { type: 'agent', id: agent, properties: { token: await token(agent, null, readWrite) } }, action: { name: action }, resource: { type: 'Document', id }, context: { entities: described, ...context } };
+    const remembered = caches.answerStats.remembered;
+    const got = await evaluateAgent(request, memoSet, view, new Date(), { caches });
+    const reference = await evaluateAgent(request, memoSet, view, new Date(), { combined: false });
+    expect(got, `${agent} ${action} ${id} ${JSON.stringify(context)}`).toEqual(reference);
+    return { decision: got, fromMemory: caches.answerStats.remembered > remembered };
+  };
+
+  it('serves a lookalike document from memory, and never a document something can tell apart', async () => {
+    const caches = new DecisionCaches();
+    expect(await ask(caches, 'bot', 'read', 'd1')).toMatchObject({ decision: { decision: true }, fromMemory: false });
+    expect(await ask(caches, 'bot', 'read', 'd2')).toMatchObject({ decision: { decision: true }, fromMemory: true });
+    expect(await ask(caches, 'bot', 'read', 'd9')).toMatchObject({ decision: { decision: true }, fromMemory: true });
+    // Named by a policy.
+    expect(await ask(caches, 'bot', 'read', 'd3')).toMatchObject({ decision: { decision: false, reasons: ['no-d3'] }, fromMemory: false });
+    // Referred to by another entity's attribute.
+    expect(await ask(caches, 'bot', 'read', 'd7')).toMatchObject({ decision: { decision: false, reasons: ['pointed-at'] }, fromMemory: false });
+    // Different attributes.
+    expect(await ask(caches, 'bot', 'read', 'd5')).toMatchObject({ decision: { decision: false, reasons: ['secret-label'] }, fromMemory: false });
+    // Referred to by the context: the first request's context names another document.
+    expect(await ask(caches, 'bot', 'read', 'd1', { target: ref('d2') })).toMatchObject({ decision: { decision: true } });
+    expect(await ask(caches, 'bot', 'read', 'd2', { target: ref('d2') })).toMatchObject({ decision: { decision: false, reasons: ['target'] }, fromMemory: false });
+    // Named by the agent's own grant: d1 is refused first, d2 (the grant's document) must not share that.
+    expect(await ask(caches, 'bot-doc', 'write', 'd1')).toMatchObject({ decision: { decision: false, layer: 'agent' } });
+    expect(await ask(caches, 'bot-doc', 'write', 'd2')).toMatchObject({ decision: { decision: true }, fromMemory: false });
+    // An answer with evaluation errors (an overflow here) is not shared: a message could name its document.
+    expect(await ask(caches, 'bot-writer', 'write', 'd1', { amount: 5000 })).toMatchObject({ decision: { decision: false, errors: [expect.stringContaining('overflow')] } });
+    expect(await ask(caches, 'bot-writer', 'write', 'd2', { amount: 5000 })).toMatchObject({ decision: { decision: false }, fromMemory: false });
+  });
+
+  it('property: one long-lived memory answers random requests exactly as deciding each afresh', async () => {
+    const caches = new DecisionCaches();
+    const request = fc.record({
+      agent: fc.constantFrom('bot', 'bot', 'bot-doc', 'bot-writer', 'bot-eve'),
+      action: fc.constantFrom('read', 'read', 'write'),
+      doc: fc.constantFrom('d1', 'd2', 'd3', 'd5', 'd6', 'd7', 'd8', 'd9', 's1', 'l1', 'x9'),
+      context: fc.oneof(
+        { weight: 3, arbitrary: fc.constant({}) },
+        fc.record({ target: fc.constantFrom('d1', 'd2', 'd7', 'x9').map(ref) }),
+        fc.record({ amount: fc.constantFrom(7, 500, 5000) }),
+      ),
+    });
+    await fc.assert(fc.asyncProperty(request, async ({ agent, action, doc: id, context }) => void (await ask(caches, agent, action, id, context))), { numRuns: 300 });
+    // Lookalikes were asked about often enough for the memory to have answered some of them.
+    expect(caches.answerStats.remembered).toBeGreaterThan(20);
   });
 });

@@ -15,11 +15,13 @@ import { cedarType, entitiesFor, type EvaluationRequest } from '../../src/authz/
 const [mode, dir, n] = process.argv.slice(2) as [string, string, string | undefined];
 const t0 = performance.now();
 let count = 0;
+let remembered: { asked: number; remembered: number } | undefined;
 
 switch (mode) {
   case 'replay': {
     // As `leash audit replay --archive-only` runs it: one worker thread per core.
     const report = await replayInParallel({ backend: null, archive: dir }, { keep: 10 }, availableParallelism());
+    remembered = report.memory;
     if (report.differing > 0) throw new Error(`replay found ${report.differing} differences: ${JSON.stringify(report.records[0])}`);
     count = report.decisions;
     break;
@@ -66,4 +68,4 @@ switch (mode) {
   default:
     throw new Error(`unknown mode ${mode}`);
 }
-process.stdout.write(`${JSON.stringify({ count, seconds: (performance.now() - t0) / 1000 })}\n`);
+process.stdout.write(`${JSON.stringify({ count, seconds: (performance.now() - t0) / 1000, memory: remembered })}\n`);

@@ -50,6 +50,7 @@ const Report = Type.Object(
     records: Type.Array(Type.Object({}, { additionalProperties: true })),
     range: Type.Object({ from: Type.Union([Type.Integer(), Type.Null()]), to: Type.Union([Type.Integer(), Type.Null()]) }),
     next: Type.Union([Type.Integer(), Type.Null()]),
+    memory: Type.Object({ asked: Type.Integer(), remembered: Type.Integer() }, { description: 'combined Cedar calls needed, and how many were answered from memory' }),
   },
   { additionalProperties: true },
 );
