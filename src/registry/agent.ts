@@ -110,6 +110,8 @@ export const allowedFrom: Record<AgentCommand['type'], readonly (AgentStatus | '
  */
 const fromNextSecond = (now: Date): string => new Date((Math.floor(now.getTime() / 1000) + 1) * 1000).toISOString();
 
+const laterOf = (bound: string | null, at: string): string => (bound && Date.parse(bound) > Date.parse(at) ? bound : at);
+
 export function decideAgent(command: AgentCommand, state: AgentState): AgentEvent[] {
   const from = state.status;
   if (!allowedFrom[command.type].includes(from)) throw refused(command.type, from);
@@ -121,7 +123,9 @@ export function decideAgent(command: AgentCommand, state: AgentState): AgentEven
     case 'RegisterAgent':
       return [{ type: 'AgentRegistered', data: command.data }];
     case 'AuthorizeAgent':
-      return [{ type: 'AgentAuthorized', data: { grants: command.data.grants, tokensNotBefore: at } }];
+      // Never earlier than a revocation's or rotation's bound: authorizing again within the
+      // second of an immediate revoke must not bring back a token issued before it.
+      return [{ type: 'AgentAuthorized', data: { grants: command.data.grants, tokensNotBefore: laterOf(state.status === 'none' ? null : state.tokensNotBefore, at) } }];
     case 'SuspendAgent':
       return [{ type: 'AgentSuspended', data: command.data }];
     case 'RotateCredentials':

@@ -113,6 +113,17 @@ describe('agent decider: what the events carry', () => {
     }
   });
 
+  it('authorizing again within the second of an immediate revoke keeps the revoke\'s bound, so a token from before the revoke stays dead', () => {
+    const revokeAt = new Date(now.getTime() + 300);
+    const state = given(histories.active!);
+    const revoked = decideAgent({ type: 'RevokeAgent', data: { mode: 'immediate', reason: 'leak' }, metadata: { now: revokeAt } }, state).reduce((s, e) => evolveAgent(s, e, revokeAt), state) as AgentRecord;
+    const [authorized] = decideAgent({ ...commands.authorize!, metadata: { now: new Date(now.getTime() + 800) } } as AgentCommand, revoked);
+    expect(authorized!.data).toMatchObject({ tokensNotBefore: new Date(now.getTime() + 1000).toISOString() });
+    // A second later the authorize's own instant is the bound again.
+    const [later] = decideAgent({ ...commands.authorize!, metadata: { now: new Date(now.getTime() + 5000) } } as AgentCommand, revoked);
+    expect(later!.data).toMatchObject({ tokensNotBefore: new Date(now.getTime() + 5000).toISOString() });
+  });
+
   it('rotate replaces the pins; authorize replaces the grants and clears a revocation', () => {
     const rotated = decideAgent(commands.rotate!, given(histories.active!)).reduce((s, e) => evolveAgent(s, e, now), given(histories.active!)) as AgentRecord;
     expect(rotated.credentials?.issuer).toBe('https://new.example');
