@@ -7,8 +7,9 @@ import { benchDecisions } from '../bench/decisions.ts';
 it('survives many decisions on a small policy set followed by a large one', async () => {
   const rows = await benchDecisions(3000, { counts: [10, 10_000], largeSetIterations: 3 });
   expect(rows.map((r) => r.what)).toEqual([
-    'agent decision, cached token, 10 policies, a different document each time',
+    'agent decision, cached token, 10 policies, a different document each time, each in a folder of its own (Cedar runs every time)',
+    'agent decision, cached token, 10 policies, a different document of one folder each time (one remembered answer serves them)',
     'agent decision, cached token, 10 policies, the same request repeated (answer remembered)',
-    'agent decision, cached token, 10,000 policies, a different document each time',
+    'agent decision, cached token, 10,000 policies, a different document each time, each in a folder of its own (Cedar runs every time)',
   ]);
 }, 120_000);

@@ -11,10 +11,16 @@ import { compilePolicySet } from '../../src/authz/policy-set.ts';
 import { RegistryView } from '../../src/registry/registry-view.ts';
 import type { StoredEvent } from '../../src/store/event-store.ts';
 
+/**
+ * distinct: every document in a folder of its own, so no two requests look alike to Cedar and
+ * it runs every time. alike: a different document of one folder each time (one remembered
+ * answer serves them all). repeated: the same request over and over.
+ */
+export type DecisionKind = 'distinct' | 'alike' | 'repeated';
+
 export interface DecisionRow {
   what: string;
-  /** The same request over and over: Leash answers from its memory of identical inputs. */
-  repeated: boolean;
+  kind: DecisionKind;
   leash: { median: number; p99: number };
   raw: { median: number; p99: number };
 }
@@ -63,12 +69,13 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
   const now = Math.floor(Date.now() / 1000);
   const token = await new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'Folder', id: 'invoices' } }] })
     .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject('bot').setIssuedAt(now).setExpirationTime(now + 300).sign(keys.privateKey);
-  // A different document for every decision (so no answer is remembered: Cedar runs every
-  // time), and the same one over and over (the answer remembered for identical inputs).
-  const requestFor = (doc: string) => {
+  // A document, directly in the invoices folder or in a folder of its own inside it.
+  const requestFor = (doc: string, folder: string | null) => {
+    const invoices = { type: 'Folder', id: 'invoices' };
     const docEntities = [
-      { uid: { type: 'Folder', id: 'invoices' }, attrs: {}, parents: [] },
-      { uid: { type: 'Document', id: doc }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] },
+      { uid: invoices, attrs: {}, parents: [] },
+      ...(folder ? [{ uid: { type: 'Folder', id: folder }, attrs: {}, parents: [invoices] }] : []),
+      { uid: { type: 'Document', id: doc }, attrs: {}, parents: [folder ? { type: 'Folder', id: folder } : invoices] },
     ];
     return {
       docEntities,
@@ -80,9 +87,9 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
   for (const n of options.counts ?? [10, 10_000]) {
     const set = compilePolicySet({ schema, policies: policiesOf(n) }, n);
     const runs = n > 10 && options.largeSetIterations !== undefined ? options.largeSetIterations : iterations;
-    for (const repeated of n === 10 ? [false, true] : [false]) {
+    for (const kind of n === 10 ? (['distinct', 'alike', 'repeated'] as const) : (['distinct'] as const)) {
       const caches = new DecisionCaches();
-      const docs = Array.from({ length: runs + 1 }, (_, i) => requestFor(repeated ? 'd1' : `d${n}-${i}`));
+      const docs = Array.from({ length: runs + 1 }, (_, i) => (kind === 'repeated' ? requestFor('d1', null) : requestFor(`d${n}-${i}`, kind === 'distinct' ? `f${n}-${i}` : null)));
       const rawInputs = docs.map(({ docEntities }) => [...entitiesFor(view, [{ uid: { type: 'Agent', id: 'bot' } }, { uid: { type: 'Human', id: 'alice' } }], docEntities).values()]);
       const raw = (i: number) =>
         cedar.statefulIsAuthorized({
@@ -112,10 +119,12 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
           leashTimes.push((performance.now() - t) * 1000);
         }
       }
-      rows.push({
-        what: `agent decision, cached token, ${n.toLocaleString('en-US')} policies, ${repeated ? 'the same request repeated (answer remembered)' : 'a different document each time'}`,
-        repeated, leash: stats(leashTimes), raw: stats(rawTimes),
-      });
+      const described = {
+        distinct: 'a different document each time, each in a folder of its own (Cedar runs every time)',
+        alike: 'a different document of one folder each time (one remembered answer serves them)',
+        repeated: 'the same request repeated (answer remembered)',
+      };
+      rows.push({ what: `agent decision, cached token, ${n.toLocaleString('en-US')} policies, ${described[kind]}`, kind, leash: stats(leashTimes), raw: stats(rawTimes) });
     }
   }
   return rows;
