@@ -95,9 +95,20 @@ export function toDecision(l: ArchivedLine): StoredDecision {
 export function readManifest(dir: string): Manifest {
   const file = join(dir, 'manifest.json');
   if (!existsSync(file)) return { format: ARCHIVE_FORMAT, segments: [] };
-  const parsed = JSON.parse(readFileSync(file, 'utf8')) as Manifest;
+  let parsed: Manifest | undefined;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8')) as Manifest;
+  } catch {
+    // reported below
+  }
   if (parsed?.format !== ARCHIVE_FORMAT || !Array.isArray(parsed.segments)) throw new Error(`${file} is not a Leash audit archive manifest (${ARCHIVE_FORMAT})`);
   return parsed;
+}
+
+/** The manifest of an archive that must be there: what verify, replay and trace read from. */
+export function existingManifest(dir: string): Manifest {
+  if (!existsSync(join(dir, 'manifest.json'))) throw new Error(`${dir} holds no Leash audit archive (no manifest.json there)`);
+  return readManifest(dir);
 }
 
 /** Written to a temporary name, synced, renamed over the old one, directory synced. */
@@ -405,7 +416,7 @@ export class ArchiveSource implements AuditSource {
     private readonly dir: string,
     private readonly then: AuditSource | null,
   ) {
-    this.manifest = readManifest(dir);
+    this.manifest = existingManifest(dir);
     this.describe = then ? `${dir} and ${then.describe}` : dir;
   }
 

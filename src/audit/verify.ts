@@ -5,7 +5,7 @@ import type { Kysely } from 'kysely';
 import type { StoredEvent } from '../store/event-store.ts';
 import type { Database } from '../store/events.table.ts';
 import { chainHash, checkChain, eventBody, GENESIS_HASH, type LinkCheck } from '../store/hash-chain.ts';
-import { archivedHead, readManifest, readSegment, segmentsOf, type ArchivedLine, type ChainName, type Segment } from './archive.ts';
+import { archivedHead, existingManifest, readSegment, segmentsOf, type ArchivedLine, type ChainName, type Segment } from './archive.ts';
 import { decisionBody, readDecisions, type StoredDecision } from './decision-log.ts';
 import { maxOf, paged, readEvents } from './source.ts';
 
@@ -177,7 +177,7 @@ async function checkListing(dir: string, chain: ChainName, segments: Segment[]):
  */
 export async function verifyAudit(db: Kysely<Database> | null, options: VerifyOptions = {}): Promise<VerifyResult> {
   const pageSize = options.pageSize ?? 10_000;
-  const manifest = options.archive ? readManifest(options.archive) : null;
+  const manifest = options.archive ? existingManifest(options.archive) : null;
   const results = {} as Record<ChainName, Walked>;
   const findings: Finding[] = [];
   for (const chain of ['events', 'decisions'] as const) {

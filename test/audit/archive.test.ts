@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { archiveAudit, readManifest, type Manifest } from '../../src/audit/archive.ts';
+import { ArchiveSource, archiveAudit, readManifest, type Manifest } from '../../src/audit/archive.ts';
 import { DecisionLog } from '../../src/audit/decision-log.ts';
 import { verifyAudit } from '../../src/audit/verify.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
@@ -42,6 +42,7 @@ async function seeded(backend?: Backend): Promise<{ connection: Connection; url:
   return { connection, url: b.kind === 'postgres' ? b.url : null };
 }
 
+const cli = join(import.meta.dirname, '..', '..', 'src', 'cli', 'leash.js');
 const decisionSeqs = async (c: Connection) => (await c.db.selectFrom('decisions').select('seq').orderBy('seq').execute()).map((r) => Number(r.seq));
 const archiveDir = () => join(mkdtempSync(join(tmpdir(), 'leash-archive-')), 'archive');
 
@@ -124,8 +125,19 @@ describe('tampering inside archive files', () => {
   });
 });
 
+describe('reading an archive that is not there', () => {
+  it('verify, replay and trace refuse a directory without an archive, or with a manifest that is not one, and say which', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'leash-no-archive-'));
+    await expect(verifyAudit(null, { archive: empty })).rejects.toThrow(`${empty} holds no Leash audit archive`);
+    expect(() => new ArchiveSource(empty, null)).toThrow(`${empty} holds no Leash audit archive`);
+    const offline = await promisify(execFile)(process.execPath, [cli, 'audit', 'verify', '--archive', empty, '--archive-only']).catch((e: { code: number; stderr: string }) => e);
+    expect(offline).toMatchObject({ code: 1, stderr: expect.stringContaining('holds no Leash audit archive') });
+    writeFileSync(join(empty, 'manifest.json'), '{"format": ');
+    await expect(verifyAudit(null, { archive: empty })).rejects.toThrow('manifest.json is not a Leash audit archive manifest');
+  });
+});
+
 describe('archive crash safety (the archiver killed at each step, then run again)', () => {
-  const cli = join(import.meta.dirname, '..', '..', 'src', 'cli', 'leash.js');
   const run = (url: string, dir: string, failpoint?: string) =>
     promisify(execFile)(process.execPath, [cli, 'audit', 'archive', '--database-url', url, '--dir', dir, '--before', cutoff.toISOString(), '--segment-size', '12'], {
       env: { ...process.env, ...(failpoint ? { LEASH_ARCHIVE_FAILPOINT: failpoint } : {}) },
