@@ -200,14 +200,14 @@ describe('the memory of combined answers', () => {
   apply('agent', 'bot-doc', 2, 'AgentAuthorized', { grants: [{ template: 'grant-write-folder', values: { '?resource': { type: 'Document', id: 'd2' } } }], tokensNotBefore: new Date(Date.now() - 60_000).toISOString() });
 
   const readWrite = [{ type: 'leash:cedar', actions: ['read', 'write'], resourceIn: folder('invoices') }];
-  const ask = async (caches: DecisionCaches, agent: string, action: string, id: string, context: Record<string, unknown> = {}) => {
+  const ask = async (caches: DecisionCaches, agent: string, action: string, id: string, context: Record<string, unknown> = {}, human: string | null = null) => {
     // As a PEP describes them: the resource, its folders, and the documents the policies name (d3, d6 and what d6 refers to).
     const described = docs.filter((e) => e.uid.type === 'Folder' || ['d3', 'd6', 'd7', id].includes(e.uid.id));
-    const request = { subject: { type: 'agent', id: agent, properties: { token: await token(agent, null, readWrite) } }, action: { name: action }, resource: { type: 'Document', id }, context: { entities: described, ...context } };
+    const request = { subject: { type: 'agent', id: agent, properties: { token: await token(agent, human, readWrite) } }, action: { name: action }, resource: { type: 'Document', id }, context: { entities: described, ...context } };
     const remembered = caches.answerStats.remembered;
     const got = await evaluateAgent(request, memoSet, view, new Date(), { caches });
     const reference = await evaluateAgent(request, memoSet, view, new Date(), { combined: false });
-    expect(got, `${agent} ${action} ${id} ${JSON.stringify(context)}`).toEqual(reference);
+    expect(got, `${agent} for ${human ?? 'its owner'} ${action} ${id} ${JSON.stringify(context)}`).toEqual(reference);
     return { decision: got, fromMemory: caches.answerStats.remembered > remembered };
   };
 
@@ -237,6 +237,8 @@ describe('the memory of combined answers', () => {
     const caches = new DecisionCaches();
     const request = fc.record({
       agent: fc.constantFrom('bot', 'bot', 'bot-doc', 'bot-writer', 'bot-eve'),
+      // Mostly for the owner; sometimes for a delegating human (the human goes in the context).
+      human: fc.constantFrom(null, null, null, 'alice', 'eve', 'bob'),
       action: fc.constantFrom('read', 'read', 'write'),
       doc: fc.constantFrom('d1', 'd2', 'd3', 'd5', 'd6', 'd7', 'd8', 'd9', 's1', 'l1', 'x9'),
       context: fc.oneof(
@@ -245,7 +247,7 @@ describe('the memory of combined answers', () => {
         fc.record({ amount: fc.constantFrom(7, 500, 5000) }),
       ),
     });
-    await fc.assert(fc.asyncProperty(request, async ({ agent, action, doc: id, context }) => void (await ask(caches, agent, action, id, context))), { numRuns: 300 });
+    await fc.assert(fc.asyncProperty(request, async ({ agent, human, action, doc: id, context }) => void (await ask(caches, agent, action, id, context, human))), { numRuns: 300 });
     // Lookalikes were asked about often enough for the memory to have answered some of them.
     expect(caches.answerStats.remembered).toBeGreaterThan(20);
   });
