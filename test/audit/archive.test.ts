@@ -61,8 +61,13 @@ describe.each(backends)('audit archive on $name', ({ fresh }) => {
     expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { events: 30, decisions: 40 }, heads: { decisions: { at: 40 } } });
     expect(await verifyAudit(null, { archive: dir })).toMatchObject({ ok: true, records: { events: 20, decisions: 30 } });
 
-    // Rows not archived stay append-only; new decisions chain on; a second run continues where the first ended.
+    // Rows not archived stay append-only; the record of archived ranges cannot be rewritten
+    // (it is what lets archived rows go); new decisions chain on; a second run continues where the first ended.
     await expect(sql`delete from decisions where seq = 35`.execute(connection.db)).rejects.toThrow(/append-only/);
+    for (const statement of [sql`update audit_archive set last = 40`, sql`delete from audit_archive`, sql`truncate audit_archive`]) {
+      await expect(statement.execute(connection.db)).rejects.toThrow(/audit_archive table is append-only/);
+    }
+    expect(await connection.db.selectFrom('audit_archive').select('first').execute()).toHaveLength(5);
     await new DecisionLog(connection.db).record({ id: crypto.randomUUID(), nodeId: 'n2', at: new Date(), request: {}, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 30 });
     const second = await archiveAudit(connection.db, { dir, before: new Date(Date.now() + 1000), segmentSize: 100 });
     expect(second.written.map((s) => `${s.chain} ${s.first}-${s.last}`)).toEqual(['events 21-30', 'decisions 31-40']);
