@@ -26,7 +26,7 @@ export interface StoredDecision extends DecisionRecord {
   hash: string;
 }
 
-const DECISION_LOCK = 0x6c65617369; // distinct from the event log's lock
+const DECISION_LOCK = 0x6c65617369; // distinct from the event log's lock; leash_append_decisions (migration 0006) takes it too
 
 export function decisionHash(prevHash: string, d: Omit<StoredDecision, 'hash' | 'prevHash'>): string {
   return chainHash(prevHash, decisionBody(d));
@@ -57,24 +57,16 @@ export class DecisionLog {
 
   /**
    * One round trip when this node's view of the head is current: the batch is chained onto
-   * it and inserted in one autocommit statement. If another node appended meanwhile, the
-   * first sequence number is taken (primary key), nothing is written, and the batch goes the
-   * locked way: lock, read the head, chain, insert, commit.
+   * it and appended by `leash_append_decisions`, which takes the lock and refuses it (writing
+   * nothing) if the head has moved. Then, or when the head is unknown, the locked way: lock,
+   * read the head, chain, append, commit.
    */
   private async append(batch: DecisionRecord[]): Promise<StoredDecision[]> {
-    if (this.head && batch.length <= INSERT_CHUNK) {
-      const stored = chain(batch, this.head);
-      try {
-        await insertDecisions(this.db, stored);
-        this.head = stored[stored.length - 1]!;
-        return stored;
-      } catch (err) {
-        this.head = null;
-        if ((err as { code?: string }).code !== UNIQUE_VIOLATION) throw err;
-      }
-    }
     try {
-      const stored = await this.db.transaction().execute((trx) => appendDecisions(trx, batch));
+      let stored = this.head ? chain(batch, this.head) : null;
+      if (!stored || !(await appendAfter(this.db, this.head!, stored))) {
+        stored = await this.db.transaction().execute((trx) => appendDecisions(trx, batch));
+      }
       this.head = stored[stored.length - 1]!;
       return stored;
     } catch (err) {
@@ -88,9 +80,6 @@ export class DecisionLog {
   }
 }
 
-const UNIQUE_VIOLATION = '23505';
-const INSERT_CHUNK = 1000;
-
 /** The batch chained onto `head`: consecutive sequence numbers, each hash over the one before. */
 function chain(batch: DecisionRecord[], head: { seq: number; hash: string }): StoredDecision[] {
   let seq = head.seq;
@@ -103,32 +92,28 @@ function chain(batch: DecisionRecord[], head: { seq: number; hash: string }): St
 }
 
 /**
- * One statement: takes the decision-log lock (held to commit, so locked appends cannot
- * interleave) and inserts the batch. Column arrays keep the statement text the same for any
- * batch size.
+ * Appends `stored` if the log's head is still `head` (migration 0006); false, with nothing
+ * written, if another node appended meanwhile. The rows go as one JSON array.
  */
-async function insertDecisions(db: Kysely<Database>, stored: StoredDecision[]): Promise<void> {
-  for (let i = 0; i < stored.length; i += INSERT_CHUNK) {
-    const rows = stored.slice(i, i + INSERT_CHUNK);
-    const column = <T>(f: (d: StoredDecision) => T) => rows.map(f);
-    await sql`
-      insert into decisions (seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash, shadow)
-      select t.* from (select pg_advisory_xact_lock(${DECISION_LOCK})) as locked,
-        unnest(${column((d) => String(d.seq))}::bigint[], ${column((d) => d.id)}::uuid[], ${column((d) => d.nodeId)}::text[],
-               ${column((d) => d.at.toISOString())}::timestamptz[], ${column((d) => JSON.stringify(d.request))}::jsonb[],
-               ${column((d) => d.decision)}::boolean[], ${column((d) => d.layer)}::text[], ${column((d) => d.code)}::text[],
-               ${column((d) => JSON.stringify(d.reasons))}::jsonb[], ${column((d) => d.policyVersion)}::integer[],
-               ${column((d) => String(d.logPosition))}::bigint[], ${column((d) => d.prevHash)}::text[], ${column((d) => d.hash)}::text[],
-               ${column((d) => (d.shadow ? JSON.stringify(d.shadow) : null))}::jsonb[])
-        as t(seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash, shadow)`.execute(db);
-  }
+async function appendAfter(db: Kysely<Database> | Transaction<Database>, head: { seq: number; hash: string }, stored: StoredDecision[]): Promise<boolean> {
+  const rows = stored.map((d) => ({
+    seq: d.seq, id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
+    code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, prev_hash: d.prevHash, hash: d.hash,
+    // A missing key is SQL null; a JSON null would be stored as the jsonb value null.
+    ...(d.shadow ? { shadow: d.shadow } : {}),
+  }));
+  const { rows: [result] } = await sql<{ appended: boolean }>`
+    select appended from leash_append_decisions(${String(head.seq)}, ${head.hash}, ${JSON.stringify(rows)}::jsonb)`.execute(db);
+  return result?.appended === true;
 }
 
+/** The locked way: holding the lock, the head read is the real one, so the append cannot be refused. */
 async function appendDecisions(trx: Transaction<Database>, batch: DecisionRecord[]): Promise<StoredDecision[]> {
   await sql`select pg_advisory_xact_lock(${DECISION_LOCK})`.execute(trx);
-  const head = await trx.selectFrom('decisions').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-  const stored = chain(batch, { seq: head ? Number(head.seq) : 0, hash: head?.hash ?? GENESIS_HASH });
-  await insertDecisions(trx, stored);
+  const row = await trx.selectFrom('decisions').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
+  const head = { seq: row ? Number(row.seq) : 0, hash: row?.hash ?? GENESIS_HASH };
+  const stored = chain(batch, head);
+  if (!(await appendAfter(trx, head, stored))) throw new Error('the decision log moved while its append lock was held'); // cannot happen
   return stored;
 }
 

@@ -53,7 +53,7 @@ export type AppendOutcome =
 type Db = Kysely<Database> | Transaction<Database>;
 
 /** Serialises appenders across every node sharing the database; see `appendBatch`. */
-const APPEND_LOCK = 0x6c65617368; // "leash"
+const APPEND_LOCK = 0x6c65617368; // "leash"; leash_append_events (migration 0006) takes it too
 
 export const EVENTS_CHANNEL = 'leash_events';
 
@@ -187,12 +187,11 @@ function chainEvents(req: AppendRequest, currentVersion: number, head: { positio
 }
 
 /**
- * The append in one autocommit statement, when this node knows the log's head and every
- * request states the version it expects (no idempotency key, one request per stream). The
- * statement takes the append lock, so it cannot interleave with a locked append; the
- * primary key on position and the unique (stream, version) refuse it if anyone appended
- * meanwhile, and the check below refuses a stream that is behind the stated version. Null
- * when it does not apply or was refused: the caller then takes the locked path.
+ * The append in one round trip, when this node knows the log's head and every request
+ * states the version it expects (no idempotency key, one request per stream):
+ * `leash_append_events` (migration 0006) takes the append lock, so it cannot interleave with
+ * a locked append, and writes nothing if the head has moved or a stream is not at its stated
+ * version. Null when it does not apply or was refused: the caller then takes the locked path.
  */
 async function appendInOneStatement(db: Kysely<Database>, requests: AppendRequest[], head: { position: number; hash: string }): Promise<AppendOutcome[] | null> {
   const streams = new Set(requests.map((r) => r.streamId));
@@ -204,30 +203,14 @@ async function appendInOneStatement(db: Kysely<Database>, requests: AppendReques
     tail = last;
     return { kind: 'appended', events: stored, version: last.version, position: last.position };
   });
-  const rows = outcomes.flatMap((o) => (o.kind === 'appended' ? o.events : []));
-  if (rows.length > INSERT_CHUNK) return null;
-  const column = <T>(f: (e: StoredEvent) => T) => rows.map(f);
-  try {
-    const result = await sql<{ position: string }>`
-      insert into events (position, stream_id, stream_type, version, type, data, metadata, recorded_at, idempotency_key, prev_hash, hash)
-      select t.* from (select pg_advisory_xact_lock(${APPEND_LOCK})) as locked,
-        unnest(${column((e) => String(e.position))}::bigint[], ${column((e) => e.streamId)}::text[], ${column((e) => e.streamType)}::text[],
-               ${column((e) => e.version)}::int[], ${column((e) => e.type)}::text[], ${column((e) => JSON.stringify(e.data))}::jsonb[],
-               ${column((e) => JSON.stringify(e.metadata))}::jsonb[], ${column((e) => e.at.toISOString())}::timestamptz[],
-               ${column((e) => e.idempotencyKey)}::text[], ${column((e) => e.prevHash)}::text[], ${column((e) => e.hash)}::text[])
-        as t(position, stream_id, stream_type, version, type, data, metadata, recorded_at, idempotency_key, prev_hash, hash)
-      where not exists (
-        select 1 from unnest(${requests.map((r) => r.streamId)}::text[], ${requests.map((r) => r.expectedVersion as number)}::int[]) as c(stream_id, version)
-         where coalesce((select max(e.version) from events e where e.stream_id = c.stream_id), 0) <> c.version)
-      returning position`.execute(db);
-    // All or nothing: one statement. Nothing inserted means a stream was behind its stated version.
-    if (result.rows.length === rows.length) return outcomes;
-    if (result.rows.length === 0) return null;
-    throw new Error(`append inserted ${result.rows.length} of ${rows.length} rows`); // cannot happen: one statement
-  } catch (err) {
-    if ((err as { code?: string }).code === '23505') return null; // someone appended meanwhile
-    throw err;
-  }
+  const rows = outcomes.flatMap((o) => (o.kind === 'appended' ? o.events : [])).map((e) => ({
+    position: e.position, stream_id: e.streamId, stream_type: e.streamType, version: e.version, type: e.type, data: e.data, metadata: e.metadata,
+    recorded_at: e.at.toISOString(), idempotency_key: e.idempotencyKey, prev_hash: e.prevHash, hash: e.hash,
+  }));
+  const expected = requests.map((r) => ({ stream_id: r.streamId, version: r.expectedVersion }));
+  const { rows: [result] } = await sql<{ appended: boolean }>`
+    select appended from leash_append_events(${String(head.position)}, ${head.hash}, ${JSON.stringify(rows)}::jsonb, ${JSON.stringify(expected)}::jsonb)`.execute(db);
+  return result?.appended === true ? outcomes : null;
 }
 
 const INSERT_CHUNK = 1000; // 11 parameters a row, far below Postgres' 65535
