@@ -4,6 +4,7 @@
 // the revoked agent: any allow would be a broken fence. The baseline, in the same run and on
 // the same database, is the naive alternative: N followers polling Postgres every 100 ms,
 // timed from the committed revoke until all N have applied it. Measures; asserts nothing.
+import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { RegistryView } from '../../src/registry/registry-view.ts';
@@ -27,8 +28,26 @@ export interface RevocationRun {
   allowsAfter: number;
   /** Committed → applied by every polling follower, ms. */
   polling: number[];
-  /** The revoking node's own account (Server-Timing): durable append, then the fence. */
+  /** The revoking node's own account (Server-Timing): durable append, then what was left of the fence. */
   timings: { commit: number[]; fence: number[] };
+  /** GET /healthz through the same client, ms: the HTTP round trip alone. */
+  roundTrip: number[];
+}
+
+/** Keep-alive node:http (fetch's own overhead here is ~0.4 ms a request, more than a tenth of what is measured). */
+const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+function request(url: string, method: string, headers: Record<string, string>, body?: string): Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent, headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, text, headers: res.headers }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 async function pool<T>(items: T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -43,16 +62,17 @@ export async function benchRevocation(databaseUrl: string, options: { nodes: num
   const nodes: ServeProcess[] = [];
   const env = (i: number) => ({ DATABASE_URL: databaseUrl, NATS_URL: nats.url, LEASH_NODE_ID: `bench-${i}`, LEASH_ADMIN_TOKEN: ADMIN, LEASH_PEP_TOKENS: PEP });
   try {
-    nodes.push(await serveLeash(env(1))); // publishes the policy set; the others find it
+    const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean); // e.g. --cpu-prof
+    nodes.push(await serveLeash(env(1), { nodeArgs })); // publishes the policy set; the others find it
     for (let i = 2; i <= options.nodes; i += 3) {
-      nodes.push(...(await Promise.all([i, i + 1, i + 2].filter((n) => n <= options.nodes).map((n) => serveLeash(env(n))))));
+      nodes.push(...(await Promise.all([i, i + 1, i + 2].filter((n) => n <= options.nodes).map((n) => serveLeash(env(n), { nodeArgs })))));
     }
     const timings = { commit: [] as number[], fence: [] as number[] };
     const call = async (node: ServeProcess, path: string, body: unknown, token = ADMIN) => {
-      const res = await fetch(`${node.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      const json = (await res.json()) as Record<string, unknown>;
+      const res = await request(`${node.url}${path}`, 'POST', { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, JSON.stringify(body));
+      const json = JSON.parse(res.text) as Record<string, unknown>;
       if (res.status >= 300) throw new Error(`POST ${path}: ${res.status} ${JSON.stringify(json)}`);
-      for (const m of (res.headers.get('server-timing') ?? '').matchAll(/(commit|fence);dur=([\d.]+)/g)) timings[m[1] as 'commit' | 'fence'].push(Number(m[2]));
+      for (const m of String(res.headers['server-timing'] ?? '').matchAll(/(commit|fence);dur=([\d.]+)/g)) timings[m[1] as 'commit' | 'fence'].push(Number(m[2]));
       return json;
     };
 
@@ -61,16 +81,18 @@ export async function benchRevocation(databaseUrl: string, options: { nodes: num
     const jwk = { ...(await exportJWK(publicKey)), alg: 'ES256', kid: 'k1' };
     const credentials = { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 600, jwks: { keys: [jwk] } };
     const ids = Array.from({ length: options.revocations + options.pollingRevocations }, (_, i) => `agent-${String(i).padStart(5, '0')}`);
+    // One per node, revoked before the measured ones: each node's revoke path warm (code, connections).
+    const warmups = nodes.map((_, i) => `warm-up-${i}`);
     await call(nodes[0]!, '/v1/groups', { id: 'finance', parents: [] });
     await call(nodes[0]!, '/v1/humans', { id: 'alice', email: 'alice@example.com', groups: ['finance'] });
-    await pool(ids, 16, async (id) => {
+    await pool([...ids, ...warmups], 16, async (id) => {
       await call(nodes[0]!, '/v1/agents', {
         id, owner: 'alice', purpose: 'benchmark', provenance: { model: 'm', modelVersion: '1', environment: 'production' }, trustScore: 60,
         groups: ['finance'], tags: [], credentials, ceiling: { template: 'ceiling-folder', values: { '?resource': { type: 'Folder', id: 'invoices' } } },
       });
     });
     await new Promise((r) => setTimeout(r, 1100));
-    await pool(ids, 16, async (id) => void (await call(nodes[0]!, `/v1/agents/${id}/authorize`, { grants: [] })));
+    await pool([...ids, ...warmups], 16, async (id) => void (await call(nodes[0]!, `/v1/agents/${id}/authorize`, { grants: [] })));
     await new Promise((r) => setTimeout(r, 1100)); // tokens must postdate the authorize (whole seconds)
     const now = Math.floor(Date.now() / 1000);
     const tokens = new Map<string, string>();
@@ -103,6 +125,7 @@ export async function benchRevocation(databaseUrl: string, options: { nodes: num
     }
 
     // 3. Fenced revokes, one at a time, through each node in turn; then ask every node.
+    for (const [i, id] of warmups.entries()) await call(nodes[i]!, `/v1/agents/${id}/revoke`, { mode: 'immediate', reason: 'warm-up' });
     timings.commit.length = timings.fence.length = 0;
     const fenced: number[] = [];
     let confirmedByAll = 0;
@@ -116,6 +139,12 @@ export async function benchRevocation(databaseUrl: string, options: { nodes: num
       const answers = await Promise.all(nodes.map((node) => decide(node, id)));
       checks += answers.length;
       allowsAfter += answers.filter(Boolean).length;
+    }
+    const roundTrip: number[] = [];
+    for (let i = 0; i < Math.min(1000, options.revocations); i++) {
+      const t0 = performance.now();
+      await request(`${nodes[i % nodes.length]!.url}/healthz`, 'GET', {});
+      roundTrip.push(performance.now() - t0);
     }
 
     // 4. Baseline: followers polling the log every 100 ms, revokes committed in this process.
@@ -139,7 +168,7 @@ export async function benchRevocation(databaseUrl: string, options: { nodes: num
     } finally {
       await connection.db.destroy();
     }
-    return { nodes: nodes.length, fenced, confirmedByAll, checks, allowsAfter, polling, timings };
+    return { nodes: nodes.length, fenced, confirmedByAll, checks, allowsAfter, polling, timings, roundTrip };
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
     await nats.stop();

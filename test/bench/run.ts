@@ -188,7 +188,7 @@ async function benchRevocationRow(databaseUrl: string): Promise<void> {
   rows.push({
     what: `revoke → response with every node's confirmation (${run.nodes} \`leash serve\` nodes, nats-server, ${fmt(run.fenced.length)} revocations of agents warm on every node)`,
     backend: 'PostgreSQL + NATS',
-    figure: `${fmt(run.confirmedByAll)} of ${fmt(run.fenced.length)} confirmed by all ${run.nodes}; ${run.allowsAfter} allows in ${fmt(run.checks)} requests after the response; server side, median: durable append ${ms(pct(sorted(run.timings.commit), 50))}, fence ${ms(pct(sorted(run.timings.fence), 50))}`,
+    figure: `${fmt(run.confirmedByAll)} of ${fmt(run.fenced.length)} confirmed by all ${run.nodes}; ${run.allowsAfter} allows in ${fmt(run.checks)} requests after the response; server side, median: durable append ${ms(pct(sorted(run.timings.commit), 50))}, fence after it ${ms(pct(sorted(run.timings.fence), 50))}; GET /healthz round trip, same client: median ${ms(pct(sorted(run.roundTrip), 50))}`,
     median: ms(pct(fenced, 50)),
     p99: ms(pct(fenced, 99)),
     baseline: `${run.nodes} nodes polling Postgres every 100 ms, commit → applied on all: median ${ms(pct(polling, 50))}, p99 ${ms(pct(polling, 99))} (${polling.length} revocations)`,
@@ -408,11 +408,14 @@ How to read it:
   GET /healthz on the same server under the same load: what the HTTP stack alone sustains.
   autocannon reports latency in whole milliseconds.
 - **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server;
-  ${REVOCATIONS} agents are warm on every node (token verified and decided once on each). Revokes go one
-  at a time, through each node in turn; latency is from the request to the response carrying
-  every node's confirmation (the fence). Right after each response every node is asked about the
-  revoked agent; the figure counts the allows (must be 0). \`Server-Timing\` splits the revoking
-  node's time into the durable append (with this node applying it) and the fence. The baseline is
+  ${REVOCATIONS} agents are warm on every node (token verified and decided once on each), and each node
+  has served one revoke before the measured ones (its revoke path's code and connections warm).
+  Revokes go one at a time, through each node in turn, from a keep-alive \`node:http\` client;
+  latency is from the request to the response carrying every node's confirmation (the fence).
+  The figure gives that client's round trip to GET /healthz for scale. Right after each response
+  every node is asked about the revoked agent; the figure counts the allows (must be 0).
+  \`Server-Timing\` splits the revoking node's time into the durable append (with this node
+  applying it and broadcasting it) and the fence after it. The baseline is
   the naive design on the same database: ${REVOCATION_NODES} followers polling the log every 100 ms, timed
   from a committed revoke until all of them have applied it. All of it shares the 2 cores.
 - **replay**: the archive is made by test/bench/audit.ts without a server: ${AGENTS} agents (100 humans,
