@@ -2,7 +2,7 @@
 // autocannon in this one, on the same machine. Each decision is recorded durably before it is
 // answered. The baseline, in the same run and with the same load, is GET /healthz on the same
 // server: what the HTTP stack alone sustains. Not a test: it measures, it asserts nothing.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -18,6 +18,44 @@ export interface HttpResult {
   p99: number;
   non2xx: number;
   errors: number;
+  /** CPU time per answered request, µs: the server process, the PostgreSQL processes, this process (autocannon). */
+  cpu?: { server: number; postgres: number; loadGenerator: number };
+}
+
+/** CPU time (user + system) of a process so far, µs, from /proc (Linux); 0 if it cannot be read. */
+function cpuMicros(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks (USER_HZ = 100)
+  } catch {
+    return 0;
+  }
+}
+
+/** Every PostgreSQL process of this machine (the benchmark's server is the only one). */
+function postgresMicros(): number {
+  let total = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').startsWith('postgres')) total += cpuMicros(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
+
+/** `load`, with the CPU each side spent on it. A backend's processes that exit meanwhile are not counted. */
+async function measured(serverPid: number, options: autocannon.Options): Promise<HttpResult> {
+  const snapshot = () => ({ server: cpuMicros(serverPid), postgres: postgresMicros(), self: process.cpuUsage() });
+  const before = snapshot();
+  const result = await load(options);
+  const after = snapshot();
+  const self = process.cpuUsage(before.self);
+  const answered = result.perSecond * Number(options.duration);
+  const per = (us: number) => Math.round(us / answered);
+  return { ...result, cpu: { server: per(after.server - before.server), postgres: per(after.postgres - before.postgres), loadGenerator: per(self.user + self.system) } };
 }
 
 export interface HttpRun {
@@ -91,13 +129,14 @@ export async function benchHttp(database: { url: string } | null, options: { sec
     const common = { connections: options.connections, duration: options.seconds, headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' } };
     await load({ ...common, url: at('/access/v1/evaluation'), duration: 2, method: 'POST', body: body(cachedToken) }); // warm-up
     const baseline = await load({ ...common, url: at('/healthz'), method: 'GET' });
-    const cached = await load({ ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(cachedToken) });
+    const pid = server.child.pid!;
+    const cached = await measured(pid, { ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(cachedToken) });
 
     // A different token on every request: each one is verified (signature and claims) afresh.
     const bodies: string[] = [];
     for (let i = 1; i <= options.freshTokens; i++) bodies.push(body(await mint(privateKey, i)));
     let next = 0;
-    const fresh = await load({
+    const fresh = await measured(pid, {
       ...common, url: at('/access/v1/evaluation'), method: 'POST',
       requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }) }],
     });

@@ -169,7 +169,7 @@ async function benchHttpRows(fresh: () => Backend | Promise<Backend>, label: str
       rows.push({
         what: `POST /access/v1/evaluation, ${kind}, ${connections} connections, ${HTTP_SECONDS} s, decision log durable`,
         backend: label,
-        figure: `${fmt(r.perSecond)} decisions/s`,
+        figure: `${fmt(r.perSecond)} decisions/s${r.cpu ? `; CPU per decision: server ${fmt(r.cpu.server)} µs${label === 'PostgreSQL' ? `, Postgres ${fmt(r.cpu.postgres)} µs` : ''}, autocannon ${fmt(r.cpu.loadGenerator)} µs` : ''}`,
         median: httpMs(r.p50),
         p99: httpMs(r.p99),
         baseline: `GET /healthz, same server and load: ${line(run.baseline)}`,
@@ -406,7 +406,11 @@ How to read it:
   decision log (group-committed, durable) before it is answered. "Fresh token" signs a
   different ES256 token for every request, so each is verified from scratch. The baseline is
   GET /healthz on the same server under the same load: what the HTTP stack alone sustains.
-  autocannon reports latency in whole milliseconds.
+  autocannon reports latency in whole milliseconds. "CPU per decision" is each side's CPU time
+  (user + system, from /proc) over the run divided by the decisions answered: the server process
+  (all its threads: WebCrypto verifies ES256 on libuv's pool), the PostgreSQL processes, and
+  the benchmark's own process (autocannon). Their sum against the 2 cores' 2,000,000 µs a second
+  is the most this machine can answer, before any waiting.
 - **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server;
   ${REVOCATIONS} agents are warm on every node (token verified and decided once on each), and each node
   has served one revoke before the measured ones (its revoke path's code and connections warm).
