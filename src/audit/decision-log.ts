@@ -99,8 +99,7 @@ async function appendAfter(db: Kysely<Database> | Transaction<Database>, head: {
   const rows = stored.map((d) => ({
     seq: d.seq, id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
     code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, prev_hash: d.prevHash, hash: d.hash,
-    // A missing key is SQL null; a JSON null would be stored as the jsonb value null.
-    ...(d.shadow ? { shadow: d.shadow } : {}),
+    shadow: d.shadow ?? null, // JSON null arrives as SQL null
   }));
   const { rows: [result] } = await sql<{ appended: boolean }>`
     select appended from leash_append_decisions(${String(head.seq)}, ${head.hash}, ${JSON.stringify(rows)}::jsonb)`.execute(db);
