@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { canonicalJson } from '../canonical-json.ts';
+import { runStatement } from '../store/connect.ts';
 import type { Database, DecisionsTable } from '../store/events.table.ts';
 import { GroupCommitter } from '../store/group-commit.ts';
 import { chainHash, checkChain, GENESIS_HASH } from '../store/hash-chain.ts';
@@ -91,6 +92,8 @@ function chain(batch: DecisionRecord[], head: { seq: number; hash: string }): St
   });
 }
 
+const APPEND_DECISIONS = { name: 'leash_append_decisions', text: 'select appended from leash_append_decisions($1, $2, $3::jsonb)' };
+
 /**
  * Appends `stored` if the log's head is still `head` (migration 0006); false, with nothing
  * written, if another node appended meanwhile. The rows go as one JSON array.
@@ -101,8 +104,7 @@ async function appendAfter(db: Kysely<Database> | Transaction<Database>, head: {
     code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, prev_hash: d.prevHash, hash: d.hash,
     shadow: d.shadow ?? null, // JSON null arrives as SQL null
   }));
-  const { rows: [result] } = await sql<{ appended: boolean }>`
-    select appended from leash_append_decisions(${String(head.seq)}, ${head.hash}, ${JSON.stringify(rows)}::jsonb)`.execute(db);
+  const [result] = await runStatement<{ appended: boolean }>(db, APPEND_DECISIONS, [String(head.seq), head.hash, JSON.stringify(rows)]);
   return result?.appended === true;
 }
 

@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { LeashError } from '../errors.ts';
+import { runStatement } from './connect.ts';
 import type { Database, EventsTable } from './events.table.ts';
 import { GroupCommitter } from './group-commit.ts';
 import { eventHash, GENESIS_HASH } from './hash-chain.ts';
@@ -186,6 +187,8 @@ function chainEvents(req: AppendRequest, currentVersion: number, head: { positio
   });
 }
 
+const APPEND_EVENTS = { name: 'leash_append_events', text: 'select appended from leash_append_events($1, $2, $3::jsonb, $4::jsonb)' };
+
 /**
  * The append in one round trip, when this node knows the log's head and every request
  * states the version it expects (no idempotency key, one request per stream):
@@ -208,8 +211,7 @@ async function appendInOneStatement(db: Kysely<Database>, requests: AppendReques
     recorded_at: e.at.toISOString(), idempotency_key: e.idempotencyKey, prev_hash: e.prevHash, hash: e.hash,
   }));
   const expected = requests.map((r) => ({ stream_id: r.streamId, version: r.expectedVersion }));
-  const { rows: [result] } = await sql<{ appended: boolean }>`
-    select appended from leash_append_events(${String(head.position)}, ${head.hash}, ${JSON.stringify(rows)}::jsonb, ${JSON.stringify(expected)}::jsonb)`.execute(db);
+  const [result] = await runStatement<{ appended: boolean }>(db, APPEND_EVENTS, [String(head.position), head.hash, JSON.stringify(rows), JSON.stringify(expected)]);
   return result?.appended === true ? outcomes : null;
 }
 

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DecisionLog, readDecisions, verifyDecisionChain, type DecisionRecord } from '../../src/audit/decision-log.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
 import { migrateToLatest } from '../../src/store/migrate.ts';
-import { backends } from '../support/backends.ts';
+import { backends, freshPostgres } from '../support/backends.ts';
 
 const record = (i: number): DecisionRecord => ({
   id: randomUUID(), nodeId: 'n1', at: new Date('2026-11-23T10:00:00.000Z'), request: { subject: { type: 'user', id: `u${i}` } },
@@ -52,5 +52,31 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
     await expect(sql`delete from decisions`.execute(connection.db)).rejects.toThrow(/append-only/);
     await expect(sql`truncate decisions`.execute(connection.db)).rejects.toThrow(/append-only/);
     expect(await readDecisions(connection.db, 0, 10)).toHaveLength(1);
+  });
+});
+
+describe('decision log on postgres, its connections cut', () => {
+  it('keeps one chain when the server ends its sessions: a record may be refused, none is half-written, the next ones are recorded', async () => {
+    // The appends run as prepared statements on pooled connections; a connection the server
+    // dropped must be replaced (and its statement prepared again), never reused broken.
+    const backend = await freshPostgres();
+    const connection = await connect(backend);
+    const admin = await connect(backend);
+    try {
+      await migrateToLatest(connection.db);
+      const log = new DecisionLog(connection.db);
+      await Promise.all(Array.from({ length: 8 }, (_, i) => log.record(record(i))));
+      await sql`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`.execute(admin.db);
+      const outcomes = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => log.record(record(100 + i))));
+      const refused = outcomes.filter((o) => o.status === 'rejected').length;
+      for (let i = 0; i < 8; i++) await log.record(record(200 + i)); // each on a working connection
+      const all = await readDecisions(connection.db, 0, 1000);
+      expect(all).toHaveLength(8 + (8 - refused) + 8);
+      expect(all.map((d) => d.seq)).toEqual(all.map((_, i) => i + 1));
+      expect(verifyDecisionChain(all)).toEqual({ ok: true });
+    } finally {
+      await connection.db.destroy();
+      await admin.db.destroy();
+    }
   });
 });
