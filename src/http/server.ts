@@ -1,4 +1,4 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { hash, randomUUID, timingSafeEqual } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -67,8 +67,8 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   // failed write or a silently different value: strings Postgres' jsonb cannot hold (NUL,
   // lone surrogates), and integers beyond 2^53, which JSON parsing has already rounded.
   app.addHook('preValidation', async (request) => {
-    const bad = findUnsafeValue(request.body, '');
-    if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad.path || 'body'} ${bad.why}`);
+    const bad = findUnsafeValue(request.body);
+    if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad.path.length ? bad.path.map((p) => `/${p}`).join('') : 'body'} ${bad.why}`);
   });
 
   // Operators reach everything under /v1; PEPs (and operators) reach the decision API.
@@ -106,32 +106,34 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   return app;
 }
 
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+const digest = (s: string): Buffer => hash('sha256', s, 'buffer');
 
-type Unsafe = { path: string; why: string } | null;
+type Unsafe = { path: string[]; why: string } | null;
 
-function findUnsafeValue(value: unknown, path: string): Unsafe {
+/** The first value that cannot travel intact, with its JSON pointer built only for it. */
+function findUnsafeValue(value: unknown): Unsafe {
   if (typeof value === 'string') {
     return value.includes('\u0000') || !(value as string & { isWellFormed(): boolean }).isWellFormed()
-      ? { path, why: 'contains a NUL character or an unpaired surrogate' }
+      ? { path: [], why: 'contains a NUL character or an unpaired surrogate' }
       : null;
   }
   if (typeof value === 'number') {
     return Number.isInteger(value) && !Number.isSafeInteger(value)
-      ? { path, why: 'is an integer beyond 2^53, which cannot be kept exactly; send it as a string (or a Cedar extension value)' }
+      ? { path: [], why: 'is an integer beyond 2^53, which cannot be kept exactly; send it as a string (or a Cedar extension value)' }
       : null;
   }
   if (Array.isArray(value)) {
-    for (const [i, v] of value.entries()) {
-      const bad = findUnsafeValue(v, `${path}/${i}`);
-      if (bad) return bad;
+    for (let i = 0; i < value.length; i++) {
+      const bad = findUnsafeValue(value[i]);
+      if (bad) return (bad.path.unshift(String(i)), bad);
     }
     return null;
   }
   if (value !== null && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) {
-      const bad = findUnsafeValue(k, `${path}/${k}`) ?? findUnsafeValue(v, `${path}/${k}`);
-      if (bad) return bad;
+    for (const k in value) {
+      if (!Object.hasOwn(value, k)) continue;
+      const bad = findUnsafeValue(k) ?? findUnsafeValue((value as Record<string, unknown>)[k]);
+      if (bad) return (bad.path.unshift(k), bad);
     }
   }
   return null;

@@ -1,5 +1,4 @@
-import * as crypto from 'node:crypto';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { canonicalJson } from '../canonical-json.ts';
 import type { StoredEvent } from './event-store.ts';
 
@@ -15,11 +14,8 @@ export function eventHash(prevHash: string, e: Hashed): string {
 
 /** How every chain links: sha-256 over the previous hash, a newline and the record's canonical body. */
 export function chainHash(prevHash: string, body: string): string {
-  return oneShot ? oneShot('sha256', `${prevHash}\n${body}`, 'hex') : createHash('sha256').update(prevHash).update('\n').update(body).digest('hex');
+  return hash('sha256', `${prevHash}\n${body}`, 'hex');
 }
-
-// crypto.hash (Node ≥ 20.12) hashes a string in one call, without a Hash object per record.
-const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
 
 /** The canonical form of an event that its hash covers. */
 export function eventBody(e: Hashed): string {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { JWTPayload } from 'jose';
 import { KeyIndex } from '../authz/key-index.ts';
 
@@ -18,7 +18,7 @@ export class VerifiedTokenCache {
   constructor(private readonly max = 10_000) {}
 
   static key(token: string, agentId: string, agentVersion: number): string {
-    return `${agentId}\u0000${agentVersion}\u0000${createHash('sha256').update(token).digest('base64url')}`;
+    return `${agentId}\u0000${agentVersion}\u0000${hash('sha256', token, 'base64url')}`;
   }
 
   get(key: string, nowMs: number): Claims | undefined {

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
 import { DecisionCaches, decide as decideAny } from '../../authz/agent-decision.ts';
 import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
@@ -54,7 +54,7 @@ function redact(request: EvaluationRequest, d: Decision): EvaluationRequest {
   const properties = request.subject.properties;
   if (!properties || !('token' in properties)) return request;
   const { token, ...rest } = properties;
-  const fingerprint = typeof token === 'string' ? createHash('sha256').update(token).digest('hex') : null;
+  const fingerprint = typeof token === 'string' ? hash('sha256', token, 'hex') : null;
   return {
     ...request,
     subject: { ...request.subject, properties: { ...rest, token: { sha256: fingerprint, ...(d.claims ? { claims: d.claims, jti: d.claims.jti ?? null } : {}) } } },
