@@ -17,6 +17,8 @@ export interface Connection {
 
 /** The pool under each PostgreSQL connection, for `runStatement`. */
 const pools = new WeakMap<Kysely<Database>, pg.Pool>();
+/** Pools whose server lost a statement they had prepared: a transaction pooler is in between. */
+const unprepared = new WeakSet<pg.Pool>();
 
 /**
  * A statement on the hot path (the group commits' appends), `text` with $1, $2 … parameters.
@@ -27,8 +29,19 @@ const pools = new WeakMap<Kysely<Database>, pg.Pool>();
  */
 export async function runStatement<R>(db: Kysely<Database> | Transaction<Database>, statement: { name: string; text: string }, values: unknown[]): Promise<R[]> {
   const pool = pools.get(db);
-  if (pool) return (await pool.query<R & pg.QueryResultRow>({ name: statement.name, text: statement.text, values })).rows;
-  return (await db.executeQuery<R>(CompiledQuery.raw(statement.text, values))).rows;
+  if (!pool) return (await db.executeQuery<R>(CompiledQuery.raw(statement.text, values))).rows;
+  if (!unprepared.has(pool)) {
+    try {
+      return (await pool.query<R & pg.QueryResultRow>({ name: statement.name, text: statement.text, values })).rows;
+    } catch (err) {
+      // 26000: the server does not know a statement this connection prepared, which is what a
+      // transaction-mode pooler (PgBouncer) does when it hands the call to another server
+      // connection. Nothing ran; from now on this pool sends the statement's text each time.
+      if ((err as { code?: unknown }).code !== '26000') throw err;
+      unprepared.add(pool);
+    }
+  }
+  return (await pool.query<R & pg.QueryResultRow>({ text: statement.text, values })).rows;
 }
 
 export async function connect(backend: Backend): Promise<Connection> {

@@ -80,3 +80,25 @@ describe('decision log on postgres, its connections cut', () => {
     }
   });
 });
+
+describe('decision log on postgres behind a transaction pooler', () => {
+  it('goes on recording when the server no longer knows the prepared append (as behind PgBouncer in transaction mode)', async () => {
+    // One connection, so the statement dropped below is the one the log prepared: the client
+    // still believes it prepared, as it would when a pooler moves it to another server session.
+    const connection = await connect({ ...(await freshPostgres()), poolSize: 1 });
+    try {
+      await migrateToLatest(connection.db);
+      const log = new DecisionLog(connection.db);
+      await log.record(record(1)); // head unknown: the locked way, in a transaction
+      await log.record(record(2)); // head known: the prepared append
+      await sql`deallocate leash_append_decisions`.execute(connection.db);
+      await log.record(record(3));
+      await log.record(record(4));
+      const all = await readDecisions(connection.db, 0, 10);
+      expect(all.map((d) => d.seq)).toEqual([1, 2, 3, 4]);
+      expect(verifyDecisionChain(all)).toEqual({ ok: true });
+    } finally {
+      await connection.db.destroy();
+    }
+  });
+});
