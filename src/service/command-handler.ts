@@ -81,7 +81,15 @@ export class CommandHandler {
           });
         }
         state = fold(aggregate, history);
-        events = aggregate.decide(command, state);
+        try {
+          events = aggregate.decide(command, state);
+        } catch (err) {
+          // A request with the same Idempotency-Key may have committed since the check above
+          // (concurrent retries): then this is its retry, answered as it was, not refused.
+          const replay = options.idempotencyKey ? await this.replay(aggregate, stream, options) : null;
+          if (replay) return replay;
+          throw err;
+        }
       }
 
       let outcome;

@@ -4,11 +4,23 @@ import { RegistryView } from '../../src/registry/registry-view.ts';
 import { agentAggregate } from '../../src/registry/streams.ts';
 import { CommandHandler } from '../../src/service/command-handler.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
-import { EventStore } from '../../src/store/event-store.ts';
+import { EventStore, type StoredEvent } from '../../src/store/event-store.ts';
 import { Follower } from '../../src/store/follower.ts';
 import { migrateToLatest } from '../../src/store/migrate.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { agentBody } from '../support/node.ts';
+
+/** A store whose next stream read first lets something else happen (a concurrent request). */
+class RacingStore extends EventStore {
+  before: (() => Promise<void>) | null = null;
+
+  override async readStream(streamId: string, upToVersion?: number): Promise<StoredEvent[]> {
+    const before = this.before;
+    this.before = null;
+    await before?.();
+    return super.readStream(streamId, upToVersion);
+  }
+}
 
 // Commands decide on the node's view when it holds the stream, instead of reading it. A view
 // that lags (another node wrote meanwhile) must cost a retry, never a wrong answer.
@@ -82,5 +94,26 @@ describe('command handler deciding on a view that may lag', () => {
     }
     const ok = await run('bot', cmd('AuthorizeAgent', { grants: [] }), current.version);
     expect(ok).toMatchObject({ state: { status: 'active' }, version: current.version + 1 });
+  });
+
+  it('a retry with the same Idempotency-Key whose twin commits while it reads the stream gets the twin\'s answer, not a 409', async () => {
+    // The retry checked the key before its twin committed; on the stream it finds the agent
+    // already authorized, which it may not authorize again. It must answer as the twin did.
+    const { id: _id, ...body } = agentBody();
+    await run('twin', cmd('RegisterAgent', { id: 'twin', ...body, ceiling: null }));
+    const racing = new RacingStore(connection.db);
+    const retry = new CommandHandler(racing, follower); // no view: reads the stream
+    const options = () => ({ now: now(), actor: 'test', idempotencyKey: 'authorize-twin', requestHash: 'same-body' });
+    let twin: unknown;
+    racing.before = async () => {
+      twin = await commands.handle(agentAggregate, 'twin', cmd('AuthorizeAgent', { grants: [] }), options());
+    };
+    const retried = await retry.handle(agentAggregate, 'twin', cmd('AuthorizeAgent', { grants: [] }), options());
+    expect(twin).toMatchObject({ version: 2, replayed: false });
+    expect(retried).toMatchObject({ version: 2, replayed: true, state: { status: 'active' } });
+    expect((await store.readStream('agent/twin')).map((e) => e.type)).toEqual(['AgentRegistered', 'AgentAuthorized']);
+    // Another body under the same key is still refused as a reuse.
+    racing.before = null;
+    await expect(retry.handle(agentAggregate, 'twin', cmd('AuthorizeAgent', { grants: [] }), { ...options(), requestHash: 'other-body' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
   });
 });
