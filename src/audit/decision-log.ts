@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
 import { canonicalJson } from '../canonical-json.ts';
 import { runStatement } from '../store/connect.ts';
 import type { Database, DecisionsTable } from '../store/events.table.ts';
@@ -27,7 +27,8 @@ export interface StoredDecision extends DecisionRecord {
   hash: string;
 }
 
-const DECISION_LOCK = 0x6c65617369; // distinct from the event log's lock; leash_append_decisions (migration 0006) takes it too
+// The log's append lock, 0x6c65617369 (distinct from the event log's), is taken inside the
+// database: leash_chain_decisions (migration 0007) and leash_append_decisions (0006).
 
 export function decisionHash(prevHash: string, d: Omit<StoredDecision, 'hash' | 'prevHash'>): string {
   return chainHash(prevHash, decisionBody(d));
@@ -43,41 +44,55 @@ export function decisionBody(d: Omit<StoredDecision, 'hash' | 'prevHash'>): stri
   });
 }
 
+/** Batches in a row with no other writer's between them before a node chains its own. */
+const ALONE_AFTER = 3;
+
 /**
  * The decision log: append-only, hash-chained, group-committed. `record` resolves only once
  * the decision is durable, so a caller that awaits it never lets an allow out first.
  */
 export class DecisionLog {
   private readonly committer: GroupCommitter<DecisionRecord, StoredDecision>;
-  /** The chain's head as this node last wrote or read it; null until known. */
-  private head: { seq: number; hash: string } | null = null;
+  /** The last record this node wrote; null until it has written one, or after a failure. */
+  private last: { seq: number; hash: string } | null = null;
+  /** This node's last batches in a row that no other writer's came between (see `append`). */
+  private alone = 0;
 
   constructor(readonly db: Kysely<Database>) {
     this.committer = new GroupCommitter<DecisionRecord, StoredDecision>((batch) => this.append(batch), 512);
   }
 
+  record(decision: DecisionRecord): Promise<StoredDecision> {
+    return this.committer.submit(decision);
+  }
+
   /**
-   * One round trip when this node's view of the head is current: the batch is chained onto
-   * it and appended by `leash_append_decisions`, which takes the lock and refuses it (writing
-   * nothing) if the head has moved. Then, or when the head is unknown, the locked way: lock,
-   * read the head, chain, append, commit.
+   * One round trip either way. While this node is the log's only writer it knows the head,
+   * chains the batch itself and appends it with `leash_append_decisions`, which refuses it
+   * (writing nothing) if the head has moved after all. Otherwise, as when other nodes are
+   * deciding too, `leash_chain_decisions` chains the batch onto the head in the database
+   * (more work for the database, none of it wasted). A node takes itself to be the only
+   * writer once its last few batches followed each other directly, and not after a refusal.
    */
   private async append(batch: DecisionRecord[]): Promise<StoredDecision[]> {
     try {
-      let stored = this.head ? chain(batch, this.head) : null;
-      if (!stored || !(await appendAfter(this.db, this.head!, stored))) {
-        stored = await this.db.transaction().execute((trx) => appendDecisions(trx, batch));
+      if (this.alone >= ALONE_AFTER && this.last) {
+        const stored = chain(batch, this.last);
+        if (await appendAfter(this.db, this.last, stored)) return this.wrote(stored, this.alone);
       }
-      this.head = stored[stored.length - 1]!;
-      return stored;
+      const stored = await appendChainedInDatabase(this.db, batch);
+      return this.wrote(stored, stored[0]!.prevHash === this.last?.hash ? Math.min(this.alone + 1, ALONE_AFTER) : 0);
     } catch (err) {
-      this.head = null;
+      this.last = null;
+      this.alone = 0;
       throw err;
     }
   }
 
-  record(decision: DecisionRecord): Promise<StoredDecision> {
-    return this.committer.submit(decision);
+  private wrote(stored: StoredDecision[], alone: number): StoredDecision[] {
+    this.last = stored[stored.length - 1]!;
+    this.alone = alone;
+    return stored;
   }
 }
 
@@ -92,30 +107,52 @@ function chain(batch: DecisionRecord[], head: { seq: number; hash: string }): St
   });
 }
 
+/** A record's columns as the append functions take them (JSON null arrives as SQL null). */
+const columns = (d: DecisionRecord) => ({
+  id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
+  code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, shadow: d.shadow ?? null,
+});
+
 const APPEND_DECISIONS = { name: 'leash_append_decisions', text: 'select appended from leash_append_decisions($1, $2, $3::jsonb)' };
 
 /**
  * Appends `stored` if the log's head is still `head` (migration 0006); false, with nothing
  * written, if another node appended meanwhile. The rows go as one JSON array.
  */
-async function appendAfter(db: Kysely<Database> | Transaction<Database>, head: { seq: number; hash: string }, stored: StoredDecision[]): Promise<boolean> {
-  const rows = stored.map((d) => ({
-    seq: d.seq, id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
-    code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, prev_hash: d.prevHash, hash: d.hash,
-    shadow: d.shadow ?? null, // JSON null arrives as SQL null
-  }));
+async function appendAfter(db: Kysely<Database>, head: { seq: number; hash: string }, stored: StoredDecision[]): Promise<boolean> {
+  const rows = stored.map((d) => ({ ...columns(d), seq: d.seq, prev_hash: d.prevHash, hash: d.hash }));
   const [result] = await runStatement<{ appended: boolean }>(db, APPEND_DECISIONS, [String(head.seq), head.hash, JSON.stringify(rows)]);
   return result?.appended === true;
 }
 
-/** The locked way: holding the lock, the head read is the real one, so the append cannot be refused. */
-async function appendDecisions(trx: Transaction<Database>, batch: DecisionRecord[]): Promise<StoredDecision[]> {
-  await sql`select pg_advisory_xact_lock(${DECISION_LOCK})`.execute(trx);
-  const row = await trx.selectFrom('decisions').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-  const head = { seq: row ? Number(row.seq) : 0, hash: row?.hash ?? GENESIS_HASH };
-  const stored = chain(batch, head);
-  if (!(await appendAfter(trx, head, stored))) throw new Error('the decision log moved while its append lock was held'); // cannot happen
-  return stored;
+const CHAIN_DECISIONS = { name: 'leash_chain_decisions', text: 'select first_seq, first_prev_hash, hashes from leash_chain_decisions($1::jsonb)' };
+
+/**
+ * Appends a batch onto whatever the head is: `leash_chain_decisions` (migration 0007) takes
+ * the log's append lock, reads the head and links each record onto it, hashing the canonical
+ * body this side wrote with the sequence number put in. Never refused for a moved head.
+ */
+async function appendChainedInDatabase(db: Kysely<Database>, batch: DecisionRecord[]): Promise<StoredDecision[]> {
+  const rows = batch.map((d) => ({ ...columns(d), ...bodyAroundSeq(d) }));
+  const [chained] = await runStatement<{ first_seq: string; first_prev_hash: string; hashes: string[] }>(db, CHAIN_DECISIONS, [JSON.stringify(rows)]);
+  if (!chained || chained.hashes.length !== batch.length) throw new Error('the decision log did not chain the batch it was given');
+  let prevHash = chained.first_prev_hash;
+  return batch.map((d, i): StoredDecision => {
+    const stored = { ...d, seq: Number(chained.first_seq) + i, prevHash, hash: chained.hashes[i]! };
+    prevHash = stored.hash;
+    return stored;
+  });
+}
+
+/**
+ * A record's canonical body (`decisionBody`) cut where its sequence number goes, for the
+ * database to put the number in. The top-level "seq" is the last one in the text: the only
+ * member after it is the shadow, whose keys are fixed, and a string's own quotes are escaped.
+ */
+export function bodyAroundSeq(d: DecisionRecord): { body_head: string; body_tail: string } {
+  const body = decisionBody({ ...d, seq: 0 });
+  const cut = body.lastIndexOf('"seq":0') + '"seq":'.length;
+  return { body_head: body.slice(0, cut), body_tail: body.slice(cut + 1) };
 }
 
 export async function readDecisions(db: Kysely<Database>, afterSeq: number, limit: number): Promise<StoredDecision[]> {

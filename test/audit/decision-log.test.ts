@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DecisionLog, readDecisions, verifyDecisionChain, type DecisionRecord } from '../../src/audit/decision-log.ts';
+import fc from 'fast-check';
+import { bodyAroundSeq, decisionBody, decisionHash, DecisionLog, readDecisions, verifyDecisionChain, type DecisionRecord } from '../../src/audit/decision-log.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
 import { migrateToLatest } from '../../src/store/migrate.ts';
 import { backends, freshPostgres } from '../support/backends.ts';
@@ -34,8 +35,8 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
   });
 
   it('several writers on one database (nodes) keep one gap-free chain, each taking the head the others moved', async () => {
-    // Each log writes in one statement while its view of the head is current; when another
-    // writer got there first it must notice (not fork the chain) and append after it.
+    // Each batch is chained onto the head in the database, under the log's lock: whoever
+    // wrote last, no writer forks the chain or skips a number.
     const logs = [log, new DecisionLog(connection.db), new DecisionLog(connection.db)];
     for (let round = 0; round < 5; round++) {
       await Promise.all(logs.flatMap((l, n) => Array.from({ length: 8 }, (_, i) => l.record({ ...record(round * 100 + n * 10 + i), nodeId: `n${n}` }))));
@@ -43,6 +44,41 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
     const all = await readDecisions(connection.db, 0, 1000);
     expect(all.map((d) => d.seq)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
     expect(new Set(all.map((d) => d.id)).size).toBe(120);
+    expect(verifyDecisionChain(all)).toEqual({ ok: true });
+  });
+
+  it('the database chains each record exactly as verify hashes it, whatever its text (escapes, non-ASCII, a "seq" of its own, a shadow)', async () => {
+    const awkward = ['quote " and backslash \\ and newline \n and tab \t', 'ünïcödé 日本語 😀 \u0301e', '"seq":0', '\u2028\u2029 and \u007f', '</script>'];
+    const awkwardRecord = (text: string, i: number): DecisionRecord => ({
+      ...record(i), request: { subject: { type: 'user', id: text, properties: { seq: 0, '"seq":0': text, nested: [{ seq: i }] } } },
+      reasons: [text], code: i % 2 ? text : null,
+      ...(i === 1 ? { shadow: { decision: true, layer: 'all', reasons: [text], code: 'REVOKED_GRACE_PERIOD' } } : {}),
+    });
+    // A log's first batches are chained in the database; once it knows it writes alone, it
+    // chains them itself. Both kinds of link must be the ones verify recomputes.
+    const stored = await Promise.all(awkward.map((text, i) => log.record(awkwardRecord(text, i))));
+    for (const [i, text] of awkward.entries()) stored.push(await log.record(awkwardRecord(text, i)));
+    for (const d of stored) expect(d.hash).toBe(decisionHash(d.prevHash, d));
+    const all = await readDecisions(connection.db, 0, 100);
+    expect(all.map((d) => d.hash)).toEqual([...stored].sort((a, b) => a.seq - b.seq).map((d) => d.hash));
+    expect(verifyDecisionChain(all)).toEqual({ ok: true });
+  });
+
+  it('a writer of the previous version (head known to it, leash_append_decisions) and this one share the chain', async () => {
+    await log.record(record(1));
+    const [head] = await readDecisions(connection.db, 0, 10);
+    // As a node before migration 0007 appends: it chains onto the head it knows.
+    const d = { ...record(2), seq: head!.seq + 1, nodeId: 'old' };
+    const hash = decisionHash(head!.hash, d);
+    const row = {
+      seq: d.seq, id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
+      code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, prev_hash: head!.hash, hash, shadow: null,
+    };
+    const appended = await sql<{ appended: boolean }>`select appended from leash_append_decisions(${String(head!.seq)}, ${head!.hash}, ${JSON.stringify([row])}::jsonb)`.execute(connection.db);
+    expect(appended.rows[0]!.appended).toBe(true);
+    await log.record(record(3));
+    const all = await readDecisions(connection.db, 0, 10);
+    expect(all.map((r) => [r.seq, r.nodeId])).toEqual([[1, 'n1'], [2, 'old'], [3, 'n1']]);
     expect(verifyDecisionChain(all)).toEqual({ ok: true });
   });
 
@@ -89,16 +125,35 @@ describe('decision log on postgres behind a transaction pooler', () => {
     try {
       await migrateToLatest(connection.db);
       const log = new DecisionLog(connection.db);
-      await log.record(record(1)); // head unknown: the locked way, in a transaction
-      await log.record(record(2)); // head known: the prepared append
-      await sql`deallocate leash_append_decisions`.execute(connection.db);
-      await log.record(record(3));
-      await log.record(record(4));
+      // Both appends prepared on the one connection: a new log's batches are chained in the
+      // database, and once it has seen it writes alone, by the log itself.
+      for (let i = 1; i <= 6; i++) await log.record(record(i));
+      await sql`deallocate all`.execute(connection.db);
+      await log.record(record(7));
+      await log.record(record(8));
       const all = await readDecisions(connection.db, 0, 10);
-      expect(all.map((d) => d.seq)).toEqual([1, 2, 3, 4]);
+      expect(all.map((d) => d.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(verifyDecisionChain(all)).toEqual({ ok: true });
     } finally {
       await connection.db.destroy();
     }
+  });
+});
+
+describe('a decision body cut for the database', () => {
+  it('is the canonical body with the sequence number left out, for any request, reasons and shadow', () => {
+    const records = fc.record({
+      // Sometimes with a "seq" of its own, which comes before the record's in the text.
+      request: fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.jsonValue({ maxDepth: 2 }).map((v) => ({ seq: 0, v }))),
+      reasons: fc.array(fc.string()),
+      code: fc.option(fc.string()),
+      shadow: fc.option(fc.record({ decision: fc.boolean(), layer: fc.string(), reasons: fc.array(fc.string()), code: fc.string() }, { requiredKeys: ['decision', 'layer', 'reasons'] })),
+      seq: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+    });
+    fc.assert(fc.property(records, ({ seq, shadow, ...fields }) => {
+      const d = { ...record(0), ...fields, ...(shadow ? { shadow } : {}) };
+      const { body_head, body_tail } = bodyAroundSeq(d);
+      expect(`${body_head}${seq}${body_tail}`).toBe(decisionBody({ ...d, seq }));
+    }), { numRuns: 500 });
   });
 });

@@ -116,6 +116,43 @@ export function load(options: autocannon.Options): Promise<HttpResult> {
   });
 }
 
+/** Throughput with two nodes sharing the decision log's database, beside one node taking all the connections. */
+export interface TwoNodeRun {
+  nodes: [HttpResult, HttpResult];
+  oneNode: HttpResult;
+}
+
+/**
+ * Two `leash serve` processes on one Postgres, each with half the connections (cached token):
+ * every decision of both goes into the one hash-chained log. The baseline, in the same run,
+ * is the first node alone with all of them (the second one up and idle).
+ */
+export async function benchHttpTwoNodes(databaseUrl: string, options: { seconds: number; connections: number }): Promise<TwoNodeRun> {
+  const a = await startServer({ DATABASE_URL: databaseUrl, LEASH_NODE_ID: 'bench-a' });
+  let b: ServeProcess | null = null;
+  try {
+    const { privateKey } = await seed(a.url);
+    b = await startServer({ DATABASE_URL: databaseUrl, LEASH_NODE_ID: 'bench-b' });
+    const token = await mint(privateKey, 0);
+    const evaluation = (node: ServeProcess, connections: number, duration: number): autocannon.Options => ({
+      url: `${node.url}/access/v1/evaluation`, connections, duration, method: 'POST', body: body(token),
+      headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' },
+    });
+    for (const node of [a, b]) {
+      const probe = await fetch(`${node.url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body: body(token) });
+      if (((await probe.json()) as { decision?: boolean }).decision !== true) throw new Error(`the benchmark request is not allowed on ${node.url}`);
+    }
+    const half = Math.max(1, Math.floor(options.connections / 2));
+    await Promise.all([load(evaluation(a, half, 2)), load(evaluation(b, half, 2))]); // warm-up
+    const oneNode = await load(evaluation(a, options.connections, options.seconds));
+    const nodes = await Promise.all([load(evaluation(a, half, options.seconds)), load(evaluation(b, half, options.seconds))]);
+    return { nodes, oneNode };
+  } finally {
+    await b?.stop();
+    await a.stop();
+  }
+}
+
 export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number }): Promise<HttpRun> {
   const dataDir = database ? null : mkdtempSync(join(tmpdir(), 'leash-bench-http-'));
   const server = await startServer(database ? { DATABASE_URL: database.url } : { LEASH_DATA_DIR: dataDir! });

@@ -17,7 +17,7 @@ import { migrateToLatest } from '../../src/store/migrate.ts';
 import { startPostgres } from '../support/servers.ts';
 import { AGENTS, DOCUMENTS, makeReplayArchive, makeVerifyArchive } from './audit.ts';
 import type { DecisionRow } from './decisions.ts';
-import { benchHttp, type HttpResult } from './http.ts';
+import { benchHttp, benchHttpTwoNodes, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
 
 const CLIENTS = 32;
@@ -178,6 +178,24 @@ async function benchHttpRows(fresh: () => Backend | Promise<Backend>, label: str
       console.log(rows[rows.length - 1]);
     }
   }
+}
+
+/** Two nodes deciding into one decision log, beside one node with all the connections. */
+async function benchHttpTwoNodesRow(databaseUrl: string): Promise<void> {
+  const connections = HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!;
+  const run = await benchHttpTwoNodes(databaseUrl, { seconds: HTTP_SECONDS, connections });
+  for (const r of [...run.nodes, run.oneNode]) if (r.non2xx > 0 || r.errors > 0) throw new Error(`HTTP benchmark: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+  const [a, b] = run.nodes;
+  rows.push({
+    what: `POST /access/v1/evaluation, same token (cached), two \`leash serve\` nodes on one Postgres (one decision log), ${connections / 2} connections each, ${HTTP_SECONDS} s`,
+    backend: 'PostgreSQL',
+    figure: `${fmt(a.perSecond + b.perSecond)} decisions/s (${fmt(a.perSecond)} + ${fmt(b.perSecond)})`,
+    median: `${a.p50} / ${b.p50} ms`,
+    p99: `${a.p99} / ${b.p99} ms`,
+    baseline: `one of the nodes with all ${connections} connections: ${fmt(run.oneNode.perSecond)}/s, p50 ${run.oneNode.p50} ms, p99 ${run.oneNode.p99} ms`,
+    target: '(reported beside)',
+  });
+  console.log(rows[rows.length - 1]);
 }
 
 /** Revokes through the fence on N nodes over NATS, beside N followers polling Postgres every 100 ms. */
@@ -347,6 +365,7 @@ async function main(): Promise<void> {
   try {
     if (runs('http')) {
       await benchHttpRows(() => freshDatabase(server.url), 'PostgreSQL');
+      await benchHttpTwoNodesRow((await freshDatabase(server.url)).url);
       await benchHttpRows(pglite, 'PGlite');
     }
     if (runs('revocation')) await benchRevocationRow((await freshDatabase(server.url)).url);
@@ -411,6 +430,12 @@ How to read it:
   (all its threads: WebCrypto verifies ES256 on libuv's pool), the PostgreSQL processes, and
   the benchmark's own process (autocannon). Their sum against the 2 cores' 2,000,000 µs a second
   is the most this machine can answer, before any waiting.
+- **two nodes**: two \`leash serve\` processes on the same PostgreSQL, each with half the
+  connections, every decision of both recorded in the one hash-chained decision log; the
+  baseline is one of them with all the connections while the other idles. Both share the same
+  2 cores, so this shows what a second writer costs the log, not what a second machine adds. A
+  node that writes alone chains its batches itself; with another writer, each batch is chained
+  onto the head inside Postgres (one round trip either way, never a refused append).
 - **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server;
   ${REVOCATIONS} agents are warm on every node (token verified and decided once on each), and each node
   has served one revoke before the measured ones (its revoke path's code and connections warm).
