@@ -436,7 +436,8 @@ How to read it:
   2 cores, so this shows what a second writer costs the log, not what a second machine adds. A
   node that writes alone chains its batches itself; with another writer, each batch is chained
   onto the head inside Postgres (one round trip either way, never a refused append).
-- **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server;
+- **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server (run with
+  GOMAXPROCS=1: one thread for its Go code, as it shares the 2 cores with everything else);
   ${REVOCATIONS} agents are warm on every node (token verified and decided once on each), and each node
   has served one revoke before the measured ones (its revoke path's code and connections warm).
   Revokes go one at a time, through each node in turn, from a keep-alive \`node:http\` client;
