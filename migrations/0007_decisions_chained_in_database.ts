@@ -6,8 +6,8 @@ import { sql, type Kysely } from 'kysely';
 // function reads the head and links each record onto it, so an append never depends on
 // which node wrote last. leash_append_decisions (0006) needs the caller to know the head:
 // right for a node that writes alone, but with several nodes deciding each one's view of it
-// was stale at almost every batch, which then went the locked way (five round trips with the
-// lock held).
+// was stale at almost every batch, which then went the locked way (five round trips, the
+// lock held from the second through the commit).
 //
 // A record's hash is sha-256 over the previous hash, a newline and the record's canonical
 // body. The body holds the record's sequence number, which only the database knows here, so
