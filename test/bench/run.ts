@@ -29,6 +29,8 @@ const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 10);
 const HTTP_CONNECTIONS = (process.env.BENCH_HTTP_CONNECTIONS ?? '4,8,16').split(',').map(Number);
 const REVOCATION_NODES = Number(process.env.BENCH_REVOCATION_NODES ?? 8);
 const REVOCATIONS = Number(process.env.BENCH_REVOCATIONS ?? 1000);
+/** Revokes of the same loop before the measured ones, on agents of their own (see "How to read"). */
+const REVOCATION_WARM_UP = Number(process.env.BENCH_REVOCATION_WARMUP ?? 1000);
 const REPLAY_DECISIONS = Number(process.env.BENCH_REPLAY_DECISIONS ?? 1_000_000);
 const RAW_DECISIONS = 20_000;
 const VERIFY_RECORDS = Number(process.env.BENCH_VERIFY_RECORDS ?? 10_000_000);
@@ -200,13 +202,15 @@ async function benchHttpTwoNodesRow(databaseUrl: string): Promise<void> {
 
 /** Revokes through the fence on N nodes over NATS, beside N followers polling Postgres every 100 ms. */
 async function benchRevocationRow(databaseUrl: string): Promise<void> {
-  const run = await benchRevocation(databaseUrl, { nodes: REVOCATION_NODES, revocations: REVOCATIONS, pollingRevocations: Math.min(200, REVOCATIONS) });
+  const run = await benchRevocation(databaseUrl, { nodes: REVOCATION_NODES, revocations: REVOCATIONS, warmUpRevocations: REVOCATION_WARM_UP, pollingRevocations: Math.min(200, REVOCATIONS) });
   const fenced = [...run.fenced].sort((a, b) => a - b);
+  const warmUp = [...run.warmUp].sort((a, b) => a - b);
   const polling = [...run.polling].sort((a, b) => a - b);
+  const all = run.fenced.length + run.warmUp.length;
   rows.push({
-    what: `revoke → response with every node's confirmation (${run.nodes} \`leash serve\` nodes, nats-server, ${fmt(run.fenced.length)} revocations of agents warm on every node)`,
+    what: `revoke → response with every node's confirmation (${run.nodes} \`leash serve\` nodes, nats-server, ${fmt(run.fenced.length)} revocations of agents warm on every node, after ${fmt(run.warmUp.length)} of warm-up)`,
     backend: 'PostgreSQL + NATS',
-    figure: `${fmt(run.confirmedByAll)} of ${fmt(run.fenced.length)} confirmed by all ${run.nodes}; ${run.allowsAfter} allows in ${fmt(run.checks)} requests after the response; server side, median: durable append ${ms(pct(sorted(run.timings.commit), 50))}, fence after it ${ms(pct(sorted(run.timings.fence), 50))}; GET /healthz round trip, same client: median ${ms(pct(sorted(run.roundTrip), 50))}`,
+    figure: `${fmt(run.confirmedByAll)} of ${fmt(all)} (warm-up included) confirmed by all ${run.nodes}; ${run.allowsAfter} allows in ${fmt(run.checks)} requests after the response; server side, median: durable append ${ms(pct(sorted(run.timings.commit), 50))}, fence after it ${ms(pct(sorted(run.timings.fence), 50))}; GET /healthz round trip, same client: median ${ms(pct(sorted(run.roundTrip), 50))}${warmUp.length ? `; the warm-up revokes themselves: median ${ms(pct(warmUp, 50))}, p99 ${ms(pct(warmUp, 99))}` : ''}`,
     median: ms(pct(fenced, 50)),
     p99: ms(pct(fenced, 99)),
     baseline: `${run.nodes} nodes polling Postgres every 100 ms, commit → applied on all: median ${ms(pct(polling, 50))}, p99 ${ms(pct(polling, 99))} (${polling.length} revocations)`,
@@ -438,10 +442,15 @@ How to read it:
   onto the head inside Postgres (one round trip either way, never a refused append).
 - **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server (run with
   GOMAXPROCS=1: one thread for its Go code, as it shares the 2 cores with everything else);
-  ${REVOCATIONS} agents are warm on every node (token verified and decided once on each), and each node
-  has served one revoke before the measured ones (its revoke path's code and connections warm).
-  Revokes go one at a time, through each node in turn, from a keep-alive \`node:http\` client;
-  latency is from the request to the response carrying every node's confirmation (the fence).
+  every agent is warm on every node (token verified and decided once on each). Revokes go one at
+  a time, through each node in turn, from a keep-alive \`node:http\` client. The ${REVOCATIONS} measured
+  revokes follow ${REVOCATION_WARM_UP} warm-up revokes of the same loop on agents of their own, reported beside
+  them: right after the warming decisions (every node verifies every agent's token), V8 on each
+  node is still optimising the revoke path's code and collecting that burst's garbage, on the
+  same 2 cores, which a node that has been serving for a while has long finished (profiled: the
+  slowest revokes of an unwarmed run coincide with the nodes' background compiler and major-GC
+  threads). Latency is from the request to the response carrying every node's confirmation (the
+  fence).
   The figure gives that client's round trip to GET /healthz for scale. Right after each response
   every node is asked about the revoked agent; the figure counts the allows (must be 0).
   \`Server-Timing\` splits the revoking node's time into the durable append (with this node
