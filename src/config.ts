@@ -18,9 +18,11 @@ export interface Config {
   logLevel: string;
   /** Broadcast silence after which a node stops trusting its caches (SPEC §6, default 1000 ms). */
   stalenessMs: number;
+  /** How long `leash serve`'s event loop may stand still before the process is ended (0: never). */
+  watchdogMs: number;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -31,6 +33,10 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   const stalenessMs = Number(env.LEASH_STALENESS_MS || 1000);
   if (!Number.isInteger(stalenessMs) || stalenessMs < 50 || stalenessMs > 60_000) {
     throw new Error(`LEASH_STALENESS_MS must be a whole number of milliseconds from 50 to 60000, got ${JSON.stringify(env.LEASH_STALENESS_MS)}`);
+  }
+  const watchdogMs = Number(env.LEASH_WATCHDOG_MS || 30_000);
+  if (!Number.isInteger(watchdogMs) || (watchdogMs !== 0 && (watchdogMs < 100 || watchdogMs > 3_600_000))) {
+    throw new Error(`LEASH_WATCHDOG_MS must be 0 (off) or a whole number of milliseconds from 100 to 3600000, got ${JSON.stringify(env.LEASH_WATCHDOG_MS)}`);
   }
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
@@ -46,6 +52,7 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     pepTokens,
     logLevel: env.LOG_LEVEL || 'info',
     stalenessMs,
+    watchdogMs,
   };
 }
 

@@ -4,9 +4,9 @@ import { loadConfig } from '../src/config.ts';
 // SPEC §1 settings: what a node is told by its environment, refused clearly when it is wrong.
 
 describe('configuration', () => {
-  it('defaults: embedded PGlite, in-process bus, a 1 s staleness bound', () => {
+  it('defaults: embedded PGlite, in-process bus, a 1 s staleness bound, a 30 s watchdog', () => {
     const config = loadConfig({});
-    expect(config).toMatchObject({ port: 8080, databaseUrl: null, natsUrl: null, stalenessMs: 1000 });
+    expect(config).toMatchObject({ port: 8080, databaseUrl: null, natsUrl: null, stalenessMs: 1000, watchdogMs: 30_000 });
   });
 
   it('takes NATS_URL and LEASH_STALENESS_MS', () => {
@@ -15,5 +15,14 @@ describe('configuration', () => {
 
   it.each(['0', '49', '60001', '1.5', 'soon', '-100'])('refuses LEASH_STALENESS_MS=%s with the allowed range', (value) => {
     expect(() => loadConfig({ LEASH_STALENESS_MS: value })).toThrow(/LEASH_STALENESS_MS must be a whole number of milliseconds from 50 to 60000/);
+  });
+
+  it('takes LEASH_WATCHDOG_MS, 0 turning the watchdog off', () => {
+    expect(loadConfig({ LEASH_WATCHDOG_MS: '5000' }).watchdogMs).toBe(5000);
+    expect(loadConfig({ LEASH_WATCHDOG_MS: '0' }).watchdogMs).toBe(0);
+  });
+
+  it.each(['99', '3600001', '2.5', 'never', '-1'])('refuses LEASH_WATCHDOG_MS=%s with the allowed range', (value) => {
+    expect(() => loadConfig({ LEASH_WATCHDOG_MS: value })).toThrow(/LEASH_WATCHDOG_MS must be 0 \(off\) or a whole number of milliseconds from 100 to 3600000/);
   });
 });

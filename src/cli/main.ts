@@ -10,6 +10,7 @@ import { verifyAudit, type Anchor, type ChainHead } from '../audit/verify.ts';
 import { readPolicyFiles } from '../authz/policy-files.ts';
 import { startNode } from '../node.ts';
 import { progress } from './progress.ts';
+import { startWatchdog } from './watchdog.ts';
 import { connect } from '../store/connect.ts';
 import { migrateToLatest } from '../store/migrate.ts';
 import { generateAgentKey, mintAgentToken } from '../tokens/mint.ts';
@@ -21,7 +22,7 @@ function configFrom(flags: Record<string, string | undefined>): ConfigInput {
   const env: ConfigInput = { ...process.env };
   const map: Record<string, keyof ConfigInput> = {
     port: 'PORT', host: 'HOST', databaseUrl: 'DATABASE_URL', natsUrl: 'NATS_URL', dataDir: 'LEASH_DATA_DIR',
-    cedarDir: 'LEASH_CEDAR_DIR', nodeId: 'LEASH_NODE_ID', logLevel: 'LOG_LEVEL', stalenessMs: 'LEASH_STALENESS_MS',
+    cedarDir: 'LEASH_CEDAR_DIR', nodeId: 'LEASH_NODE_ID', logLevel: 'LOG_LEVEL', stalenessMs: 'LEASH_STALENESS_MS', watchdogMs: 'LEASH_WATCHDOG_MS',
   };
   for (const [flag, name] of Object.entries(map)) if (flags[flag] !== undefined) env[name] = flags[flag];
   return env;
@@ -34,6 +35,7 @@ const withServerFlags = (cmd: Command) =>
     .addOption(new Option('--database-url <url>', 'Postgres URL; unset: embedded PGlite').env('DATABASE_URL'))
     .addOption(new Option('--nats-url <urls>', 'NATS server URL(s), comma-separated; unset: in-process bus (single node)').env('NATS_URL'))
     .addOption(new Option('--staleness-ms <ms>', 'broadcast silence after which the node stops trusting its caches (default 1000)').env('LEASH_STALENESS_MS'))
+    .addOption(new Option('--watchdog-ms <ms>', 'how long the event loop may stand still before the process ends, for a supervisor to restart it (default 30000; 0: off)').env('LEASH_WATCHDOG_MS'))
     .addOption(new Option('--data-dir <dir>', 'embedded data dir (default ./.leash)').env('LEASH_DATA_DIR'))
     .addOption(new Option('--cedar-dir <dir>', 'Cedar schema and policies (default ./cedar)').env('LEASH_CEDAR_DIR'))
     .addOption(new Option('--node-id <id>', 'this node\'s id').env('LEASH_NODE_ID'))
@@ -41,6 +43,7 @@ const withServerFlags = (cmd: Command) =>
 
 withServerFlags(program.command('serve').description('run a Leash node (embedded PGlite unless DATABASE_URL is set)')).action(async (flags) => {
   const config = loadConfig(configFrom(flags));
+  if (config.watchdogMs > 0) startWatchdog({ boundMs: config.watchdogMs, nodeId: config.nodeId });
   const { token, generatedAt } = resolveAdminToken(config);
   const node = await startNode({
     backend: backendOf(config),
