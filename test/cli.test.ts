@@ -116,6 +116,12 @@ describe('leash serve + CLI on the embedded default', () => {
     expect(result.stderr).toContain('LEASH_ADMIN_TOKEN is required');
   });
 
+  it('refuses to start with a watchdog bound it cannot honour, naming the allowed range', async () => {
+    const result = await run(process.execPath, [LEASH, 'serve'], { env: cleanEnv({ LEASH_WATCHDOG_MS: '10', PORT: String(await freePort()) }) }).catch((e) => e);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('LEASH_WATCHDOG_MS must be 0 (off) or a whole number of milliseconds from 100 to 3600000, got "10"');
+  });
+
   it('leash migrate brings a Postgres database up to date, then finds nothing to do', async () => {
     const url = new URL((await freshPostgres()).url);
     url.password = 's3cret-password'; // the test server trusts local connections; the password must not be echoed
