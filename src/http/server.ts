@@ -1,4 +1,4 @@
-import { hash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -10,6 +10,7 @@ import type { RegistryView } from '../registry/registry-view.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
 import type { EventStore } from '../store/event-store.ts';
 import type { Follower } from '../store/follower.ts';
+import { accessControl, type RouteAccess } from './access.ts';
 import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { auditRoutes } from './routes/audit.ts';
@@ -33,6 +34,13 @@ export interface ServerDeps {
 }
 
 export type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>;
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every registered route with its access, from the router's own registrations. */
+    routeAccess: RouteAccess[];
+  }
+}
 
 export const BODY_LIMIT = 64 * 1024;
 
@@ -71,26 +79,22 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad.path.length ? bad.path.map((p) => `/${p}`).join('') : 'body'} ${bad.why}`);
   });
 
-  // Operators reach everything under /v1; PEPs (and operators) reach the decision API.
-  const operator = [digest(deps.adminToken)];
-  const deciders = [...operator, ...deps.pepTokens.map(digest)];
-  app.addHook('onRequest', async (request) => {
-    const accepted = request.url.startsWith('/v1/') ? operator : request.url.startsWith('/access/') ? deciders : null;
-    if (accepted === null) return; // public: health, readiness, metadata, OpenAPI
-    const header = request.headers.authorization;
-    const match = typeof header === 'string' ? /^Bearer ([\x21-\x7e]{1,4096})$/.exec(header) : null;
-    // Compare digests in constant time; the token itself is never logged or echoed.
-    const given = match ? digest(match[1]!) : null;
-    if (!given || !accepted.some((token) => timingSafeEqual(given, token))) {
-      throw new LeashError('UNAUTHENTICATED', 'a bearer token is required');
-    }
-  });
+  // Who may call what: each route declares it, the matched route decides (access.ts).
+  const access = accessControl({ operator: deps.adminToken, deciders: deps.pepTokens });
+  app.addHook('onRoute', (route) => access.declare(route));
+  app.addHook('onRequest', async (request) => access.check(request));
+  app.decorate('routeAccess', access.routes);
 
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'Leash', version: '0.1.0', description: 'Agent registry and lifecycle API (SPEC §7).' },
-      components: { securitySchemes: { operator: { type: 'http', scheme: 'bearer' } } },
+      info: { title: 'Leash', version: '0.1.0', description: 'Authorization for AI agents: the agent registry and lifecycle, policy sets, AuthZEN decisions and the audit trail.' },
+      components: {
+        securitySchemes: {
+          operator: { type: 'http', scheme: 'bearer', description: 'the operator token (LEASH_ADMIN_TOKEN)' },
+          caller: { type: 'http', scheme: 'bearer', description: 'a decision caller\'s token (LEASH_PEP_TOKENS)' },
+        },
+      },
       security: [{ operator: [] }],
     },
   });
@@ -102,11 +106,9 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(authzenRoutes, deps);
   await app.register(auditRoutes, deps);
 
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger());
   return app;
 }
-
-const digest = (s: string): Buffer => hash('sha256', s, 'buffer');
 
 type Unsafe = { path: string[]; why: string } | null;
 

@@ -71,18 +71,18 @@ function rangeOf(body: RangeInput) {
 export async function auditRoutes(app: App, deps: ServerDeps): Promise<void> {
   const source = () => new PostgresSource(deps.decisions.db);
 
-  app.post('/v1/audit/replay', { schema: { tags: ['audit'], body: ReplayBody, response: { 200: Report, ...errors } } }, async (request) =>
+  app.post('/v1/audit/replay', { config: { access: 'operator' }, schema: { tags: ['audit'], body: ReplayBody, response: { 200: Report, ...errors } } }, async (request) =>
     replay(source(), rangeOf(request.body)),
   );
 
-  app.post('/v1/audit/what-if', { bodyLimit: 10 * 1024 * 1024, schema: { tags: ['audit'], body: WhatIfBody, response: { 200: Report, ...errors } } }, async (request) => {
+  app.post('/v1/audit/what-if', { bodyLimit: 10 * 1024 * 1024, config: { access: 'operator' }, schema: { tags: ['audit'], body: WhatIfBody, response: { 200: Report, ...errors } } }, async (request) => {
     const { policies, ...range } = request.body;
     return replay(source(), { ...rangeOf(range), candidate: policies });
   });
 
   app.get(
     '/v1/audit/decisions/:id/trace',
-    { schema: { tags: ['audit'], params: Type.Object({ id: Type.String({ format: 'uuid' }) }), response: { 200: Type.Object({}, { additionalProperties: true }), 400: Problem, 401: Problem, 404: Problem } } },
+    { config: { access: 'operator' }, schema: { tags: ['audit'], params: Type.Object({ id: Type.String({ format: 'uuid' }) }), response: { 200: Type.Object({}, { additionalProperties: true }), 400: Problem, 401: Problem, 404: Problem } } },
     async (request) => {
       const trace = await traceDecision(source(), request.params.id);
       if (!trace) throw new LeashError('NOT_FOUND', `no decision ${request.params.id} in the log`);

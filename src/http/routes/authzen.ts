@@ -105,7 +105,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
   };
 
-  app.get('/.well-known/authzen-configuration', { schema: { tags: ['authzen'], security: [] } }, async (request) => {
+  app.get('/.well-known/authzen-configuration', { config: { access: 'public' }, schema: { tags: ['authzen'] } }, async (request) => {
     const base = `${request.protocol}://${request.host}`;
     return {
       policy_decision_point: base,
@@ -114,11 +114,11 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     };
   });
 
-  app.post('/access/v1/evaluation', { schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
+  app.post('/access/v1/evaluation', { config: { access: 'decider' }, schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
     (await decide([request.body as EvaluationRequest]))[0]!,
   );
 
-  app.post('/access/v1/evaluations', { schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
+  app.post('/access/v1/evaluations', { config: { access: 'decider' }, schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
     const { evaluations, options, ...defaults } = request.body;
     if (!evaluations || evaluations.length === 0) {
       // The spec: without an evaluations array this is a single evaluation.

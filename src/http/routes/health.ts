@@ -3,7 +3,7 @@ import type { App, ServerDeps } from '../server.ts';
 
 /** Liveness and readiness (SPEC §1: 503 while the log is not caught up, the broadcast is lost past its staleness bound, or no policy set is loaded). Public: no registry data. */
 export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
-  app.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
+  app.get('/healthz', { config: { access: 'public' }, schema: { tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
 
   const Readiness = Type.Object({
     ready: Type.Boolean(),
@@ -16,7 +16,7 @@ export async function healthRoutes(app: App, deps: ServerDeps): Promise<void> {
     }),
   });
 
-  app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (request, reply) => {
+  app.get('/readyz', { config: { access: 'public' }, schema: { tags: ['health'], response: { 200: Readiness, 503: Readiness } } }, async (request, reply) => {
     const { caughtUp, lastError, position } = deps.follower.status;
     const logOk = caughtUp && lastError === null;
     // Public endpoint: say what is wrong, never the internals (hosts, SQL, policy text); the log has those.
