@@ -1,11 +1,14 @@
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
+import { findUnsafeValue } from '../json-limits.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken, type TokenVerifier } from '../tokens/verify.ts';
 import { ceilingSetFor, combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
+import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
+import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
 import { KeyIndex } from './key-index.ts';
 import { cedarType, entitiesFor, entityKey, evaluate, reachableEntities, referencedUids, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
@@ -14,16 +17,6 @@ import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 // token, details (RFC 9396), ceiling, agent, human — and any forbid wins. The first layer
 // that refuses is the one the decision names.
 
-interface LayerResult {
-  allow: boolean;
-  /** Satisfied permits on an allow; satisfied forbids on a deny (empty: nothing permitted). */
-  reasons: string[];
-  /** `<policy id>: <message>` for each policy that failed to evaluate. */
-  errors: string[];
-  /** The same, by the policy id Cedar reported. */
-  failed: { policyId: string; message: string }[];
-}
-
 interface Call {
   action: EntityUid;
   resource: EntityUid;
@@ -31,38 +24,42 @@ interface Call {
   entities: CedarEntity[];
 }
 
-const byMessage = (a: { message: string }, b: { message: string }) => (a.message < b.message ? -1 : a.message > b.message ? 1 : 0);
-
-/** Cedar's answer as a layer result; `name` maps Cedar's policy ids to the ones decisions report. */
-function answer(result: cedar.AuthorizationAnswer, name: (id: string) => string = (id) => id): LayerResult {
-  if (result.type === 'failure') {
-    throw new LeashError('VALIDATION_FAILED', `the request does not fit the schema: ${result.errors.map((e) => e.message).join('; ')}`);
-  }
-  const { decision, diagnostics } = result.response;
-  // Cedar reports these as sets in no fixed order; decisions (and their replay) list them sorted.
-  const failed = diagnostics.errors.map((e) => ({ policyId: e.policyId, message: `${name(e.policyId)}: ${e.error.message}` })).sort(byMessage);
-  return { allow: decision === 'allow', reasons: diagnostics.reason.sort(), errors: failed.map((f) => f.message), failed };
-}
-
-function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call): LayerResult {
+/**
+ * A preparsed set (policy ids as written, plus any links in `links`). `validate`: Cedar checks
+ * the request against the schema first (principal, resource and context types for the action),
+ * done on the calls whose principal is the agent; the human layer's calls ask about the same
+ * request with another principal, which the action need not name.
+ */
+function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call, validate: boolean, links: Link[] = []): LayerResult {
   return answer(
     cedar.statefulIsAuthorized({
       principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
-      entities: call.entities as cedar.Entities, preparsedPolicySetId: id, preparsedSchemaName: set.schemaName, validateRequest: false,
+      entities: call.entities as cedar.Entities, preparsedPolicySetId: id, preparsedSchemaName: set.schemaName, validateRequest: validate,
     }),
+    forbidsOf(set, links),
   );
 }
 
+type Link = { link: TemplateLink; newId: string };
+
+/** Static forbids by id, and links of forbid templates by their link id. */
+function forbidsOf(set: CompiledPolicySet, links: Link[]): IsForbid {
+  if (links.length === 0) return (id) => set.forbidIds.has(id);
+  const linkForbids = new Set(links.filter(({ link }) => set.forbidIds.has(link.template)).map(({ newId }) => newId));
+  return (id) => set.forbidIds.has(id) || linkForbids.has(id);
+}
+
 /** Per-agent template links (a ceiling, grants), evaluated on their own. */
-function linked(set: CompiledPolicySet, links: { link: TemplateLink; newId: string }[], principal: EntityUid, call: Call): LayerResult {
+function linked(set: CompiledPolicySet, links: Link[], principal: EntityUid, call: Call, validate: boolean): LayerResult {
   const templates: Record<string, string> = {};
   for (const { link } of links) templates[link.template] = set.templates[link.template]!.text;
   return answer(
     cedar.isAuthorized({
       principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
-      entities: call.entities as cedar.Entities, schema: set.schemaJson, validateRequest: false,
+      entities: call.entities as cedar.Entities, schema: set.schemaJson, validateRequest: validate,
       policies: { templates, templateLinks: links.map(({ link, newId }) => ({ templateId: link.template, newId, values: link.values as Record<string, cedar.EntityUid> })) },
     }),
+    forbidsOf(set, links),
   );
 }
 
@@ -72,9 +69,10 @@ function union(a: LayerResult, b: LayerResult | null): LayerResult {
   const forbids = [...(a.allow ? [] : a.reasons), ...(b.allow ? [] : b.reasons)];
   const errors = [...a.errors, ...b.errors];
   const failed = [...a.failed, ...b.failed];
-  if (forbids.length > 0) return { allow: false, reasons: forbids, errors, failed };
-  if (a.allow || b.allow) return { allow: true, reasons: [...(a.allow ? a.reasons : []), ...(b.allow ? b.reasons : [])], errors, failed };
-  return { allow: false, reasons: [], errors, failed };
+  const errored = a.errored || b.errored;
+  if (forbids.length > 0) return { allow: false, reasons: forbids, errors, failed, errored };
+  if (a.allow || b.allow) return { allow: true, reasons: [...(a.allow ? a.reasons : []), ...(b.allow ? b.reasons : [])], errors, failed, errored };
+  return { allow: false, reasons: [], errors, failed, errored };
 }
 
 // Registry entities and verified-token claims are the same objects from one request to the
@@ -174,72 +172,30 @@ function literalsOfLinks(agent: AgentRecord): ReadonlySet<string> {
   return named;
 }
 
-/** RFC 9396 entry of Leash's built-in type. */
-interface CedarDetail {
-  type: 'leash:cedar';
-  actions: string[];
-  resource?: EntityUid;
-  resourceIn?: EntityUid;
-}
+const MAX_PAIRS_PER_KEY = 1024;
 
-const isUid = (v: unknown): v is EntityUid =>
-  typeof v === 'object' && v !== null && typeof (v as EntityUid).type === 'string' && typeof (v as EntityUid).id === 'string';
+/** Claims nest no deeper than this (`act` chains are bounded far below it). */
+const MAX_CLAIMS_DEPTH = 32;
 
-type ParsedDetails = { ok: true; details: CedarDetail[] } | { ok: false; code: string };
-const parsedDetails = new WeakMap<object, ParsedDetails>();
+const keepable = new WeakSet<object>();
 
-/** The token's details, read once per verified token (the claims object is cached with it). */
-function detailsOf(raw: unknown): ParsedDetails {
-  if (typeof raw !== 'object' || raw === null) return parseDetails(raw);
-  let parsed = parsedDetails.get(raw);
-  if (!parsed) parsedDetails.set(raw, (parsed = parseDetails(raw)));
-  return parsed;
-}
-
-function parseDetails(raw: unknown): ParsedDetails {
-  if (raw === undefined) return { ok: false, code: 'DETAILS_MISSING' };
-  if (!Array.isArray(raw) || raw.length === 0) return { ok: false, code: 'DETAILS_MALFORMED' };
-  const details: CedarDetail[] = [];
-  for (const d of raw as Record<string, unknown>[]) {
-    if (typeof d !== 'object' || d === null) return { ok: false, code: 'DETAILS_MALFORMED' };
-    // An entry Leash cannot read cannot be shown to lie within the ceiling: refuse the token.
-    if (d.type !== 'leash:cedar') return { ok: false, code: 'DETAILS_UNSUPPORTED_TYPE' };
-    const actions = d.actions;
-    if (!Array.isArray(actions) || actions.length === 0 || !actions.every((a) => typeof a === 'string')) return { ok: false, code: 'DETAILS_MALFORMED' };
-    if ((d.resource === undefined) === (d.resourceIn === undefined)) return { ok: false, code: 'DETAILS_MALFORMED' };
-    const target = d.resource ?? d.resourceIn;
-    if (!isUid(target)) return { ok: false, code: 'DETAILS_MALFORMED' };
-    details.push({ type: 'leash:cedar', actions: actions as string[], ...(d.resource ? { resource: target } : { resourceIn: target }) });
-  }
-  return { ok: true, details };
-}
-
-/** Keys of every entity reachable through `uid`'s parents in this request's entities (not itself). */
-function ancestorsOf(entities: Map<string, CedarEntity>, uid: EntityUid): Set<string> {
-  const seen = new Set<string>();
-  const pending = [...(entities.get(entityKey(uid))?.parents ?? [])];
-  while (pending.length > 0) {
-    const k = entityKey(pending.pop()!);
-    if (seen.has(k)) continue;
-    seen.add(k);
-    pending.push(...(entities.get(k)?.parents ?? []));
-  }
-  return seen;
-}
-
-/** Is `ancestor` the entity itself or reachable through its parents in this request's entities? */
-function within(entities: Map<string, CedarEntity>, uid: EntityUid, ancestor: EntityUid): boolean {
-  return entityKey(uid) === entityKey(ancestor) || ancestorsOf(entities, uid).has(entityKey(ancestor));
+/** Can the decision log keep these claims as they are? (Checked once per verified token: the claims object is cached with it.) */
+function claimsKeepable(claims: object): boolean {
+  if (keepable.has(claims)) return true;
+  if (findUnsafeValue(claims, MAX_CLAIMS_DEPTH)) return false;
+  keepable.add(claims);
+  return true;
 }
 
 /** What a node keeps between decisions; every entry is keyed so that it cannot outlive its inputs. */
 export class DecisionCaches {
   readonly tokens = new VerifiedTokenCache();
   /**
-   * Whether a token's details lie within the ceiling, keyed by everything that check reads:
-   * policy set, agent (id and version), the details, the context and the entities.
+   * Whether a (target, action) pair of a token's details lies within the ceiling, by everything
+   * that check reads (policy set, agent id and version, the context and the entities), then
+   * by pair: tokens that name the same pairs share the answers.
    */
-  private readonly withinCeiling = new Lru<string, { agent: string; result: LayerResult }>(10_000);
+  private readonly withinCeiling = new Lru<string, { agent: string; pairs: Map<string, LayerResult> }>(10_000);
   private readonly ceilingKeys = new KeyIndex();
 
   /** Cedar answers of the combined call, keyed by its exact inputs (see decideLayers). */
@@ -264,14 +220,17 @@ export class DecisionCaches {
     return result;
   }
 
-  ceilingVerdict(key: string): LayerResult | undefined {
-    return this.withinCeiling.get(key)?.result;
-  }
-
-  keepCeilingVerdict(agent: string, key: string, result: LayerResult): void {
-    const evicted = this.withinCeiling.set(key, { agent, result });
-    if (evicted) this.ceilingKeys.remove(evicted[1].agent, evicted[0]);
-    this.ceilingKeys.add(agent, key);
+  /** The remembered pair verdicts under `key`, to read and add to (at most MAX_PAIRS_PER_KEY). */
+  ceilingVerdicts(agent: string, key: string): Map<string, LayerResult> {
+    let hit = this.withinCeiling.get(key);
+    if (!hit) {
+      hit = { agent, pairs: new Map() };
+      const evicted = this.withinCeiling.set(key, hit);
+      if (evicted) this.ceilingKeys.remove(evicted[1].agent, evicted[0]);
+      this.ceilingKeys.add(agent, key);
+    }
+    if (hit.pairs.size > MAX_PAIRS_PER_KEY) hit.pairs.clear();
+    return hit.pairs;
   }
 
   /** Everything held for an agent whose state changed, and for tokens delegated through it. */
@@ -322,6 +281,8 @@ async function decideLayers(
   const deny = (layer: Decision['layer'], code: string | undefined, reasons: string[] = [], errors: string[] = []): Decision => ({
     ...base, decision: false, layer, reasons, errors, ...(code ? { code } : {}),
   });
+  /** A layer that refused: a forbid that could not be evaluated says so in the code. */
+  const refused = (layer: Decision['layer'], r: LayerResult, code?: string) => deny(layer, r.errored ? 'POLICY_EVALUATION_ERROR' : code, r.reasons, r.errors);
   const recordOf = (id: string): AgentRecord | undefined => view.agents.get(id)?.record;
   // Every satisfied permit of every layer, each id once, sorted.
   const allowed = (layers: { reasons: string[]; errors: string[] }[]): Decision => ({
@@ -338,6 +299,9 @@ async function decideLayers(
   }
   // Everything from here on is synchronous: the registry as of this position decides it all.
   base.position = view.position;
+  // Claims the log cannot keep intact (NUL, unpaired surrogates, rounded integers, deep
+  // nesting) refuse the token; the record keeps its fingerprint, not such claims.
+  if (token.claims && !claimsKeepable(token.claims)) return deny('token', 'TOKEN_MALFORMED');
   if (!token.ok) {
     if (token.claims) base.claims = token.claims;
     return deny('token', token.code);
@@ -348,7 +312,11 @@ async function decideLayers(
   base.claims = token.claims;
   // Every agent that delegated down to this one must still be live.
   if (token.chain.some((id) => recordOf(id)?.status !== 'active')) return deny('token', 'DELEGATION_CHAIN_BROKEN');
-  const humanId = token.onBehalfOf ?? agent.owner;
+  // A token may say it acts for a human (`sub` beside `act`), but the agent signs its own
+  // tokens: it may not pick whom it is checked against. Until humans grant delegations, the
+  // only human an agent acts for is its owner.
+  if (token.onBehalfOf !== null && token.onBehalfOf !== agent.owner) return deny('token', 'DELEGATION_NOT_GRANTED');
+  const humanId = agent.owner;
   if (!humanId || !view.humans.has(humanId)) return deny('token', 'TOKEN_UNKNOWN_HUMAN');
   if (!policies) return deny('policy-set', 'NO_POLICY_SET');
 
@@ -363,7 +331,7 @@ async function decideLayers(
 
   // 2. details: the token must say this request is what it is for, and ask for nothing beyond the ceiling.
   const details = detailsOf(token.claims.authorization_details);
-  if (!details.ok) return deny('details', details.code);
+  if (!details.ok) return deny('details', details.code, [], [details.detail]);
   const covers = (d: CedarDetail) => d.actions.includes(action.id) && (d.resource ? same(d.resource, resource) : within(entityMap, resource, d.resourceIn!));
   if (!details.details.some(covers)) return deny('details', 'DETAILS_NOT_COVERING');
 
@@ -376,33 +344,39 @@ async function decideLayers(
   // The agent's ceiling policies and link as one preparsed set; the reference path (and a set
   // that cannot be prepared) takes the union of the shared ceiling policies and a stateless link.
   const ceilingSet = options.combined === false ? null : ceilingSetFor(policies, { uid: A, version: agentVersion, ancestors: agentAncestors }, { ...ceilingLink, newId: ceilingId });
-  const ceiling = (c: Call) =>
-    ceilingSet ? preparsed(policies, ceilingSet, A, c)
-      : union(preparsed(policies, policies.ceilingPreparsedId, A, c), linked(policies, [{ link: ceilingLink, newId: ceilingId }], A, c));
+  const ceilingLinks = [{ link: ceilingLink, newId: ceilingId }];
+  const ceiling = (c: Call, validate: boolean) =>
+    ceilingSet ? preparsed(policies, ceilingSet, A, c, validate, ceilingLinks)
+      : union(preparsed(policies, policies.ceilingPreparsedId, A, c, validate), linked(policies, ceilingLinks, A, c, validate));
   // What the check can reach: the agent, the details' targets, and what they lead to. (The
   // requested resource is not among them, so the verdict holds for every resource the token
   // is used on.)
   const targets = details.details.map((d) => d.resource ?? d.resourceIn!);
   // (The ceiling link's values are literals of the agent's own ceiling.)
   const checkEntities = reachableEntities(entityMap, [A, ...targets, ...referencedUids(ceilingLink.values)], context, literalsOf(policies));
-  const beyond = () => {
-    for (const d of details.details) {
-      const target = d.resource ?? d.resourceIn!;
-      for (const a of d.actions) {
-        const inside = ceiling({ ...call, action: { type: 'Action', id: a }, resource: target, entities: checkEntities });
-        if (!inside.allow) return inside;
+  // Each distinct (target, action) pair once (the parser bounds how many), remembered per pair
+  // under the exact inputs the check reads (no digest, so no two inputs can share an entry).
+  const checkKey = caches && `${policies.preparsedId}\n${JSON.stringify(agent.id)}\n${agentVersion}\n${JSON.stringify(context)}\n${checkEntities.map(jsonOf).join('\n')}`;
+  const verdicts = checkKey ? caches.ceilingVerdicts(agent.id, checkKey) : new Map<string, LayerResult>();
+  for (const { target, action: a } of details.pairs) {
+    const pair = `${entityKey(target)}\n${a}`;
+    let inside = verdicts.get(pair);
+    if (!inside) {
+      try {
+        // Not validated as a request: the context is the request's, made for its own action.
+        inside = ceiling({ ...call, action: { type: 'Action', id: a }, resource: target, entities: checkEntities }, false);
+      } catch (err) {
+        if (!(err instanceof LeashError && err.code === 'VALIDATION_FAILED')) throw err;
+        // Cedar refused the question. If the request itself does not fit the schema, that is the
+        // caller's 400 (this call throws it); otherwise the token names an action or target the
+        // schema does not know: a malformed token, denied and recorded.
+        ceiling(call, true);
+        return deny('details', 'DETAILS_MALFORMED', [], [err.message]);
       }
+      verdicts.set(pair, inside);
     }
-    return { allow: true, reasons: [], errors: [], failed: [] };
-  };
-  // The exact inputs as the key (no digest, so no two inputs can share an entry).
-  const checkKey = caches && `${policies.preparsedId}\n${JSON.stringify(agent.id)}\n${agentVersion}\n${jsonOf(details.details)}\n${JSON.stringify(context)}\n${checkEntities.map(jsonOf).join('\n')}`;
-  let inside = checkKey ? caches.ceilingVerdict(checkKey) : undefined;
-  if (!inside) {
-    inside = beyond();
-    if (checkKey) caches.keepCeilingVerdict(agent.id, checkKey, inside);
+    if (!inside.allow) return refused('details', inside, 'DETAILS_BEYOND_CEILING');
   }
-  if (!inside.allow) return deny('details', 'DETAILS_BEYOND_CEILING', inside.reasons);
 
   const grants = agent.grants
     .filter((g) => policies.templates[g.template] && policies.templates[g.template]!.layer !== CEILING)
@@ -434,8 +408,9 @@ async function decideLayers(
         answer(
           cedar.statefulIsAuthorized({
             principal: A, action, resource, context: combinedContext, entities: slimEntities as cedar.Entities,
-            preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: false,
+            preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: true,
           }),
+          (id) => set.origin.get(id)?.forbid === true,
           (id) => set.origin.get(id)?.id ?? id,
         );
       // Cedar is a function of its inputs: the same set (this agent, version and human, this
@@ -459,20 +434,21 @@ async function decideLayers(
       }
       // No permit satisfied anywhere and no forbid: the ceiling is the first layer to refuse.
       if (result.reasons.length === 0) return deny('ceiling', undefined, [], errorsOf('ceiling'));
-      // A forbid was satisfied: which layer refused first needs the layers one by one (below).
+      // A forbid was satisfied (or could not be evaluated): which layer refused first needs the
+      // layers one by one (below).
     }
   }
 
-  const ceilingResult = ceiling(call);
-  if (!ceilingResult.allow) return deny('ceiling', undefined, ceilingResult.reasons, ceilingResult.errors);
+  const ceilingResult = ceiling(call, true);
+  if (!ceilingResult.allow) return refused('ceiling', ceilingResult);
 
   // 4. agent: ordinary policies plus the agent's grants, principal = A.
-  const agentResult = union(preparsed(policies, policies.preparsedId, A, call), grants.length ? linked(policies, grants, A, call) : null);
-  if (!agentResult.allow) return deny('agent', undefined, agentResult.reasons, agentResult.errors);
+  const agentResult = union(preparsed(policies, policies.preparsedId, A, call, true), grants.length ? linked(policies, grants, A, call, true) : null);
+  if (!agentResult.allow) return refused('agent', agentResult);
 
   // 5. human: ordinary policies, principal = H — an agent never exceeds its human.
-  const humanResult = preparsed(policies, policies.preparsedId, H, call);
-  if (!humanResult.allow) return deny('human', undefined, humanResult.reasons, humanResult.errors);
+  const humanResult = preparsed(policies, policies.preparsedId, H, call, false);
+  if (!humanResult.allow) return refused('human', humanResult);
 
   return allowed([ceilingResult, agentResult, humanResult]);
 }

@@ -284,7 +284,7 @@ export interface CombinedSet {
   preparsedId: string;
   /** Unique to this set: slots (and so preparsed ids) are reused once a set is evicted. */
   generation: number;
-  origin: Map<string, { layer: CombinedLayer; id: string }>;
+  origin: Map<string, { layer: CombinedLayer; id: string; forbid: boolean }>;
 }
 
 export interface CombinedInput {
@@ -339,18 +339,18 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
     source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(','), entityKey(human.uid), human.via, [...human.ancestors].sort().join(','),
   ].join('\n');
   return preparsedFor<CombinedSet>(key, () => {
-    const origin = new Map<string, { layer: CombinedLayer; id: string }>();
+    const origin: CombinedSet['origin'] = new Map();
     const staticPolicies: Record<string, cedar.Policy> = {};
     for (const p of source.statics) {
       const ceiling = p.layer === source.ceilingLayer;
       if (scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) {
         const id = `${ceiling ? 'c' : 'a'}:${p.id}`;
         staticPolicies[id] = p.text;
-        origin.set(id, { layer: ceiling ? 'ceiling' : 'agent', id: p.id });
+        origin.set(id, { layer: ceiling ? 'ceiling' : 'agent', id: p.id, forbid: p.json.effect === 'forbid' });
       }
       if (!ceiling && scopeCanMatch(p.json.principal, human.uid, human.ancestors)) {
         staticPolicies[`h:${p.id}`] = asHuman(p.json, human.via);
-        origin.set(`h:${p.id}`, { layer: 'human', id: p.id });
+        origin.set(`h:${p.id}`, { layer: 'human', id: p.id, forbid: p.json.effect === 'forbid' });
       }
     }
     const templates: Record<string, cedar.Policy> = {};
@@ -362,7 +362,7 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
       templates[templateId] ??= entry.text;
       const newId = `${layer === 'ceiling' ? 'c' : 'a'}:${l.newId}`;
       templateLinks.push({ templateId, newId, values: l.values as Record<string, cedar.EntityUid> });
-      origin.set(newId, { layer, id: l.newId });
+      origin.set(newId, { layer, id: l.newId, forbid: entry.json.effect === 'forbid' });
     };
     link('ceiling', input.ceiling);
     for (const g of input.grants) link('agent', g);

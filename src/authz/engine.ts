@@ -1,5 +1,6 @@
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
+import { answer } from './layer-result.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
@@ -27,7 +28,7 @@ export interface Decision {
   layer: Layer;
   /** Ids of the policies that decided (every satisfied permit on an allow, forbids on a deny). */
   reasons: string[];
-  /** Policies that failed to evaluate (they count as not applying). */
+  /** Policies that failed to evaluate: a permit counts as not applying, a forbid denies (code POLICY_EVALUATION_ERROR). */
   errors: string[];
   /** Why a token or details check refused (e.g. TOKEN_EXPIRED, DETAILS_BEYOND_CEILING). */
   code?: string;
@@ -161,25 +162,25 @@ export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet
   if (!policies) return { ...base, decision: false, layer: 'policy-set', reasons: [] };
 
   const { entities: _entities, ...context } = request.context ?? {};
-  const answer = cedar.statefulIsAuthorized({
-    principal,
-    action: { type: 'Action', id: request.action.name },
-    resource,
-    context: context as cedar.Context,
-    entities: [...entitiesFor(view, [{ uid: principal, given: request.subject }, { uid: resource, given: request.resource }], request.context?.entities).values()] as cedar.Entities,
-    preparsedPolicySetId: policies.preparsedId,
-    preparsedSchemaName: policies.schemaName,
-    validateRequest: false,
-  });
-  if (answer.type === 'failure') {
-    throw new LeashError('VALIDATION_FAILED', `the request does not fit the schema: ${answer.errors.map((e) => e.message).join('; ')}`);
-  }
-  const { decision, diagnostics } = answer.response;
+  const result = answer(
+    cedar.statefulIsAuthorized({
+      principal,
+      action: { type: 'Action', id: request.action.name },
+      resource,
+      context: context as cedar.Context,
+      entities: [...entitiesFor(view, [{ uid: principal, given: request.subject }, { uid: resource, given: request.resource }], request.context?.entities).values()] as cedar.Entities,
+      preparsedPolicySetId: policies.preparsedId,
+      preparsedSchemaName: policies.schemaName,
+      validateRequest: true,
+    }),
+    (id) => policies.forbidIds.has(id),
+  );
   return {
     ...base,
-    decision: decision === 'allow',
+    decision: result.allow,
     layer: 'subject',
-    reasons: diagnostics.reason.sort(),
-    errors: diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`),
+    reasons: result.reasons,
+    errors: result.errors,
+    ...(result.errored ? { code: 'POLICY_EVALUATION_ERROR' } : {}),
   };
 }

@@ -22,6 +22,8 @@ export interface CompiledPolicySet extends CombinableSource {
   preparsedId: string;
   ceilingPreparsedId: string;
   schemaName: string;
+  /** Ids of the static policies and templates that are forbids (an erroring forbid denies). */
+  forbidIds: ReadonlySet<string>;
   /** Template texts by id, with their layer, for per-agent links (ceilings and grants). */
   templates: Record<string, { text: string; layer: string | null }>;
   /** The schema in Cedar's JSON form, cheaper to hand to per-request (stateless) calls. */
@@ -115,6 +117,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
     statics, templateEntries, ceilingLayer: CEILING, combinedOwnerSchemaName: null, combinedSchemaName: null,
     namedAttributes: namedAttributes([...statics, ...Object.values(templateEntries)]), slimTypes: new Set(),
+    forbidIds: new Set([...statics, ...Object.values(templateEntries)].filter((p) => p.json.effect === 'forbid').map((p) => p.id)),
   };
   if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
   const schemaParsed = cedar.preparseSchema(schemaName, source.schema);

@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { LeashError } from '../errors.ts';
+import { findUnsafeValue, pointer } from '../json-limits.ts';
 import type { DecisionLog } from '../audit/decision-log.ts';
 import type { PolicyView } from '../authz/policy-view.ts';
 import type { Cluster } from '../cluster/cluster.ts';
@@ -71,12 +72,12 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
     reply.header('x-request-id', request.id);
   });
 
-  // Values that cannot travel intact are refused up front, so a bad body is a 400, never a
-  // failed write or a silently different value: strings Postgres' jsonb cannot hold (NUL,
-  // lone surrogates), and integers beyond 2^53, which JSON parsing has already rounded.
+  // Values that cannot travel intact, and nesting past the bound, are refused up front (see
+  // json-limits.ts), so a bad body is a 400, never a failed write, a silently different value
+  // or a recursion without end.
   app.addHook('preValidation', async (request) => {
     const bad = findUnsafeValue(request.body);
-    if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${bad.path.length ? bad.path.map((p) => `/${p}`).join('') : 'body'} ${bad.why}`);
+    if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${pointer(bad.path)} ${bad.why}`);
   });
 
   // Who may call what: each route declares it, the matched route decides (access.ts).
@@ -108,35 +109,4 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
 
   app.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger());
   return app;
-}
-
-type Unsafe = { path: string[]; why: string } | null;
-
-/** The first value that cannot travel intact, with its JSON pointer built only for it. */
-function findUnsafeValue(value: unknown): Unsafe {
-  if (typeof value === 'string') {
-    return value.includes('\u0000') || !(value as string & { isWellFormed(): boolean }).isWellFormed()
-      ? { path: [], why: 'contains a NUL character or an unpaired surrogate' }
-      : null;
-  }
-  if (typeof value === 'number') {
-    return Number.isInteger(value) && !Number.isSafeInteger(value)
-      ? { path: [], why: 'is an integer beyond 2^53, which cannot be kept exactly; send it as a string (or a Cedar extension value)' }
-      : null;
-  }
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const bad = findUnsafeValue(value[i]);
-      if (bad) return (bad.path.unshift(String(i)), bad);
-    }
-    return null;
-  }
-  if (value !== null && typeof value === 'object') {
-    for (const k in value) {
-      if (!Object.hasOwn(value, k)) continue;
-      const bad = findUnsafeValue(k) ?? findUnsafeValue((value as Record<string, unknown>)[k]);
-      if (bad) return (bad.path.unshift(k), bad);
-    }
-  }
-  return null;
 }

@@ -131,10 +131,12 @@ describe('an agent with a good token', () => {
     expect(d.context.reasons).toEqual(expect.arrayContaining(['ceiling:bot', 'agents-read-invoices', 'finance-reads-invoices']));
   });
 
-  it('acting for a human by delegation (act claim): that human is the human layer', async () => {
+  it('a token acting for a human (act claim) is honoured for the agent\'s owner only: the agent does not pick whom it is checked against', async () => {
     expect(await ask('bot', await mint({ sub: 'alice', act: { sub: 'bot' } }), 'read', 'd1')).toMatchObject({ decision: true });
-    expect(await ask('bot', await mint({ sub: 'eve', act: { sub: 'bot' } }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'human' } });
-    expect(await ask('bot', await mint({ sub: 'nobody', act: { sub: 'bot' } }), 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_UNKNOWN_HUMAN' } });
+    // eve is a registered human; the agent signing a token that names her changes nothing.
+    for (const sub of ['eve', 'nobody', '']) {
+      expect(await ask('bot', await mint({ sub, act: { sub: 'bot' } }), 'read', 'd1'), sub).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
+    }
   });
 
   it('a sub-agent is allowed only while every agent above it in the act chain is active', async () => {

@@ -108,7 +108,7 @@ describe('one Cedar call for the ceiling, agent and human layers', () => {
   it('names the same layer and policies as one call per layer, on allows and on each kind of deny', async () => {
     const cases: [string, string | null, string, string, Record<string, unknown>][] = [
       ['bot', null, 'read', 'd1', {}], // all allow
-      ['bot', 'eve', 'read', 'd1', {}], // human layer refuses (eve is not in finance)
+      ['bot-eve', null, 'read', 'd1', {}], // human layer refuses (its owner eve is not in finance)
       ['bot-writer', null, 'write', 'd1', {}], // grant + alice-writes
       ['bot-writer', null, 'write', 'd1', { amount: 500 }], // forbid in the ordinary set
       ['bot-writer', null, 'write', 'd1', { amount: 5000 }], // a policy errors (overflow) and a forbid holds

@@ -39,15 +39,15 @@ describe('verified-token cache', () => {
     set('t2', 'child', { sub: 'alice', act: { sub: 'child', act: { sub: 'parent' } } });
     set('t3', 'other', { sub: 'other' });
     set('t4', 'parent-2', { sub: 'parent-2' }); // a prefix of the id is not the id
-    const verdict = { allow: true, reasons: [], errors: [], failed: [] };
-    caches.keepCeilingVerdict('parent', 'k-parent', verdict);
-    caches.keepCeilingVerdict('other', 'k-other', verdict);
+    const verdict = { allow: true, reasons: [], errors: [], failed: [], errored: false };
+    caches.ceilingVerdicts('parent', 'k-parent').set('Folder::"inv"\nread', verdict);
+    caches.ceilingVerdicts('other', 'k-other').set('Folder::"inv"\nread', verdict);
     caches.forgetAgent('parent');
     expect(caches.tokens.size).toBe(2);
     expect(caches.tokens.get(VerifiedTokenCache.key('t3', 'other', 1), 0)).toBeDefined();
     expect(caches.tokens.get(VerifiedTokenCache.key('t4', 'parent-2', 1), 0)).toBeDefined();
-    expect(caches.ceilingVerdict('k-parent')).toBeUndefined();
-    expect(caches.ceilingVerdict('k-other')).toEqual(verdict);
+    expect(caches.ceilingVerdicts('parent', 'k-parent').size).toBe(0);
+    expect(caches.ceilingVerdicts('other', 'k-other').get('Folder::"inv"\nread')).toEqual(verdict);
     // Forgetting the child too leaves only the others; nothing is forgotten twice.
     expect(caches.tokens.forget('child')).toBe(0); // its token went with the parent
     expect(caches.tokens.forget('other')).toBe(1);

@@ -1,0 +1,176 @@
+import { readFileSync } from 'node:fs';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshPostgres } from '../support/backends.ts';
+import { PEP_TOKEN, agentBody, agentPrivateKey, credentials, startTestNode, type TestNode } from '../support/node.ts';
+
+// What a caller or an agent's token can say must never turn a deny into an allow, cost
+// unbounded work, or leave an answer the decision log does not hold.
+
+const schema = readFileSync(new URL('../../cedar/schema.cedarschema', import.meta.url), 'utf8').replace('amount?: Long,', 'amount?: Long, factor?: Long,');
+const policies = `
+@id("ceiling-folder")
+@layer("ceiling")
+permit (principal, action in [Action::"read", Action::"write"], resource in ?resource);
+
+@id("invoices-open")
+permit (principal, action in [Action::"read", Action::"write"], resource in Folder::"invoices");
+
+@id("no-big-amounts")
+forbid (principal, action, resource) when { context has amount && context.amount > 1000 };
+
+// Fails to evaluate (overflow) for any factor above 1: Cedar skips such a policy.
+@id("no-overflowing-factor")
+forbid (principal, action == Action::"write", resource) when { context has factor && context.factor * 9223372036854775807 < 0 };
+`;
+
+const folder = (id: string) => ({ type: 'Folder', id });
+const entities = [
+  { uid: folder('invoices'), attrs: {}, parents: [] },
+  { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [folder('invoices')] },
+];
+const readInvoices = [{ type: 'leash:cedar', actions: ['read', 'write'], resourceIn: folder('invoices') }];
+
+async function mint(claims: Record<string, unknown>): Promise<string> {
+  const iat = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: 'https://idp.example', aud: 'leash', sub: 'bot', iat, exp: iat + 120, authorization_details: readInvoices, jti: crypto.randomUUID(), ...claims })
+    .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+    .sign(agentPrivateKey);
+}
+
+let node: TestNode;
+
+const evaluation = (token: string, action: string, context: Record<string, unknown> = {}) => ({
+  subject: { type: 'agent', id: 'bot', properties: { token } },
+  action: { name: action },
+  resource: { type: 'Document', id: 'd1' },
+  context: { entities, ...context },
+});
+const decide = (body: unknown) => node.api('POST', '/access/v1/evaluation', body, {}, PEP_TOKEN);
+const decideMany = (body: unknown) => node.api('POST', '/access/v1/evaluations', body, {}, PEP_TOKEN);
+
+/** How many decisions the log holds (each answer given must be one of them). */
+const recorded = async () => Number((await node.connection.db.selectFrom('decisions').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+const record = async (id: string) => node.connection.db.selectFrom('decisions').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+
+beforeAll(async () => {
+  node = await startTestNode(await freshPostgres());
+  expect((await node.api('PUT', '/v1/policy-set', { schema, policies })).status).toBe(200);
+  await node.api('POST', '/v1/groups', { id: 'finance-agents' });
+  await node.api('POST', '/v1/humans', { id: 'alice', email: 'alice@example.com', groups: [] });
+  const res = await node.api('POST', '/v1/agents', agentBody({ id: 'bot', credentials: credentials(), ceiling: { template: 'ceiling-folder', values: { '?resource': folder('invoices') } } }));
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  expect((await node.api('POST', '/v1/agents/bot/authorize', { grants: [] })).status).toBe(200);
+});
+afterAll(async () => node?.close());
+
+describe('a forbid is never switched off', () => {
+  it('the baseline: a small amount is allowed, a large one forbidden', async () => {
+    const token = await mint({});
+    expect((await decide(evaluation(token, 'read', { amount: 5 }))).body).toMatchObject({ decision: true });
+    expect((await decide(evaluation(token, 'read', { amount: 5000 }))).body).toMatchObject({ decision: false, context: { reasons: ['no-big-amounts'] } });
+  });
+
+  it('a context value of the wrong type is refused against the schema (400 naming the attribute), for agents and plain subjects', async () => {
+    const before = await recorded();
+    const agent = await decide(evaluation(await mint({}), 'read', { amount: '5000' }));
+    expect(agent.status).toBe(400);
+    expect(agent.body).toMatchObject({ code: 'VALIDATION_FAILED' });
+    expect(agent.body.detail).toMatch(/amount/);
+    const plain = await decide({ subject: { type: 'human', id: 'alice' }, action: { name: 'read' }, resource: { type: 'Document', id: 'd1' }, context: { entities, amount: '5000' } });
+    expect(plain.status).toBe(400);
+    expect(plain.body.detail).toMatch(/amount/);
+    const unknown = await decide(evaluation(await mint({}), 'read', { amounts: 5 }));
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.detail).toMatch(/amounts/);
+    expect(await recorded()).toBe(before);
+  });
+
+  it('a forbid that fails to evaluate denies, naming the policy (Cedar alone would skip it and allow)', async () => {
+    const token = await mint({});
+    expect((await decide(evaluation(token, 'write', { factor: 1 }))).body).toMatchObject({ decision: true });
+    const agent = (await decide(evaluation(token, 'write', { factor: 2 }))).body;
+    expect(agent).toMatchObject({ decision: false, context: { code: 'POLICY_EVALUATION_ERROR', reasons: ['no-overflowing-factor'] } });
+    expect(agent.context.errors.join()).toMatch(/no-overflowing-factor: .*overflow/);
+    const plain = (await decide({ subject: { type: 'human', id: 'alice' }, action: { name: 'write' }, resource: { type: 'Document', id: 'd1' }, context: { entities, factor: 2 } })).body;
+    expect(plain).toMatchObject({ decision: false, context: { layer: 'subject', code: 'POLICY_EVALUATION_ERROR', reasons: ['no-overflowing-factor'] } });
+    expect((await record(agent.context.id)).code).toBe('POLICY_EVALUATION_ERROR');
+  });
+});
+
+describe('what a token says is a recorded decision, whatever it says', () => {
+  it.each([
+    ['an action the schema does not know', [{ type: 'leash:cedar', actions: ['read', 'launch-missiles'], resourceIn: folder('invoices') }]],
+    ['a target with more inside it', [{ type: 'leash:cedar', actions: ['read'], resourceIn: Array.from({ length: 10 }).reduce<Record<string, unknown>>((inner) => ({ type: 'Folder', id: 'x', inner }), { type: 'Folder', id: 'invoices' }) }]],
+    ['a target of no entity type', [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'not a type!', id: 'x' } }]],
+    ['1,000 distinct actions', [{ type: 'leash:cedar', actions: Array.from({ length: 1000 }, (_, i) => `a${i}`), resourceIn: folder('invoices') }]],
+    ['40 entries', Array.from({ length: 40 }, () => readInvoices[0])],
+  ])('%s: a recorded deny DETAILS_MALFORMED', async (_name, details) => {
+    const before = await recorded();
+    const res = await decide(evaluation(await mint({ authorization_details: details }), 'read'));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ decision: false, context: { layer: 'details', code: 'DETAILS_MALFORMED' } });
+    expect(await recorded()).toBe(before + 1);
+    expect((await record(res.body.context.id)).code).toBe('DETAILS_MALFORMED');
+  });
+
+  it('1,600 repeats of one action are one question to the ceiling, and allowed', async () => {
+    const details = [{ type: 'leash:cedar', actions: Array.from({ length: 1600 }, () => 'read'), resourceIn: folder('invoices') }];
+    expect((await decide(evaluation(await mint({ authorization_details: details }), 'read'))).body).toMatchObject({ decision: true });
+  });
+
+  it.each([
+    ['a NUL character', { note: 'a\u0000b' }],
+    ['an unpaired surrogate', { note: 'a\ud800b' }],
+    ['an integer beyond 2^53', { note: 9007199254740993 }],
+    ['claims nested 40 levels deep', { note: Array.from({ length: 40 }).reduce<unknown>((inner) => [inner], 1) }],
+    ['a details target nested 300 levels deep', { authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: Array.from({ length: 300 }).reduce<Record<string, unknown>>((inner) => ({ type: 'Folder', id: 'x', note: inner }), folder('invoices')) }] }],
+  ])('a claim holding %s: a recorded deny TOKEN_MALFORMED, kept without the claims', async (_name, claims) => {
+    const res = await decide(evaluation(await mint(claims), 'read'));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_MALFORMED' } });
+    const stored = await record(res.body.context.id);
+    expect(stored.code).toBe('TOKEN_MALFORMED');
+    expect(JSON.stringify(stored.request)).not.toContain('note');
+  });
+
+  it('in a batch, one bad token is denied and recorded, and the others are decided as usual', async () => {
+    const before = await recorded();
+    const good = await mint({});
+    const bad = await mint({ authorization_details: [{ type: 'leash:cedar', actions: ['read', 'launch-missiles'], resourceIn: folder('invoices') }] });
+    const nul = await mint({ note: '\u0000' });
+    const res = await decideMany({ evaluations: [evaluation(good, 'read'), evaluation(bad, 'read'), evaluation(nul, 'read'), evaluation(good, 'write')] });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body.evaluations.map((e: { decision: boolean; context: { code?: string } }) => [e.decision, e.context.code ?? null])).toEqual([
+      [true, null], [false, 'DETAILS_MALFORMED'], [false, 'TOKEN_MALFORMED'], [true, null],
+    ]);
+    expect(await recorded()).toBe(before + 4);
+  });
+});
+
+describe('deep and huge bodies', () => {
+  const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+
+  it.each([
+    ['the decision API', 'POST', '/access/v1/evaluation', PEP_TOKEN],
+    ['a registration', 'POST', '/v1/humans', undefined],
+    ['a batch', 'POST', '/access/v1/evaluations', PEP_TOKEN],
+  ])('JSON nested 10,000 levels deep is a 400 on %s, never a 500', async (_name, method, url, token) => {
+    const res = await node.api(method, url, `{"context":${deep(10_000)}}`, {}, token);
+    expect(res.status, JSON.stringify(res.body)).toBe(400);
+    expect(res.body.code).toBe('VALIDATION_FAILED');
+    expect(res.body.detail).toMatch(/deeper than/);
+  });
+
+  it('a context record nested 60 levels (within the bound) is refused by the schema, not by a crash', async () => {
+    const nested = Array.from({ length: 60 }).reduce<Record<string, unknown>>((inner) => ({ inner }), {});
+    const res = await decide(evaluation(await mint({}), 'read', { nested }));
+    expect(res.status).toBe(400);
+    expect(res.body.code).toBe('VALIDATION_FAILED');
+  });
+
+  it('an anonymous caller with a deep body gets a 401, not a 500', async () => {
+    const res = await node.api('POST', '/healthz', deep(10_000), {}, null);
+    expect(res.status).toBe(401);
+  });
+});
