@@ -10,6 +10,7 @@ import { ceilingSetFor, combinedSetFor, Lru, slimEntity, withHuman, type Combine
 import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
 import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
 import { KeyIndex } from './key-index.ts';
+import { bindPrincipal } from './template-links.ts';
 import { cedarType, entitiesFor, entityKey, evaluate, reachableEntities, referencedUids, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
@@ -336,9 +337,9 @@ async function decideLayers(
   if (!details.details.some(covers)) return deny('details', 'DETAILS_NOT_COVERING');
 
   // 3. ceiling: @layer("ceiling") policies plus this agent's linked ceiling template.
-  const ceilingLink = agent.ceiling;
-  if (!ceilingLink) return deny('ceiling', 'NO_CEILING');
-  if (policies.templates[ceilingLink.template]?.layer !== CEILING) return deny('ceiling', 'CEILING_TEMPLATE_MISSING');
+  if (!agent.ceiling) return deny('ceiling', 'NO_CEILING');
+  if (policies.templates[agent.ceiling.template]?.layer !== CEILING) return deny('ceiling', 'CEILING_TEMPLATE_MISSING');
+  const ceilingLink = bindPrincipal(policies, agent.ceiling, A);
   const ceilingId = `ceiling:${agent.id}`;
   const agentAncestors = ancestorsOf(entityMap, A);
   // The agent's ceiling policies and link as one preparsed set; the reference path (and a set
@@ -380,7 +381,7 @@ async function decideLayers(
 
   const grants = agent.grants
     .filter((g) => policies.templates[g.template] && policies.templates[g.template]!.layer !== CEILING)
-    .map((link, i) => ({ link, newId: `grant:${agent.id}:${i}` }));
+    .map((link, i) => ({ link: bindPrincipal(policies, link, A), newId: `grant:${agent.id}:${i}` }));
 
   // 3–5 in one Cedar call when the outcome is plain from its diagnostics (see combined.ts).
   // The human is the owner (an autonomous agent) or a delegating human named by the token.

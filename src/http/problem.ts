@@ -29,6 +29,7 @@ const titles: Record<ErrorCode, string> = {
   UNKNOWN_OWNER: 'The owner is not a registered human',
   UNKNOWN_GROUP: 'A group is not registered',
   INVALID_CREDENTIALS: 'The credential pins are not usable',
+  INVALID_TEMPLATE_LINK: 'The template link does not fit its template',
   IDEMPOTENCY_KEY_REUSED: 'Idempotency-Key reused for another request',
   POLICY_INVALID: 'The policy set is not valid',
   NOT_READY: 'This node is not ready',

@@ -19,6 +19,13 @@ permit (principal, action in [Action::"read", Action::"write"], resource in Fold
 @id("no-big-amounts")
 forbid (principal, action, resource) when { context has amount && context.amount > 1000 };
 
+@id("ceiling-own-reads")
+@layer("ceiling")
+permit (principal == ?principal, action == Action::"read", resource in ?resource);
+
+@id("grant-own-writes")
+permit (principal == ?principal, action == Action::"write", resource in ?resource);
+
 // Fails to evaluate (overflow) for any factor above 1: Cedar skips such a policy.
 @id("no-overflowing-factor")
 forbid (principal, action == Action::"write", resource) when { context has factor && context.factor * 9223372036854775807 < 0 };
@@ -145,6 +152,49 @@ describe('what a token says is a recorded decision, whatever it says', () => {
       [true, null], [false, 'DETAILS_MALFORMED'], [false, 'TOKEN_MALFORMED'], [true, null],
     ]);
     expect(await recorded()).toBe(before + 4);
+  });
+});
+
+describe('template links', () => {
+  const register = (id: string, ceiling: unknown) => node.api('POST', '/v1/agents', agentBody({ id, credentials: credentials(), ceiling }));
+
+  it('a template written for its principal (?principal) is linked to the agent itself, ceiling and grant alike', async () => {
+    expect((await register('own-bot', { template: 'ceiling-own-reads', values: { '?resource': folder('invoices') } })).status).toBe(201);
+    const grants = [{ template: 'grant-own-writes', values: { '?resource': folder('invoices') } }];
+    expect((await node.api('POST', '/v1/agents/own-bot/authorize', { grants })).status).toBe(200);
+    const token = async () => mint({ sub: 'own-bot', authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('invoices') }] });
+    const read = await decide({ ...evaluation(await token(), 'read'), subject: { type: 'agent', id: 'own-bot', properties: { token: await token() } } });
+    expect(read.status, JSON.stringify(read.body)).toBe(200);
+    expect(read.body).toMatchObject({ decision: true, context: { layer: 'all' } });
+    expect(read.body.context.reasons).toContain('ceiling:own-bot');
+  });
+
+  it.each([
+    ['a template that does not exist', { template: 'no-such-template', values: { '?resource': folder('invoices') } }, 'template'],
+    ['a slot left unfilled', { template: 'ceiling-own-reads', values: {} }, '?resource'],
+    ['?principal given (it is always the agent)', { template: 'ceiling-own-reads', values: { '?principal': { type: 'Agent', id: 'other' }, '?resource': folder('invoices') } }, '?principal'],
+    ['an ordinary template as a ceiling', { template: 'grant-own-writes', values: { '?resource': folder('invoices') } }, 'ceiling template'],
+  ])('a ceiling with %s is refused at registration (422 naming it), and nothing is written', async (_name, ceiling, named) => {
+    const before = await node.eventCount();
+    const res = await register('bad-link-bot', ceiling);
+    expect(res.status, JSON.stringify(res.body)).toBe(422);
+    expect(res.body.code).toBe('INVALID_TEMPLATE_LINK');
+    expect(res.body.detail).toContain(named);
+    expect(await node.eventCount()).toBe(before);
+  });
+
+  it.each([
+    ['a slot the template does not have', { template: 'grant-own-writes', values: { '?resource': folder('invoices'), '?principal': { type: 'Agent', id: 'bot' } } }, '?principal'],
+    ['a ceiling template as a grant', { template: 'ceiling-own-reads', values: { '?resource': folder('invoices') } }, 'ceiling template'],
+    ['a slot left unfilled', { template: 'grant-own-writes', values: {} }, '?resource'],
+  ])('a grant with %s is refused at authorization (422 naming it)', async (_name, grant, named) => {
+    const before = await node.eventCount();
+    const res = await node.api('POST', '/v1/agents/bot/authorize', { grants: [grant] });
+    expect(res.status, JSON.stringify(res.body)).toBe(422);
+    expect(res.body).toMatchObject({ code: 'INVALID_TEMPLATE_LINK' });
+    expect(res.body.detail).toMatch(/^grants\[0\]/);
+    expect(res.body.detail).toContain(named);
+    expect(await node.eventCount()).toBe(before);
   });
 });
 

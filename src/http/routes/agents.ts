@@ -1,6 +1,7 @@
 import { Type } from 'typebox';
 import { LeashError } from '../../errors.ts';
-import { allowedFrom, type AgentCommand, type AgentRecord, type AgentState } from '../../registry/agent.ts';
+import { checkLink } from '../../authz/template-links.ts';
+import { allowedFrom, type AgentCommand, type AgentRecord, type AgentState, type TemplateLink } from '../../registry/agent.ts';
 import { agentAggregate, streamId } from '../../registry/streams.ts';
 import type { CommandResult } from '../../service/command-handler.ts';
 import { checkPins } from '../../tokens/pins.ts';
@@ -19,6 +20,12 @@ export function agentView(record: AgentRecord, version: number) {
 
 export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
   const { view, follower, commands } = deps;
+  /** Links are checked against the policy set in force (templates and their slots). */
+  const policySet = () => {
+    const set = deps.policies.current();
+    if (!set) throw new LeashError('NOT_READY', 'no policy set is loaded, so template links cannot be checked');
+    return set;
+  };
 
   const run = async (id: string, command: AgentCommand, request: Parameters<typeof writeOptions>[0]) =>
     commands.handle(agentAggregate, id, command, writeOptions(request));
@@ -58,6 +65,7 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     const missing = groups.filter((g) => !view.groups.has(g));
     if (missing.length > 0) throw new LeashError('UNKNOWN_GROUP', `groups not registered: ${missing.join(', ')}`, { groups: missing });
     await checkPins(body.credentials);
+    if (body.ceiling) checkLink(policySet(), body.ceiling, 'ceiling', 'ceiling');
     const result = await run(
       body.id,
       { type: 'RegisterAgent', data: { ...body, groups, tags: body.tags ?? [], ceiling: body.ceiling ?? null }, metadata: { now: new Date() } },
@@ -101,7 +109,12 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     });
   };
 
-  transition('authorize', AuthorizeAgentBody, (input, now) => ({ type: 'AuthorizeAgent', data: input, metadata: { now } }));
+  transition('authorize', AuthorizeAgentBody, (input, now) => ({ type: 'AuthorizeAgent', data: input, metadata: { now } }), {
+    check: async (input: { grants: TemplateLink[] }) => {
+      const set = policySet();
+      input.grants.forEach((grant, i) => checkLink(set, grant, 'grant', `grants[${i}]`));
+    },
+  });
   transition('suspend', ReasonBody, (input, now) => ({ type: 'SuspendAgent', data: input, metadata: { now } }), { fenced: true });
   transition('rotate', RotateBody, (input, now) => ({ type: 'RotateCredentials', data: input, metadata: { now } }), { fenced: true, check: (input) => checkPins(input.credentials) });
   transition('retire', ReasonBody, (input, now) => ({ type: 'RetireAgent', data: input, metadata: { now } }), { fenced: true });
