@@ -155,6 +155,28 @@ describe('what a token says is a recorded decision, whatever it says', () => {
   });
 });
 
+describe('batches', () => {
+  const plain = { subject: { type: 'human', id: 'alice' }, action: { name: 'read' }, resource: { type: 'Document', id: 'd1' } };
+
+  it('a batch that would write more than its bound to the decision log is refused whole (413), before anything is decided', async () => {
+    const before = await recorded();
+    const context = { entities: [...entities, { uid: { type: 'Folder', id: 'padding' }, attrs: {}, parents: [] }], pad: 'x'.repeat(44_000) };
+    const res = await decideMany({ ...plain, context, evaluations: Array.from({ length: 1000 }, () => ({})) });
+    expect(res.status).toBe(413);
+    expect(res.body.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(await recorded()).toBe(before);
+  });
+
+  it('1,000 items with a small shared context are all decided and recorded', async () => {
+    const before = await recorded();
+    const res = await decideMany({ ...plain, context: { entities }, evaluations: Array.from({ length: 1000 }, () => ({})) });
+    expect(res.status).toBe(200);
+    expect(res.body.evaluations).toHaveLength(1000);
+    expect(res.body.evaluations.every((e: { decision: boolean }) => e.decision)).toBe(true);
+    expect(await recorded()).toBe(before + 1000);
+  });
+});
+
 describe('template links', () => {
   const register = (id: string, ceiling: unknown) => node.api('POST', '/v1/agents', agentBody({ id, credentials: credentials(), ceiling }));
 

@@ -81,7 +81,9 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
 
   const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
     const decided: { request: EvaluationRequest; decision: Decision; at: Date }[] = [];
-    for (const request of requests) {
+    for (const [i, request] of requests.entries()) {
+      // A long batch gives other requests (and revocations) a turn now and then.
+      if (i > 0 && i % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
       // The record carries the instant the decision was made at, so replay can decide at it too.
       const at = new Date();
       const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches });
@@ -129,9 +131,38 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       complete({ subject: item.subject ?? defaults.subject, action: item.action ?? defaults.action, resource: item.resource ?? defaults.resource, context: item.context ?? defaults.context }),
     );
     const stopAt = semantic === 'deny_on_first_deny' ? (d: Decision) => !d.decision : semantic === 'permit_on_first_permit' ? (d: Decision) => d.decision : undefined;
+    checkLogBytes(merged);
     const results = await decide(merged, stopAt);
     return { evaluations: results };
   });
+}
+
+/** Decisions in a batch between turns of the event loop. */
+const YIELD_EVERY = 50;
+
+/** What one request may add to the decision log, in bytes of JSON (its records' requests). */
+export const MAX_LOG_BYTES_PER_REQUEST = 2 * 1024 * 1024;
+
+/**
+ * Every item of a batch is its own record, holding the context it was decided with: a 44 KB
+ * shared context in 1,000 empty items would write 44 MB for a 45 KB request. Refused up front
+ * (nothing decided, nothing written). Shared parts are measured once each.
+ */
+function checkLogBytes(requests: EvaluationRequest[]): void {
+  const sizes = new Map<unknown, number>();
+  const sizeOf = (v: unknown) => {
+    if (v === undefined) return 0;
+    let n = sizes.get(v);
+    if (n === undefined) sizes.set(v, (n = JSON.stringify(v).length));
+    return n;
+  };
+  let total = 0;
+  for (const r of requests) {
+    total += sizeOf(r.subject) + sizeOf(r.action) + sizeOf(r.resource) + sizeOf(r.context);
+    if (total > MAX_LOG_BYTES_PER_REQUEST) {
+      throw new LeashError('PAYLOAD_TOO_LARGE', `this batch would write more than ${MAX_LOG_BYTES_PER_REQUEST} bytes to the decision log (every item is recorded with its subject, action, resource and context); split it, or send less context`);
+    }
+  }
 }
 
 /** Each evaluation needs a subject, action and resource, from itself or the defaults. */
