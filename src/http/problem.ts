@@ -47,12 +47,41 @@ export function problem(code: ErrorCode, detail: string | undefined, extensions:
   };
 }
 
+interface AjvError {
+  keyword: string;
+  instancePath: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+/**
+ * Schema errors as a caller can act on them: the property that is not allowed, by name; for
+ * a choice of values (TypeBox writes them as anyOf of consts), the values that are.
+ */
+function validationErrors(context: string, errors: AjvError[]): { path: string; message: string }[] {
+  const out = new Map<string, { path: string; message: string }>();
+  const allowed = new Map<string, unknown[]>();
+  for (const e of errors) {
+    const path = `${context}${e.instancePath}`;
+    if (e.keyword === 'const') {
+      allowed.set(path, [...(allowed.get(path) ?? []), e.params.allowedValue]);
+      continue;
+    }
+    let message = e.message ?? 'is invalid';
+    if (e.keyword === 'additionalProperties') message = `has a property that is not allowed: ${JSON.stringify(String(e.params.additionalProperty).slice(0, 100))}`;
+    else if (e.keyword === 'anyOf' && allowed.has(path)) message = `must be one of ${allowed.get(path)!.map((v) => JSON.stringify(v)).join(', ')}`;
+    else if (e.keyword === 'enum') message = `must be one of ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    out.set(`${path}\n${message}`, { path, message });
+  }
+  if (out.size === 0) for (const [path, values] of allowed) out.set(path, { path, message: `must be ${values.map((v) => JSON.stringify(v)).join(' or ')}` });
+  return [...out.values()];
+}
+
 /** Maps fastify's own errors (parsing, limits, schema validation) onto our codes. */
 function fromFastify(err: FastifyError): ProblemDocument | null {
   if (err.validation) {
-    return problem('VALIDATION_FAILED', err.message, {
-      errors: err.validation.map((v) => ({ path: `${err.validationContext ?? ''}${v.instancePath}`, message: v.message ?? 'invalid' })),
-    });
+    const errors = validationErrors(err.validationContext ?? '', err.validation as AjvError[]);
+    return problem('VALIDATION_FAILED', errors.map((e) => `${e.path} ${e.message}`).join('; '), { errors });
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

@@ -48,6 +48,15 @@ describe('operator authentication', () => {
 });
 
 describe('malformed bodies', () => {
+  it('a refusal names the property that is not allowed, and lists the values that are', async () => {
+    const unknown = await expectRefused(node.api('POST', '/v1/agents', agentBody({ id: 'x1', admin: true })), 400, 'VALIDATION_FAILED');
+    expect(unknown.detail).toBe('body has a property that is not allowed: "admin"');
+    const choice = await expectRefused(node.api('POST', '/v1/agents', agentBody({ id: 'x1', provenance: { model: 'm', modelVersion: '1', environment: 'prod' } })), 400, 'VALIDATION_FAILED');
+    expect(choice.errors).toEqual([{ path: 'body/provenance/environment', message: 'must be one of "production", "staging", "sandbox"' }]);
+    const mode = await expectRefused(node.api('POST', '/v1/agents/existing-bot/revoke', { mode: 'nuke', reason: 'r' }), 400, 'VALIDATION_FAILED');
+    expect(mode.detail).toBe('body/mode must be one of "immediate", "graceful", "quarantine"');
+  });
+
   it('an unknown field is VALIDATION_FAILED, not silently dropped', async () => {
     await expectRefused(node.api('POST', '/v1/agents', agentBody({ id: 'x1', admin: true })), 400, 'VALIDATION_FAILED');
     await expectRefused(node.api('POST', '/v1/agents', agentBody({ id: 'x1', provenance: { model: 'm', modelVersion: '1', environment: 'production', extra: 1 } })), 400, 'VALIDATION_FAILED');
