@@ -1,18 +1,21 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { Command } from 'commander';
 import { importJWK, jwtVerify } from 'jose';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freshPostgres } from './support/backends.ts';
 import { agentBody } from './support/node.ts';
+import { descendants } from './support/processes.ts';
 import { freePort } from './support/servers.ts';
 
 // The real executable, as a user runs it: `leash serve` on the embedded default, driven by
 // the `leash` CLI commands.
 
-const LEASH = join(import.meta.dirname, '..', 'src', 'cli', 'leash.js');
+const ROOT = join(import.meta.dirname, '..');
+const LEASH = join(ROOT, 'src', 'cli', 'leash.js');
 const run = promisify(execFile);
 const children: ChildProcess[] = [];
 
@@ -22,19 +25,28 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return env;
 }
 
-async function serve(env: Record<string, string>): Promise<{ child: ChildProcess; output: () => string }> {
+interface Served {
+  child: ChildProcess;
+  output: () => string;
+  stdout: () => string;
+  stderr: () => string;
+}
+
+async function serve(env: Record<string, string>): Promise<Served> {
   const child = spawn(process.execPath, [LEASH, 'serve'], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const deadline = Date.now() + 30_000;
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => ((output += d), (stdout += d)));
+  child.stderr!.on('data', (d) => ((output += d), (stderr += d)));
+  const deadline = Date.now() + 60_000;
   while (!output.includes('leash is serving')) {
     if (child.exitCode !== null) throw new Error(`leash serve exited ${child.exitCode}: ${output}`);
     if (Date.now() > deadline) throw new Error(`leash serve did not start: ${output}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { child, output: () => output };
+  return { child, output: () => output, stdout: () => stdout, stderr: () => stderr };
 }
 
 async function stop(child: ChildProcess): Promise<number | null> {
@@ -49,21 +61,47 @@ afterAll(async () => {
 });
 
 describe('leash serve + CLI on the embedded default', () => {
-  it('generates the operator token once, then serves and drives the whole lifecycle', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'leash-cli-'));
-    const port = String(await freePort());
-    const env = { LEASH_DATA_DIR: dataDir, PORT: port };
-    const first = await serve(env);
-    const token = /Leash operator token[^\n]*\n\n {2}(lsh_[\w-]+)/.exec(first.output())?.[1];
-    expect(token).toBeDefined();
-    expect(statSync(join(dataDir, 'admin-token')).mode & 0o777).toBe(0o600);
-    // The log lines (JSON) never carry the token.
-    expect(first.output().split('\n').filter((l) => l.startsWith('{')).join('\n')).not.toContain(token);
+  // These run in order on one data directory: creating a fresh embedded database is the slow
+  // part of a start, so the tests share it and each start after the first reopens it.
+  const dataDir = mkdtempSync(join(tmpdir(), 'leash-cli-'));
+  const tokenFile = join(dataDir, 'admin-token');
+  const lockFile = join(dataDir, 'leash.lock');
+  const readLock = () => JSON.parse(readFileSync(lockFile, 'utf8')) as { pid: number; command: string; since: string };
+  let env: Record<string, string>;
+  let running: Served;
 
-    const cli = async (...args: string[]) => {
-      const { stdout } = await run(process.execPath, [LEASH, ...args, '--url', `http://127.0.0.1:${port}`, '--data-dir', dataDir], { env: cleanEnv({}) });
-      return JSON.parse(stdout);
-    };
+  const cli = async (...args: string[]) => {
+    const { stdout } = await run(process.execPath, [LEASH, ...args, '--url', `http://127.0.0.1:${env.PORT}`, '--data-dir', dataDir], { env: cleanEnv({}) });
+    return JSON.parse(stdout);
+  };
+
+  it('generates the operator token on first start, stores it 0600, and with stdout not a terminal prints only where it is', async () => {
+    env = { LEASH_DATA_DIR: dataDir, PORT: String(await freePort()) };
+    running = await serve(env);
+    const token = readFileSync(tokenFile, 'utf8').trim();
+    expect(token).toMatch(/^lsh_[\w-]{43}$/);
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+    expect(running.output()).not.toContain(token);
+    expect(running.stderr()).toContain(`Leash operator token generated and stored in ${tokenFile} (not printed: stdout is not a terminal)\n`);
+  }, 120_000);
+
+  it('while one process serves the data directory, a second serve or an audit verify refuses, naming it', async () => {
+    const lock = readLock();
+    expect(lock).toMatchObject({ pid: running.child.pid, command: 'leash serve' });
+    const other = cleanEnv({ ...env, PORT: String(await freePort()) });
+    const refusals = await Promise.all(
+      [['serve'], ['audit', 'verify']].map((args) => run(process.execPath, [LEASH, ...args], { env: other }).catch((e) => e)),
+    );
+    for (const refused of refusals) {
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toBe(`leash: the data directory ${dataDir} is in use by pid ${running.child.pid} (leash serve, since ${lock.since}); stop it first, or point LEASH_DATA_DIR elsewhere\n`);
+      expect(refused.stdout).toBe('');
+    }
+    expect(readLock()).toEqual(lock); // the owner's lock is left alone
+    expect((await fetch(`http://127.0.0.1:${env.PORT}/healthz`)).status).toBe(200);
+  }, 120_000);
+
+  it('serves and drives the whole lifecycle through the CLI', async () => {
     expect(await cli('groups', 'create', 'finance')).toMatchObject({ id: 'finance' });
     expect(await cli('groups', 'create', 'finance-agents')).toMatchObject({ id: 'finance-agents' });
     expect(await cli('humans', 'create', 'alice', '--email', 'alice@example.com', '--group', 'finance')).toMatchObject({ groups: ['finance'] });
@@ -76,22 +114,88 @@ describe('leash serve + CLI on the embedded default', () => {
     expect((await cli('agents', 'events', 'invoice-bot')).events).toHaveLength(3);
 
     // A refused command exits non-zero and prints the problem on stderr.
-    const refused = await run(process.execPath, [LEASH, 'agents', 'suspend', 'invoice-bot', '--reason', 'x', '--url', `http://127.0.0.1:${port}`, '--data-dir', dataDir], { env: cleanEnv({}) }).catch((e) => e);
+    const refused = await run(process.execPath, [LEASH, 'agents', 'suspend', 'invoice-bot', '--reason', 'x', '--url', `http://127.0.0.1:${env.PORT}`, '--data-dir', dataDir], { env: cleanEnv({}) }).catch((e) => e);
     expect(refused.code).toBe(1);
     expect(JSON.parse(refused.stderr)).toMatchObject({ code: 'INVALID_TRANSITION', currentState: 'quarantined' });
+  }, 120_000);
 
-    expect(await stop(first.child)).toBe(0);
-    const second = await serve(env);
-    expect(second.output()).not.toContain('Leash operator token');
+  it('after a SIGTERM stop the data directory is free: the next start keeps the data and the token', async () => {
+    expect(await stop(running.child)).toBe(0);
+    expect(existsSync(lockFile)).toBe(false);
+    running = await serve(env);
+    expect(readLock().pid).toBe(running.child.pid);
+    expect(running.output()).not.toContain('Leash operator token');
     expect(await cli('agents', 'get', 'invoice-bot')).toMatchObject({ status: 'quarantined', version: 3 });
+  }, 120_000);
 
-    // A crash (SIGKILL, no shutdown) loses nothing that was acknowledged.
+  it('a node killed outright loses nothing acknowledged; its lock stays behind and the next start takes it over', async () => {
     expect(await cli('agents', 'retire', 'invoice-bot', '--reason', 'done')).toMatchObject({ status: 'retired', version: 4 });
-    second.child.kill('SIGKILL');
-    await new Promise((resolve) => second.child.once('exit', resolve));
-    await serve(env);
+    const killed = running.child.pid;
+    running.child.kill('SIGKILL');
+    await new Promise((resolve) => running.child.once('exit', resolve));
+    expect(readLock().pid).toBe(killed); // nothing ran to release it
+    running = await serve(env);
+    expect(readLock()).toMatchObject({ pid: running.child.pid, command: 'leash serve' });
     expect(await cli('agents', 'get', 'invoice-bot')).toMatchObject({ status: 'retired', version: 4 });
   }, 120_000);
+
+  it('on a terminal, shows a newly generated operator token once', async () => {
+    expect(await stop(running.child)).toBe(0);
+    rmSync(tokenFile); // the next start generates a new one
+    // script(1) runs the command with a pseudo-terminal as its stdout.
+    const child = spawn('script', ['-qfec', `exec ${process.execPath} ${LEASH} serve`, '/dev/null'], { env: cleanEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(child);
+    let output = '';
+    child.stdout!.on('data', (d) => (output += d));
+    const deadline = Date.now() + 60_000;
+    while (!output.includes('leash is serving')) {
+      if (child.exitCode !== null) throw new Error(`script exited ${child.exitCode}: ${output}`);
+      if (Date.now() > deadline) throw new Error(`leash serve did not start on a terminal: ${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const shown = /Leash operator token \(shown once, stored in (\S+)\):\r?\n\r?\n {2}(lsh_[\w-]+)/.exec(output);
+    expect(shown?.slice(1)).toEqual([tokenFile, readFileSync(tokenFile, 'utf8').trim()]);
+    const leash = descendants(child.pid!).find((p) => p.cmdline.includes('leash.js serve'));
+    expect(leash).toBeDefined();
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    process.kill(leash!.pid, 'SIGTERM');
+    await exited;
+  }, 120_000);
+
+  it('a client command against a server that is not running says it cannot reach it, in one line', async () => {
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const token = ['--token', 'an-operator-token-0123456789'];
+    const results = await Promise.all([
+      run(process.execPath, [LEASH, 'agents', 'list', '--url', url, ...token], { env: cleanEnv({}) }).catch((e) => e),
+      run(process.execPath, [LEASH, 'kill-switch', '--all', '--reason', 'drill', ...token], { env: cleanEnv({ LEASH_URL: url }) }).catch((e) => e),
+    ]);
+    for (const r of results) {
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`leash: cannot reach ${url} (connection refused); is the server running? (set --url or LEASH_URL)\n`);
+      expect(r.stdout).toBe('');
+    }
+  }, 120_000);
+
+  it('no help text cites a document users do not have', async () => {
+    const { program } = await import('../src/cli/main.ts');
+    const helps: string[] = [];
+    const walk = (cmd: Command) => {
+      helps.push(cmd.helpInformation());
+      cmd.commands.forEach(walk);
+    };
+    walk(program);
+    expect(helps.length).toBeGreaterThan(20);
+    for (const help of helps) expect(help).not.toMatch(/SPEC|§/);
+    const register = program.commands.find((c) => c.name() === 'agents')!.commands.find((c) => c.name() === 'register')!;
+    expect(register.helpInformation().replace(/\s+/g, ' ')).toContain('the JSON body of POST /v1/agents, as in the README\'s agent registration example');
+  });
+
+  it('git ignores the private key files the README\'s demo writes', async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const keyFiles = [...new Set([...readme.matchAll(/leash keys generate (\S+)/g)].map((m) => m[1]!))];
+    expect(keyFiles.length).toBeGreaterThan(0);
+    for (const file of keyFiles) await run('git', ['check-ignore', '--quiet', file], { cwd: ROOT }); // exit 1: not ignored
+  });
 
   it('keys generate + token mint a token that verifies against the printed public key', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'leash-keys-'));

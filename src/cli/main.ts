@@ -11,13 +11,15 @@ import { readPolicyFiles } from '../authz/policy-files.ts';
 import { startNode } from '../node.ts';
 import { progress } from './progress.ts';
 import { startWatchdog } from './watchdog.ts';
+import { lockEmbeddedDataDir } from './embedded-lock.ts';
 import { connect } from '../store/connect.ts';
 import { migrateToLatest } from '../store/migrate.ts';
 import { generateAgentKey, mintAgentToken } from '../tokens/mint.ts';
 
-const program = new Command('leash').description('Leash: authorization for AI agents').showHelpAfterError();
+/** The commands; importing this module runs none of them (`runCli` does; the tests read every command's help). */
+export const program = new Command('leash').description('Leash: authorization for AI agents').showHelpAfterError();
 
-/** Flags mirror the env vars of SPEC §1; a flag wins over the variable. */
+/** Each flag stands for an environment variable (the README's Configuration table); a flag wins over the variable. */
 function configFrom(flags: Record<string, string | undefined>): ConfigInput {
   const env: ConfigInput = { ...process.env };
   const map: Record<string, keyof ConfigInput> = {
@@ -43,10 +45,12 @@ const withServerFlags = (cmd: Command) =>
 
 withServerFlags(program.command('serve').description('run a Leash node (embedded PGlite unless DATABASE_URL is set)')).action(async (flags) => {
   const config = loadConfig(configFrom(flags));
+  const backend = backendOf(config);
+  const unlock = lockEmbeddedDataDir(backend, 'leash serve');
   if (config.watchdogMs > 0) startWatchdog({ boundMs: config.watchdogMs, nodeId: config.nodeId });
   const { token, generatedAt } = resolveAdminToken(config);
   const node = await startNode({
-    backend: backendOf(config),
+    backend,
     adminToken: token,
     pepTokens: config.pepTokens,
     nodeId: config.nodeId,
@@ -56,14 +60,18 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {
-    // Printed once, on the terminal only (never through the logger), then kept 0600.
-    process.stdout.write(`\nLeash operator token (shown once, stored in ${generatedAt}):\n\n  ${token}\n\n`);
+    // Shown once, and only to a person at a terminal (never through the logger): piped or
+    // redirected, stdout goes to a log file, which must not hold the token. It stays 0600 in
+    // the data dir either way.
+    if (process.stdout.isTTY) process.stdout.write(`\nLeash operator token (shown once, stored in ${generatedAt}):\n\n  ${token}\n\n`);
+    else process.stderr.write(`Leash operator token generated and stored in ${generatedAt} (not printed: stdout is not a terminal)\n`);
   }
   await node.app.listen({ port: config.port, host: config.host });
   node.app.log.info({ backend: node.connection.describe, broadcast: node.cluster.description, nodeId: config.nodeId, position: node.view.position }, 'leash is serving');
   const stop = async (signal: string) => {
     node.app.log.info({ signal }, 'shutting down');
     await node.close();
+    unlock();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
@@ -71,17 +79,19 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
 });
 
 withServerFlags(program.command('migrate').description('bring the database schema up to date and exit')).action(async (flags) => {
-  const config = loadConfig(configFrom(flags));
-  const connection = await connect(backendOf(config));
+  const backend = backendOf(loadConfig(configFrom(flags)));
+  const unlock = lockEmbeddedDataDir(backend, 'leash migrate', { endOnSignal: true });
+  const connection = await connect(backend);
   try {
     const applied = await migrateToLatest(connection.db);
     console.log(applied.length ? `applied: ${applied.join(', ')}` : `${connection.describe}: already up to date`);
   } finally {
     await connection.db.destroy();
+    unlock();
   }
 });
 
-// ---- audit (SPEC §8) -------------------------------------------------------------------
+// ---- audit: the event and decision logs' hash chains, replay, trace, archive --------------
 
 const audit = program.command('audit').description('check and work with the audit trail');
 withServerFlags(audit.command('verify'))
@@ -93,7 +103,9 @@ withServerFlags(audit.command('verify'))
     const config = loadConfig(configFrom(flags));
     const anchor = flags.anchor ? readAnchor(flags.anchor) : null;
     if (flags.archiveOnly && !flags.archive) throw new Error('--archive-only needs --archive <dir>');
-    const connection = flags.archiveOnly ? null : await connect(backendOf(config));
+    const backend = flags.archiveOnly ? null : backendOf(config);
+    const unlock = lockEmbeddedDataDir(backend, 'leash audit verify', { endOnSignal: true });
+    const connection = backend ? await connect(backend) : null;
     const bar = progress();
     try {
       const result = await verifyAudit(connection?.db ?? null, { anchor, ...(flags.archive ? { archive: flags.archive } : {}), progress: (chain, done, total) => bar.update(chain, done, total) });
@@ -115,6 +127,7 @@ withServerFlags(audit.command('verify'))
     } finally {
       bar.stop();
       await connection?.db.destroy();
+      unlock();
     }
   });
 
@@ -145,6 +158,7 @@ withServerFlags(audit.command('replay'))
     const spec = sourceSpec(flags);
     // Embedded PGlite serves one process (one thread) only.
     const workers = spec.backend?.kind === 'pglite' ? 1 : (flags.workers ?? availableParallelism());
+    const unlock = lockEmbeddedDataDir(spec.backend, 'leash audit replay', { endOnSignal: true });
     const bar = progress();
     const options = {
       ...(flags.from ? { from: flags.from } : {}), ...(flags.to ? { to: flags.to } : {}),
@@ -168,6 +182,7 @@ withServerFlags(audit.command('replay'))
       if (report.mode === 'replay' && report.differing > 0) process.exitCode = 1;
     } finally {
       bar.stop();
+      unlock();
     }
   });
 
@@ -178,13 +193,16 @@ withServerFlags(audit.command('trace <decision-id>'))
   .option('--archive-only', 'look in the archive alone, without a database (offline)')
   .action(async (id: string, flags: Record<string, string | undefined> & SourceFlags & { json?: boolean }) => {
     if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new Error('a decision id is a UUID (the `context.id` of a decision)');
-    const { source, close } = await openAuditSource(sourceSpec(flags));
+    const spec = sourceSpec(flags);
+    const unlock = lockEmbeddedDataDir(spec.backend, 'leash audit trace', { endOnSignal: true });
+    const { source, close } = await openAuditSource(spec);
     try {
       const trace = await traceDecision(source, id);
       if (!trace) throw new Error(`no decision ${id} in ${source.describe}`);
       process.stdout.write(flags.json ? `${JSON.stringify(trace, null, 2)}\n` : describeTrace(trace));
     } finally {
       await close();
+      unlock();
     }
   });
 
@@ -195,7 +213,9 @@ withServerFlags(audit.command('archive'))
   .option('--segment-size <n>', 'records per segment file', seqOption('segment-size'), 100_000)
   .action(async (flags: Record<string, string | undefined> & { before: Date; dir: string; segmentSize: number }) => {
     if (flags.before.getTime() > Date.now()) throw new Error('--before is in the future: only closed ranges are archived');
-    const connection = await connect(backendOf(loadConfig(configFrom(flags))));
+    const backend = backendOf(loadConfig(configFrom(flags)));
+    const unlock = lockEmbeddedDataDir(backend, 'leash audit archive', { endOnSignal: true });
+    const connection = await connect(backend);
     const bar = progress();
     // Fault injection for the crash tests: LEASH_ARCHIVE_FAILPOINT=<step>[:<chain>] kills the process there.
     const [failStep, failChain] = (process.env.LEASH_ARCHIVE_FAILPOINT ?? '').split(':');
@@ -214,6 +234,7 @@ withServerFlags(audit.command('archive'))
     } finally {
       bar.stop();
       await connection.db.destroy();
+      unlock();
     }
   });
 
@@ -304,7 +325,18 @@ async function call(flags: ClientFlags, method: string, path: string, body?: unk
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (flags.ifMatch) headers['if-match'] = `"${flags.ifMatch}"`;
   if (flags.idempotencyKey) headers['idempotency-key'] = flags.idempotencyKey;
-  const response = await fetch(new URL(path, base), { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  let url: URL;
+  try {
+    url = new URL(path, base);
+  } catch {
+    throw new Error(`${base} is not a URL (e.g. http://127.0.0.1:8080); set --url or LEASH_URL`);
+  }
+  let response: Response;
+  try {
+    response = await fetch(url, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  } catch (err) {
+    throw new Error(`cannot reach ${base} (${unreachable(err)}); is the server running? (set --url or LEASH_URL)`);
+  }
   const text = await response.text();
   const out = response.ok ? process.stdout : process.stderr;
   try {
@@ -313,6 +345,23 @@ async function call(flags: ClientFlags, method: string, path: string, body?: unk
     out.write(`${text}\n`);
   }
   if (!response.ok) process.exitCode = 1;
+}
+
+/** Why fetch could not get an answer, in words: it throws "fetch failed" with the reason as the cause. */
+function unreachable(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } }).cause;
+  const code = cause?.code ?? cause?.errors?.[0]?.code; // several addresses tried (localhost): an AggregateError
+  const words: Record<string, string> = {
+    ECONNREFUSED: 'connection refused',
+    ECONNRESET: 'connection reset',
+    ENOTFOUND: 'host not found',
+    EAI_AGAIN: 'host not found',
+    ETIMEDOUT: 'timed out',
+    UND_ERR_CONNECT_TIMEOUT: 'timed out',
+    EHOSTUNREACH: 'host unreachable',
+    ENETUNREACH: 'network unreachable',
+  };
+  return (code && words[code]) ?? code ?? cause?.message ?? (err as Error).message;
 }
 
 const client = (cmd: Command) =>
@@ -351,7 +400,13 @@ client(agents.command('list').option('--status <status>').option('--owner <id>')
 });
 client(agents.command('get <id>')).action((id, flags) => call(flags, 'GET', `/v1/agents/${encodeURIComponent(id)}`));
 client(agents.command('events <id>')).action((id, flags) => call(flags, 'GET', `/v1/agents/${encodeURIComponent(id)}/events`));
-client(agents.command('register').description('register an agent (body as in SPEC §7)').option('--data <json>').option('--file <path>'))
+client(
+  agents
+    .command('register')
+    .description('register an agent: the JSON body of POST /v1/agents, as in the README\'s agent registration example (id, owner, purpose, provenance, trustScore, credentials with the token pins, ceiling; optional groups, tags)')
+    .option('--data <json>', 'the body')
+    .option('--file <path>', 'a file holding the body (- for stdin)'),
+)
   .action((flags) => call(flags, 'POST', '/v1/agents', jsonBody(flags)));
 client(agents.command('discover <id>').requiredOption('--source <source>').requiredOption('--fingerprint <fp>'))
   .action((id, flags) => call(flags, 'POST', '/v1/agents/discover', { id, source: flags.source, fingerprint: flags.fingerprint }));
@@ -417,7 +472,10 @@ program
     process.stdout.write(`${token}\n`);
   });
 
-program.parseAsync(process.argv).catch((err: Error) => {
-  process.stderr.write(`leash: ${err.message}\n`);
-  process.exit(1);
-});
+/** Runs the command line (`leash.js`). A failure is one line on stderr, never a stack trace. */
+export function runCli(argv: string[]): void {
+  program.parseAsync(argv).catch((err: Error) => {
+    process.stderr.write(`leash: ${err.message}\n`);
+    process.exit(1);
+  });
+}
