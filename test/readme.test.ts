@@ -1,0 +1,119 @@
+import { spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from './support/servers.ts';
+
+// The README's shell blocks, taken from the README itself and run top to bottom in one bash
+// session on a fresh checkout-like directory, against the server its first block starts. A
+// block may be marked by an HTML comment on the line before it:
+//   <!-- readme-test: server -->       runs in the background; the next block waits for /readyz
+//   <!-- readme-test: stop-server -->  the server is stopped (SIGTERM) before this block
+//   <!-- readme-test: skip … -->       not run (the comment says why)
+// Every curl in them fails the run on a 4xx or 5xx answer, so a block that stops working
+// (an id taken twice, a missing file, a refused body) fails this test.
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
+
+interface Block {
+  line: number;
+  mark: 'run' | 'server' | 'stop-server' | 'skip';
+  code: string;
+}
+
+function shellBlocks(markdown: string): Block[] {
+  const lines = markdown.split('\n');
+  const blocks: Block[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i] !== '```sh') continue;
+    let before = i - 1;
+    while (before >= 0 && lines[before]!.trim() === '') before--;
+    const marker = /^<!-- readme-test: (server|stop-server|skip)\b.*-->$/.exec(lines[before] ?? '');
+    const end = lines.indexOf('```', i + 1);
+    if (end < 0) throw new Error(`README.md:${i + 1}: a shell block is not closed`);
+    blocks.push({ line: i + 1, mark: (marker?.[1] as Block['mark'] | undefined) ?? 'run', code: lines.slice(i + 1, end).join('\n') });
+    i = end;
+  }
+  return blocks;
+}
+
+/** The blocks of the walk-through: from "## Try it" to the end of the Audit section. */
+const walkthrough = (() => {
+  const from = README.indexOf('\n## Try it');
+  const to = README.indexOf('\n## Tests and benchmarks');
+  return shellBlocks(README.slice(0, to)).filter((b) => README.split('\n').slice(0, b.line).join('\n').length > from);
+})();
+
+function script(blocks: Block[], port: number): string {
+  const out = [
+    'set -euo pipefail',
+    // A refusal anywhere fails the run; no call may hang it.
+    'curl() { command curl --fail-with-body --max-time 30 "$@"; }',
+    'leash_wait_ready() { for _ in $(seq 300); do command curl -sf localhost:$PORT/readyz >/dev/null && return 0; sleep 0.1; done; echo "the server did not become ready" >&2; cat server.log >&2; return 1; }',
+    'leash_stop() { if [ -n "${LEASH_SERVER:-}" ]; then kill -TERM "$LEASH_SERVER"; wait "$LEASH_SERVER" || true; LEASH_SERVER=; fi; }',
+    'trap leash_stop EXIT',
+  ];
+  for (const b of blocks) {
+    const code = b.code.replaceAll('localhost:8080', `localhost:${port}`);
+    out.push(`echo "### README.md:${b.line}" >&2`);
+    if (b.mark === 'skip') continue;
+    if (b.mark === 'stop-server') out.push('leash_stop');
+    if (b.mark === 'server') {
+      out.push(`( ${code} ) > server.log 2>&1 &`, 'LEASH_SERVER=$!', 'leash_wait_ready');
+    } else {
+      out.push(code);
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('the README', () => {
+  it('marks its blocks: one server, stopped before the audit commands; nothing outside the walk-through is run unmarked', () => {
+    expect(walkthrough.filter((b) => b.mark === 'server')).toHaveLength(1);
+    expect(walkthrough.filter((b) => b.mark === 'stop-server')).toHaveLength(1);
+    expect(walkthrough.filter((b) => b.mark === 'run').length).toBeGreaterThanOrEqual(7);
+    expect(README).not.toMatch(/SPEC §/);
+  });
+
+  it('runs as written, top to bottom, on a fresh directory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'leash-readme-'));
+    dirs.push(dir);
+    for (const f of ['package.json', 'node_modules', 'src', 'migrations', 'tsconfig.json']) symlinkSync(join(ROOT, f), join(dir, f));
+    cpSync(join(ROOT, 'cedar'), join(dir, 'cedar'), { recursive: true }); // a copy: the blocks may change their own
+    const port = await freePort();
+    writeFileSync(join(dir, 'readme.sh'), script(walkthrough, port));
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(LEASH_|DATABASE_URL|NATS_URL|PORT$|HOST$)/.test(k)));
+    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn('bash', ['readme.sh'], { cwd: dir, env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (c) => resolve({ code: c, stdout, stderr }));
+    });
+    expect(code, `stdout:\n${stdout.slice(-4000)}\nstderr:\n${stderr.slice(-4000)}`).toBe(0);
+
+    // What the comments beside the commands say they show.
+    const decisions = stdout.split('\n').filter((l) => l.startsWith('{"decision"')).map((l) => JSON.parse(l) as { decision: boolean; context: { layer: string; code?: string; reasons: string[]; policyVersion: number } });
+    expect(decisions.map((d) => [d.decision, d.context.layer, d.context.code ?? null])).toEqual([
+      [true, 'all', null],
+      [false, 'details', 'DETAILS_NOT_COVERING'],
+      [false, 'details', 'DETAILS_BEYOND_CEILING'],
+      [false, 'agent', null],
+    ]);
+    expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
+    expect(decisions[3]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
+    expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
+    expect(stdout).toMatch(/all 4 came out the same/);
+    expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
+    expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
+  }, 300_000);
+});
