@@ -20,9 +20,22 @@ export interface Config {
   stalenessMs: number;
   /** How long `leash serve`'s event loop may stand still before the process is ended (0: never). */
   watchdogMs: number;
+  /**
+   * `LEASH_ALLOW_PRIVATE_URLS` ("1"/"true"): an agent's `jwksUri` may name loopback, private
+   * and link-local hosts (and plain http on loopback). Off by default: whoever registers an
+   * agent must not be able to make a node fetch from its own network.
+   */
+  allowPrivateUrls: boolean;
+  /** `LEASH_MAX_DELEGATION_DEPTH`: most agents in a token's `act` chain, the acting one included (default 4). */
+  maxDelegationDepth: number;
+  /**
+   * `LEASH_PUBLIC_URL`: where callers reach this service (behind a proxy, its outside address);
+   * the metadata documents name their endpoints under it, never under a caller's Host header.
+   */
+  publicUrl: string;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -38,11 +51,22 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   if (!Number.isInteger(watchdogMs) || (watchdogMs !== 0 && (watchdogMs < 100 || watchdogMs > 3_600_000))) {
     throw new Error(`LEASH_WATCHDOG_MS must be 0 (off) or a whole number of milliseconds from 100 to 3600000, got ${JSON.stringify(env.LEASH_WATCHDOG_MS)}`);
   }
+  const allowPrivate = (env.LEASH_ALLOW_PRIVATE_URLS ?? '').trim().toLowerCase();
+  // A value that is neither is refused rather than read as "off": `yes` meant something.
+  if (!['', '0', 'false', '1', 'true'].includes(allowPrivate)) {
+    throw new Error(`LEASH_ALLOW_PRIVATE_URLS must be 1, true, 0 or false, got ${JSON.stringify(env.LEASH_ALLOW_PRIVATE_URLS)}`);
+  }
+  const maxDelegationDepth = Number(env.LEASH_MAX_DELEGATION_DEPTH || 4);
+  if (!Number.isInteger(maxDelegationDepth) || maxDelegationDepth < 1 || maxDelegationDepth > 32) {
+    throw new Error(`LEASH_MAX_DELEGATION_DEPTH must be a whole number of agents from 1 to 32, got ${JSON.stringify(env.LEASH_MAX_DELEGATION_DEPTH)}`);
+  }
+  const host = env.HOST || '127.0.0.1';
+  const publicUrl = publicUrlOf(env.LEASH_PUBLIC_URL, `http://${host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}`);
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
   return {
     port,
-    host: env.HOST || '127.0.0.1',
+    host,
     databaseUrl: env.DATABASE_URL || null,
     natsUrl: env.NATS_URL || null,
     dataDir: resolve(env.LEASH_DATA_DIR || './.leash'),
@@ -53,7 +77,25 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     logLevel: env.LOG_LEVEL || 'info',
     stalenessMs,
     watchdogMs,
+    allowPrivateUrls: allowPrivate === '1' || allowPrivate === 'true',
+    maxDelegationDepth,
+    publicUrl,
   };
+}
+
+/** An http(s) URL with no query, fragment or credentials, without a trailing slash. */
+function publicUrlOf(given: string | undefined, fallback: string): string {
+  if (!given) return fallback;
+  let url: URL;
+  try {
+    url = new URL(given);
+  } catch {
+    throw new Error(`LEASH_PUBLIC_URL must be a URL, got ${JSON.stringify(given)}`);
+  }
+  if (!['http:', 'https:'].includes(url.protocol) || url.search || url.hash || url.username || url.password) {
+    throw new Error(`LEASH_PUBLIC_URL must be an http(s) URL without query, fragment or credentials, got ${JSON.stringify(given)}`);
+  }
+  return url.toString().replace(/\/+$/, '');
 }
 
 export function backendOf(config: Config): Backend {

@@ -17,6 +17,7 @@ import { connect, type Backend, type Connection } from './store/connect.ts';
 import { EventStore, type StoredEvent } from './store/event-store.ts';
 import { Follower } from './store/follower.ts';
 import { migrateToLatest } from './store/migrate.ts';
+import { configureTokens } from './tokens/settings.ts';
 
 export interface NodeOptions {
   backend: Backend;
@@ -35,6 +36,12 @@ export interface NodeOptions {
   heartbeatMs?: number;
   /** A bus of the caller's (tests); otherwise NATS or in-process as above. */
   bus?: Bus;
+  /** `LEASH_ALLOW_PRIVATE_URLS`: JWKS URLs may reach loopback and private addresses (default false). Process-wide, see src/tokens/settings.ts. */
+  allowPrivateUrls?: boolean;
+  /** `LEASH_MAX_DELEGATION_DEPTH`: most agents in a token's `act` chain (default 4). Process-wide. */
+  maxDelegationDepth?: number;
+  /** `LEASH_PUBLIC_URL`: the base the metadata documents name endpoints under (default http://127.0.0.1:8080). */
+  publicUrl?: string;
 }
 
 export interface LeashNode {
@@ -93,6 +100,9 @@ async function bootstrapPolicies(options: NodeOptions, policies: PolicyView, com
 
 /** One decision node: its own view of the registry and policies, caught up before it serves. */
 export async function startNode(options: NodeOptions): Promise<LeashNode> {
+  // Goes to the server log once there is one.
+  let warn = (_fields: Record<string, unknown>, _message: string) => {};
+  configureTokens({ allowPrivateUrls: options.allowPrivateUrls, maxDelegationDepth: options.maxDelegationDepth, log: (fields, message) => warn(fields, message) });
   const connection = await connect(options.backend);
   try {
     await migrateToLatest(connection.db);
@@ -101,8 +111,6 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const policies = new PolicyView();
     const follower = new Follower(store, new NodeFold(view, policies), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
     await follower.start();
-    // Goes to the server log once there is one.
-    let warn = (_fields: Record<string, unknown>, _message: string) => {};
     const nats = options.natsUrl?.split(',').map((u) => u.trim()).filter(Boolean) ?? [];
     const bus: Bus =
       options.bus ??
@@ -141,6 +149,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       app = await buildServer({
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
+        publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080',
       });
     } catch (err) {
       await shutDown();

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 
-// SPEC §1 settings: what a node is told by its environment, refused clearly when it is wrong.
+// What a node is told by its environment, refused clearly when it is wrong.
 
 describe('configuration', () => {
   it('defaults: embedded PGlite, in-process bus, a 1 s staleness bound, a 30 s watchdog', () => {
@@ -24,5 +24,15 @@ describe('configuration', () => {
 
   it.each(['99', '3600001', '2.5', 'never', '-1'])('refuses LEASH_WATCHDOG_MS=%s with the allowed range', (value) => {
     expect(() => loadConfig({ LEASH_WATCHDOG_MS: value })).toThrow(/LEASH_WATCHDOG_MS must be 0 \(off\) or a whole number of milliseconds from 100 to 3600000/);
+  });
+
+  it('LEASH_PUBLIC_URL: the base the metadata documents name, from the listen address unless given', () => {
+    expect(loadConfig({}).publicUrl).toBe('http://127.0.0.1:8080');
+    expect(loadConfig({ HOST: '0.0.0.0', PORT: '9000' }).publicUrl).toBe('http://localhost:9000');
+    expect(loadConfig({ LEASH_PUBLIC_URL: 'https://authz.example.com/leash/' }).publicUrl).toBe('https://authz.example.com/leash');
+  });
+
+  it.each(['not a url', 'ftp://x.example', 'https://x.example/?a=1', 'https://u:p@x.example'])('refuses LEASH_PUBLIC_URL=%s', (value) => {
+    expect(() => loadConfig({ LEASH_PUBLIC_URL: value })).toThrow(/LEASH_PUBLIC_URL must be/);
   });
 });

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { tokenSettings } from '../tokens/settings.ts';
 import { LeashError, type ErrorCode } from '../errors.ts';
 import { connect, type Backend } from '../store/connect.ts';
 import { ArchiveSource } from './archive.ts';
@@ -33,7 +34,9 @@ function split(first: number, last: number, parts: number): { from: number; to: 
 
 function runWorker(spec: SourceSpec, options: Omit<ReplayOptions, 'progress'>, onProgress: (done: number) => void): Promise<ReplayReport> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./replay-worker.js', import.meta.url), { workerData: { spec, options } });
+    // A worker has module state of its own: it verifies act chains with this process's bound.
+    const tokens = { maxDelegationDepth: tokenSettings().maxDelegationDepth };
+    const worker = new Worker(new URL('./replay-worker.js', import.meta.url), { workerData: { spec, options, tokens } });
     worker.on('message', (m: { progress?: number; report?: ReplayReport; error?: { message: string; code?: string } }) => {
       if (m.progress !== undefined) onProgress(m.progress);
       if (m.report) resolve(m.report);

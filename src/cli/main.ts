@@ -15,6 +15,7 @@ import { lockEmbeddedDataDir } from './embedded-lock.ts';
 import { connect } from '../store/connect.ts';
 import { migrateToLatest } from '../store/migrate.ts';
 import { generateAgentKey, mintAgentToken } from '../tokens/mint.ts';
+import { configureTokens } from '../tokens/settings.ts';
 
 /** The commands; importing this module runs none of them (`runCli` does; the tests read every command's help). */
 export const program = new Command('leash').description('Leash: authorization for AI agents').showHelpAfterError();
@@ -57,6 +58,9 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     cedarDir: config.cedarDir,
     natsUrl: config.natsUrl,
     stalenessMs: config.stalenessMs,
+    allowPrivateUrls: config.allowPrivateUrls,
+    maxDelegationDepth: config.maxDelegationDepth,
+    publicUrl: config.publicUrl,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {
@@ -155,6 +159,8 @@ withServerFlags(audit.command('replay'))
   .option('--workers <n>', 'threads deciding in parallel (default: one per core; 1 on the embedded database)', seqOption('workers'))
   .action(async (flags: Record<string, string | undefined> & SourceFlags & { from?: number; to?: number; since?: Date; until?: Date; policies?: string; limit: number; json?: boolean; workers?: number }) => {
     const candidate = flags.policies ? readPolicyFiles(flags.policies) : undefined;
+    // Decided again as a node with this configuration decides (the act-chain bound).
+    configureTokens({ maxDelegationDepth: loadConfig(configFrom(flags)).maxDelegationDepth });
     const spec = sourceSpec(flags);
     // Embedded PGlite serves one process (one thread) only.
     const workers = spec.backend?.kind === 'pglite' ? 1 : (flags.workers ?? availableParallelism());

@@ -31,6 +31,8 @@ export interface ServerDeps {
   adminToken: string;
   pepTokens: string[];
   nodeId: string;
+  /** Where callers reach the service; metadata documents name their endpoints under it. */
+  publicUrl: string;
   logger?: FastifyServerOptions['logger'];
 }
 

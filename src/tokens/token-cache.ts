@@ -1,6 +1,8 @@
 import { hash } from 'node:crypto';
 import type { JWTPayload } from 'jose';
 import { KeyIndex } from '../authz/key-index.ts';
+import { readActChain } from './act-chain.ts';
+import { tokenSettings } from './settings.ts';
 
 type Claims = JWTPayload & Record<string, unknown>;
 
@@ -64,13 +66,13 @@ export class VerifiedTokenCache {
   }
 }
 
-/** The agents in the token's `act` chain (RFC 8693 nesting). */
+/**
+ * The agents in the token's `act` chain (RFC 8693 nesting), the acting one first, read as
+ * verification reads it. A chain that verification refuses (malformed, too deep) gives none:
+ * such an entry only ever leads to a refusal, so no change of those agents need drop it.
+ */
 function chainOf(claims: Claims): string[] {
-  const chain: string[] = [];
-  let act = claims.act as Record<string, unknown> | undefined;
-  for (let depth = 0; act && typeof act === 'object' && depth < 16; depth++) {
-    if (typeof act.sub === 'string') chain.push(act.sub);
-    act = act.act as Record<string, unknown> | undefined;
-  }
-  return chain;
+  const read = readActChain(claims, tokenSettings().maxDelegationDepth);
+  if (!read.ok || claims.act === undefined) return [];
+  return [read.acting!, ...read.chain];
 }

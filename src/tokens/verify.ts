@@ -1,6 +1,12 @@
-import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AgentRecord, CredentialPins } from '../registry/agent.ts';
+import { readActChain } from './act-chain.ts';
+import { KeysUnavailable, remoteKeys } from './remote-keys.ts';
+import { tokenSettings } from './settings.ts';
 import { VerifiedTokenCache } from './token-cache.ts';
+
+/** Who acted for whom, for showing a recorded token (decisions use readActChain's strict reading). */
+export { actors } from './act-chain.ts';
 
 // The only place that verifies JWTs. Every way a token can fail has its own stable code;
 // jose's ERR_JWT_* / ERR_JWS_* codes are mapped here and nowhere else.
@@ -18,9 +24,14 @@ export type TokenRejection =
   | 'TOKEN_WRONG_ISSUER'
   | 'TOKEN_WRONG_AUDIENCE'
   | 'TOKEN_LIFETIME_TOO_LONG'
+  /** `exp` before `iat`: a token that claims to end before it begins is not a token of any lifetime. */
+  | 'TOKEN_LIFETIME_INVALID'
   | 'TOKEN_ISSUED_BEFORE_ROTATION'
   | 'TOKEN_SUBJECT_MISMATCH'
+  /** Every way of not getting a `jwksUri`'s keys, one code and one detail (see remote-keys.ts). */
   | 'TOKEN_KEYS_UNAVAILABLE'
+  /** More agents in the `act` chain than LEASH_MAX_DELEGATION_DEPTH (see act-chain.ts for what is counted). */
+  | 'DELEGATION_TOO_DEEP'
   | 'AGENT_UNKNOWN'
   | 'AGENT_NOT_ACTIVE';
 
@@ -42,8 +53,8 @@ export type TokenCheck =
 type Rejected = Extract<TokenCheck, { ok: false }>;
 const reject = (code: TokenRejection, detail: string): Rejected => ({ ok: false, code, detail });
 
-/** Remote key sets are cached per URL; jose refetches on an unknown `kid` (key rollover). */
-const remoteSets = new Map<string, JWTVerifyGetKey>();
+/** The same words for every failure to get the keys: the caller learns nothing of the network behind the URL. */
+const KEYS_UNAVAILABLE_DETAIL = 'the agent\'s JWKS could not be fetched';
 
 /** Inline key sets, per pins object: jose imports each key once per set, not per token. */
 const localSets = new WeakMap<object, JWTVerifyGetKey>();
@@ -54,27 +65,7 @@ function keysFor(pins: CredentialPins): JWTVerifyGetKey {
     if (!set) localSets.set(pins.jwks, (set = createLocalJWKSet(pins.jwks as Parameters<typeof createLocalJWKSet>[0])));
     return set;
   }
-  let set = remoteSets.get(pins.jwksUri!);
-  if (!set) {
-    // Keys are cached for 10 minutes; an unknown kid refetches at most every 5 s (rollover
-    // without letting random kids hammer the identity provider).
-    set = createRemoteJWKSet(new URL(pins.jwksUri!), { cacheMaxAge: 10 * 60_000, cooldownDuration: 5_000, timeoutDuration: 2_000 });
-    remoteSets.set(pins.jwksUri!, set);
-  }
-  return set;
-}
-
-/** RFC 8693: the acting agent is `act.sub` when there is an `act` claim; nested `act` is the chain above it. */
-export function actors(claims: Record<string, unknown>): { acting: string | undefined; onBehalfOf: string | null; chain: string[] } {
-  const act = claims.act as Record<string, unknown> | undefined;
-  if (!act || typeof act !== 'object') return { acting: typeof claims.sub === 'string' ? claims.sub : undefined, onBehalfOf: null, chain: [] };
-  const chain: string[] = [];
-  let above = act.act as Record<string, unknown> | undefined;
-  for (let depth = 0; above && typeof above === 'object' && depth < 16; depth++) {
-    if (typeof above.sub === 'string') chain.push(above.sub);
-    above = above.act as Record<string, unknown> | undefined;
-  }
-  return { acting: typeof act.sub === 'string' ? act.sub : undefined, onBehalfOf: typeof claims.sub === 'string' ? claims.sub : null, chain };
+  return remoteKeys(pins.jwksUri!);
 }
 
 function fromJose(err: unknown): Rejected {
@@ -84,8 +75,13 @@ function fromJose(err: unknown): Rejected {
       return reject('TOKEN_EXPIRED', 'the token has expired');
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
       if (e.claim === 'exp') return reject('TOKEN_MISSING_EXP', 'the token has no usable exp claim');
-      if (e.claim === 'iat') return reject(e.reason === 'missing' ? 'TOKEN_MISSING_IAT' : 'TOKEN_NOT_YET_VALID', `iat: ${e.reason}`);
-      if (e.claim === 'nbf') return reject('TOKEN_NOT_YET_VALID', 'the token is not valid yet (nbf)');
+      // jose's reason `invalid`: the claim is there but not a number. That is a malformed
+      // token, not one from the future (jose only checks iat's time with maxTokenAge, unused).
+      if (e.claim === 'iat') {
+        if (e.reason === 'missing') return reject('TOKEN_MISSING_IAT', 'the token has no iat claim');
+        return e.reason === 'invalid' ? reject('TOKEN_MALFORMED', 'iat is not a number') : reject('TOKEN_NOT_YET_VALID', 'the token is issued in the future');
+      }
+      if (e.claim === 'nbf') return e.reason === 'invalid' ? reject('TOKEN_MALFORMED', 'nbf is not a number') : reject('TOKEN_NOT_YET_VALID', 'the token is not valid yet (nbf)');
       if (e.claim === 'iss') return reject('TOKEN_WRONG_ISSUER', 'the token is from another issuer');
       if (e.claim === 'aud') return reject('TOKEN_WRONG_AUDIENCE', 'the token is for another audience');
       return reject('TOKEN_MALFORMED', `claim ${e.claim} failed: ${e.reason}`);
@@ -99,7 +95,7 @@ function fromJose(err: unknown): Rejected {
       return reject('TOKEN_BAD_SIGNATURE', 'the signature does not verify');
     case 'ERR_JWKS_TIMEOUT':
     case 'ERR_JWKS_INVALID':
-      return reject('TOKEN_KEYS_UNAVAILABLE', 'the agent\'s JWKS could not be fetched');
+      return reject('TOKEN_KEYS_UNAVAILABLE', KEYS_UNAVAILABLE_DETAIL);
     default:
       return reject('TOKEN_MALFORMED', 'the token is not a valid JWS compact JWT');
   }
@@ -114,7 +110,8 @@ type Verified = { ok: true; claims: JWTPayload & Record<string, unknown> } | Rej
 
 /**
  * Verifies an agent's bearer JWT against the agent's pins (SPEC §3 layer 1): signature,
- * `iss`, `aud`, `alg` in the allow-list, `exp`/`nbf` with leeway, lifetime ≤ the maximum,
+ * `iss`, `aud`, `alg` in the allow-list, `exp`/`nbf` with leeway, `exp` not before `iat`,
+ * lifetime ≤ the maximum, a well-formed `act` chain within LEASH_MAX_DELEGATION_DEPTH,
  * issued after the last rotation or revocation, naming `subjectId` as the acting agent,
  * and the agent `active`. `agentOf` looks the agent up in the registry.
  */
@@ -193,8 +190,9 @@ async function verifySignatureAndClaims(token: string, pins: CredentialPins, now
     });
     claims = verified.payload as JWTPayload & Record<string, unknown>;
   } catch (err) {
-    // Anything but a JOSE error here is the key set's fetch failing (network, HTTP status).
-    if (!(err instanceof errors.JOSEError)) return reject('TOKEN_KEYS_UNAVAILABLE', 'the agent\'s JWKS could not be fetched');
+    // remoteKeys turns every failure to get the keys into KeysUnavailable (and logs why);
+    // anything else that is not a JOSE error is the keys failing too, never the token.
+    if (err instanceof KeysUnavailable || !(err instanceof errors.JOSEError)) return reject('TOKEN_KEYS_UNAVAILABLE', KEYS_UNAVAILABLE_DETAIL);
     return fromJose(err);
   }
   return { ok: true, claims };
@@ -209,9 +207,17 @@ function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId:
   const skewMs = pins.clockSkewSeconds * 1000;
   const iatMs = claims.iat! * 1000;
   if (iatMs > now.getTime() + skewMs) return refuse('TOKEN_NOT_YET_VALID', 'the token is issued in the future');
+  // Its own code, not TOKEN_MALFORMED: each claim is well formed, they contradict each other
+  // (and exp - iat, negative, would pass the lifetime bound below). exp == iat is allowed:
+  // zero lifetime, usable only within the clock-skew leeway.
+  if (claims.exp! < claims.iat!) return refuse('TOKEN_LIFETIME_INVALID', 'the token expires before it is issued');
   if (claims.exp! - claims.iat! > pins.maxTokenLifetimeSeconds) {
     return refuse('TOKEN_LIFETIME_TOO_LONG', `the token lives longer than ${pins.maxTokenLifetimeSeconds} s`);
   }
+  // Who the token is for, read strictly: a malformed or too long `act` chain is refused here,
+  // with the claims kept, rather than read as far as it goes.
+  const delegation = readActChain(claims, tokenSettings().maxDelegationDepth);
+  if (!delegation.ok) return refuse(delegation.code, delegation.detail);
   // An agent that is not live says so, whenever its token was issued.
   const standing = standingOf(agent, claims, now);
   if (!standing) return refuse('AGENT_NOT_ACTIVE', `the agent is ${agent.status}`);
@@ -220,8 +226,8 @@ function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId:
   if (agent.tokensNotBefore && claims.iat! < Math.floor(Date.parse(agent.tokensNotBefore) / 1000)) {
     return refuse('TOKEN_ISSUED_BEFORE_ROTATION', 'the token was issued before the agent\'s last rotation or revocation');
   }
-  const { acting, onBehalfOf, chain } = actors(claims);
-  if (acting !== subjectId) return refuse('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
+  const { acting, onBehalfOf, chain } = delegation;
+  if (acting === null || acting !== subjectId) return refuse('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
   return { ok: true, claims, actingAgent: acting, onBehalfOf, chain, standing, agentVersion };
 }
 

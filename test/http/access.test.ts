@@ -150,6 +150,15 @@ describe('bearer tokens', () => {
     expect((await node.api('GET', '/v1/groups', undefined, {}, null)).body.detail).toMatch(/required/);
   });
 
+  it('the AuthZEN metadata names its endpoints under the configured URL, never the caller\'s Host header', async () => {
+    const doc = (await node.api('GET', '/.well-known/authzen-configuration', undefined, { host: 'evil.example' }, null)).body;
+    expect(doc).toEqual({
+      policy_decision_point: 'http://127.0.0.1:8080',
+      access_evaluation_endpoint: 'http://127.0.0.1:8080/access/v1/evaluation',
+      access_evaluations_endpoint: 'http://127.0.0.1:8080/access/v1/evaluations',
+    });
+  });
+
   it('public routes answer without a token, however their path is spelled', async () => {
     for (const url of PUBLIC) expect((await node.api('GET', url, undefined, {}, null)).status, url).toBe(200);
     expect((await node.api('GET', '/health%7A', undefined, {}, null)).status).toBe(200);

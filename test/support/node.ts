@@ -16,10 +16,11 @@ export interface TestNode extends LeashNode {
 
 export async function startTestNode(
   backend: Backend,
-  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs'> = {},
+  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs' | 'allowPrivateUrls' | 'maxDelegationDepth'> = {},
 ): Promise<TestNode> {
-  const { nodeId = 'test-node', pollMs = 50, cedarDir = CEDAR_DIR, ...cluster } = options;
-  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, pepTokens: [PEP_TOKEN], cedarDir, nodeId, pollMs, ...cluster });
+  // Tests serve JWKS from loopback: private URLs are allowed unless a test says otherwise.
+  const { nodeId = 'test-node', pollMs = 50, cedarDir = CEDAR_DIR, allowPrivateUrls = true, ...cluster } = options;
+  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, pepTokens: [PEP_TOKEN], cedarDir, nodeId, pollMs, allowPrivateUrls, ...cluster });
   return {
     ...node,
     async api(method, url, body, headers = {}, token = ADMIN_TOKEN) {

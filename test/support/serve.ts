@@ -22,7 +22,8 @@ export async function serveLeash(env: Record<string, string>, options: { port?: 
   const clean = { ...process.env };
   for (const k of ['DATABASE_URL', 'NATS_URL', 'LEASH_DATA_DIR', 'LEASH_NODE_ID', 'LEASH_STALENESS_MS']) delete clean[k];
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, 'serve'], {
-    env: { ...clean, LOG_LEVEL: 'warn', ...env, PORT: String(port) },
+    // Tests serve JWKS from loopback, as with startTestNode (takes effect once `serve` passes the setting to startNode).
+    env: { ...clean, LOG_LEVEL: 'warn', LEASH_ALLOW_PRIVATE_URLS: '1', ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

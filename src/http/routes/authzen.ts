@@ -107,8 +107,9 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
   };
 
-  app.get('/.well-known/authzen-configuration', { config: { access: 'public' }, schema: { tags: ['authzen'] } }, async (request) => {
-    const base = `${request.protocol}://${request.host}`;
+  app.get('/.well-known/authzen-configuration', { config: { access: 'public' }, schema: { tags: ['authzen'] } }, async () => {
+    // From configuration, never from the request's Host header, which the caller writes.
+    const base = deps.publicUrl;
     return {
       policy_decision_point: base,
       access_evaluation_endpoint: `${base}/access/v1/evaluation`,
