@@ -5,7 +5,20 @@ import type { Database, DecisionsTable } from '../store/events.table.ts';
 import { GroupCommitter } from '../store/group-commit.ts';
 import { chainHash, checkChain, GENESIS_HASH } from '../store/hash-chain.ts';
 
-/** One decision as recorded. `request` never holds a raw token (see `redactRequest`). */
+/**
+ * A request as the decision log keeps it (never a raw token: see the AuthZEN routes). An item
+ * of a batch decided with the batch's shared context names, in `contextOf`, the decision that
+ * holds that context instead of holding it again; the hash chain covers both.
+ */
+export interface RecordedRequest {
+  subject: unknown;
+  action: unknown;
+  resource: unknown;
+  context?: Record<string, unknown>;
+  contextOf?: string;
+}
+
+/** One decision as recorded. `request` never holds a raw token (see `RecordedRequest`). */
 export interface DecisionRecord {
   id: string;
   nodeId: string;

@@ -1,12 +1,13 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { canonicalJson } from '../canonical-json.ts';
 import { DecisionCaches, decide } from '../authz/agent-decision.ts';
+import { Lru } from '../authz/combined.ts';
 import type { Decision, EvaluationRequest } from '../authz/engine.ts';
 import { compilePolicySet, type CompiledPolicySet, type PolicySetSource } from '../authz/policy-set.ts';
 import { PolicyHistory } from '../authz/policy-view.ts';
 import { RegistryHistory } from '../registry/registry-view.ts';
 import { recordedTokenVerifier } from '../tokens/verify.ts';
-import type { StoredDecision } from './decision-log.ts';
+import type { RecordedRequest, StoredDecision } from './decision-log.ts';
 import type { AuditSource } from './source.ts';
 
 // SPEC §8 replay and what-if. The registry and the policy sets are rebuilt from the event log
@@ -124,9 +125,11 @@ function tokenFromRecord(request: EvaluationRequest): boolean {
  * recorded instant, with the policy version it names (or the candidate set).
  */
 export async function reevaluate(
-  d: StoredDecision, history: History, candidate: CompiledPolicySet | null, caches: DecisionCaches,
+  d: StoredDecision, history: History, candidate: CompiledPolicySet | null, caches: DecisionCaches, contexts?: SharedContexts,
 ): Promise<{ outcome: Outcome | null; problem: string | null }> {
-  const request = d.request as EvaluationRequest;
+  const resolved = await requestOf(d, contexts);
+  if ('problem' in resolved) return { outcome: null, problem: resolved.problem };
+  const { request } = resolved;
   const { registry, policies } = history;
   if (registry.position < d.logPosition) {
     return { outcome: null, problem: `the event log ends at position ${registry.position}, before this decision's position ${d.logPosition}` };
@@ -153,6 +156,39 @@ const entity = (e: unknown) => {
   return { type: String(x.type ?? ''), id: String(x.id ?? '') };
 };
 
+/**
+ * Where the shared context of a batch's items is found: in a decision read shortly before (the
+ * one holding it comes first in the log), else looked up by id in the source.
+ */
+export class SharedContexts {
+  private readonly recent = new Lru<string, unknown>(256);
+  constructor(private readonly source: AuditSource) {}
+
+  /** Every decision read, in order: those holding a context may be named by the next ones. */
+  saw(d: StoredDecision): void {
+    const context = (d.request as RecordedRequest | null)?.context;
+    if (context !== undefined) this.recent.set(d.id, context);
+  }
+
+  async of(id: string): Promise<unknown> {
+    const hit = this.recent.get(id);
+    if (hit !== undefined) return hit;
+    const holder = await this.source.decision(id);
+    const context = (holder?.request as RecordedRequest | undefined)?.context;
+    if (context !== undefined) this.recent.set(id, context);
+    return context;
+  }
+}
+
+/** The request a record was decided on, its shared context put back in. */
+async function requestOf(d: StoredDecision, contexts?: SharedContexts): Promise<{ request: EvaluationRequest } | { problem: string }> {
+  const { contextOf, ...request } = d.request as RecordedRequest & EvaluationRequest;
+  if (contextOf === undefined) return { request: d.request as EvaluationRequest };
+  const context = typeof contextOf === 'string' ? await contexts?.of(contextOf) : undefined;
+  if (context === undefined) return { problem: `its context is recorded with decision ${String(contextOf)}, which ${contexts ? 'the source does not hold' : 'was not looked up'}` };
+  return { request: { ...request, context: context as Record<string, unknown> } };
+}
+
 /** Replay (no candidate) or what-if (a candidate set) over a range of recorded decisions. */
 export async function replay(source: AuditSource, options: ReplayOptions = {}, history?: History): Promise<ReplayReport> {
   // Compile the candidate before any work: an invalid set is refused with Cedar's diagnostics.
@@ -161,6 +197,7 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
   const keep = options.keep ?? 1_000;
   const max = options.maxDecisions ?? Infinity;
   const caches = new DecisionCaches();
+  const contexts = new SharedContexts(source);
   const report: ReplayReport = {
     mode: candidate ? 'what-if' : 'replay', decisions: 0, tokenFromRecord: 0, differing: 0, allowToDeny: 0, denyToAllow: 0, records: [],
     range: { from: null, to: null }, next: null, memory: caches.answerStats,
@@ -172,6 +209,7 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
     for (const d of page) {
       if (options.to !== undefined && d.seq > options.to) break outer;
       lastSeq = d.seq;
+      contexts.saw(d);
       if ((options.since && d.at < options.since) || (options.until && d.at >= options.until)) continue;
       if (report.decisions >= max) {
         report.next = d.seq;
@@ -181,7 +219,7 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
       report.range.from ??= d.seq;
       report.range.to = d.seq;
       if (tokenFromRecord(d.request as EvaluationRequest)) report.tokenFromRecord++;
-      const { outcome: replayed, problem } = await reevaluate(d, loaded, candidate, caches);
+      const { outcome: replayed, problem } = await reevaluate(d, loaded, candidate, caches, contexts);
       const recorded = outcome(d);
       let change: string;
       if (candidate) {

@@ -301,7 +301,7 @@ permit (principal in Group::"finance-agents", action == Action::"write", resourc
     const trace = await promisify(execFile)(process.execPath, [cli, 'audit', 'trace', delegatedId, '--database-url', url]);
     expect(trace.stdout).toContain('who for whom: Human::"alice" (initiator) → Agent::"bot-g" (delegate) → Agent::"bot-b" (actor)');
     expect(trace.stdout).toMatch(/agent bot-b: active at that moment \(version 2, owner alice\)\n +\d+ \S+ AgentRegistered/);
-  });
+  }, 120_000); // eight runs of the real executable, each starting Node and its worker threads
 
   it('from an archive: replay and trace read the archived decisions (and after them Postgres) the same; verify --archive-only offline', async () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'leash-archive-')), 'a');

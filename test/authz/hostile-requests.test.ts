@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { replay } from '../../src/audit/replay.ts';
+import { PostgresSource } from '../../src/audit/source.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { PEP_TOKEN, agentBody, agentPrivateKey, credentials, startTestNode, type TestNode } from '../support/node.ts';
 
@@ -160,11 +162,32 @@ describe('batches', () => {
 
   it('a batch that would write more than its bound to the decision log is refused whole (413), before anything is decided', async () => {
     const before = await recorded();
-    const context = { entities: [...entities, { uid: { type: 'Folder', id: 'padding' }, attrs: {}, parents: [] }], pad: 'x'.repeat(44_000) };
-    const res = await decideMany({ ...plain, context, evaluations: Array.from({ length: 1000 }, () => ({})) });
+    // Every record holds its own subject: 1,000 copies of a 44 KB one would be 44 MB.
+    const subject = { type: 'human', id: 'alice', properties: { pad: 'x'.repeat(44_000) } };
+    const res = await decideMany({ ...plain, subject, context: { entities }, evaluations: Array.from({ length: 1000 }, () => ({})) });
     expect(res.status).toBe(413);
     expect(res.body.code).toBe('PAYLOAD_TOO_LARGE');
     expect(await recorded()).toBe(before);
+  });
+
+  it('a shared context is recorded once: the other items name the record holding it, and replay decides them all the same', async () => {
+    const before = await recorded();
+    const many = Array.from({ length: 800 }, (_, i) => ({ uid: { type: 'Folder', id: `f-${String(i).padStart(4, '0')}` }, attrs: {}, parents: [] }));
+    const context = { entities: [...entities, ...many] };
+    expect(JSON.stringify(context).length).toBeGreaterThan(40_000);
+    const res = await decideMany({ ...plain, context, evaluations: Array.from({ length: 300 }, (_, i) => (i === 7 ? { context: { entities } } : {})) });
+    expect(res.status, JSON.stringify(res.body).slice(0, 500)).toBe(200);
+    expect(res.body.evaluations.every((e: { decision: boolean }) => e.decision)).toBe(true);
+    const rows = await node.connection.db.selectFrom('decisions').select(['id', 'request']).where('seq', '>', String(before)).orderBy('seq').execute();
+    expect(rows).toHaveLength(300);
+    const holders = rows.filter((r) => (r.request as { context?: { entities: unknown[] } }).context?.entities.length === entities.length + 800);
+    expect(holders).toHaveLength(1);
+    const naming = rows.filter((r) => (r.request as { contextOf?: string }).contextOf === holders[0]!.id);
+    expect(naming).toHaveLength(298); // all but the holder and the item with a context of its own
+    const bytes = rows.reduce((n, r) => n + JSON.stringify(r.request).length, 0);
+    expect(bytes).toBeLessThan(200_000); // 300 full copies would be over 12 MB
+    const report = await replay(new PostgresSource(node.connection.db), { from: before + 1 });
+    expect(report).toMatchObject({ decisions: 300, differing: 0 });
   });
 
   it('1,000 items with a small shared context are all decided and recorded', async () => {

@@ -19,7 +19,7 @@ describe('agent lifecycle over HTTP (SPEC §7)', () => {
     expect(reg.body).toMatchObject({ id: 'invoice-bot', status: 'registered', version: 1, owner: 'alice', trustScore: 60, groups: ['finance-agents'], tags: ['finance'] });
 
     const steps: [string, unknown, string][] = [
-      ['authorize', { grants: [{ template: 'reader', values: { '?resource': { type: 'Folder', id: 'inv' } } }] }, 'active'],
+      ['authorize', { grants: [{ template: 'grant-read-folder', values: { '?resource': { type: 'Folder', id: 'inv' } } }] }, 'active'],
       ['rotate', { credentials: credentials({ issuer: 'https://idp2.example' }) }, 'active'],
       ['suspend', { reason: 'anomaly score high' }, 'suspended'],
       ['authorize', { grants: [] }, 'active'],

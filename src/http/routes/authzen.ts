@@ -2,6 +2,7 @@ import { hash, randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
 import { DecisionCaches, decide as decideAny } from '../../authz/agent-decision.ts';
 import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
+import type { RecordedRequest } from '../../audit/decision-log.ts';
 import { LeashError } from '../../errors.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -49,16 +50,22 @@ function view(d: Decision, id: string) {
   };
 }
 
-/** The request as the decision log keeps it: the token becomes its fingerprint, verified claims and jti. */
-function redact(request: EvaluationRequest, d: Decision): EvaluationRequest {
-  const properties = request.subject.properties;
-  if (!properties || !('token' in properties)) return request;
-  const { token, ...rest } = properties;
-  const fingerprint = typeof token === 'string' ? hash('sha256', token, 'hex') : null;
-  return {
-    ...request,
-    subject: { ...request.subject, properties: { ...rest, token: { sha256: fingerprint, ...(d.claims ? { claims: d.claims, jti: d.claims.jti ?? null } : {}) } } },
-  };
+/**
+ * The request as the decision log keeps it: what it was decided on (subject, action, resource,
+ * context), the token replaced by its fingerprint, verified claims and jti. `contextOf`: the
+ * context is a batch's shared one, recorded in full with that decision and named here by its id.
+ */
+function recorded(request: EvaluationRequest, d: Decision, contextOf: string | null): RecordedRequest {
+  const { subject, action, resource, context } = request;
+  const properties = subject.properties;
+  let kept = subject;
+  if (properties && 'token' in properties) {
+    const { token, ...rest } = properties;
+    const fingerprint = typeof token === 'string' ? hash('sha256', token, 'hex') : null;
+    kept = { ...subject, properties: { ...rest, token: { sha256: fingerprint, ...(d.claims ? { claims: d.claims, jti: d.claims.jti ?? null } : {}) } } };
+  }
+  if (contextOf) return { subject: kept, action, resource, contextOf };
+  return { subject: kept, action, resource, ...(context === undefined ? {} : { context }) };
 }
 
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
@@ -68,18 +75,19 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   app.addHook('onClose', async () => off());
 
   /** Decide, then record durably; only then may the answer leave (SPEC §8). */
-  const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
+  /** `shared`: a batch's top-level context, which the items that use it record once. */
+  const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
     // Admitted: caught up if this node was behind or cut off; its confirmations of later
     // positions wait until this answer has left (SPEC §6).
     const ticket = await deps.cluster.admit();
     try {
-      return await decideAndRecord(requests, stopAt);
+      return await decideAndRecord(requests, stopAt, shared);
     } finally {
       deps.cluster.release(ticket);
     }
   };
 
-  const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean) => {
+  const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
     const decided: { request: EvaluationRequest; decision: Decision; at: Date }[] = [];
     for (const [i, request] of requests.entries()) {
       // A long batch gives other requests (and revocations) a turn now and then.
@@ -90,16 +98,25 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       decided.push({ request, decision, at });
       if (stopAt?.(decision)) break;
     }
+    // The first item decided with the batch's shared context records it; the others name that record.
+    let sharedIn: string | null = null;
+    const records = decided.map(({ request, decision: d, at }) => {
+      const id = randomUUID();
+      const isShared = shared !== undefined && request.context === shared;
+      const contextOf = isShared ? sharedIn : null;
+      if (isShared) sharedIn ??= id;
+      return {
+        id, nodeId: deps.nodeId, at, request: recorded(request, d, contextOf), decision: d.decision, layer: d.layer,
+        code: d.code ?? null, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.position, shadow: d.shadow ?? null,
+      };
+    });
     let stored;
     try {
-      stored = await Promise.all(
-        decided.map(({ request, decision: d, at }) =>
-          deps.decisions.record({
-            id: randomUUID(), nodeId: deps.nodeId, at, request: redact(request, d), decision: d.decision, layer: d.layer,
-            code: d.code ?? null, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.position, shadow: d.shadow ?? null,
-          }),
-        ),
-      );
+      // The record holding a shared context is durable before any record naming it is written.
+      const holder = sharedIn === null ? -1 : records.findIndex((r) => r.id === sharedIn);
+      const first = holder >= 0 && records.length > 1 ? [await deps.decisions.record(records[holder]!)] : [];
+      const rest = await Promise.all(records.filter((_, i) => first.length === 0 || i !== holder).map((r) => deps.decisions.record(r)));
+      stored = first.length === 0 ? rest : [...rest.slice(0, holder), first[0]!, ...rest.slice(holder)];
     } catch (err) {
       app.log.error({ err }, 'decision log write failed; answering 503');
       throw new LeashError('NOT_READY', 'the decision could not be recorded durably, so it is not given');
@@ -133,7 +150,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     );
     const stopAt = semantic === 'deny_on_first_deny' ? (d: Decision) => !d.decision : semantic === 'permit_on_first_permit' ? (d: Decision) => d.decision : undefined;
     checkLogBytes(merged);
-    const results = await decide(merged, stopAt);
+    const results = await decide(merged, stopAt, defaults.context);
     return { evaluations: results };
   });
 }
@@ -145,9 +162,9 @@ const YIELD_EVERY = 50;
 export const MAX_LOG_BYTES_PER_REQUEST = 2 * 1024 * 1024;
 
 /**
- * Every item of a batch is its own record, holding the context it was decided with: a 44 KB
- * shared context in 1,000 empty items would write 44 MB for a 45 KB request. Refused up front
- * (nothing decided, nothing written). Shared parts are measured once each.
+ * Every item of a batch is its own record. A shared context is recorded once, but each record
+ * holds its subject, action and resource: a 44 KB subject shared by 1,000 empty items would
+ * write 44 MB for a 45 KB request. Refused up front (nothing decided, nothing written).
  */
 function checkLogBytes(requests: EvaluationRequest[]): void {
   const sizes = new Map<unknown, number>();
@@ -158,8 +175,11 @@ function checkLogBytes(requests: EvaluationRequest[]): void {
     return n;
   };
   let total = 0;
+  const counted = new Set<unknown>();
   for (const r of requests) {
-    total += sizeOf(r.subject) + sizeOf(r.action) + sizeOf(r.resource) + sizeOf(r.context);
+    // A context object shared by items is recorded once (see decideAndRecord); the rest per item.
+    total += sizeOf(r.subject) + sizeOf(r.action) + sizeOf(r.resource) + (counted.has(r.context) ? 64 : sizeOf(r.context));
+    counted.add(r.context);
     if (total > MAX_LOG_BYTES_PER_REQUEST) {
       throw new LeashError('PAYLOAD_TOO_LARGE', `this batch would write more than ${MAX_LOG_BYTES_PER_REQUEST} bytes to the decision log (every item is recorded with its subject, action, resource and context); split it, or send less context`);
     }
