@@ -11,7 +11,7 @@ import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
 import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
 import { KeyIndex } from './key-index.ts';
 import { bindPrincipal } from './template-links.ts';
-import { cedarType, entitiesFor, entityKey, evaluate, reachableEntities, referencedUids, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
+import { actionUid, cedarType, entitiesFor, entityKey, evaluate, reachableEntities, referencedUids, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
@@ -325,7 +325,7 @@ async function decideLayers(
   const A: EntityUid = { type: 'Agent', id: agent.id };
   const H: EntityUid = { type: 'Human', id: humanId };
   const resource: EntityUid = { type: cedarType(request.resource.type, aliases), id: request.resource.id };
-  const action: EntityUid = { type: 'Action', id: request.action.name };
+  const action: EntityUid = actionUid(request.action.name);
   const { entities: extra, ...context } = request.context ?? {};
   const entityMap = entitiesFor(view, [{ uid: A }, { uid: H }, { uid: resource, given: request.resource }], extra);
   const call: Call = { action, resource, context, entities: [...entityMap.values()] };
@@ -333,7 +333,7 @@ async function decideLayers(
   // 2. details: the token must say this request is what it is for, and ask for nothing beyond the ceiling.
   const details = detailsOf(token.claims.authorization_details);
   if (!details.ok) return deny('details', details.code, [], [details.detail]);
-  const covers = (d: CedarDetail) => d.actions.includes(action.id) && (d.resource ? same(d.resource, resource) : within(entityMap, resource, d.resourceIn!));
+  const covers = (d: CedarDetail) => d.actions.some((a) => same(actionUid(a), action)) && (d.resource ? same(d.resource, resource) : within(entityMap, resource, d.resourceIn!));
   if (!details.details.some(covers)) return deny('details', 'DETAILS_NOT_COVERING');
 
   // 3. ceiling: @layer("ceiling") policies plus this agent's linked ceiling template.
@@ -365,7 +365,7 @@ async function decideLayers(
     if (!inside) {
       try {
         // Not validated as a request: the context is the request's, made for its own action.
-        inside = ceiling({ ...call, action: { type: 'Action', id: a }, resource: target, entities: checkEntities }, false);
+        inside = ceiling({ ...call, action: actionUid(a), resource: target, entities: checkEntities }, false);
       } catch (err) {
         if (!(err instanceof LeashError && err.code === 'VALIDATION_FAILED')) throw err;
         // Cedar refused the question. If the request itself does not fit the schema, that is the
@@ -418,7 +418,7 @@ async function decideLayers(
       // policy version), request and entities give the same answer. The key is those inputs.
       let result: LayerResult;
       if (caches) {
-        const memo = answerKey(`${set.generation}\n${JSON.stringify(combined.schemaName)}\n${JSON.stringify(action.id)}`, resource, JSON.stringify(combinedContext), slimEntities, named);
+        const memo = answerKey(`${set.generation}\n${JSON.stringify(combined.schemaName)}\n${JSON.stringify([action.type, action.id])}`, resource, JSON.stringify(combinedContext), slimEntities, named);
         result = caches.decided(agent.id, memo.key, call, memo.shared ? shareable : undefined);
       } else {
         result = call();

@@ -43,6 +43,26 @@ export interface Decision {
 const builtinTypes: Record<string, string> = { agent: 'Agent', human: 'Human', group: 'Group' };
 const ENTITY_TYPE = /^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$/;
 
+const QUALIFIED_ACTION = /^((?:[A-Za-z_][A-Za-z0-9_]*::)+)?Action::("(?:[^"\\]|\\.)*")$/;
+
+/**
+ * The Cedar action an AuthZEN action name stands for: `read` is `Action::"read"`; a name that
+ * is itself a Cedar action uid (`Shop::Action::"buy"`, as a namespaced schema declares its
+ * actions) is that action. A plain name that happens to look like one is read as one.
+ */
+export function actionUid(name: string): EntityUid {
+  const m = QUALIFIED_ACTION.exec(name);
+  if (m) {
+    try {
+      const id = JSON.parse(m[2]!) as string;
+      return { type: `${m[1] ?? ''}Action`, id };
+    } catch {
+      // not a JSON-style string literal: the name as it is
+    }
+  }
+  return { type: 'Action', id: name };
+}
+
 export function cedarType(authzenType: string, aliases: Record<string, string> = {}): string {
   const type = aliases[authzenType] ?? builtinTypes[authzenType] ?? authzenType;
   if (!ENTITY_TYPE.test(type)) throw new LeashError('VALIDATION_FAILED', `type ${JSON.stringify(authzenType)} is not a valid Cedar entity type`);
@@ -165,7 +185,7 @@ export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet
   const result = answer(
     cedar.statefulIsAuthorized({
       principal,
-      action: { type: 'Action', id: request.action.name },
+      action: actionUid(request.action.name),
       resource,
       context: context as cedar.Context,
       entities: [...entitiesFor(view, [{ uid: principal, given: request.subject }, { uid: resource, given: request.resource }], request.context?.entities).values()] as cedar.Entities,

@@ -12,8 +12,9 @@ import type { App, ServerDeps } from '../server.ts';
 
 const open = { additionalProperties: true } as const;
 const Properties = Type.Record(Type.String(), Type.Unknown());
-const Entity = Type.Object({ type: Type.String({ minLength: 1, maxLength: 256 }), id: Type.String({ minLength: 1, maxLength: 1024 }), properties: Type.Optional(Properties) }, open);
-const Action = Type.Object({ name: Type.String({ minLength: 1, maxLength: 256 }), properties: Type.Optional(Properties) }, open);
+// Cedar accepts an empty entity id or action name (`Document::""`), so these do too.
+const Entity = Type.Object({ type: Type.String({ minLength: 1, maxLength: 256 }), id: Type.String({ maxLength: 1024 }), properties: Type.Optional(Properties) }, open);
+const Action = Type.Object({ name: Type.String({ maxLength: 512 }), properties: Type.Optional(Properties) }, open);
 const Context = Type.Record(Type.String(), Type.Unknown());
 
 const EvaluationBody = Type.Object({ subject: Entity, action: Action, resource: Entity, context: Type.Optional(Context) }, open);
