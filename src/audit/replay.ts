@@ -1,6 +1,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { canonicalJson } from '../canonical-json.ts';
-import { DecisionCaches, decide } from '../authz/agent-decision.ts';
+import { decide } from '../authz/agent-decision.ts';
+import { DecisionCaches } from '../authz/decision-caches.ts';
 import { Lru } from '../authz/combined.ts';
 import type { Decision, EvaluationRequest } from '../authz/engine.ts';
 import { compilePolicySet, type CompiledPolicySet, type PolicySetSource } from '../authz/policy-set.ts';

@@ -4,14 +4,14 @@ import { findUnsafeValue } from '../json-limits.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
-import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { verifyAgentToken, type TokenVerifier } from '../tokens/verify.ts';
-import { ceilingSetFor, combinedSetFor, Lru, slimEntity, withHuman, type CombinedLayer } from './combined.ts';
+import { ceilingSetFor, combinedSetFor, withHuman, type CombinedLayer } from './combined.ts';
+import { answerKey, callEntities, jsonOf, literalsOf, literalsOfLinks, literalsWith, shareable, slimRegistryEntities } from './call-inputs.ts';
+import { DecisionCaches } from './decision-caches.ts';
 import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
 import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
-import { KeyIndex } from './key-index.ts';
 import { bindPrincipal } from './template-links.ts';
-import { actionUid, cedarType, entitiesFor, entityKey, evaluate, reachableEntities, referencedUids, registryEntity, type Decision, type EvaluationRequest } from './engine.ts';
+import { actionUid, cedarType, entitiesFor, entityKey, evaluate, reachableEntities, referencedUids, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
@@ -76,105 +76,6 @@ function union(a: LayerResult, b: LayerResult | null): LayerResult {
   return { allow: false, reasons: [], errors, failed, errored };
 }
 
-// Registry entities and verified-token claims are the same objects from one request to the
-// next (until their version changes), so their JSON is kept rather than written out each time.
-const json = new WeakMap<object, string>();
-function jsonOf(value: object): string {
-  let text = json.get(value);
-  if (text === undefined) json.set(value, (text = JSON.stringify(value)));
-  return text;
-}
-
-const slimmed = new WeakMap<CedarEntity, { named: Set<string>; entity: CedarEntity }>();
-
-/**
- * Registry entities with only the attributes the policy set names (see slimSchema). Null if
- * the caller describes an entity of a relaxed type itself: the relaxed schema would not hold
- * it to its required attributes, so such a request is decided the long way.
- */
-function slimRegistryEntities(view: RegistryState, set: CompiledPolicySet, entities: CedarEntity[]): CedarEntity[] | null {
-  const out: CedarEntity[] = [];
-  for (const e of entities) {
-    if (!set.slimTypes.has(e.uid.type)) {
-      out.push(e);
-      continue;
-    }
-    if (registryEntity(view, e.uid) !== e) return null;
-    let hit = slimmed.get(e);
-    if (hit?.named !== set.namedAttributes) slimmed.set(e, (hit = { named: set.namedAttributes, entity: slimEntity(e, set.namedAttributes) }));
-    out.push(hit.entity);
-  }
-  return out;
-}
-
-const literals = new WeakMap<CompiledPolicySet, Set<string>>();
-
-/** Keys of the entities the policies and templates name literally. */
-function literalsOf(set: CompiledPolicySet): ReadonlySet<string> {
-  let named = literals.get(set);
-  if (!named) literals.set(set, (named = new Set(referencedUids([set.statics.map((p) => p.json), Object.values(set.templateEntries).map((t) => t.json)]).map(entityKey))));
-  return named;
-}
-
-/**
- * The key under which the combined call's answer is remembered: its inputs, whole, after
- * `prefix` (policy set generation, schema, action). Cedar can only compare entity ids, never
- * read them, so renaming an entity no policy names changes nothing. When neither the policies
- * (`named`: literals and linked values) nor anything else in the request (context, other
- * entities, the resource's own attributes) mentions the resource, its id is left out of the
- * key: resources alike in type, attributes and parents share one answer. Only an answer
- * without evaluation errors is shared (their messages may name the resource), see `shareable`.
- */
-function answerKey(prefix: string, resource: EntityUid, context: string, entities: CedarEntity[], named: (key: string) => boolean): { key: string; shared: boolean } {
-  // Entities are a set to Cedar: the key lists the resource's first, the others sorted.
-  let own = '';
-  const others: string[] = [];
-  for (const e of entities) {
-    if (same(e.uid, resource)) own = JSON.stringify([e.attrs, e.parents]);
-    else others.push(jsonOf(e));
-  }
-  const rest = `${context}\n${own}\n${others.sort().join('\n')}`;
-  const id = JSON.stringify(resource.id);
-  // (Every part is JSON or a number, so no newline inside a part can make two keys meet.)
-  if (!named(entityKey(resource)) && !rest.includes(id)) return { key: `${prefix}\n\u0001${JSON.stringify(resource.type)}\n${rest}`, shared: true };
-  return { key: `${prefix}\n${JSON.stringify(entityKey(resource))}\n${rest}`, shared: false };
-}
-
-/** An answer shared between resources must not carry an error message that could name one. */
-const shareable = (result: LayerResult) => result.failed.length === 0;
-
-/**
- * The entities for Cedar: the reachable ones, unless the caller described one the call cannot
- * reach. Cedar checks what a caller describes against the schema, so then it gets them all and
- * a malformed entity is refused whether or not the policies could have read it.
- */
-function callEntities(view: RegistryState, all: CedarEntity[], reachable: CedarEntity[]): CedarEntity[] {
-  if (reachable.length === all.length) return reachable;
-  const kept = new Set(reachable);
-  return all.some((e) => !kept.has(e) && registryEntity(view, e.uid) !== e) ? all : reachable;
-}
-
-const withLinks = new WeakMap<ReadonlySet<string>, { set: CompiledPolicySet; all: Set<string> }>();
-
-/** The policies' literals and an agent's link literals together (kept per agent record and policy set). */
-function literalsWith(set: CompiledPolicySet, links: ReadonlySet<string>): ReadonlySet<string> {
-  if (links.size === 0) return literalsOf(set);
-  let hit = withLinks.get(links);
-  if (hit?.set !== set) withLinks.set(links, (hit = { set, all: new Set([...literalsOf(set), ...links]) }));
-  return hit.all;
-}
-
-const linkLiterals = new WeakMap<AgentRecord, Set<string>>();
-
-/** Keys of the entities an agent's ceiling and grants fill into their templates (a record is never changed, only replaced). */
-function literalsOfLinks(agent: AgentRecord): ReadonlySet<string> {
-  let named = linkLiterals.get(agent);
-  if (!named) linkLiterals.set(agent, (named = new Set(referencedUids([agent.ceiling?.values, agent.grants.map((g) => g.values)]).map(entityKey))));
-  return named;
-}
-
-const MAX_PAIRS_PER_KEY = 1024;
-
 /** Claims nest no deeper than this (`act` chains are bounded far below it). */
 const MAX_CLAIMS_DEPTH = 32;
 
@@ -186,60 +87,6 @@ function claimsKeepable(claims: object): boolean {
   if (findUnsafeValue(claims, MAX_CLAIMS_DEPTH)) return false;
   keepable.add(claims);
   return true;
-}
-
-/** What a node keeps between decisions; every entry is keyed so that it cannot outlive its inputs. */
-export class DecisionCaches {
-  readonly tokens = new VerifiedTokenCache();
-  /**
-   * Whether a (target, action) pair of a token's details lies within the ceiling, by everything
-   * that check reads (policy set, agent id and version, the context and the entities), then
-   * by pair: tokens that name the same pairs share the answers.
-   */
-  private readonly withinCeiling = new Lru<string, { agent: string; pairs: Map<string, LayerResult> }>(10_000);
-  private readonly ceilingKeys = new KeyIndex();
-
-  /** Cedar answers of the combined call, keyed by its exact inputs (see decideLayers). */
-  private readonly answers = new Lru<string, { agent: string; result: LayerResult }>(20_000);
-  private readonly answerKeys = new KeyIndex();
-
-  /** How many combined calls were asked for, and how many of them were answered from memory. */
-  readonly answerStats = { asked: 0, remembered: 0 };
-
-  decided(agent: string, key: string, call: () => LayerResult, keep: (result: LayerResult) => boolean = () => true): LayerResult {
-    this.answerStats.asked++;
-    const hit = this.answers.get(key);
-    if (hit) {
-      this.answerStats.remembered++;
-      return hit.result;
-    }
-    const result = call();
-    if (!keep(result)) return result;
-    const evicted = this.answers.set(key, { agent, result });
-    if (evicted) this.answerKeys.remove(evicted[1].agent, evicted[0]);
-    this.answerKeys.add(agent, key);
-    return result;
-  }
-
-  /** The remembered pair verdicts under `key`, to read and add to (at most MAX_PAIRS_PER_KEY). */
-  ceilingVerdicts(agent: string, key: string): Map<string, LayerResult> {
-    let hit = this.withinCeiling.get(key);
-    if (!hit) {
-      hit = { agent, pairs: new Map() };
-      const evicted = this.withinCeiling.set(key, hit);
-      if (evicted) this.ceilingKeys.remove(evicted[1].agent, evicted[0]);
-      this.ceilingKeys.add(agent, key);
-    }
-    if (hit.pairs.size > MAX_PAIRS_PER_KEY) hit.pairs.clear();
-    return hit.pairs;
-  }
-
-  /** Everything held for an agent whose state changed, and for tokens delegated through it. */
-  forgetAgent(agentId: string): void {
-    this.tokens.forget(agentId);
-    for (const key of this.ceilingKeys.take(agentId)) this.withinCeiling.delete(key);
-    for (const key of this.answerKeys.take(agentId)) this.answers.delete(key);
-  }
 }
 
 export interface AgentDecisionOptions {

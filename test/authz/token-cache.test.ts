@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DecisionCaches } from '../../src/authz/agent-decision.ts';
+import { DecisionCaches } from '../../src/authz/decision-caches.ts';
 import { RegistryView } from '../../src/registry/registry-view.ts';
 import { VerifiedTokenCache } from '../../src/tokens/token-cache.ts';
 

@@ -11,7 +11,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { ARCHIVE_FORMAT, encodeLine, type ChainName, type Manifest, type Segment } from '../../src/audit/archive.ts';
 import { decisionBody, type StoredDecision } from '../../src/audit/decision-log.ts';
 import { loadHistory, reevaluate, type History } from '../../src/audit/replay.ts';
-import { DecisionCaches } from '../../src/authz/agent-decision.ts';
+import { DecisionCaches } from '../../src/authz/decision-caches.ts';
 import type { EvaluationRequest } from '../../src/authz/engine.ts';
 import { readPolicyFiles } from '../../src/authz/policy-files.ts';
 import { POLICY_PUBLISHED, POLICY_STREAM_TYPE } from '../../src/authz/policy-view.ts';

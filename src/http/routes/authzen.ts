@@ -1,6 +1,7 @@
 import { hash, randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
-import { DecisionCaches, decide as decideAny } from '../../authz/agent-decision.ts';
+import { decide as decideAny } from '../../authz/agent-decision.ts';
+import { DecisionCaches } from '../../authz/decision-caches.ts';
 import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
 import type { RecordedRequest } from '../../audit/decision-log.ts';
 import { LeashError } from '../../errors.ts';

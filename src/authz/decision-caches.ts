@@ -1,0 +1,60 @@
+import { VerifiedTokenCache } from '../tokens/token-cache.ts';
+import { Lru } from './combined.ts';
+import { KeyIndex } from './key-index.ts';
+import type { LayerResult } from './layer-result.ts';
+
+const MAX_PAIRS_PER_KEY = 1024;
+
+/** What a node keeps between decisions; every entry is keyed so that it cannot outlive its inputs. */
+export class DecisionCaches {
+  readonly tokens = new VerifiedTokenCache();
+  /**
+   * Whether a (target, action) pair of a token's details lies within the ceiling, by everything
+   * that check reads (policy set, agent id and version, the context and the entities), then
+   * by pair: tokens that name the same pairs share the answers.
+   */
+  private readonly withinCeiling = new Lru<string, { agent: string; pairs: Map<string, LayerResult> }>(10_000);
+  private readonly ceilingKeys = new KeyIndex();
+
+  /** Cedar answers of the combined call, keyed by its exact inputs (see decideLayers). */
+  private readonly answers = new Lru<string, { agent: string; result: LayerResult }>(20_000);
+  private readonly answerKeys = new KeyIndex();
+
+  /** How many combined calls were asked for, and how many of them were answered from memory. */
+  readonly answerStats = { asked: 0, remembered: 0 };
+
+  decided(agent: string, key: string, call: () => LayerResult, keep: (result: LayerResult) => boolean = () => true): LayerResult {
+    this.answerStats.asked++;
+    const hit = this.answers.get(key);
+    if (hit) {
+      this.answerStats.remembered++;
+      return hit.result;
+    }
+    const result = call();
+    if (!keep(result)) return result;
+    const evicted = this.answers.set(key, { agent, result });
+    if (evicted) this.answerKeys.remove(evicted[1].agent, evicted[0]);
+    this.answerKeys.add(agent, key);
+    return result;
+  }
+
+  /** The remembered pair verdicts under `key`, to read and add to (at most MAX_PAIRS_PER_KEY). */
+  ceilingVerdicts(agent: string, key: string): Map<string, LayerResult> {
+    let hit = this.withinCeiling.get(key);
+    if (!hit) {
+      hit = { agent, pairs: new Map() };
+      const evicted = this.withinCeiling.set(key, hit);
+      if (evicted) this.ceilingKeys.remove(evicted[1].agent, evicted[0]);
+      this.ceilingKeys.add(agent, key);
+    }
+    if (hit.pairs.size > MAX_PAIRS_PER_KEY) hit.pairs.clear();
+    return hit.pairs;
+  }
+
+  /** Everything held for an agent whose state changed, and for tokens delegated through it. */
+  forgetAgent(agentId: string): void {
+    this.tokens.forget(agentId);
+    for (const key of this.ceilingKeys.take(agentId)) this.withinCeiling.delete(key);
+    for (const key of this.answerKeys.take(agentId)) this.answers.delete(key);
+  }
+}
