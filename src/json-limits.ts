@@ -34,6 +34,8 @@ export function findUnsafeValue(root: unknown, maxDepth = MAX_JSON_DEPTH): Unsaf
       continue;
     }
     if (typeof value === 'number') {
+      // 1e400 parses as Infinity, which JSON cannot write back (the log's canonical form refuses it).
+      if (!Number.isFinite(value)) return { path: pathOf(entry), why: 'is a number beyond what JSON can hold exactly' };
       if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
         return { path: pathOf(entry), why: 'is an integer beyond 2^53, which cannot be kept exactly; send it as a string (or a Cedar extension value)' };
       }

@@ -29,6 +29,8 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
 export function readActChain(claims: Record<string, unknown>, maxDepth: number): ActChain {
   const sub = typeof claims.sub === 'string' ? claims.sub : null;
   if (claims.act === undefined) return { ok: true, acting: sub, onBehalfOf: null, chain: [] };
+  // Acting for someone names them: `act` beside a `sub` that is not a name is not honoured.
+  if (sub === null || sub.length === 0) return malformed('a token with act needs sub, a non-empty string: whom the agent acts for');
   const agents: string[] = [];
   const where = (depth: number) => `act${'.act'.repeat(depth - 1)}`;
   let level: unknown = claims.act;

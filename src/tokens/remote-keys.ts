@@ -45,6 +45,9 @@ export function remoteKeys(jwksUri: string): JWTVerifyGetKey {
 /** How many URLs have a cached key set (for tests and metrics). */
 export const remoteKeySetCount = (): number => sets.size;
 
+/** How long a failed fetch is remembered: decisions in that time fail at once, the same way. */
+export const FAILURE_COOLDOWN_MS = 5_000;
+
 function guarded(jwksUri: string): JWTVerifyGetKey {
   // Keys are cached for 10 minutes; an unknown kid refetches at most every 5 s (rollover
   // without letting random kids hammer the identity provider). The settings are read at each
@@ -55,7 +58,12 @@ function guarded(jwksUri: string): JWTVerifyGetKey {
     timeoutDuration: OUTBOUND_TIMEOUT_MS,
     [customFetch]: (url, init) => outboundGet(url, init, { allowPrivateUrls: tokenSettings().allowPrivateUrls }),
   });
+  // A key set that could not be fetched is not asked for again for a while: a batch of tokens
+  // for an unreachable URL costs one fetch, not one per item (each up to the timeout).
+  let failedUntil = 0;
+  let lastReason = '';
   return async (header, token) => {
+    if (Date.now() < failedUntil) throw new KeysUnavailable(lastReason);
     try {
       return await remote(header, token);
     } catch (err) {
@@ -72,6 +80,8 @@ function guarded(jwksUri: string): JWTVerifyGetKey {
         // a URL registered before the checks: nothing to name
       }
       tokenSettings().log({ jwksHost: host, reason }, 'an agent\'s JWKS could not be fetched');
+      failedUntil = Date.now() + FAILURE_COOLDOWN_MS;
+      lastReason = reason;
       throw new KeysUnavailable(reason);
     }
   };

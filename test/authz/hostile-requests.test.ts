@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { SignJWT } from 'jose';
+import { CompactSign, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../../src/audit/replay.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
@@ -141,6 +141,28 @@ describe('what a token says is a recorded decision, whatever it says', () => {
     const stored = await record(res.body.context.id);
     expect(stored.code).toBe('TOKEN_MALFORMED');
     expect(JSON.stringify(stored.request)).not.toContain('note');
+  });
+
+  it('a claim of 1e400 (Infinity once parsed): a recorded deny TOKEN_MALFORMED, and the next decision as usual', async () => {
+    const iat = Math.floor(Date.now() / 1000);
+    const payload = `{"iss":"https://idp.example","aud":"leash","sub":"bot","iat":${iat},"exp":${iat + 120},"authorization_details":${JSON.stringify(readInvoices)},"note":1e400}`;
+    const token = await new CompactSign(new TextEncoder().encode(payload)).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).sign(agentPrivateKey);
+    const res = await decide(evaluation(token, 'read'));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_MALFORMED' } });
+    expect((await decide(evaluation(await mint({}), 'read'))).body).toMatchObject({ decision: true });
+  });
+
+  it('a request holding 1e400 is a 400 naming where, not a 503 or a half-written batch', async () => {
+    const before = await recorded();
+    const token = await mint({});
+    const body = JSON.stringify(evaluation(token, 'read')).replace('"action":{"name":"read"}', '"action":{"name":"read","properties":{"x":1e400}}');
+    const res = await decide(body);
+    expect(res.status).toBe(400);
+    expect(res.body.detail).toMatch(/^\/action\/properties\/x /);
+    const batch = JSON.stringify({ evaluations: [...Array.from({ length: 20 }, () => evaluation(token, 'read')), { ...evaluation(token, 'read'), context: { entities, amount: 7 } }] }).replace('"amount":7', '"amount":1e400');
+    expect((await decideMany(batch)).status).toBe(400);
+    expect(await recorded()).toBe(before);
   });
 
   it('in a batch, one bad token is denied and recorded, and the others are decided as usual', async () => {

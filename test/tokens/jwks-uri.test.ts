@@ -79,6 +79,17 @@ describe('keys from a jwksUri', () => {
     expect(Date.now() - started).toBeLessThan(3_000);
   });
 
+  it('a failed fetch is remembered for a while: ten tokens for an unreachable key set cost one connection, not ten timeouts', async () => {
+    let connections = 0;
+    const silent = await serve(listening(createTcpServer(() => void connections++)));
+    const id = `bot-${++n}`;
+    const lookup = registryOf(agent(id, remotePins(`${silent.url}/jwks.json`)));
+    const checks = [];
+    for (let i = 0; i < 10; i++) checks.push(await verifyAgentToken(await mint({ sub: id }), id, lookup, new Date()));
+    expect(checks.every((c) => c.ok === false && c.code === 'TOKEN_KEYS_UNAVAILABLE')).toBe(true);
+    expect(connections).toBe(1);
+  });
+
   it('without LEASH_ALLOW_PRIVATE_URLS, a URL registered before the rules is not fetched: loopback by address or by name', async () => {
     configureTokens({ log: (fields, message) => logged.push({ fields, message }) }); // the default: private URLs refused
     const server = await serve(httpServer((_req, res) => res.end(JSON.stringify({ keys: [jwk] }))));

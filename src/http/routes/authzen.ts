@@ -173,7 +173,7 @@ function checkLogBytes(requests: EvaluationRequest[]): void {
   const sizeOf = (v: unknown) => {
     if (v === undefined) return 0;
     let n = sizes.get(v);
-    if (n === undefined) sizes.set(v, (n = JSON.stringify(v).length));
+    if (n === undefined) sizes.set(v, (n = Buffer.byteLength(JSON.stringify(v))));
     return n;
   };
   let total = 0;
