@@ -16,7 +16,7 @@ export interface CedarDetail {
 
 /** At most this many entries, and this many distinct (target, action) pairs over all of them. */
 export const MAX_DETAIL_ENTRIES = 32;
-export const MAX_DETAIL_PAIRS = 128;
+export const MAX_DETAIL_PAIRS = 32;
 
 const ENTITY_TYPE = /^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$/;
 const MAX_NAME = 1024;

@@ -129,7 +129,59 @@ export function entitiesFor(view: RegistryState, named: { uid: EntityUid; given?
       out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents: Array.isArray(e.parents) ? e.parents : [] });
     }
   }
+  hierarchies.set(out, checkHierarchy(out));
   return out;
+}
+
+const hierarchies = new WeakMap<Map<string, CedarEntity>, number>();
+
+/**
+ * What the entities a caller lists in `context.entities` cost each Cedar call that reads them
+ * (their count and ancestor links among themselves), for bounding a batch before it is decided.
+ * Malformed lists cost nothing here: each decision refuses them.
+ */
+export function contextEntitiesCost(extra: unknown): number {
+  if (!Array.isArray(extra)) return 0;
+  const map = new Map<string, CedarEntity>();
+  for (const e of extra as CedarEntity[]) {
+    if (typeof e?.uid?.type === 'string' && typeof e.uid.id === 'string') map.set(key(e.uid), { uid: e.uid, attrs: {}, parents: Array.isArray(e.parents) ? e.parents : [] });
+  }
+  try {
+    return map.size + checkHierarchy(map);
+  } catch {
+    return map.size + MAX_HIERARCHY_LINKS; // each decision refuses it; the batch pays for the check only
+  }
+}
+
+/** What Cedar reads of these entities on every call, roughly: the entities and their ancestor links. */
+export function hierarchySize(entities: Map<string, CedarEntity>): number {
+  return entities.size + (hierarchies.get(entities) ?? 0);
+}
+
+/**
+ * Most ancestor links a request's entities may add up to (each entity's ancestors, counted
+ * per entity). Cedar works out that closure on every call, and a long chain of parents in
+ * `context.entities` costs it the square of its length: 760 levels in a 64 KB body took a
+ * second a call. A real hierarchy (a document, its folders, a user's groups) is far below.
+ */
+export const MAX_HIERARCHY_LINKS = 1_000;
+
+function checkHierarchy(entities: Map<string, CedarEntity>): number {
+  let links = 0;
+  for (const e of entities.values()) {
+    const seen = new Set<string>();
+    const pending = [...e.parents];
+    while (pending.length > 0) {
+      const k = key(pending.pop()!);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      if (++links > MAX_HIERARCHY_LINKS) {
+        throw new LeashError('VALIDATION_FAILED', `the request's entities have more than ${MAX_HIERARCHY_LINKS} ancestor links in all (context.entities nests too deep)`);
+      }
+      pending.push(...(entities.get(k)?.parents ?? []));
+    }
+  }
+  return links;
 }
 
 export const entityKey = key;

@@ -123,6 +123,14 @@ describe('what a token says is a recorded decision, whatever it says', () => {
     expect((await record(res.body.context.id)).code).toBe('DETAILS_MALFORMED');
   });
 
+  it('many pairs against a large hierarchy of entities: a recorded DETAILS_MALFORMED, not a long stall', async () => {
+    const chain = Array.from({ length: 40 }, (_, i) => ({ uid: folder(`c${i}`), attrs: {}, parents: [i + 1 < 40 ? folder(`c${i + 1}`) : folder('invoices')] }));
+    const details = Array.from({ length: 16 }, (_, i) => ({ type: 'leash:cedar', actions: ['read', 'write'], resourceIn: i === 0 ? folder('invoices') : folder(`c${i}`) }));
+    const res = await decide({ ...evaluation(await mint({ authorization_details: details }), 'read'), context: { entities: [...entities, ...chain] } });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ decision: false, context: { layer: 'details', code: 'DETAILS_MALFORMED' } });
+  });
+
   it('1,600 repeats of one action are one question to the ceiling, and allowed', async () => {
     const details = [{ type: 'leash:cedar', actions: Array.from({ length: 1600 }, () => 'read'), resourceIn: folder('invoices') }];
     expect((await decide(evaluation(await mint({ authorization_details: details }), 'read'))).body).toMatchObject({ decision: true });
@@ -197,19 +205,35 @@ describe('batches', () => {
     const many = Array.from({ length: 800 }, (_, i) => ({ uid: { type: 'Folder', id: `f-${String(i).padStart(4, '0')}` }, attrs: {}, parents: [] }));
     const context = { entities: [...entities, ...many] };
     expect(JSON.stringify(context).length).toBeGreaterThan(40_000);
-    const res = await decideMany({ ...plain, context, evaluations: Array.from({ length: 300 }, (_, i) => (i === 7 ? { context: { entities } } : {})) });
+    const res = await decideMany({ ...plain, context, evaluations: Array.from({ length: 20 }, (_, i) => (i === 7 ? { context: { entities } } : {})) });
     expect(res.status, JSON.stringify(res.body).slice(0, 500)).toBe(200);
     expect(res.body.evaluations.every((e: { decision: boolean }) => e.decision)).toBe(true);
     const rows = await node.connection.db.selectFrom('decisions').select(['id', 'request']).where('seq', '>', String(before)).orderBy('seq').execute();
-    expect(rows).toHaveLength(300);
+    expect(rows).toHaveLength(20);
     const holders = rows.filter((r) => (r.request as { context?: { entities: unknown[] } }).context?.entities.length === entities.length + 800);
     expect(holders).toHaveLength(1);
     const naming = rows.filter((r) => (r.request as { contextOf?: string }).contextOf === holders[0]!.id);
-    expect(naming).toHaveLength(298); // all but the holder and the item with a context of its own
+    expect(naming).toHaveLength(18); // all but the holder and the item with a context of its own
     const bytes = rows.reduce((n, r) => n + JSON.stringify(r.request).length, 0);
-    expect(bytes).toBeLessThan(200_000); // 300 full copies would be over 12 MB
+    expect(bytes).toBeLessThan(60_000); // 20 full copies would be over 800 KB
     const report = await replay(new PostgresSource(node.connection.db), { from: before + 1 });
-    expect(report).toMatchObject({ decisions: 300, differing: 0 });
+    expect(report).toMatchObject({ decisions: 20, differing: 0 });
+  });
+
+  it('a batch whose items would each read a deep hierarchy of entities is refused whole (400), before anything is decided', async () => {
+    const before = await recorded();
+    const chain = Array.from({ length: 44 }, (_, i) => ({ uid: folder(`c${i}`), attrs: {}, parents: [i + 1 < 44 ? folder(`c${i + 1}`) : folder('invoices')] }));
+    const res = await decideMany({ ...plain, context: { entities: [...entities, ...chain] }, evaluations: Array.from({ length: 100 }, () => ({})) });
+    expect(res.status).toBe(400);
+    expect(res.body.detail).toMatch(/too much work/);
+    expect(await recorded()).toBe(before);
+  });
+
+  it('a single request whose entities nest too deep is a 400 naming it', async () => {
+    const chain = Array.from({ length: 60 }, (_, i) => ({ uid: folder(`c${i}`), attrs: {}, parents: [i + 1 < 60 ? folder(`c${i + 1}`) : folder('invoices')] }));
+    const res = await decide({ ...plain, context: { entities: [...entities, ...chain] } });
+    expect(res.status).toBe(400);
+    expect(res.body.detail).toMatch(/ancestor links/);
   });
 
   it('1,000 items with a small shared context are all decided and recorded', async () => {
