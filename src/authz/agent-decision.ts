@@ -10,7 +10,7 @@ import { answerKey, callEntities, jsonOf, literalsOf, literalsOfLinks, literalsW
 import { DecisionCaches } from './decision-caches.ts';
 import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
 import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
-import { bindPrincipal } from './template-links.ts';
+import { bindPrincipal, linkFits } from './template-links.ts';
 import { actionUid, cedarType, entitiesFor, hierarchySize, entityKey, evaluate, reachableEntities, referencedUids, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
@@ -193,6 +193,8 @@ async function decideLayers(
   // 3. ceiling: @layer("ceiling") policies plus this agent's linked ceiling template.
   if (!agent.ceiling) return deny('ceiling', 'NO_CEILING');
   if (policies.templates[agent.ceiling.template]?.layer !== CEILING) return deny('ceiling', 'CEILING_TEMPLATE_MISSING');
+  // Checked when it was linked; a later policy set may have changed the template's slots.
+  if (!linkFits(policies, agent.ceiling, 'ceiling')) return deny('ceiling', 'CEILING_LINK_INVALID');
   const ceilingLink = bindPrincipal(policies, agent.ceiling, A);
   const ceilingId = `ceiling:${agent.id}`;
   const agentAncestors = ancestorsOf(entityMap, A);
@@ -214,7 +216,7 @@ async function decideLayers(
   // (The ceiling link's values are literals of the agent's own ceiling.)
   const checkEntities = reachableEntities(entityMap, [A, ...targets, ...referencedUids(ceilingLink.values)], context, literalsOf(policies));
   // Each distinct (target, action) pair once (the parser bounds how many), remembered per pair
-  // under the exact inputs the check reads (no digest, so no two inputs can share an entry).
+  // under the exact inputs the check reads (long ones by their sha-256: see decision-caches.ts).
   const checkKey = caches && `${policies.preparsedId}\n${JSON.stringify(agent.id)}\n${agentVersion}\n${JSON.stringify(context)}\n${checkEntities.map(jsonOf).join('\n')}`;
   const verdicts = checkKey ? caches.ceilingVerdicts(agent.id, checkKey) : new Map<string, LayerResult>();
   for (const { target, action: a } of details.pairs) {
@@ -238,7 +240,7 @@ async function decideLayers(
   }
 
   const grants = agent.grants
-    .filter((g) => policies.templates[g.template] && policies.templates[g.template]!.layer !== CEILING)
+    .filter((g) => linkFits(policies, g, 'grant'))
     .map((link, i) => ({ link: bindPrincipal(policies, link, A), newId: `grant:${agent.id}:${i}` }));
 
   // 3–5 in one Cedar call when the outcome is plain from its diagnostics (see combined.ts).

@@ -1,9 +1,21 @@
+import { hash } from 'node:crypto';
 import { VerifiedTokenCache } from '../tokens/token-cache.ts';
 import { Lru } from './combined.ts';
 import { KeyIndex } from './key-index.ts';
 import type { LayerResult } from './layer-result.ts';
 
 const MAX_PAIRS_PER_KEY = 1024;
+
+/** Inputs up to this long are kept as they are; longer ones by their sha-256. */
+const EXACT_KEY_CHARS = 512;
+
+/**
+ * The key an entry is held under. A memory key holds a request's whole context and entities:
+ * 20,000 of them at 60 KB each would hold over a gigabyte. Short inputs stay exact (no hashing
+ * on the common path); long ones are held by their sha-256 (a collision is not a practical
+ * concern), so an entry costs the same whatever the request sent.
+ */
+const stored = (inputs: string) => (inputs.length <= EXACT_KEY_CHARS ? `=${inputs}` : `#${hash('sha256', inputs, 'base64')}`);
 
 /** What a node keeps between decisions; every entry is keyed so that it cannot outlive its inputs. */
 export class DecisionCaches {
@@ -23,8 +35,9 @@ export class DecisionCaches {
   /** How many combined calls were asked for, and how many of them were answered from memory. */
   readonly answerStats = { asked: 0, remembered: 0 };
 
-  decided(agent: string, key: string, call: () => LayerResult, keep: (result: LayerResult) => boolean = () => true): LayerResult {
+  decided(agent: string, inputs: string, call: () => LayerResult, keep: (result: LayerResult) => boolean = () => true): LayerResult {
     this.answerStats.asked++;
+    const key = stored(inputs);
     const hit = this.answers.get(key);
     if (hit) {
       this.answerStats.remembered++;
@@ -39,7 +52,8 @@ export class DecisionCaches {
   }
 
   /** The remembered pair verdicts under `key`, to read and add to (at most MAX_PAIRS_PER_KEY). */
-  ceilingVerdicts(agent: string, key: string): Map<string, LayerResult> {
+  ceilingVerdicts(agent: string, inputs: string): Map<string, LayerResult> {
+    const key = stored(inputs);
     let hit = this.withinCeiling.get(key);
     if (!hit) {
       hit = { agent, pairs: new Map() };

@@ -40,6 +40,25 @@ export function checkLink(set: CompiledPolicySet, link: TemplateLink, use: 'ceil
   }
 }
 
+const fits = new WeakMap<TemplateLink, { set: CompiledPolicySet; ok: boolean }>();
+
+/**
+ * Does a link made under an earlier policy set still fit this one (a later set may have
+ * dropped the template or changed its slots)? Decisions ask this instead of failing in Cedar.
+ */
+export function linkFits(set: CompiledPolicySet, link: TemplateLink, use: 'ceiling' | 'grant'): boolean {
+  const hit = fits.get(link);
+  if (hit?.set === set) return hit.ok;
+  let ok = true;
+  try {
+    checkLink(set, link, use, '');
+  } catch {
+    ok = false;
+  }
+  fits.set(link, { set, ok });
+  return ok;
+}
+
 const bound = new WeakMap<TemplateLink, { set: CompiledPolicySet; link: TemplateLink }>();
 
 /** The link as Cedar gets it: `?principal`, when the template has it, bound to the agent. */

@@ -315,3 +315,17 @@ describe('deep and huge bodies', () => {
     expect(res.status).toBe(401);
   });
 });
+
+// Last: it publishes a new policy set.
+describe('a later policy set that changes a linked template', () => {
+  it('a ceiling whose template lost its slot is a recorded deny CEILING_LINK_INVALID, not a 400 at every decision', async () => {
+    const changed = policies.replace('permit (principal == ?principal, action == Action::"read", resource in ?resource);', 'permit (principal == ?principal, action == Action::"read", resource in Folder::"invoices");');
+    expect(changed).not.toBe(policies);
+    expect((await node.api('PUT', '/v1/policy-set', { schema, policies: changed })).status).toBe(200);
+    const token = await mint({ sub: 'own-bot', authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('invoices') }] });
+    const res = await decide({ ...evaluation(token, 'read'), subject: { type: 'agent', id: 'own-bot', properties: { token } } });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ decision: false, context: { layer: 'ceiling', code: 'CEILING_LINK_INVALID' } });
+    expect((await record(res.body.context.id)).code).toBe('CEILING_LINK_INVALID');
+  });
+});
