@@ -31,13 +31,13 @@ interface Call {
  * done on the calls whose principal is the agent; the human layer's calls ask about the same
  * request with another principal, which the action need not name.
  */
-function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call, validate: boolean, links: Link[] = []): LayerResult {
+function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call, validate: boolean, links: Link[] = [], isForbid?: IsForbid): LayerResult {
   return answer(
     cedar.statefulIsAuthorized({
       principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
       entities: call.entities as cedar.Entities, preparsedPolicySetId: id, preparsedSchemaName: set.schemaName, validateRequest: validate,
     }),
-    forbidsOf(set, links),
+    isForbid ?? forbidsOf(set, links),
   );
 }
 
@@ -82,6 +82,24 @@ function union(a: LayerResult, b: LayerResult | null): LayerResult {
  * Measured: a 62-level chain of folders with 64 pairs held the event loop for 0.5 s.
  */
 const MAX_CEILING_CHECK_WORK = 10_000;
+
+const principalTypes = new WeakMap<CompiledPolicySet, Map<string, Set<string>>>();
+
+/** The principal types the schema lets this action have (empty: an action it does not declare). */
+function principalTypesOf(set: CompiledPolicySet, action: EntityUid): ReadonlySet<string> {
+  let byAction = principalTypes.get(set);
+  if (!byAction) principalTypes.set(set, (byAction = new Map()));
+  const k = `${action.type}\n${action.id}`;
+  let types = byAction.get(k);
+  if (!types) {
+    const namespace = action.type === 'Action' ? '' : action.type.slice(0, -'::Action'.length);
+    const declared = set.schemaJson[namespace]?.actions?.[action.id]?.appliesTo?.principalTypes ?? [];
+    // A type may be written qualified (`NS::Human`) or not; the built-in Human is the root's.
+    types = new Set(declared.map((t) => (namespace === '' ? t.replace(/^::/, '') : t)));
+    byAction.set(k, types);
+  }
+  return types;
+}
 
 /** Claims nest no deeper than this (`act` chains are bounded far below it). */
 const MAX_CLAIMS_DEPTH = 32;
@@ -239,6 +257,12 @@ async function decideLayers(
     if (!inside.allow) return refused('details', inside, 'DETAILS_BEYOND_CEILING');
   }
 
+  // The human layer asks whether H may do what A asks. When the schema says no human can be
+  // the principal of this action, the policies were validated for other principals only, and
+  // a forbid that fails on H (an attribute only agents have) is an artefact of asking, not a
+  // forbid that holds: the agent layer has decided it with a principal it was written for.
+  const humanMayAct = principalTypesOf(policies, action).has('Human');
+
   const grants = agent.grants
     .filter((g) => linkFits(policies, g, 'grant'))
     .map((link, i) => ({ link: bindPrincipal(policies, link, A), newId: `grant:${agent.id}:${i}` }));
@@ -265,13 +289,17 @@ async function decideLayers(
     });
     if (set) {
       const combinedContext = combined.context;
+      const isForbid = (id: string) => {
+        const origin = set.origin.get(id);
+        return origin?.forbid === true && (origin.layer !== 'human' || humanMayAct);
+      };
       const call = () =>
         answer(
           cedar.statefulIsAuthorized({
             principal: A, action, resource, context: combinedContext, entities: slimEntities as cedar.Entities,
             preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: true,
           }),
-          (id) => set.origin.get(id)?.forbid === true,
+          isForbid,
           (id) => set.origin.get(id)?.id ?? id,
         );
       // Cedar is a function of its inputs: the same set (this agent, version and human, this
@@ -308,7 +336,7 @@ async function decideLayers(
   if (!agentResult.allow) return refused('agent', agentResult);
 
   // 5. human: ordinary policies, principal = H — an agent never exceeds its human.
-  const humanResult = preparsed(policies, policies.preparsedId, H, call, false);
+  const humanResult = preparsed(policies, policies.preparsedId, H, call, false, [], humanMayAct ? undefined : () => false);
   if (!humanResult.allow) return refused('human', humanResult);
 
   return allowed([ceilingResult, agentResult, humanResult]);

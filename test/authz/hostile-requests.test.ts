@@ -9,7 +9,9 @@ import { PEP_TOKEN, agentBody, agentPrivateKey, credentials, startTestNode, type
 // What a caller or an agent's token can say must never turn a deny into an allow, cost
 // unbounded work, or leave an answer the decision log does not hold.
 
-const schema = readFileSync(new URL('../../cedar/schema.cedarschema', import.meta.url), 'utf8').replace('amount?: Long,', 'amount?: Long, factor?: Long,');
+const schema = `${readFileSync(new URL('../../cedar/schema.cedarschema', import.meta.url), 'utf8').replace('amount?: Long,', 'amount?: Long, factor?: Long,')}
+action pay appliesTo { principal: [Agent], resource: [Document, Folder] };
+`;
 const policies = `
 @id("ceiling-folder")
 @layer("ceiling")
@@ -27,6 +29,17 @@ permit (principal == ?principal, action == Action::"read", resource in ?resource
 
 @id("grant-own-writes")
 permit (principal == ?principal, action == Action::"write", resource in ?resource);
+
+// Only agents pay (the schema says so): the forbid reads an attribute only agents have.
+@id("ceiling-pay")
+@layer("ceiling")
+permit (principal, action == Action::"pay", resource in Folder::"invoices");
+
+@id("pay-invoices")
+permit (principal, action == Action::"pay", resource in Folder::"invoices");
+
+@id("low-trust-pays-nothing")
+forbid (principal, action == Action::"pay", resource) when { principal.trustScore < 50 };
 
 // Fails to evaluate (overflow) for any factor above 1: Cedar skips such a policy.
 @id("no-overflowing-factor")
@@ -104,6 +117,20 @@ describe('a forbid is never switched off', () => {
     const plain = (await decide({ subject: { type: 'human', id: 'alice' }, action: { name: 'write' }, resource: { type: 'Document', id: 'd1' }, context: { entities, factor: 2 } })).body;
     expect(plain).toMatchObject({ decision: false, context: { layer: 'subject', code: 'POLICY_EVALUATION_ERROR', reasons: ['no-overflowing-factor'] } });
     expect((await record(agent.context.id)).code).toBe('POLICY_EVALUATION_ERROR');
+  });
+});
+
+describe('an action only agents may take', () => {
+  it('a forbid on agent-only attributes decides for the agent, and is not an error for its human (who cannot be its principal)', async () => {
+    const pay = [{ type: 'leash:cedar', actions: ['pay'], resourceIn: folder('invoices') }];
+    const res = await decide(evaluation(await mint({ authorization_details: pay }), 'pay'));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ decision: true, context: { layer: 'all' } });
+    expect((await node.api('POST', '/v1/agents', agentBody({ id: 'low-bot', trustScore: 40, credentials: credentials(), ceiling: { template: 'ceiling-folder', values: { '?resource': folder('invoices') } } }))).status).toBe(201);
+    expect((await node.api('POST', '/v1/agents/low-bot/authorize', { grants: [] })).status).toBe(200);
+    const token = await mint({ sub: 'low-bot', authorization_details: pay });
+    const low = await decide({ ...evaluation(token, 'pay'), subject: { type: 'agent', id: 'low-bot', properties: { token } } });
+    expect(low.body).toMatchObject({ decision: false, context: { layer: 'agent', reasons: ['low-trust-pays-nothing'] } });
   });
 });
 
