@@ -9,5 +9,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Two files at a time on two cores (vitest's default is one fewer than the cores): most
+    // files wait on servers and child processes they start, so one alone leaves a core idle.
+    maxWorkers: 2,
   },
 });
