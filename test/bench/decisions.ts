@@ -24,6 +24,8 @@ export interface DecisionRow {
   kind: DecisionKind;
   leash: { median: number; p99: number };
   raw: { median: number; p99: number };
+  /** The same raw call with Cedar's request validation on (as Leash decides): what validation costs by itself. */
+  rawValidated: { median: number; p99: number };
 }
 
 const schema = readFileSync(new URL('../../cedar/schema.cedarschema', import.meta.url), 'utf8');
@@ -92,10 +94,10 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
       const caches = new DecisionCaches();
       const docs = Array.from({ length: runs + 1 }, (_, i) => (kind === 'repeated' ? requestFor('d1', null) : requestFor(`d${n}-${i}`, kind === 'distinct' ? `f${n}-${i}` : null)));
       const rawInputs = docs.map(({ docEntities }) => [...entitiesFor(view, [{ uid: { type: 'Agent', id: 'bot' } }, { uid: { type: 'Human', id: 'alice' } }], docEntities).values()]);
-      const raw = (i: number) =>
+      const raw = (i: number, validateRequest = false) =>
         cedar.statefulIsAuthorized({
           principal: { type: 'Agent', id: 'bot' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Document', id: docs[i]!.request.resource.id }, context: {},
-          entities: rawInputs[i] as cedar.Entities, preparsedPolicySetId: set.preparsedId, preparsedSchemaName: set.schemaName, validateRequest: false,
+          entities: rawInputs[i] as cedar.Entities, preparsedPolicySetId: set.preparsedId, preparsedSchemaName: set.schemaName, validateRequest,
         });
       // The first decision warms the token cache and the agent's sets; it is not timed.
       const first = await evaluateAgent(docs[runs]!.request, set, view, new Date(), { caches });
@@ -104,6 +106,7 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
 
       const leashTimes: number[] = [];
       const rawTimes: number[] = [];
+      const validatedTimes: number[] = [];
       // Alternating blocks, so both see the same machine over the run, and neither runs right
       // after the other has flushed the CPU caches (a raw call over 10,000 policies does).
       const BLOCK = 50;
@@ -113,6 +116,9 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
           const t = performance.now();
           raw(i);
           rawTimes.push((performance.now() - t) * 1000);
+          const v = performance.now();
+          raw(i, true);
+          validatedTimes.push((performance.now() - v) * 1000);
         }
         for (let i = done; i < done + m; i++) {
           const t = performance.now();
@@ -125,7 +131,7 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
         alike: 'a different document of one folder each time (one remembered answer serves them)',
         repeated: 'the same request repeated (answer remembered)',
       };
-      rows.push({ what: `agent decision, cached token, ${n.toLocaleString('en-US')} policies, ${described[kind]}`, kind, leash: stats(leashTimes), raw: stats(rawTimes) });
+      rows.push({ what: `agent decision, cached token, ${n.toLocaleString('en-US')} policies, ${described[kind]}`, kind, leash: stats(leashTimes), raw: stats(rawTimes), rawValidated: stats(validatedTimes) });
     }
   }
   return rows;
