@@ -11,7 +11,7 @@ import { DecisionCaches } from './decision-caches.ts';
 import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
 import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
 import { bindPrincipal, linkFits } from './template-links.ts';
-import { actionUid, cedarType, entitiesFor, hierarchySize, entityKey, evaluate, reachableEntities, referencedUids, type Decision, type EvaluationRequest } from './engine.ts';
+import { actionUid, cedarType, entitiesFor, hierarchySize, entityKey, evaluate, reachableEntities, referencedUids, sameUid as same, type Decision, type EvaluationRequest } from './engine.ts';
 import { CEILING, type CompiledPolicySet } from './policy-set.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
@@ -122,7 +122,6 @@ export interface AgentDecisionOptions {
   tokens?: TokenVerifier;
 }
 
-const same = (a: EntityUid, b: EntityUid) => a.type === b.type && a.id === b.id;
 
 export async function evaluateAgent(
   request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryState, now: Date, options: AgentDecisionOptions = {},
@@ -205,7 +204,7 @@ async function decideLayers(
   // 2. details: the token must say this request is what it is for, and ask for nothing beyond the ceiling.
   const details = detailsOf(token.claims.authorization_details);
   if (!details.ok) return deny('details', details.code, [], [details.detail]);
-  const covers = (d: CedarDetail) => d.actions.some((a) => same(actionUid(a), action)) && (d.resource ? same(d.resource, resource) : within(entityMap, resource, d.resourceIn!));
+  const covers = (d: CedarDetail) => d.actionUids.some((a) => same(a, action)) && (d.resource ? same(d.resource, resource) : within(entityMap, resource, d.resourceIn!));
   if (!details.details.some(covers)) return deny('details', 'DETAILS_NOT_COVERING');
 
   // 3. ceiling: @layer("ceiling") policies plus this agent's linked ceiling template.

@@ -2,7 +2,7 @@ import type { AgentRecord } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import { slimEntity } from './combined.ts';
-import { entityKey, referencedUids, registryEntity } from './engine.ts';
+import { entityKey, referencedUids, registryEntity, sameUid as same } from './engine.ts';
 import type { LayerResult } from './layer-result.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
 
@@ -105,5 +105,3 @@ export function literalsOfLinks(agent: AgentRecord): ReadonlySet<string> {
   if (!named) linkLiterals.set(agent, (named = new Set(referencedUids([agent.ceiling?.values, agent.grants.map((g) => g.values)]).map(entityKey))));
   return named;
 }
-
-const same = (a: EntityUid, b: EntityUid) => a.type === b.type && a.id === b.id;

@@ -1,5 +1,5 @@
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
-import { entityKey } from './engine.ts';
+import { actionUid, entityKey } from './engine.ts';
 
 // A token's RFC 9396 `authorization_details`, read as Leash's built-in entry type:
 //   {"type": "leash:cedar", "actions": ["read"], "resource": {"type": "Document", "id": "d1"}}
@@ -10,6 +10,8 @@ import { entityKey } from './engine.ts';
 export interface CedarDetail {
   type: 'leash:cedar';
   actions: string[];
+  /** The same actions as Cedar uids (read once with the token, not at every decision). */
+  actionUids: EntityUid[];
   resource?: EntityUid;
   resourceIn?: EntityUid;
 }
@@ -68,7 +70,7 @@ function parseDetails(raw: unknown): ParsedDetails {
       if (!pairs.has(key)) pairs.set(key, { target, action });
       if (pairs.size > MAX_DETAIL_PAIRS) return malformed(`authorization_details names more than ${MAX_DETAIL_PAIRS} (target, action) pairs`);
     }
-    details.push({ type: 'leash:cedar', actions: unique, ...(entry.resource !== undefined ? { resource: target } : { resourceIn: target }) });
+    details.push({ type: 'leash:cedar', actions: unique, actionUids: unique.map(actionUid), ...(entry.resource !== undefined ? { resource: target } : { resourceIn: target }) });
   }
   return { ok: true, details, pairs: [...pairs.values()] };
 }

@@ -186,6 +186,8 @@ function checkHierarchy(entities: Map<string, CedarEntity>): number {
 
 export const entityKey = key;
 
+export const sameUid = (a: EntityUid, b: EntityUid): boolean => a.type === b.type && a.id === b.id;
+
 /**
  * Every entity uid a JSON value may refer to: `{"__entity": uid}`, or any object with a string
  * `type` and `id` (the implicit form a schema allows). Conservative: a record that merely looks
