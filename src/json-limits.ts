@@ -1,9 +1,10 @@
 // What a JSON value from outside (a request body, a token's claims) must satisfy before any
 // of it is used: values that cannot travel intact (strings PostgreSQL's jsonb cannot hold:
-// NUL, unpaired surrogates; integers beyond 2^53, which JSON parsing has already rounded),
-// and nesting no deeper than a bound, so nothing later (Cedar, canonical JSON, the log)
-// recurses without end. The walk is iterative: a value nested 10,000 levels costs a loop,
-// not the stack.
+// NUL, unpaired surrogates; integers beyond 2^53, which JSON parsing has already rounded;
+// U+FDD0, which marks the decision API's escaped values, see exact-json.ts), and nesting no
+// deeper than a bound, so nothing later (Cedar, canonical JSON, the log) recurses without
+// end. The walk is iterative: a value nested 10,000 levels costs a loop, not the stack.
+// (The decision API keeps NUL and big integers instead, escaped: exact-json.ts.)
 
 /** Deeper than any request or claim Leash reads; deep enough for any Cedar record a policy names. */
 export const MAX_JSON_DEPTH = 64;
@@ -14,7 +15,7 @@ export interface UnsafeValue {
   why: string;
 }
 
-const badString = (s: string) => s.includes('\u0000') || !(s as string & { isWellFormed(): boolean }).isWellFormed();
+const badString = (s: string) => s.includes('\u0000') || s.includes('\uFDD0') || !(s as string & { isWellFormed(): boolean }).isWellFormed();
 
 /** The first value that cannot travel intact or lies too deep, with its path; null if none. */
 export function findUnsafeValue(root: unknown, maxDepth = MAX_JSON_DEPTH): UnsafeValue | null {
@@ -30,7 +31,7 @@ export function findUnsafeValue(root: unknown, maxDepth = MAX_JSON_DEPTH): Unsaf
     const entry = pending.pop()!;
     const { value, depth } = entry;
     if (typeof value === 'string') {
-      if (badString(value)) return { path: pathOf(entry), why: 'contains a NUL character or an unpaired surrogate' };
+      if (badString(value)) return { path: pathOf(entry), why: 'contains a NUL character, an unpaired surrogate or U+FDD0 (reserved)' };
       continue;
     }
     if (typeof value === 'number') {
@@ -50,7 +51,7 @@ export function findUnsafeValue(root: unknown, maxDepth = MAX_JSON_DEPTH): Unsaf
     const keys = Object.keys(value);
     for (let i = keys.length - 1; i >= 0; i--) {
       const k = keys[i]!;
-      if (badString(k)) return { path: [...pathOf(entry), k.replace(/[^\x20-\x7e]/g, '?')], why: 'is a member name with a NUL character or an unpaired surrogate' };
+      if (badString(k)) return { path: [...pathOf(entry), k.replace(/[^\x20-\x7e]/g, '?')], why: 'is a member name with a NUL character, an unpaired surrogate or U+FDD0 (reserved)' };
       pending.push({ value: (value as Record<string, unknown>)[k], parent: entry, name: k, depth: depth + 1 });
     }
   }

@@ -1,5 +1,6 @@
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
+import { escapedCopy } from '../exact-json.ts';
 import { findUnsafeValue } from '../json-limits.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
@@ -171,9 +172,13 @@ async function decideLayers(
   }
   // Everything from here on is synchronous: the registry as of this position decides it all.
   base.position = view.position;
-  // Claims the log cannot keep intact (NUL, unpaired surrogates, rounded integers, deep
-  // nesting) refuse the token; the record keeps its fingerprint, not such claims.
-  if (token.claims && !claimsKeepable(token.claims)) return deny('token', 'TOKEN_MALFORMED');
+  // Claims that cannot be taken as they are (NUL, unpaired surrogates, rounded integers, deep
+  // nesting) refuse the token; the record keeps them escaped (exact-json.ts), apart from the
+  // claims of accepted tokens, when they can be kept at all.
+  if (token.claims && !claimsKeepable(token.claims)) {
+    const kept = escapedCopy(token.claims, MAX_CLAIMS_DEPTH);
+    return { ...deny('token', 'TOKEN_MALFORMED'), ...(kept ? { refusedClaims: kept as Record<string, unknown> } : {}) };
+  }
   if (!token.ok) {
     if (token.claims) base.claims = token.claims;
     return deny('token', token.code);

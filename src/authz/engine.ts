@@ -1,5 +1,6 @@
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
+import { carried, unescapeValue } from '../exact-json.ts';
 import { answer } from './layer-result.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
@@ -34,6 +35,8 @@ export interface Decision {
   code?: string;
   /** The verified token's claims, for the decision log (never the token itself). */
   claims?: Record<string, unknown>;
+  /** A token refused for what its claims hold: the claims, escaped (exact-json.ts), for the log only. */
+  refusedClaims?: Record<string, unknown>;
   policyVersion: number;
   position: number;
   /** For a quarantined agent: what would have been decided. Recorded, never told to the caller. */
@@ -51,11 +54,13 @@ const QUALIFIED_ACTION = /^((?:[A-Za-z_][A-Za-z0-9_]*::)+)?Action::("(?:[^"\\]|\
  * actions) is that action. A plain name that happens to look like one is read as one.
  */
 export function actionUid(name: string): EntityUid {
-  const m = QUALIFIED_ACTION.exec(name);
+  // A name holding NUL arrives escaped (exact-json.ts): read as sent, its id escaped again.
+  const sent = unescapeValue(name);
+  const m = typeof sent === 'string' ? QUALIFIED_ACTION.exec(sent) : null;
   if (m) {
     try {
       const id = JSON.parse(m[2]!) as string;
-      return { type: `${m[1] ?? ''}Action`, id };
+      return { type: `${m[1] ?? ''}Action`, id: carried(id) };
     } catch {
       // not a JSON-style string literal: the name as it is
     }

@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { LeashError } from '../errors.ts';
+import { escapeValues } from '../exact-json.ts';
 import { findUnsafeValue, pointer } from '../json-limits.ts';
 import type { DecisionLog } from '../audit/decision-log.ts';
 import type { PolicyView } from '../authz/policy-view.ts';
@@ -43,6 +44,10 @@ declare module 'fastify' {
     /** Every registered route with its access, from the router's own registrations. */
     routeAccess: RouteAccess[];
   }
+  interface FastifyContextConfig {
+    /** The decision API: NUL and big integers are kept, escaped (exact-json.ts), not refused. */
+    exactValues?: boolean;
+  }
 }
 
 export const BODY_LIMIT = 64 * 1024;
@@ -78,8 +83,17 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   // json-limits.ts), so a bad body is a 400, never a failed write, a silently different value
   // or a recursion without end.
   app.addHook('preValidation', async (request) => {
+    if (request.routeOptions.config?.exactValues) return;
     const bad = findUnsafeValue(request.body);
     if (bad !== null) throw new LeashError('VALIDATION_FAILED', `${pointer(bad.path)} ${bad.why}`);
+  });
+  // The decision API's values are Cedar's to judge: they are put in their escaped form once
+  // validated (so a big integer where a string belongs is still a wrong type).
+  app.addHook('preHandler', async (request) => {
+    if (!request.routeOptions.config?.exactValues) return;
+    const escaped = escapeValues(request.body);
+    if ('problem' in escaped) throw new LeashError('VALIDATION_FAILED', `${pointer(escaped.problem.path)} ${escaped.problem.why}`);
+    request.body = escaped.value;
   });
 
   // Who may call what: each route declares it, the matched route decides (access.ts).

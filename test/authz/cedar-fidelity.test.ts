@@ -1,11 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyAudit } from '../../src/audit/verify.ts';
 import { actionUid } from '../../src/authz/engine.ts';
-import { freshPglite } from '../support/backends.ts';
+import { freshPostgres } from '../support/backends.ts';
 import { PEP_TOKEN, startTestNode, type TestNode } from '../support/node.ts';
 
 // For entities Leash does not own, the decision API decides what Cedar accepts as Cedar does:
-// empty ids and action names are Cedar values like any other, and a namespaced schema's
-// actions are named by their full uid.
+// empty ids and action names are Cedar values like any other, a namespaced schema's actions
+// are named by their full uid, strings may hold NUL and integers are 64-bit. The decision log
+// (a real PostgreSQL, whose jsonb holds neither NUL nor such integers as JavaScript reads
+// them) keeps them escaped, and replay decides them again the same.
 
 const schema = `
 namespace Shop {
@@ -14,18 +17,25 @@ namespace Shop {
   action buy, "" appliesTo { principal: [User], resource: [Item] };
 }
 entity Human;
-entity Doc;
+entity Doc { n?: Long };
 action read appliesTo { principal: [Human], resource: [Doc] };
+action count appliesTo { principal: [Human], resource: [Doc], context: { n?: Long, s?: String } };
 `;
 const policies = `
 @id("anyone-buys-the-empty-item") permit (principal, action == Shop::Action::"buy", resource == Shop::Item::"");
 @id("the-empty-action") permit (principal == Shop::User::"", action == Shop::Action::"", resource);
 @id("reads") permit (principal, action == Action::"read", resource);
+@id("just-past-2^53") permit (principal, action == Action::"count", resource) when { context has n && context.n == 9007199254740993 };
+@id("the-largest-long") permit (principal, action == Action::"count", resource) when { context has n && context.n == 9223372036854775807 };
+@id("a-nul-inside") permit (principal, action == Action::"count", resource) when { context has s && context.s == "a\\0b" };
+@id("ends-like-an-escape") permit (principal, action == Action::"count", resource) when { context has s && context.s like "*n:9007199254740993" };
+@id("a-nul-id") permit (principal, action == Action::"count", resource == Doc::"x\\0y");
+@id("an-exact-attribute") permit (principal, action == Action::"count", resource) when { resource has n && resource.n == -9007199254740993 };
 `;
 
 let node: TestNode;
 beforeAll(async () => {
-  node = await startTestNode(freshPglite());
+  node = await startTestNode(await freshPostgres());
   const published = await node.api('PUT', '/v1/policy-set', { schema, policies });
   expect(published.status, JSON.stringify(published.body)).toBe(200);
 });
@@ -35,6 +45,16 @@ const decide = async (subject: { type: string; id: string }, action: string, res
   const res = await node.api('POST', '/access/v1/evaluation', { subject, action: { name: action }, resource }, {}, PEP_TOKEN);
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body as { decision: boolean; context: { reasons: string[] } };
+};
+
+/** A `count` request as JSON text, so integers JavaScript cannot hold go as written. */
+const countText = (context: string, resource = '{"type":"Doc","id":"d"}') =>
+  `{"subject":{"type":"Human","id":"h"},"action":{"name":"count"},"resource":${resource},"context":${context}}`;
+const count = (context: string, resource?: string) => node.api('POST', '/access/v1/evaluation', countText(context, resource), {}, PEP_TOKEN);
+const reasons = async (context: string, resource?: string) => {
+  const res = await count(context, resource);
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return (res.body as { context: { reasons: string[] } }).context.reasons;
 };
 
 describe('Cedar fidelity for entities Leash does not own', () => {
@@ -67,3 +87,60 @@ describe('Cedar fidelity for entities Leash does not own', () => {
     expect(actionUid('')).toEqual({ type: 'Action', id: '' });
   });
 });
+
+describe('values JavaScript or PostgreSQL cannot hold, as Cedar reads them', () => {
+  it('an integer beyond 2^53 is the integer it says, to the last digit', async () => {
+    expect(await reasons('{"n":9007199254740993}')).toEqual(['just-past-2^53']);
+    expect(await reasons('{"n":9007199254740992}')).toEqual([]);
+    expect(await reasons('{"n":9007199254740994}')).toEqual([]);
+    expect(await reasons('{"n":9223372036854775807}')).toEqual(['the-largest-long']);
+    expect(await reasons('{}', '{"type":"Doc","id":"d","properties":{"n":-9007199254740993}}')).toEqual(['an-exact-attribute']);
+    expect(await reasons('{}', '{"type":"Doc","id":"d","properties":{"n":-9007199254740992}}')).toEqual([]);
+  });
+
+  it('an integer beyond Cedar\'s 64 bits, or one JSON parsing has already rounded, is a 400 as Cedar\'s own parser refuses it', async () => {
+    expect((await count('{"n":9223372036854775808}')).status).toBe(400);
+    const rounded = await count('{"n":9.007199254740993e15}');
+    expect(rounded.status).toBe(400);
+    expect(rounded.body.detail).toMatch(/^\/context\/n .*write its digits/);
+  });
+
+  it('a string holding NUL, in the context and in an id', async () => {
+    expect(await reasons('{"s":"a\\u0000b"}')).toEqual(['a-nul-inside']);
+    expect(await reasons('{"s":"ab"}')).toEqual([]);
+    expect(await reasons('{}', '{"type":"Doc","id":"x\\u0000y"}')).toEqual(['a-nul-id']);
+    expect(await reasons('{}', '{"type":"Doc","id":"xy"}')).toEqual([]);
+  });
+
+  it('a string that looks like an escaped value is the string it is', async () => {
+    // Were it taken for the escaped integer, the schema (s: String) would refuse the request.
+    expect(await reasons('{"s":"\uFDD0n:9007199254740993"}')).toEqual(['ends-like-an-escape']);
+    expect(await reasons('{"s":"%00"}')).toEqual([]);
+  });
+
+  it('an unpaired surrogate is a 400 naming where: no Cedar string holds one', async () => {
+    const res = await count('{}', '{"type":"Doc","id":"x\\ud800"}');
+    expect(res.status).toBe(400);
+    expect(res.body.detail).toMatch(/^\/resource\/id .*unpaired surrogate/);
+  });
+
+  it('the log keeps each of them escaped, its chain verifies, and replay decides every record the same', async () => {
+    const res = await count('{"n":9007199254740993,"s":"a\\u0000b"}', '{"type":"Doc","id":"x\\u0000y"}');
+    expect(res.body.context.reasons).toEqual(['a-nul-id', 'a-nul-inside', 'just-past-2^53']);
+    const [row] = await node.connection.db.selectFrom('decisions').select('request').where('id', '=', res.body.context.id).execute();
+    expect(row!.request).toMatchObject({ resource: { id: '\uFDD0s:x%00y' }, context: { n: '\uFDD0n:9007199254740993', s: '\uFDD0s:a%00b' } });
+    expect(await verifyAudit(node.connection.db)).toMatchObject({ ok: true });
+    const replayed = await node.api('POST', '/v1/audit/replay', {});
+    expect(replayed.body).toMatchObject({ mode: 'replay', differing: 0 });
+    expect(replayed.body.decisions).toBeGreaterThan(15);
+  });
+
+  it('elsewhere (the registry, policy sets) NUL and U+FDD0 are refused, naming where', async () => {
+    for (const name of ['a\u0000b', 'a\uFDD0b']) {
+      const res = await node.api('POST', '/v1/humans', { id: 'h1', name });
+      expect(res.status).toBe(400);
+      expect(res.body.detail).toMatch(/^\/name /);
+    }
+  });
+});
+

@@ -164,12 +164,26 @@ describe('what a token says is a recorded decision, whatever it says', () => {
   });
 
   it.each([
-    ['a NUL character', { note: 'a\u0000b' }],
-    ['an unpaired surrogate', { note: 'a\ud800b' }],
+    ['a NUL character', { note: 'a\u0000b' }, '\uFDD0s:a%00b'],
+    ['an unpaired surrogate', { note: 'a\ud800b' }, '\uFDD0s:a%uD800b'],
+    ['U+FDD0, the mark of an escaped value', { note: '\uFDD0n:5' }, '\uFDD0s:%uFDD0n:5'],
+  ])('a claim holding %s: a recorded deny TOKEN_MALFORMED, the claims kept escaped', async (_name, claims, kept) => {
+    const res = await decide(evaluation(await mint(claims), 'read'));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_MALFORMED' } });
+    const stored = await record(res.body.context.id);
+    expect(stored.code).toBe('TOKEN_MALFORMED');
+    const token = (stored.request as { subject: { properties: { token: Record<string, unknown> } } }).subject.properties.token;
+    // Not as `claims`: replay takes this refusal from the record rather than trusting them.
+    expect(token).not.toHaveProperty('claims');
+    expect(token.refusedClaims).toMatchObject({ sub: 'bot', note: kept });
+  });
+
+  it.each([
     ['an integer beyond 2^53', { note: 9007199254740993 }],
     ['claims nested 40 levels deep', { note: Array.from({ length: 40 }).reduce<unknown>((inner) => [inner], 1) }],
     ['a details target nested 300 levels deep', { authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: Array.from({ length: 300 }).reduce<Record<string, unknown>>((inner) => ({ type: 'Folder', id: 'x', note: inner }), folder('invoices')) }] }],
-  ])('a claim holding %s: a recorded deny TOKEN_MALFORMED, kept without the claims', async (_name, claims) => {
+  ])('a claim holding %s: a recorded deny TOKEN_MALFORMED, kept without the claims (they cannot be kept as signed)', async (_name, claims) => {
     const res = await decide(evaluation(await mint(claims), 'read'));
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_MALFORMED' } });
@@ -319,12 +333,15 @@ describe('template links', () => {
 describe('deep and huge bodies', () => {
   const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
 
+  // A body the decision API's schema accepts, with the depth inside its context.
+  const deepEvaluation = (inner: string) => `{"subject":{"type":"user","id":"u"},"action":{"name":"read"},"resource":{"type":"Doc","id":"d"},"context":{"x":${inner}}}`;
   it.each([
-    ['the decision API', 'POST', '/access/v1/evaluation', PEP_TOKEN],
-    ['a registration', 'POST', '/v1/humans', undefined],
-    ['a batch', 'POST', '/access/v1/evaluations', PEP_TOKEN],
-  ])('JSON nested 10,000 levels deep is a 400 on %s, never a 500', async (_name, method, url, token) => {
-    const res = await node.api(method, url, `{"context":${deep(10_000)}}`, {}, token);
+    ['the decision API', 'POST', '/access/v1/evaluation', PEP_TOKEN, deepEvaluation(deep(10_000))],
+    ['the decision API, with an integer it reads exactly', 'POST', '/access/v1/evaluation', PEP_TOKEN, deepEvaluation(`${'['.repeat(10_000)}9007199254740993${']'.repeat(10_000)}`)],
+    ['a registration', 'POST', '/v1/humans', undefined, `{"context":${deep(10_000)}}`],
+    ['a batch', 'POST', '/access/v1/evaluations', PEP_TOKEN, deepEvaluation(deep(10_000))],
+  ])('JSON nested 10,000 levels deep is a 400 on %s, never a 500', async (_name, method, url, token, body) => {
+    const res = await node.api(method, url, body, {}, token);
     expect(res.status, JSON.stringify(res.body)).toBe(400);
     expect(res.body.code).toBe('VALIDATION_FAILED');
     expect(res.body.detail).toMatch(/deeper than/);

@@ -5,6 +5,8 @@ import { DecisionCaches } from '../../authz/decision-caches.ts';
 import { contextEntitiesCost, type Decision, type EvaluationRequest } from '../../authz/engine.ts';
 import type { RecordedRequest } from '../../audit/decision-log.ts';
 import { LeashError } from '../../errors.ts';
+import { exactJson } from '../../exact-json.ts';
+import { MAX_JSON_DEPTH } from '../../json-limits.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 
@@ -54,7 +56,8 @@ function view(d: Decision, id: string) {
 
 /**
  * The request as the decision log keeps it: what it was decided on (subject, action, resource,
- * context), the token replaced by its fingerprint, verified claims and jti. `contextOf`: the
+ * context), the token replaced by its fingerprint, verified claims and jti (or, for a token
+ * refused for what its claims hold, those claims escaped). `contextOf`: the
  * context is a batch's shared one, recorded in full with that decision and named here by its id.
  */
 function recorded(request: EvaluationRequest, d: Decision, contextOf: string | null): RecordedRequest {
@@ -64,13 +67,28 @@ function recorded(request: EvaluationRequest, d: Decision, contextOf: string | n
   if (properties && 'token' in properties) {
     const { token, ...rest } = properties;
     const fingerprint = typeof token === 'string' ? hash('sha256', token, 'hex') : null;
-    kept = { ...subject, properties: { ...rest, token: { sha256: fingerprint, ...(d.claims ? { claims: d.claims, jti: d.claims.jti ?? null } : {}) } } };
+    const claims = d.claims ? { claims: d.claims, jti: d.claims.jti ?? null } : d.refusedClaims ? { refusedClaims: d.refusedClaims } : {};
+    kept = { ...subject, properties: { ...rest, token: { sha256: fingerprint, ...claims } } };
   }
   if (contextOf) return { subject: kept, action, resource, contextOf };
   return { subject: kept, action, resource, ...(context === undefined ? {} : { context }) };
 }
 
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
+  // Integers beyond 2^53 are read exactly here (Cedar's are 64-bit); the default parser runs
+  // first, so its checks (syntax, prototype poisoning) hold for these bodies too.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    json(request, body as string, (err: Error | null, parsed?: unknown) => {
+      if (err) return done(err);
+      try {
+        done(null, exactJson(body as string, parsed));
+      } catch {
+        // JSON.parse read it, so only the exact parser's recursion can have failed: nesting.
+        done(new LeashError('VALIDATION_FAILED', `the body nests deeper than ${MAX_JSON_DEPTH} levels`));
+      }
+    });
+  });
   const caches = new DecisionCaches();
   // A lifecycle change drops what was cached for the agent and for tokens delegated through it.
   const off = deps.view.onAgentChange((id) => caches.forgetAgent(id));
@@ -136,11 +154,11 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     };
   });
 
-  app.post('/access/v1/evaluation', { config: { access: 'decider' }, schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
+  app.post('/access/v1/evaluation', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
     (await decide([request.body as EvaluationRequest]))[0]!,
   );
 
-  app.post('/access/v1/evaluations', { config: { access: 'decider' }, schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
+  app.post('/access/v1/evaluations', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
     const { evaluations, options, ...defaults } = request.body;
     if (!evaluations || evaluations.length === 0) {
       // The spec: without an evaluations array this is a single evaluation.
