@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CompactSign, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ArchiveSource, archiveAudit } from '../../src/audit/archive.ts';
 import { replay } from '../../src/audit/replay.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
 import { freshPostgres } from '../support/backends.ts';
@@ -259,6 +262,16 @@ describe('batches', () => {
     expect(bytes).toBeLessThan(60_000); // 20 full copies would be over 800 KB
     const report = await replay(new PostgresSource(node.connection.db), { from: before + 1 });
     expect(report).toMatchObject({ decisions: 20, differing: 0 });
+    // A range that starts after the record holding the context finds it by id: in the
+    // database, and once archived, in the archive.
+    const holderSeq = before + 1 + rows.findIndex((r) => r.id === holders[0]!.id);
+    const after = await replay(new PostgresSource(node.connection.db), { from: holderSeq + 1, to: before + 20 });
+    expect(after).toMatchObject({ decisions: before + 20 - holderSeq, differing: 0 });
+    const dir = mkdtempSync(join(tmpdir(), 'leash-archive-'));
+    await archiveAudit(node.connection.db, { dir, before: new Date(Date.now() + 1000) });
+    expect(await node.connection.db.selectFrom('decisions').select('id').where('id', '=', holders[0]!.id).execute()).toEqual([]);
+    const archived = await replay(new ArchiveSource(dir, new PostgresSource(node.connection.db)), { from: holderSeq + 1, to: before + 20 });
+    expect(archived).toMatchObject({ decisions: before + 20 - holderSeq, differing: 0 });
   });
 
   it('a batch whose items would each read a deep hierarchy of entities is refused whole (400), before anything is decided', async () => {
@@ -275,6 +288,20 @@ describe('batches', () => {
     const res = await decide({ ...plain, context: { entities: [...entities, ...chain] } });
     expect(res.status).toBe(400);
     expect(res.body.detail).toMatch(/ancestor links/);
+  });
+
+  it('a long batch gives other callers a turn: a decision asked for meanwhile is made between its items', async () => {
+    // Distinct resources, so every item is a Cedar call of its own (nothing remembered).
+    const items = Array.from({ length: 1000 }, (_, i) => ({ resource: { type: 'Document', id: `d-${i}` } }));
+    const batch = decideMany({ ...plain, context: { entities }, evaluations: items });
+    await new Promise((resolve) => setImmediate(resolve));
+    const single = await decide({ ...plain, context: { entities } });
+    const res = await batch;
+    expect(res.status).toBe(200);
+    const at = async (id: string) => (await record(id)).recorded_at as Date;
+    const singleAt = await at(single.body.context.id);
+    expect(singleAt.getTime()).toBeGreaterThan((await at(res.body.evaluations[0].context.id)).getTime());
+    expect(singleAt.getTime()).toBeLessThan((await at(res.body.evaluations[999].context.id)).getTime());
   });
 
   it('1,000 items with a small shared context are all decided and recorded', async () => {
