@@ -2,7 +2,6 @@ import { Writable } from 'node:stream';
 import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimAssertionJti, pruneAssertionJtis } from '../../src/store/assertion-jtis.ts';
-import { freshPglite } from '../support/backends.ts';
 import { PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
 // Leash issues agents' tokens, on the embedded default (PGlite), driven with plain fetch and
@@ -70,7 +69,8 @@ async function decide(agent: string, accessToken: string, action: string, doc: s
 
 beforeAll(async () => {
   const logStream = new Writable({ write: (chunk, _enc, done) => void (logs.push(String(chunk)), done()) });
-  node = await startTestNode(freshPglite(), { logger: { level: 'info', stream: logStream } });
+  // PGlite in memory: the embedded default's database and migrations, without a data directory to write.
+  node = await startTestNode({ kind: 'pglite', dataDir: null }, { logger: { level: 'info', stream: logStream } });
   await seedPrincipals(node);
   const ceiling = { template: 'ceiling-folder', values: { '?resource': folder('invoices') } };
   const register = async (id: string, overrides: Record<string, unknown> = {}) => {
