@@ -33,9 +33,11 @@ export interface Config {
    * the metadata documents name their endpoints under it, never under a caller's Host header.
    */
   publicUrl: string;
+  /** `LEASH_TOKEN_AUDIENCE`: the `aud` of the tokens Leash issues when the request names no `resource` (default `leash`). */
+  tokenAudience: string;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -62,6 +64,10 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   }
   const host = env.HOST || '127.0.0.1';
   const publicUrl = publicUrlOf(env.LEASH_PUBLIC_URL, `http://${host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host}:${port}`);
+  const tokenAudience = env.LEASH_TOKEN_AUDIENCE || 'leash';
+  if (tokenAudience.length > 500 || /[\s\x00-\x1f\x7f]/.test(tokenAudience)) {
+    throw new Error(`LEASH_TOKEN_AUDIENCE must be 1 to 500 characters without spaces or control characters, got ${JSON.stringify(env.LEASH_TOKEN_AUDIENCE)}`);
+  }
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
   return {
@@ -80,6 +86,7 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     allowPrivateUrls: allowPrivate === '1' || allowPrivate === 'true',
     maxDelegationDepth,
     publicUrl,
+    tokenAudience,
   };
 }
 

@@ -17,7 +17,10 @@ import { connect, type Backend, type Connection } from './store/connect.ts';
 import { EventStore, type StoredEvent } from './store/event-store.ts';
 import { Follower } from './store/follower.ts';
 import { migrateToLatest } from './store/migrate.ts';
+import { LeashKeys } from './tokens/leash-keys.ts';
+import { NodeSigner } from './tokens/node-signer.ts';
 import { configureTokens } from './tokens/settings.ts';
+import { signingKeyAggregate } from './tokens/signing-key-stream.ts';
 
 export interface NodeOptions {
   backend: Backend;
@@ -42,6 +45,8 @@ export interface NodeOptions {
   maxDelegationDepth?: number;
   /** `LEASH_PUBLIC_URL`: the base the metadata documents name endpoints under (default http://127.0.0.1:8080). */
   publicUrl?: string;
+  /** `LEASH_TOKEN_AUDIENCE`: the `aud` of issued tokens whose request names no `resource` (default `leash`). */
+  tokenAudience?: string;
 }
 
 export interface LeashNode {
@@ -52,20 +57,26 @@ export interface LeashNode {
   policies: PolicyView;
   follower: Follower;
   cluster: Cluster;
+  /** Every node's public signing keys (the JWKS), folded from the log. */
+  keys: LeashKeys;
+  /** This node's own signing key (its private half never leaves this object). */
+  signer: NodeSigner;
   close(): Promise<void>;
 }
 
-/** Everything a node folds from the log: the registry and the policy set in force. */
+/** Everything a node folds from the log: the registry, the policy set in force, and the signing keys. */
 class NodeFold {
   position = 0;
   constructor(
     readonly registry: RegistryView,
     readonly policies: PolicyView,
+    readonly keys: LeashKeys,
   ) {}
 
   apply(e: StoredEvent): void {
     this.registry.apply(e);
     this.policies.apply(e);
+    this.keys.apply(e);
     this.position = e.position;
   }
 }
@@ -109,7 +120,10 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const store = new EventStore(connection.db);
     const view = new RegistryView();
     const policies = new PolicyView();
-    const follower = new Follower(store, new NodeFold(view, policies), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
+    const keys = new LeashKeys();
+    const follower = new Follower(store, new NodeFold(view, policies, keys), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
+    // A token naming a key not folded yet may come from a node that published it a moment ago.
+    keys.onUnknownKey(() => follower.sync());
     await follower.start();
     const nats = options.natsUrl?.split(',').map((u) => u.trim()).filter(Boolean) ?? [];
     const bus: Bus =
@@ -130,7 +144,14 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       const agent = type === agentAggregate.streamType ? view.agents.get(id) : undefined;
       return agent && { state: agent.record, version: agent.version };
     });
+    const signer = new NodeSigner({
+      nodeId: options.nodeId, keys, log: (fields, message) => warn(fields, message),
+      publish: async (data, now) => {
+        await commands.handle(signingKeyAggregate, options.nodeId, { type: 'PublishSigningKey', data, metadata: { now } }, { now, actor: `node:${options.nodeId}` });
+      },
+    });
     const shutDown = async () => {
+      signer.stop();
       follower.stop();
       offCommit();
       await cluster.stop();
@@ -139,6 +160,8 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     };
     try {
       await bootstrapPolicies(options, policies, commands, follower);
+      // A key of its own before it serves: other nodes learn it from the log (and the broadcast).
+      await signer.rotate();
     } catch (err) {
       await shutDown();
       throw err;
@@ -149,7 +172,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       app = await buildServer({
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
-        publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080',
+        publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, signer, tokenAudience: options.tokenAudience ?? 'leash',
       });
     } catch (err) {
       await shutDown();
@@ -164,6 +187,8 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       policies,
       follower,
       cluster,
+      keys,
+      signer,
       async close() {
         // Stop answering first (in-flight requests finish), then leave the broadcast: a node
         // that others no longer wait for must not be deciding any more.

@@ -35,4 +35,10 @@ describe('configuration', () => {
   it.each(['not a url', 'ftp://x.example', 'https://x.example/?a=1', 'https://u:p@x.example'])('refuses LEASH_PUBLIC_URL=%s', (value) => {
     expect(() => loadConfig({ LEASH_PUBLIC_URL: value })).toThrow(/LEASH_PUBLIC_URL must be/);
   });
+
+  it('LEASH_TOKEN_AUDIENCE: the aud of issued tokens without a resource, `leash` unless given; no spaces or control characters', () => {
+    expect(loadConfig({}).tokenAudience).toBe('leash');
+    expect(loadConfig({ LEASH_TOKEN_AUDIENCE: 'https://api.example' }).tokenAudience).toBe('https://api.example');
+    for (const bad of ['two words', 'tab\there', 'x'.repeat(501)]) expect(() => loadConfig({ LEASH_TOKEN_AUDIENCE: bad })).toThrow(/LEASH_TOKEN_AUDIENCE must be/);
+  });
 });

@@ -1,88 +1,24 @@
 import * as cedar from './cedar.ts';
-import { LeashError } from '../errors.ts';
 import { escapedCopy } from '../exact-json.ts';
 import { findUnsafeValue } from '../json-limits.ts';
-import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
-import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
+import type { AgentRecord } from '../registry/agent.ts';
+import type { EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import { verifyAgentToken, type TokenVerifier } from '../tokens/verify.ts';
-import { ceilingSetFor, combinedSetFor, withHuman, type CombinedLayer } from './combined.ts';
-import { answerKey, callEntities, jsonOf, literalsOf, literalsOfLinks, literalsWith, shareable, slimRegistryEntities } from './call-inputs.ts';
+import { combinedSetFor, withHuman, type CombinedLayer } from './combined.ts';
+import { answerKey, callEntities, literalsOf, literalsOfLinks, literalsWith, shareable, slimRegistryEntities } from './call-inputs.ts';
 import { DecisionCaches } from './decision-caches.ts';
 import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
-import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
+import { linked, preparsed, union, type Call } from './layer-calls.ts';
+import { answer, type LayerResult } from './layer-result.ts';
 import { bindPrincipal, linkFits } from './template-links.ts';
-import { actionUid, cedarType, entitiesFor, hierarchySize, entityKey, evaluate, reachableEntities, referencedUids, sameUid as same, type Decision, type EvaluationRequest } from './engine.ts';
-import { CEILING, type CompiledPolicySet } from './policy-set.ts';
+import { actionUid, cedarType, entitiesFor, evaluate, reachableEntities, sameUid as same, type Decision, type EvaluationRequest } from './engine.ts';
+import type { CompiledPolicySet } from './policy-set.ts';
+import { ceilingOf, withinCeiling } from './within-ceiling.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
 // token, details (RFC 9396), ceiling, agent, human — and any forbid wins. The first layer
 // that refuses is the one the decision names.
-
-interface Call {
-  action: EntityUid;
-  resource: EntityUid;
-  context: Record<string, unknown>;
-  entities: CedarEntity[];
-}
-
-/**
- * A preparsed set (policy ids as written, plus any links in `links`). `validate`: Cedar checks
- * the request against the schema first (principal, resource and context types for the action),
- * done on the calls whose principal is the agent; the human layer's calls ask about the same
- * request with another principal, which the action need not name.
- */
-function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call, validate: boolean, links: Link[] = [], isForbid?: IsForbid): LayerResult {
-  return answer(
-    cedar.statefulIsAuthorized({
-      principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
-      entities: call.entities as cedar.Entities, preparsedPolicySetId: id, preparsedSchemaName: set.schemaName, validateRequest: validate,
-    }),
-    isForbid ?? forbidsOf(set, links),
-  );
-}
-
-type Link = { link: TemplateLink; newId: string };
-
-/** Static forbids by id, and links of forbid templates by their link id. */
-function forbidsOf(set: CompiledPolicySet, links: Link[]): IsForbid {
-  if (links.length === 0) return (id) => set.forbidIds.has(id);
-  const linkForbids = new Set(links.filter(({ link }) => set.forbidIds.has(link.template)).map(({ newId }) => newId));
-  return (id) => set.forbidIds.has(id) || linkForbids.has(id);
-}
-
-/** Per-agent template links (a ceiling, grants), evaluated on their own. */
-function linked(set: CompiledPolicySet, links: Link[], principal: EntityUid, call: Call, validate: boolean): LayerResult {
-  const templates: Record<string, string> = {};
-  for (const { link } of links) templates[link.template] = set.templates[link.template]!.text;
-  return answer(
-    cedar.isAuthorized({
-      principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
-      entities: call.entities as cedar.Entities, schema: set.schemaJson, validateRequest: validate,
-      policies: { templates, templateLinks: links.map(({ link, newId }) => ({ templateId: link.template, newId, values: link.values as Record<string, cedar.EntityUid> })) },
-    }),
-    forbidsOf(set, links),
-  );
-}
-
-/** Two sets decided as one: any satisfied forbid denies; otherwise any satisfied permit allows. */
-function union(a: LayerResult, b: LayerResult | null): LayerResult {
-  if (!b) return a;
-  const forbids = [...(a.allow ? [] : a.reasons), ...(b.allow ? [] : b.reasons)];
-  const errors = [...a.errors, ...b.errors];
-  const failed = [...a.failed, ...b.failed];
-  const errored = a.errored || b.errored;
-  if (forbids.length > 0) return { allow: false, reasons: forbids, errors, failed, errored };
-  if (a.allow || b.allow) return { allow: true, reasons: [...(a.allow ? a.reasons : []), ...(b.allow ? b.reasons : [])], errors, failed, errored };
-  return { allow: false, reasons: [], errors, failed, errored };
-}
-
-/**
- * The beyond-ceiling check makes one Cedar call per (target, action) pair of the token, each
- * parsing the request's entities: pairs × (entities + ancestor links) is bounded by this.
- * Measured: a 62-level chain of folders with 64 pairs held the event loop for 0.5 s.
- */
-const MAX_CEILING_CHECK_WORK = 10_000;
 
 const principalTypes = new WeakMap<CompiledPolicySet, Map<string, Set<string>>>();
 
@@ -213,53 +149,14 @@ async function decideLayers(
   if (!details.details.some(covers)) return deny('details', 'DETAILS_NOT_COVERING');
 
   // 3. ceiling: @layer("ceiling") policies plus this agent's linked ceiling template.
-  if (!agent.ceiling) return deny('ceiling', 'NO_CEILING');
-  if (policies.templates[agent.ceiling.template]?.layer !== CEILING) return deny('ceiling', 'CEILING_TEMPLATE_MISSING');
-  // Checked when it was linked; a later policy set may have changed the template's slots.
-  if (!linkFits(policies, agent.ceiling, 'ceiling')) return deny('ceiling', 'CEILING_LINK_INVALID');
-  const ceilingLink = bindPrincipal(policies, agent.ceiling, A);
-  const ceilingId = `ceiling:${agent.id}`;
-  const agentAncestors = ancestorsOf(entityMap, A);
-  // The agent's ceiling policies and link as one preparsed set; the reference path (and a set
-  // that cannot be prepared) takes the union of the shared ceiling policies and a stateless link.
-  const ceilingSet = options.combined === false ? null : ceilingSetFor(policies, { uid: A, version: agentVersion, ancestors: agentAncestors }, { ...ceilingLink, newId: ceilingId });
-  const ceilingLinks = [{ link: ceilingLink, newId: ceilingId }];
-  const ceiling = (c: Call, validate: boolean) =>
-    ceilingSet ? preparsed(policies, ceilingSet, A, c, validate, ceilingLinks)
-      : union(preparsed(policies, policies.ceilingPreparsedId, A, c, validate), linked(policies, ceilingLinks, A, c, validate));
-  // What the check can reach: the agent, the details' targets, and what they lead to. (The
-  // requested resource is not among them, so the verdict holds for every resource the token
-  // is used on.)
-  // One Cedar call per pair, each reading the entities: bounded together, not only each.
-  if (details.pairs.length * hierarchySize(entityMap) > MAX_CEILING_CHECK_WORK) {
-    return deny('details', 'DETAILS_MALFORMED', [], [`the token names ${details.pairs.length} (target, action) pairs, too many to check against entities this large`]);
-  }
-  const targets = details.details.map((d) => d.resource ?? d.resourceIn!);
-  // (The ceiling link's values are literals of the agent's own ceiling.)
-  const checkEntities = reachableEntities(entityMap, [A, ...targets, ...referencedUids(ceilingLink.values)], context, literalsOf(policies));
-  // Each distinct (target, action) pair once (the parser bounds how many), remembered per pair
-  // under the exact inputs the check reads (long ones by their sha-256: see decision-caches.ts).
-  const checkKey = caches && `${policies.preparsedId}\n${JSON.stringify(agent.id)}\n${agentVersion}\n${JSON.stringify(context)}\n${checkEntities.map(jsonOf).join('\n')}`;
-  const verdicts = checkKey ? caches.ceilingVerdicts(agent.id, checkKey) : new Map<string, LayerResult>();
-  for (const { target, action: a } of details.pairs) {
-    const pair = `${entityKey(target)}\n${a}`;
-    let inside = verdicts.get(pair);
-    if (!inside) {
-      try {
-        // Not validated as a request: the context is the request's, made for its own action.
-        inside = ceiling({ ...call, action: actionUid(a), resource: target, entities: checkEntities }, false);
-      } catch (err) {
-        if (!(err instanceof LeashError && err.code === 'VALIDATION_FAILED')) throw err;
-        // Cedar refused the question. If the request itself does not fit the schema, that is the
-        // caller's 400 (this call throws it); otherwise the token names an action or target the
-        // schema does not know: a malformed token, denied and recorded.
-        ceiling(call, true);
-        return deny('details', 'DETAILS_MALFORMED', [], [err.message]);
-      }
-      verdicts.set(pair, inside);
-    }
-    if (!inside.allow) return refused('details', inside, 'DETAILS_BEYOND_CEILING');
-  }
+  const found = ceilingOf(policies, agent, agentVersion, entityMap, options.combined !== false);
+  if (!found.ok) return deny('ceiling', found.code);
+  const { ceiling } = found;
+  const ceilingLink = ceiling.link;
+  const ceilingId = ceiling.id;
+  const agentAncestors = ceiling.ancestors;
+  const inside = withinCeiling({ policies, agent, agentVersion, ceiling, details, entities: entityMap, context, caches, request: call });
+  if (!inside.ok) return deny('details', inside.code, inside.reasons, inside.errors);
 
   // The human layer asks whether H may do what A asks. When the schema says no human can be
   // the principal of this action, the policies were validated for other principals only, and
@@ -332,7 +229,7 @@ async function decideLayers(
     }
   }
 
-  const ceilingResult = ceiling(call, true);
+  const ceilingResult = ceiling.ask(call, true);
   if (!ceilingResult.allow) return refused('ceiling', ceilingResult);
 
   // 4. agent: ordinary policies plus the agent's grants, principal = A.

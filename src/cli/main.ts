@@ -61,6 +61,7 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     allowPrivateUrls: config.allowPrivateUrls,
     maxDelegationDepth: config.maxDelegationDepth,
     publicUrl: config.publicUrl,
+    tokenAudience: config.tokenAudience,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {

@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { agentStatuses } from '../registry/agent.ts';
-import { pinnableAlgorithms } from '../tokens/pins.ts';
+import { MAX_CLOCK_SKEW_SECONDS, pinnableAlgorithms } from '../tokens/pins.ts';
 
 // Request and response shapes of SPEC §7. Every object is closed: an unknown field is a
 // 400, never silently dropped.
@@ -38,7 +38,7 @@ export const Credentials = Type.Object(
     issuer: Text(500),
     audience: Type.Union([Text(500), Type.Array(Text(500), { minItems: 1, maxItems: 10 })]),
     algorithms: Type.Array(Type.Union(pinnableAlgorithms.map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true }),
-    clockSkewSeconds: Type.Integer({ minimum: 0, maximum: 300 }),
+    clockSkewSeconds: Type.Integer({ minimum: 0, maximum: MAX_CLOCK_SKEW_SECONDS }),
     maxTokenLifetimeSeconds: Type.Integer({ minimum: 1, maximum: 86400 }),
     jwks: Type.Optional(Type.Object({ keys: Type.Array(Jwk, { minItems: 1, maxItems: 20 }) }, closed)),
     jwksUri: Type.Optional(Type.String({ maxLength: 2000 })),

@@ -12,6 +12,8 @@ import type { RegistryView } from '../registry/registry-view.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
 import type { EventStore } from '../store/event-store.ts';
 import type { Follower } from '../store/follower.ts';
+import type { LeashKeys } from '../tokens/leash-keys.ts';
+import type { NodeSigner } from '../tokens/node-signer.ts';
 import { accessControl, type RouteAccess } from './access.ts';
 import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
@@ -19,6 +21,7 @@ import { auditRoutes } from './routes/audit.ts';
 import { authzenRoutes } from './routes/authzen.ts';
 import { policyRoutes } from './routes/policy-set.ts';
 import { healthRoutes } from './routes/health.ts';
+import { oauthRoutes } from './routes/oauth.ts';
 import { principalRoutes } from './routes/principals.ts';
 
 export interface ServerDeps {
@@ -34,6 +37,12 @@ export interface ServerDeps {
   nodeId: string;
   /** Where callers reach the service; metadata documents name their endpoints under it. */
   publicUrl: string;
+  /** Every node's public signing keys: the JWKS, and how Leash's own tokens are verified. */
+  keys: LeashKeys;
+  /** This node's signing key, for the token endpoint. */
+  signer: NodeSigner;
+  /** The `aud` of issued tokens whose request names no `resource`. */
+  tokenAudience: string;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -105,7 +114,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'Leash', version: '0.1.0', description: 'Authorization for AI agents: the agent registry and lifecycle, policy sets, AuthZEN decisions and the audit trail.' },
+      info: { title: 'Leash', version: '0.1.0', description: 'Authorization for AI agents: the agent registry and lifecycle, policy sets, AuthZEN decisions, the audit trail, and the tokens Leash issues agents (OAuth).' },
       components: {
         securitySchemes: {
           operator: { type: 'http', scheme: 'bearer', description: 'the operator token (LEASH_ADMIN_TOKEN)' },
@@ -122,6 +131,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(policyRoutes, deps);
   await app.register(authzenRoutes, deps);
   await app.register(auditRoutes, deps);
+  await app.register(oauthRoutes, deps);
 
   app.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -44,8 +44,16 @@ export interface AuditArchiveTable {
   archived_at: Generated<Date>;
 }
 
+/** Client assertions' `jti`s the token endpoint accepted, until they expire (migration 0008). */
+export interface ClientAssertionJtisTable {
+  agent_id: string;
+  jti: string;
+  expires_at: ColumnType<Date, Date | string, Date | string>;
+}
+
 export interface Database {
   events: EventsTable;
   decisions: DecisionsTable;
   audit_archive: AuditArchiveTable;
+  client_assertion_jtis: ClientAssertionJtisTable;
 }

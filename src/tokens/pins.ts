@@ -10,6 +10,9 @@ export const pinnableAlgorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'oth'];
 
+/** The most clock-skew leeway pins may give: a token verifies until its `exp` plus the agent's leeway, at most this. */
+export const MAX_CLOCK_SKEW_SECONDS = 300;
+
 /** RSA moduli below this are factorable with means within reach (NIST SP 800-131A: 2048 since 2014). */
 export const MIN_RSA_BITS = 2048;
 

@@ -1,39 +1,17 @@
-import { createLocalJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { decodeJwt, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AgentRecord, CredentialPins } from '../registry/agent.ts';
 import { readActChain } from './act-chain.ts';
-import { KeysUnavailable, remoteKeys } from './remote-keys.ts';
+import { pinnedKeys, reject, verifyJwt, type JwtCheck, type TokenRejection, type Verified } from './jwt.ts';
 import { tokenSettings } from './settings.ts';
 import { VerifiedTokenCache } from './token-cache.ts';
 
 /** Who acted for whom, for showing a recorded token (decisions use readActChain's strict reading). */
 export { actors } from './act-chain.ts';
 
-// The only place that verifies JWTs. Every way a token can fail has its own stable code;
-// jose's ERR_JWT_* / ERR_JWS_* codes are mapped here and nowhere else.
+export type { TokenRejection } from './jwt.ts';
 
-export type TokenRejection =
-  | 'TOKEN_MISSING'
-  | 'TOKEN_MALFORMED'
-  | 'TOKEN_ALG_NOT_ALLOWED'
-  | 'TOKEN_UNKNOWN_KEY'
-  | 'TOKEN_BAD_SIGNATURE'
-  | 'TOKEN_EXPIRED'
-  | 'TOKEN_MISSING_EXP'
-  | 'TOKEN_MISSING_IAT'
-  | 'TOKEN_NOT_YET_VALID'
-  | 'TOKEN_WRONG_ISSUER'
-  | 'TOKEN_WRONG_AUDIENCE'
-  | 'TOKEN_LIFETIME_TOO_LONG'
-  /** `exp` before `iat`: a token that claims to end before it begins is not a token of any lifetime. */
-  | 'TOKEN_LIFETIME_INVALID'
-  | 'TOKEN_ISSUED_BEFORE_ROTATION'
-  | 'TOKEN_SUBJECT_MISMATCH'
-  /** Every way of not getting a `jwksUri`'s keys, one code and one detail (see remote-keys.ts). */
-  | 'TOKEN_KEYS_UNAVAILABLE'
-  /** More agents in the `act` chain than LEASH_MAX_DELEGATION_DEPTH (see act-chain.ts for what is counted). */
-  | 'DELEGATION_TOO_DEEP'
-  | 'AGENT_UNKNOWN'
-  | 'AGENT_NOT_ACTIVE';
+// An agent's bearer token at a decision: the JWT step (jwt.ts) with the agent's pins or
+// Leash's own keys, then the registry's checks (lifecycle, rotation, delegation).
 
 export type TokenCheck =
   | {
@@ -51,82 +29,75 @@ export type TokenCheck =
   | { ok: false; code: TokenRejection; detail: string; claims?: JWTPayload & Record<string, unknown>; agentVersion?: number };
 
 type Rejected = Extract<TokenCheck, { ok: false }>;
-const reject = (code: TokenRejection, detail: string): Rejected => ({ ok: false, code, detail });
-
-/** The same words for every failure to get the keys: the caller learns nothing of the network behind the URL. */
-const KEYS_UNAVAILABLE_DETAIL = 'the agent\'s JWKS could not be fetched';
-
-/** Inline key sets, per pins object: jose imports each key once per set, not per token. */
-const localSets = new WeakMap<object, JWTVerifyGetKey>();
-
-function keysFor(pins: CredentialPins): JWTVerifyGetKey {
-  if (pins.jwks) {
-    let set = localSets.get(pins.jwks);
-    if (!set) localSets.set(pins.jwks, (set = createLocalJWKSet(pins.jwks as Parameters<typeof createLocalJWKSet>[0])));
-    return set;
-  }
-  return remoteKeys(pins.jwksUri!);
-}
-
-function fromJose(err: unknown): Rejected {
-  const e = err as { code?: string; claim?: string; reason?: string; message?: string };
-  switch (e.code) {
-    case 'ERR_JWT_EXPIRED':
-      return reject('TOKEN_EXPIRED', 'the token has expired');
-    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      if (e.claim === 'exp') return reject('TOKEN_MISSING_EXP', 'the token has no usable exp claim');
-      // jose's reason `invalid`: the claim is there but not a number. That is a malformed
-      // token, not one from the future (jose only checks iat's time with maxTokenAge, unused).
-      if (e.claim === 'iat') {
-        if (e.reason === 'missing') return reject('TOKEN_MISSING_IAT', 'the token has no iat claim');
-        return e.reason === 'invalid' ? reject('TOKEN_MALFORMED', 'iat is not a number') : reject('TOKEN_NOT_YET_VALID', 'the token is issued in the future');
-      }
-      if (e.claim === 'nbf') return e.reason === 'invalid' ? reject('TOKEN_MALFORMED', 'nbf is not a number') : reject('TOKEN_NOT_YET_VALID', 'the token is not valid yet (nbf)');
-      if (e.claim === 'iss') return reject('TOKEN_WRONG_ISSUER', 'the token is from another issuer');
-      if (e.claim === 'aud') return reject('TOKEN_WRONG_AUDIENCE', 'the token is for another audience');
-      return reject('TOKEN_MALFORMED', `claim ${e.claim} failed: ${e.reason}`);
-    case 'ERR_JOSE_ALG_NOT_ALLOWED':
-    case 'ERR_JOSE_NOT_SUPPORTED':
-      return reject('TOKEN_ALG_NOT_ALLOWED', 'the token\'s algorithm is not among the agent\'s pinned algorithms');
-    case 'ERR_JWKS_NO_MATCHING_KEY':
-    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
-      return reject('TOKEN_UNKNOWN_KEY', 'no pinned key matches the token\'s kid and algorithm');
-    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
-      return reject('TOKEN_BAD_SIGNATURE', 'the signature does not verify');
-    case 'ERR_JWKS_TIMEOUT':
-    case 'ERR_JWKS_INVALID':
-      return reject('TOKEN_KEYS_UNAVAILABLE', KEYS_UNAVAILABLE_DETAIL);
-    default:
-      return reject('TOKEN_MALFORMED', 'the token is not a valid JWS compact JWT');
-  }
-}
 
 export type AgentLookup = (id: string) => { record: AgentRecord; version: number } | undefined;
 
 /** How a decision checks its subject's token: live, the JWT itself; in replay, what the log kept of it. */
 export type TokenVerifier = (token: unknown, subjectId: string, agentOf: AgentLookup, now: Date, cache?: VerifiedTokenCache) => Promise<TokenCheck>;
 
-type Verified = { ok: true; claims: JWTPayload & Record<string, unknown> } | Rejected;
+/** The longest token the decision API reads (and so the longest Leash issues). */
+export const MAX_TOKEN_CHARS = 16_384;
 
 /**
- * Verifies an agent's bearer JWT against the agent's pins (SPEC §3 layer 1): signature,
- * `iss`, `aud`, `alg` in the allow-list, `exp`/`nbf` with leeway, `exp` not before `iat`,
- * lifetime ≤ the maximum, a well-formed `act` chain within LEASH_MAX_DELEGATION_DEPTH,
- * issued after the last rotation or revocation, naming `subjectId` as the acting agent,
- * and the agent `active`. `agentOf` looks the agent up in the registry.
+ * Leash's own access tokens (issued at /oauth/token): the issuer they carry and the keys of
+ * every node (the JWKS projection). A token with this `iss` is checked against these keys
+ * only, whatever the agent pinned: no agent can sign as Leash.
  */
-export const verifyAgentToken: TokenVerifier = async (token, subjectId, agentOf, now, cache) => {
-  if (typeof token !== 'string' || token.length === 0) return reject('TOKEN_MISSING', 'subject.properties.token is required for an agent');
-  if (token.length > 16_384) return reject('TOKEN_MALFORMED', 'the token is too long');
-  return checkAgentToken(subjectId, agentOf, now, async (pins, agentId, version) => {
-    const cacheKey = cache ? VerifiedTokenCache.key(token, agentId, version) : '';
-    const cached = cache?.get(cacheKey, now.getTime());
-    if (cached) return { ok: true, claims: cached };
-    const verified = await verifySignatureAndClaims(token, pins, now);
-    if (verified.ok && cache) cache.set(cacheKey, verified.claims, (verified.claims.exp! + pins.clockSkewSeconds) * 1000);
-    return verified;
-  });
-};
+export interface LeashTokens {
+  issuer: string;
+  keys: JWTVerifyGetKey;
+}
+
+/**
+ * Verifies an agent's bearer JWT (SPEC §3 layer 1): signature, `iss`, `aud`, `alg` in the
+ * allow-list, `exp`/`nbf` with leeway, `exp` not before `iat`, lifetime ≤ the maximum, a
+ * well-formed `act` chain within LEASH_MAX_DELEGATION_DEPTH, issued after the last rotation or
+ * revocation, naming `subjectId` as the acting agent, and the agent `active`. `agentOf` looks
+ * the agent up in the registry. The signature and the registered claims are checked against
+ * the agent's pins, or, for a token Leash issued (`leash`), against Leash's keys (see
+ * `leashCheck`); everything after that is the same for both.
+ */
+export function tokenVerifier(leash: LeashTokens | null): TokenVerifier {
+  return async (token, subjectId, agentOf, now, cache) => {
+    if (typeof token !== 'string' || token.length === 0) return reject('TOKEN_MISSING', 'subject.properties.token is required for an agent');
+    if (token.length > MAX_TOKEN_CHARS) return reject('TOKEN_MALFORMED', 'the token is too long');
+    return checkAgentToken(subjectId, agentOf, now, async (pins, agentId, version) => {
+      const cacheKey = cache ? VerifiedTokenCache.key(token, agentId, version) : '';
+      const cached = cache?.get(cacheKey, now.getTime());
+      if (cached) return { ok: true, claims: cached };
+      const check = leash && issuerOf(token) === leash.issuer ? leashCheck(leash, pins) : pinnedCheck(pins);
+      const verified = await verifyJwt(token, check, now);
+      if (verified.ok && cache) cache.set(cacheKey, verified.claims, (verified.claims.exp! + pins.clockSkewSeconds) * 1000);
+      return verified;
+    });
+  };
+}
+
+/** Tokens checked against the agent's pins only (tests, and callers without Leash's keys). */
+export const verifyAgentToken: TokenVerifier = tokenVerifier(null);
+
+/** The unverified `iss`, to choose the keys by: whatever it says, the signature then decides. */
+function issuerOf(token: string): unknown {
+  try {
+    return decodeJwt(token).iss;
+  } catch {
+    return undefined;
+  }
+}
+
+const pinnedCheck = (pins: CredentialPins): JwtCheck => ({
+  keys: pinnedKeys(pins), algorithms: pins.algorithms, issuer: pins.issuer, audience: pins.audience, clockSkewSeconds: pins.clockSkewSeconds, requiredClaims: ['exp', 'iat'],
+});
+
+/**
+ * A Leash access token (RFC 9068): ES256 by a key in Leash's JWKS, `typ: at+jwt`, Leash's
+ * issuer, and `aud`, `jti` present. Its audience is the resource it was issued for (RFC 8707),
+ * which the resource server checks; the agent's leeway and lifetime bound apply as to its own
+ * tokens (the lifetime in `checkLifecycle`).
+ */
+const leashCheck = (leash: LeashTokens, pins: CredentialPins): JwtCheck => ({
+  keys: leash.keys, algorithms: ['ES256'], issuer: leash.issuer, clockSkewSeconds: pins.clockSkewSeconds, requiredClaims: ['exp', 'iat', 'aud', 'jti'], typ: 'at+jwt',
+});
 
 /**
  * The registry's part around the signature step: the agent must exist with pins; then its
@@ -164,38 +135,6 @@ export function recordedTokenVerifier(recordedCode: string | null): TokenVerifie
     }
     return checkAgentToken(subjectId, agentOf, now, async () => ({ ok: true, claims: claims as JWTPayload & Record<string, unknown> }));
   };
-}
-
-/** The expensive part, the one the cache saves: header, signature and registered claims. */
-async function verifySignatureAndClaims(token: string, pins: CredentialPins, now: Date): Promise<Verified> {
-  let alg: unknown;
-  try {
-    alg = decodeProtectedHeader(token).alg;
-  } catch {
-    return reject('TOKEN_MALFORMED', 'the token header cannot be decoded');
-  }
-  if (typeof alg !== 'string' || !pins.algorithms.includes(alg)) {
-    return reject('TOKEN_ALG_NOT_ALLOWED', `alg ${String(alg)} is not pinned for this agent`);
-  }
-
-  let claims: JWTPayload & Record<string, unknown>;
-  try {
-    const verified = await jwtVerify(token, keysFor(pins), {
-      issuer: pins.issuer,
-      audience: pins.audience,
-      algorithms: pins.algorithms,
-      clockTolerance: pins.clockSkewSeconds,
-      requiredClaims: ['exp', 'iat'],
-      currentDate: now,
-    });
-    claims = verified.payload as JWTPayload & Record<string, unknown>;
-  } catch (err) {
-    // remoteKeys turns every failure to get the keys into KeysUnavailable (and logs why);
-    // anything else that is not a JOSE error is the keys failing too, never the token.
-    if (err instanceof KeysUnavailable || !(err instanceof errors.JOSEError)) return reject('TOKEN_KEYS_UNAVAILABLE', KEYS_UNAVAILABLE_DETAIL);
-    return fromJose(err);
-  }
-  return { ok: true, claims };
 }
 
 /** The cheap checks, run on every request, cached token or not. */

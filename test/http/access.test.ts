@@ -19,7 +19,9 @@ beforeAll(async () => {
 });
 afterAll(async () => node?.close());
 
-const PUBLIC = ['/healthz', '/readyz', '/.well-known/authzen-configuration', '/openapi.json'];
+const PUBLIC = ['/healthz', '/readyz', '/.well-known/authzen-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json', '/openapi.json'];
+/** Public, and POST: the client assertion in the body is the authentication. */
+const PUBLIC_POST = ['/oauth/token'];
 
 const concrete = (url: string) => url.replace(':id', '3d296335-2e77-4d3e-92f3-f7f086fb92a9');
 const protectedRoutes = () => node.app.routeAccess.filter((r) => r.access !== 'public').map((r) => ({ ...r, url: concrete(r.url) }));
@@ -61,10 +63,11 @@ function disguises(url: string): string[] {
 }
 
 describe('every route declares who may call it', () => {
-  it('the router knows every route with its access, and only health, readiness and the metadata documents are public', () => {
+  it('the router knows every route with its access, and only health, readiness, the metadata documents, the JWKS and the token endpoint are public', () => {
     const routes = node.app.routeAccess;
     expect(routes.length).toBeGreaterThan(20);
-    expect([...new Set(routes.filter((r) => r.access === 'public').map((r) => r.url))].sort()).toEqual([...PUBLIC].sort());
+    expect([...new Set(routes.filter((r) => r.access === 'public').map((r) => r.url))].sort()).toEqual([...PUBLIC, ...PUBLIC_POST].sort());
+    expect(routes.filter((r) => PUBLIC_POST.includes(r.url)).map((r) => r.method)).toEqual(['POST']);
     expect(routes.filter((r) => r.url.startsWith('/access/')).every((r) => r.access === 'decider')).toBe(true);
     expect(routes.filter((r) => r.url.startsWith('/v1/')).every((r) => r.access === 'operator')).toBe(true);
   });

@@ -7,6 +7,7 @@ import type { RecordedRequest } from '../../audit/decision-log.ts';
 import { LeashError } from '../../errors.ts';
 import { exactJson } from '../../exact-json.ts';
 import { MAX_JSON_DEPTH } from '../../json-limits.ts';
+import { tokenVerifier } from '../../tokens/verify.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 
@@ -90,6 +91,8 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     });
   });
   const caches = new DecisionCaches();
+  // Agents' own tokens through their pins; the ones Leash issued through Leash's keys (every node's).
+  const tokens = tokenVerifier({ issuer: deps.publicUrl, keys: deps.keys.getKey });
   // A lifecycle change drops what was cached for the agent and for tokens delegated through it.
   const off = deps.view.onAgentChange((id) => caches.forgetAgent(id));
   app.addHook('onClose', async () => off());
@@ -114,7 +117,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       if (i > 0 && i % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
       // The record carries the instant the decision was made at, so replay can decide at it too.
       const at = new Date();
-      const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches });
+      const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches, tokens });
       decided.push({ request, decision, at });
       if (stopAt?.(decision)) break;
     }

@@ -1,0 +1,150 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { isLeashError } from '../../errors.ts';
+import { pinnableAlgorithms } from '../../tokens/pins.ts';
+import { OAuthError } from '../../tokens/oauth-error.ts';
+import { CLIENT_CREDENTIALS, TOKEN_EXCHANGE, TokenService, type TokenForm } from '../../tokens/token-service.ts';
+import type { App, ServerDeps } from '../server.ts';
+
+// Leash as an OAuth authorization server for agents: its metadata (RFC 8414), its keys, and
+// the token endpoint (client credentials with a private_key_jwt client assertion). Every URL
+// comes from LEASH_PUBLIC_URL, never from the request's Host header, which the caller writes.
+
+/** The whole form, every parameter included. */
+export const MAX_FORM_BYTES = 24 * 1024;
+const MAX_PARAMS = 32;
+
+const Metadata = Type.Object({
+  issuer: Type.String(),
+  token_endpoint: Type.String(),
+  jwks_uri: Type.String(),
+  introspection_endpoint: Type.String(),
+  revocation_endpoint: Type.String(),
+  grant_types_supported: Type.Array(Type.String()),
+  token_endpoint_auth_methods_supported: Type.Array(Type.String()),
+  token_endpoint_auth_signing_alg_values_supported: Type.Array(Type.String()),
+  authorization_details_types_supported: Type.Array(Type.String()),
+});
+
+const PublicJwk = Type.Object({ kty: Type.String(), crv: Type.String(), x: Type.String(), y: Type.String(), kid: Type.String(), alg: Type.String(), use: Type.String() }, { additionalProperties: false });
+const Jwks = Type.Object({ keys: Type.Array(PublicJwk) }, { additionalProperties: false });
+
+/** RFC 6749 §4.4.2 and RFC 7523 §2.2; unknown parameters are ignored (RFC 6749 §3.2), each at most once. */
+const TokenFormBody = Type.Object(
+  {
+    grant_type: Type.String({ description: `${CLIENT_CREDENTIALS}` }),
+    client_assertion_type: Type.Optional(Type.String({ description: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' })),
+    client_assertion: Type.Optional(Type.String({ description: 'a JWT signed by a key in the agent\'s pins: iss = sub = the agent id, aud = the issuer or the token endpoint, exp at most 5 minutes ahead, a jti never used before' })),
+    client_id: Type.Optional(Type.String({ description: 'the agent id, if given (it must match the assertion)' })),
+    authorization_details: Type.Optional(Type.String({ description: 'JSON array of leash:cedar entries (RFC 9396); required' })),
+    resource: Type.Optional(Type.String({ description: 'an absolute URI (RFC 8707): the token\'s aud; default LEASH_TOKEN_AUDIENCE' })),
+  },
+  { additionalProperties: Type.String() },
+);
+
+const TokenResponse = Type.Object({
+  access_token: Type.String(),
+  token_type: Type.Literal('Bearer'),
+  expires_in: Type.Integer(),
+  authorization_details: Type.Array(Type.Unknown()),
+});
+const OAuthErrorBody = Type.Object({ error: Type.String(), error_description: Type.String() });
+
+export async function oauthRoutes(app: App, deps: ServerDeps): Promise<void> {
+  const base = deps.publicUrl;
+  const tokenEndpoint = `${base}/oauth/token`;
+  const metadata = {
+    issuer: base,
+    token_endpoint: tokenEndpoint,
+    jwks_uri: `${base}/.well-known/jwks.json`,
+    introspection_endpoint: `${base}/oauth/introspect`,
+    revocation_endpoint: `${base}/oauth/revoke`,
+    grant_types_supported: [CLIENT_CREDENTIALS, TOKEN_EXCHANGE],
+    token_endpoint_auth_methods_supported: ['private_key_jwt'],
+    token_endpoint_auth_signing_alg_values_supported: [...pinnableAlgorithms],
+    authorization_details_types_supported: ['leash:cedar'],
+  };
+
+  app.get('/.well-known/oauth-authorization-server', { config: { access: 'public' }, schema: { tags: ['oauth'], response: { 200: Metadata } } }, async () => metadata);
+
+  app.get('/.well-known/jwks.json', { config: { access: 'public' }, schema: { tags: ['oauth'], response: { 200: Jwks } } }, async (_request, reply) => {
+    // Short: a node that starts publishes a key of its own (and verifiers refetch on an unknown kid anyway).
+    void reply.header('cache-control', 'public, max-age=60');
+    return deps.keys.jwks();
+  });
+
+  const service = new TokenService({
+    issuer: base, tokenEndpoint, defaultAudience: deps.tokenAudience, registry: deps.view, policies: () => deps.policies.current(), db: deps.store.db,
+    signer: deps.signer, admit: () => deps.cluster.admit(), release: (ticket) => deps.cluster.release(ticket), log: (fields, message) => app.log.warn(fields, message),
+  });
+
+  // Its own scope: a form parser instead of JSON, and OAuth errors instead of problem documents.
+  await app.register(async (scope: App) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_FORM_BYTES }, (_request, body, done) => {
+      try {
+        done(null, formOf(body as string));
+      } catch (err) {
+        done(err as Error, undefined);
+      }
+    });
+    scope.setErrorHandler(oauthErrorHandler);
+
+    scope.post('/oauth/token', {
+      config: { access: 'public' }, // the client assertion is the authentication
+      bodyLimit: MAX_FORM_BYTES,
+      schema: {
+        tags: ['oauth'], consumes: ['application/x-www-form-urlencoded'], body: TokenFormBody,
+        response: { 200: TokenResponse, 400: OAuthErrorBody, 401: OAuthErrorBody, 503: OAuthErrorBody },
+      },
+    }, async (request, reply) => {
+      const issued = await service.issue(request.body as TokenForm);
+      void reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+      return issued;
+    });
+  });
+}
+
+/** A parameter name as an error may show it: bounded, printable. */
+const shown = (name: string) => JSON.stringify(name.slice(0, 64).replace(/[^\x20-\x7e]/g, '?'));
+
+/** The form's parameters, each at most once (RFC 6749 §3.2); one `resource` per token (RFC 8707 `invalid_target`). */
+function formOf(body: string): TokenForm {
+  const params = new Map<string, string>();
+  let count = 0;
+  for (const [name, value] of new URLSearchParams(body)) {
+    if (++count > MAX_PARAMS) throw new OAuthError('invalid_request', `the form has more than ${MAX_PARAMS} parameters`);
+    if (params.has(name)) {
+      if (name === 'resource') throw new OAuthError('invalid_target', 'one resource per token');
+      throw new OAuthError('invalid_request', `parameter ${shown(name)} is repeated`);
+    }
+    params.set(name, value);
+  }
+  // (Own properties whatever the names, `__proto__` included.)
+  return Object.fromEntries(params);
+}
+
+/** Whatever went wrong, the token endpoint answers as OAuth says (RFC 6749 §5.2), and is never cached. */
+function oauthErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  let failure: OAuthError;
+  if (err instanceof OAuthError) {
+    failure = err;
+  } else if (err.validation) {
+    failure = new OAuthError('invalid_request', err.message);
+  } else if (isLeashError(err) && err.code === 'VALIDATION_FAILED') {
+    failure = new OAuthError('invalid_request', err.message); // what the body holds cannot be kept (json-limits.ts)
+  } else if (isLeashError(err) && err.code === 'NOT_READY') {
+    failure = new OAuthError('temporarily_unavailable', err.message);
+  } else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.statusCode === 415) {
+    failure = new OAuthError('invalid_request', 'the body must be application/x-www-form-urlencoded');
+  } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
+    failure = new OAuthError('invalid_request', `the body is larger than ${MAX_FORM_BYTES} bytes`);
+  } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+    failure = new OAuthError('invalid_request', 'the request is malformed');
+  } else {
+    // Never the internals to the caller; the log has them (never the form: it holds the assertion).
+    request.log.error({ err }, 'token endpoint failed');
+    failure = new OAuthError('server_error', 'an internal error occurred; see the server log');
+  }
+  void reply.status(failure.status).header('cache-control', 'no-store').header('pragma', 'no-cache').type('application/json').send(failure.body());
+}
