@@ -131,7 +131,8 @@ export function entitiesFor(view: RegistryState, named: { uid: EntityUid; given?
         throw new LeashError('VALIDATION_FAILED', `context.entities cannot redefine the registered entity ${uid.type}::"${uid.id}"`);
       }
       if (out.has(key(uid))) throw new LeashError('VALIDATION_FAILED', `context.entities repeats ${uid.type}::"${uid.id}"`);
-      out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents: Array.isArray(e.parents) ? e.parents : [] });
+      const tags = e.tags !== undefined ? { tags: e.tags } : {};
+      out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents: Array.isArray(e.parents) ? e.parents : [], ...tags });
     }
   }
   hierarchies.set(out, checkHierarchy(out));

@@ -13,6 +13,8 @@ export interface CedarEntity {
   uid: EntityUid;
   attrs: Record<string, unknown>;
   parents: EntityUid[];
+  /** Cedar entity tags (`hasTag`, `getTag`), for entities a caller describes. */
+  tags?: Record<string, unknown>;
 }
 
 const group = (id: string): EntityUid => ({ type: 'Group', id });

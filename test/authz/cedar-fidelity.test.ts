@@ -18,7 +18,9 @@ namespace Shop {
 }
 entity Human;
 entity Doc { n?: Long };
+entity Box tags Long;
 action read appliesTo { principal: [Human], resource: [Doc] };
+action open appliesTo { principal: [Human], resource: [Box] };
 action count appliesTo { principal: [Human], resource: [Doc], context: { n?: Long, s?: String } };
 `;
 const policies = `
@@ -30,6 +32,7 @@ const policies = `
 @id("a-nul-inside") permit (principal, action == Action::"count", resource) when { context has s && context.s == "a\\0b" };
 @id("ends-like-an-escape") permit (principal, action == Action::"count", resource) when { context has s && context.s like "*n:9007199254740993" };
 @id("a-nul-id") permit (principal, action == Action::"count", resource == Doc::"x\\0y");
+@id("a-tag") permit (principal, action == Action::"open", resource) when { resource.hasTag("k") && resource.getTag("k") == 9007199254740993 };
 @id("an-exact-attribute") permit (principal, action == Action::"count", resource) when { resource has n && resource.n == -9007199254740993 };
 `;
 
@@ -116,6 +119,13 @@ describe('values JavaScript or PostgreSQL cannot hold, as Cedar reads them', () 
     // Were it taken for the escaped integer, the schema (s: String) would refuse the request.
     expect(await reasons('{"s":"\uFDD0n:9007199254740993"}')).toEqual(['ends-like-an-escape']);
     expect(await reasons('{"s":"%00"}')).toEqual([]);
+  });
+
+  it('entity tags described in context.entities are the tags Cedar reads', async () => {
+    const open = (tags: string) => node.api('POST', '/access/v1/evaluation', `{"subject":{"type":"Human","id":"h"},"action":{"name":"open"},"resource":{"type":"Box","id":"b"},"context":{"entities":[{"uid":{"type":"Box","id":"b"},"attrs":{},"parents":[],"tags":${tags}}]}}`, {}, PEP_TOKEN);
+    expect((await open('{"k":9007199254740993}')).body).toMatchObject({ decision: true, context: { reasons: ['a-tag'] } });
+    expect((await open('{"k":9007199254740992}')).body).toMatchObject({ decision: false });
+    expect((await open('{}')).body).toMatchObject({ decision: false });
   });
 
   it('an unpaired surrogate is a 400 naming where: no Cedar string holds one', async () => {
