@@ -45,9 +45,9 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
   const config = loadConfig(configFrom(flags));
   const backend = backendOf(config);
   const unlock = lockEmbeddedDataDir(backend, 'leash serve');
+  const { token, generatedAt } = resolveAdminToken(config);
   const [{ startNode }, { startWatchdog }] = await Promise.all([import('../node.ts'), import('./watchdog.ts')]);
   if (config.watchdogMs > 0) startWatchdog({ boundMs: config.watchdogMs, nodeId: config.nodeId });
-  const { token, generatedAt } = resolveAdminToken(config);
   const node = await startNode({
     backend,
     adminToken: token,
