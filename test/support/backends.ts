@@ -22,7 +22,7 @@ export async function freshPostgres(): Promise<Extract<Backend, { kind: 'postgre
 }
 
 /** A new embedded data directory holding a new, empty database: a copy of the one global-setup had PGlite create. */
-export function freshPglite(): Extract<Backend, { kind: 'pglite' }> {
+export function freshPglite(): Extract<Backend, { kind: 'pglite' }> & { dataDir: string } {
   const dataDir = mkdtempSync(join(tmpdir(), 'leash-pglite-'));
   cpSync(inject('pgliteTemplate'), dataDir, { recursive: true });
   return { kind: 'pglite', dataDir };
