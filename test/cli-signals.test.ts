@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { freshPglite } from './support/backends.ts';
 import { CEDAR_DIR } from './support/node.ts';
 import { descendants, killQuietly, waitGone } from './support/processes.ts';
 import { freePort } from './support/servers.ts';
@@ -21,8 +20,10 @@ afterEach(() => {
   pids.clear();
 });
 
-// Both tests reopen one data directory: creating a fresh embedded database is the slow part.
-const dataDir = mkdtempSync(join(tmpdir(), 'leash-signals-'));
+// Both tests open an embedded database that already exists (a copy of the one global setup
+// had PGlite create): creating one is the slow part of a start, and cli.test starts on an
+// empty directory.
+const { dataDir } = freshPglite();
 
 function env(port: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), LEASH_DATA_DIR: dataDir, LEASH_CEDAR_DIR: CEDAR_DIR, LOG_LEVEL: 'warn', npm_config_update_notifier: 'false' };

@@ -2,22 +2,19 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, Option } from 'commander';
 import { adminTokenFile, backendOf, loadConfig, resolveAdminToken, type ConfigInput } from '../config.ts';
-import { replay, type ReplayReport } from '../audit/replay.ts';
-import { archiveAudit } from '../audit/archive.ts';
-import { openAuditSource, replayInParallel, type SourceSpec } from '../audit/replay-parallel.ts';
-import { traceDecision, type Trace } from '../audit/trace.ts';
-import { verifyAudit, type Anchor, type ChainHead } from '../audit/verify.ts';
+import type { ReplayReport } from '../audit/replay.ts';
+import type { SourceSpec } from '../audit/replay-parallel.ts';
+import type { Trace } from '../audit/trace.ts';
+import type { Anchor, ChainHead } from '../audit/verify.ts';
 import { readPolicyFiles } from '../authz/policy-files.ts';
-import { startNode } from '../node.ts';
-import { progress } from './progress.ts';
-import { startWatchdog } from './watchdog.ts';
 import { lockEmbeddedDataDir } from './embedded-lock.ts';
-import { connect } from '../store/connect.ts';
-import { migrateToLatest } from '../store/migrate.ts';
-import { generateAgentKey, mintAgentToken } from '../tokens/mint.ts';
 import { configureTokens } from '../tokens/settings.ts';
 
-/** The commands; importing this module runs none of them (`runCli` does; the tests read every command's help). */
+/**
+ * The commands; importing this module runs none of them (`runCli` does; the tests read every command's help).
+ * Each command imports what it runs when it runs: a client command (a few HTTP calls) does not load the
+ * server, the stores and Cedar, which through tsx cost seconds of CPU at every start.
+ */
 export const program = new Command('leash').description('Leash: authorization for AI agents').showHelpAfterError();
 
 /** Each flag stands for an environment variable (the README's Configuration table); a flag wins over the variable. */
@@ -48,8 +45,9 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
   const config = loadConfig(configFrom(flags));
   const backend = backendOf(config);
   const unlock = lockEmbeddedDataDir(backend, 'leash serve');
-  if (config.watchdogMs > 0) startWatchdog({ boundMs: config.watchdogMs, nodeId: config.nodeId });
   const { token, generatedAt } = resolveAdminToken(config);
+  const [{ startNode }, { startWatchdog }] = await Promise.all([import('../node.ts'), import('./watchdog.ts')]);
+  if (config.watchdogMs > 0) startWatchdog({ boundMs: config.watchdogMs, nodeId: config.nodeId });
   const node = await startNode({
     backend,
     adminToken: token,
@@ -86,6 +84,7 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
 withServerFlags(program.command('migrate').description('bring the database schema up to date and exit')).action(async (flags) => {
   const backend = backendOf(loadConfig(configFrom(flags)));
   const unlock = lockEmbeddedDataDir(backend, 'leash migrate', { endOnSignal: true });
+  const [{ connect }, { migrateToLatest }] = await Promise.all([import('../store/connect.ts'), import('../store/migrate.ts')]);
   const connection = await connect(backend);
   try {
     const applied = await migrateToLatest(connection.db);
@@ -110,6 +109,7 @@ withServerFlags(audit.command('verify'))
     if (flags.archiveOnly && !flags.archive) throw new Error('--archive-only needs --archive <dir>');
     const backend = flags.archiveOnly ? null : backendOf(config);
     const unlock = lockEmbeddedDataDir(backend, 'leash audit verify', { endOnSignal: true });
+    const [{ connect }, { verifyAudit }, { progress }] = await Promise.all([import('../store/connect.ts'), import('../audit/verify.ts'), import('./progress.ts')]);
     const connection = backend ? await connect(backend) : null;
     const bar = progress();
     try {
@@ -166,6 +166,7 @@ withServerFlags(audit.command('replay'))
     // Embedded PGlite serves one process (one thread) only.
     const workers = spec.backend?.kind === 'pglite' ? 1 : (flags.workers ?? availableParallelism());
     const unlock = lockEmbeddedDataDir(spec.backend, 'leash audit replay', { endOnSignal: true });
+    const [{ replay }, { openAuditSource, replayInParallel }, { progress }] = await Promise.all([import('../audit/replay.ts'), import('../audit/replay-parallel.ts'), import('./progress.ts')]);
     const bar = progress();
     const options = {
       ...(flags.from ? { from: flags.from } : {}), ...(flags.to ? { to: flags.to } : {}),
@@ -202,6 +203,7 @@ withServerFlags(audit.command('trace <decision-id>'))
     if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) throw new Error('a decision id is a UUID (the `context.id` of a decision)');
     const spec = sourceSpec(flags);
     const unlock = lockEmbeddedDataDir(spec.backend, 'leash audit trace', { endOnSignal: true });
+    const [{ openAuditSource }, { traceDecision }] = await Promise.all([import('../audit/replay-parallel.ts'), import('../audit/trace.ts')]);
     const { source, close } = await openAuditSource(spec);
     try {
       const trace = await traceDecision(source, id);
@@ -222,6 +224,9 @@ withServerFlags(audit.command('archive'))
     if (flags.before.getTime() > Date.now()) throw new Error('--before is in the future: only closed ranges are archived');
     const backend = backendOf(loadConfig(configFrom(flags)));
     const unlock = lockEmbeddedDataDir(backend, 'leash audit archive', { endOnSignal: true });
+    const [{ connect }, { migrateToLatest }, { archiveAudit }, { progress }] = await Promise.all([
+      import('../store/connect.ts'), import('../store/migrate.ts'), import('../audit/archive.ts'), import('./progress.ts'),
+    ]);
     const connection = await connect(backend);
     const bar = progress();
     // Fault injection for the crash tests: LEASH_ARCHIVE_FAILPOINT=<step>[:<chain>] kills the process there.
@@ -449,6 +454,7 @@ keys
   .description('write an ES256 private JWK (0600) to <file> and print the public JWK to pin at registration')
   .option('--kid <kid>', 'key id', 'k1')
   .action(async (file: string, flags: { kid: string }) => {
+    const { generateAgentKey } = await import('../tokens/mint.ts');
     const { privateJwk, publicJwk } = await generateAgentKey(flags.kid);
     writeFileSync(file, `${JSON.stringify(privateJwk)}\n`, { mode: 0o600, flag: 'wx' });
     process.stdout.write(`${JSON.stringify(publicJwk)}\n`);
@@ -467,6 +473,7 @@ program
   .action(async (flags: { key: string; agent: string; details: string; onBehalfOf?: string; issuer: string; audience: string; lifetime: string }) => {
     const details = JSON.parse(flags.details) as unknown;
     if (!Array.isArray(details)) throw new Error('--details must be a JSON array');
+    const { mintAgentToken } = await import('../tokens/mint.ts');
     const token = await mintAgentToken({
       privateJwk: JSON.parse(readFileSync(flags.key, 'utf8')),
       issuer: flags.issuer,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -21,8 +21,11 @@ export async function freshPostgres(): Promise<Extract<Backend, { kind: 'postgre
   return { kind: 'postgres', url: admin.toString() };
 }
 
-export function freshPglite(): Extract<Backend, { kind: 'pglite' }> {
-  return { kind: 'pglite', dataDir: mkdtempSync(join(tmpdir(), 'leash-pglite-')) };
+/** A new embedded data directory holding a new, empty database: a copy of the one global-setup had PGlite create. */
+export function freshPglite(): Extract<Backend, { kind: 'pglite' }> & { dataDir: string } {
+  const dataDir = mkdtempSync(join(tmpdir(), 'leash-pglite-'));
+  cpSync(inject('pgliteTemplate'), dataDir, { recursive: true });
+  return { kind: 'pglite', dataDir };
 }
 
 /** The same suites run against both backends (SPEC §1: same migrations, same code). */
