@@ -107,12 +107,17 @@ describe('the README', () => {
       [true, 'all', null],
       [false, 'details', 'DETAILS_NOT_COVERING'],
       [false, 'details', 'DETAILS_BEYOND_CEILING'],
+      [true, 'all', null], // with the token Leash issued
+      [false, 'details', 'DETAILS_NOT_COVERING'],
       [false, 'agent', null],
     ]);
+    // No token for more than the ceiling: the CLI says why, and the block goes on.
+    expect(stdout).toMatch(/^refused$/m);
+    expect(stderr).toMatch(/leash: invalid_authorization_details: /);
     expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
-    expect(decisions[3]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
+    expect(decisions[5]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
     expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
-    expect(stdout).toMatch(/all 4 came out the same/);
+    expect(stdout).toMatch(/all 6 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
   }, 300_000);

@@ -460,30 +460,62 @@ keys
     process.stdout.write(`${JSON.stringify(publicJwk)}\n`);
   });
 
-program
+// `leash token` mints a token the agent signs itself (an agent that brings its own key);
+// `leash token request` gets one from Leash's token endpoint. Options are positional, so each
+// of the two reads its own --key, --agent and --details.
+program.enablePositionalOptions();
+const token = program
   .command('token')
-  .description('mint a short-lived agent token signed with a local private JWK')
-  .requiredOption('--key <file>', 'private JWK file (from `leash keys generate`)')
-  .requiredOption('--agent <id>', 'the agent')
-  .requiredOption('--details <json>', 'authorization_details (RFC 9396), a JSON array')
+  .description('mint a short-lived agent token signed with a local private JWK (or: token request)')
+  .enablePositionalOptions()
+  .option('--key <file>', 'private JWK file (from `leash keys generate`); required')
+  .option('--agent <id>', 'the agent; required')
+  .option('--details <json>', 'authorization_details (RFC 9396), a JSON array; required')
   .option('--on-behalf-of <human>', 'delegating human: the token gets sub=<human>, act.sub=<agent>')
   .option('--issuer <iss>', 'issuer pinned for the agent', 'https://idp.example')
   .option('--audience <aud>', 'audience pinned for the agent', 'leash')
   .option('--lifetime <seconds>', 'token lifetime', '120')
-  .action(async (flags: { key: string; agent: string; details: string; onBehalfOf?: string; issuer: string; audience: string; lifetime: string }) => {
-    const details = JSON.parse(flags.details) as unknown;
-    if (!Array.isArray(details)) throw new Error('--details must be a JSON array');
+  .action(async (flags: { key?: string; agent?: string; details?: string; onBehalfOf?: string; issuer: string; audience: string; lifetime: string }) => {
+    const { key, agent, details } = tokenFlags(flags);
     const { mintAgentToken } = await import('../tokens/mint.ts');
     const token = await mintAgentToken({
-      privateJwk: JSON.parse(readFileSync(flags.key, 'utf8')),
+      privateJwk: key,
       issuer: flags.issuer,
       audience: flags.audience,
-      agent: flags.agent,
+      agent,
       ...(flags.onBehalfOf ? { onBehalfOf: flags.onBehalfOf } : {}),
       authorizationDetails: details,
       lifetimeSeconds: Number(flags.lifetime),
     });
     process.stdout.write(`${token}\n`);
+  });
+
+/** The key, agent and details every token command needs. */
+function tokenFlags(flags: { key?: string; agent?: string; details?: string }) {
+  const missing = (['key', 'agent', 'details'] as const).filter((k) => flags[k] === undefined);
+  if (missing.length > 0) throw new Error(`required: ${missing.map((k) => `--${k}`).join(', ')}`);
+  const details = JSON.parse(flags.details!) as unknown;
+  if (!Array.isArray(details)) throw new Error('--details must be a JSON array');
+  return { key: JSON.parse(readFileSync(flags.key!, 'utf8')) as Record<string, unknown>, agent: flags.agent!, details };
+}
+
+token
+  .command('request')
+  .description('get a token from Leash (POST /oauth/token): the agent authenticates with a client assertion signed by its key')
+  .option('--key <file>', 'the agent\'s private JWK file; required')
+  .option('--agent <id>', 'the agent; required')
+  .option('--details <json>', 'authorization_details (RFC 9396), a JSON array; required')
+  .option('--resource <uri>', 'the token\'s audience (RFC 8707); default the server\'s LEASH_TOKEN_AUDIENCE')
+  .option('--url <url>', 'Leash base URL (default http://127.0.0.1:$PORT or $LEASH_URL)')
+  .action(async (flags: { key?: string; agent?: string; details?: string; resource?: string; url?: string }) => {
+    const { key, agent, details } = tokenFlags(flags);
+    const base = flags.url ?? process.env.LEASH_URL ?? `http://127.0.0.1:${process.env.PORT ?? 8080}`;
+    const { requestToken } = await import('../tokens/request.ts');
+    const answer = await requestToken({ base, privateJwk: key, agent, details, ...(flags.resource ? { resource: flags.resource } : {}) }).catch((err: Error) => {
+      throw new Error(`cannot reach ${base} (${unreachable(err)}); is the server running? (set --url or LEASH_URL)`);
+    });
+    if ('error' in answer) throw new Error(`${answer.error}: ${answer.error_description ?? ''}`);
+    process.stdout.write(`${answer.access_token}\n`);
   });
 
 /** Runs the command line (`leash.js`). A failure is one line on stderr, never a stack trace. */
