@@ -24,6 +24,7 @@ export class RevokedTokens {
 
   /** The log position of the jti's revocation, or undefined when it is not (or no longer need be) revoked. */
   positionOf(jti: string, nowMs: number): number | undefined {
+    if (nowMs - this.prunedAt >= PRUNE_EVERY_MS) this.prune(nowMs); // also when no event comes for a while
     const hit = this.revoked.get(jti);
     if (!hit) return undefined;
     if (hit.until <= nowMs) {
