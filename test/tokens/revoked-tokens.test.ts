@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { StoredEvent } from '../../src/store/event-store.ts';
 import { RevokedTokens } from '../../src/tokens/revoked-tokens.ts';
+import { recordedTokenVerifier } from '../../src/tokens/verify.ts';
+import { agent, registryOf } from './harness.ts';
 
 // The revoked jtis a node keeps: each only while its token could still be accepted (its exp
 // plus the largest leeway, 300 s), so memory stays bounded by the tokens still alive.
@@ -47,5 +49,15 @@ describe('RevokedTokens', () => {
     const view = new RevokedTokens();
     view.apply({ ...revoked('x', T0 / 1000 + 60, T0), streamType: 'agent', type: 'AgentRevoked' } as StoredEvent);
     expect(view.size).toBe(0);
+  });
+});
+
+describe('replay', () => {
+  it('a recorded TOKEN_REVOKED refusal stands as recorded, with its claims', async () => {
+    const claims = { iss: 'http://127.0.0.1:8080', sub: 'bot', iat: T0 / 1000, exp: T0 / 1000 + 60, jti: 'j1' };
+    const check = await recordedTokenVerifier('TOKEN_REVOKED')({ sha256: 'x', claims }, 'bot', registryOf(agent('bot')), new Date(T0));
+    expect(check).toMatchObject({ ok: false, code: 'TOKEN_REVOKED', claims, agentVersion: 2 });
+    // Any other recorded outcome with claims is decided again (here: allowed past the token layer).
+    expect(await recordedTokenVerifier(null)({ sha256: 'x', claims }, 'bot', registryOf(agent('bot')), new Date(T0))).toMatchObject({ ok: true });
   });
 });
