@@ -19,6 +19,7 @@ import { Follower } from './store/follower.ts';
 import { migrateToLatest } from './store/migrate.ts';
 import { LeashKeys } from './tokens/leash-keys.ts';
 import { NodeSigner } from './tokens/node-signer.ts';
+import { RevokedTokens } from './tokens/revoked-tokens.ts';
 import { configureTokens } from './tokens/settings.ts';
 import { signingKeyAggregate } from './tokens/signing-key-stream.ts';
 
@@ -64,19 +65,21 @@ export interface LeashNode {
   close(): Promise<void>;
 }
 
-/** Everything a node folds from the log: the registry, the policy set in force, and the signing keys. */
+/** Everything a node folds from the log: the registry, the policy set in force, the signing keys and revoked tokens. */
 class NodeFold {
   position = 0;
   constructor(
     readonly registry: RegistryView,
     readonly policies: PolicyView,
     readonly keys: LeashKeys,
+    readonly revokedTokens: RevokedTokens,
   ) {}
 
   apply(e: StoredEvent): void {
     this.registry.apply(e);
     this.policies.apply(e);
     this.keys.apply(e);
+    this.revokedTokens.apply(e);
     this.position = e.position;
   }
 }
@@ -121,7 +124,8 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const view = new RegistryView();
     const policies = new PolicyView();
     const keys = new LeashKeys();
-    const follower = new Follower(store, new NodeFold(view, policies, keys), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
+    const revokedTokens = new RevokedTokens();
+    const follower = new Follower(store, new NodeFold(view, policies, keys, revokedTokens), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
     // A token naming a key not folded yet may come from a node that published it a moment ago.
     keys.onUnknownKey(() => follower.sync());
     await follower.start();
@@ -172,7 +176,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       app = await buildServer({
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
-        publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, signer, tokenAudience: options.tokenAudience ?? 'leash',
+        publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
       });
     } catch (err) {
       await shutDown();

@@ -15,6 +15,7 @@ import { bindPrincipal, linkFits } from './template-links.ts';
 import { actionUid, cedarType, entitiesFor, evaluate, reachableEntities, sameUid as same, type Decision, type EvaluationRequest } from './engine.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
 import { ceilingOf, withinCeiling } from './within-ceiling.ts';
+import { delegationRefusal } from './token-layer.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
 // token, details (RFC 9396), ceiling, agent, human — and any forbid wins. The first layer
@@ -123,14 +124,10 @@ async function decideLayers(
   const agentVersion = token.agentVersion;
   const agent = recordOf(token.actingAgent)!;
   base.claims = token.claims;
-  // Every agent that delegated down to this one must still be live.
-  if (token.chain.some((id) => recordOf(id)?.status !== 'active')) return deny('token', 'DELEGATION_CHAIN_BROKEN');
-  // A token may say it acts for a human (`sub` beside `act`), but the agent signs its own
-  // tokens: it may not pick whom it is checked against. Until humans grant delegations, the
-  // only human an agent acts for is its owner.
-  if (token.onBehalfOf !== null && token.onBehalfOf !== agent.owner) return deny('token', 'DELEGATION_NOT_GRANTED');
-  const humanId = agent.owner;
-  if (!humanId || !view.humans.has(humanId)) return deny('token', 'TOKEN_UNKNOWN_HUMAN');
+  // The chain above it, whom it acts for, and that human (shared with introspection).
+  const refusal = delegationRefusal(token, view);
+  if (refusal) return deny('token', refusal);
+  const humanId = agent.owner!;
   if (!policies) return deny('policy-set', 'NO_POLICY_SET');
 
   const aliases = policies.source.aliases ?? {};

@@ -43,6 +43,13 @@ export interface AccessControl {
   check(request: FastifyRequest): void;
 }
 
+/** Whether an Authorization header carries exactly this bearer token (compared in constant time). */
+export function isBearer(header: unknown, token: string): boolean {
+  if (typeof header !== 'string') return false;
+  const match = BEARER.exec(header);
+  return match !== null && timingSafeEqual(digest(match[1]!), digest(token));
+}
+
 export function accessControl(tokens: { operator: string; deciders: string[] }): AccessControl {
   const operator = [digest(tokens.operator)];
   const deciders = [...operator, ...tokens.deciders.map(digest)];

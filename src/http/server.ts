@@ -14,6 +14,7 @@ import type { EventStore } from '../store/event-store.ts';
 import type { Follower } from '../store/follower.ts';
 import type { LeashKeys } from '../tokens/leash-keys.ts';
 import type { NodeSigner } from '../tokens/node-signer.ts';
+import type { RevokedTokens } from '../tokens/revoked-tokens.ts';
 import { accessControl, type RouteAccess } from './access.ts';
 import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
@@ -39,6 +40,8 @@ export interface ServerDeps {
   publicUrl: string;
   /** Every node's public signing keys: the JWKS, and how Leash's own tokens are verified. */
   keys: LeashKeys;
+  /** The jtis of revoked Leash tokens, until they expire. */
+  revokedTokens: RevokedTokens;
   /** This node's signing key, for the token endpoint. */
   signer: NodeSigner;
   /** The `aud` of issued tokens whose request names no `resource`. */

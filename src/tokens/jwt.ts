@@ -23,6 +23,8 @@ export type TokenRejection =
   | 'TOKEN_LIFETIME_INVALID'
   | 'TOKEN_ISSUED_BEFORE_ROTATION'
   | 'TOKEN_SUBJECT_MISMATCH'
+  /** A Leash token whose jti was revoked (POST /oauth/revoke). */
+  | 'TOKEN_REVOKED'
   /** Every way of not getting a `jwksUri`'s keys, one code and one detail (see remote-keys.ts). */
   | 'TOKEN_KEYS_UNAVAILABLE'
   /** More agents in the `act` chain than LEASH_MAX_DELEGATION_DEPTH (see act-chain.ts for what is counted). */

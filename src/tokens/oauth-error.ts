@@ -11,6 +11,8 @@ export type OAuthErrorCode =
   | 'unsupported_grant_type'
   | 'invalid_target'
   | 'invalid_authorization_details'
+  /** RFC 7009: a token this server cannot revoke (not one Leash issued). */
+  | 'unsupported_token_type'
   /** The node cannot issue right now (no policy set, no usable signing key, the database). */
   | 'temporarily_unavailable'
   | 'server_error';

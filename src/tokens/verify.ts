@@ -46,6 +46,8 @@ export const MAX_TOKEN_CHARS = 16_384;
 export interface LeashTokens {
   issuer: string;
   keys: JWTVerifyGetKey;
+  /** Whether this jti was revoked (POST /oauth/revoke); asked on every use, cached verification or not. */
+  revoked?: (jti: string, nowMs: number) => boolean;
 }
 
 /**
@@ -64,13 +66,25 @@ export function tokenVerifier(leash: LeashTokens | null): TokenVerifier {
     return checkAgentToken(subjectId, agentOf, now, async (pins, agentId, version) => {
       const cacheKey = cache ? VerifiedTokenCache.key(token, agentId, version) : '';
       const cached = cache?.get(cacheKey, now.getTime());
-      if (cached) return { ok: true, claims: cached };
+      if (cached) return notRevoked(leash, cached, now);
       const check = leash && issuerOf(token) === leash.issuer ? leashCheck(leash, pins) : pinnedCheck(pins);
       const verified = await verifyJwt(token, check, now);
       if (verified.ok && cache) cache.set(cacheKey, verified.claims, (verified.claims.exp! + pins.clockSkewSeconds) * 1000);
-      return verified;
+      return verified.ok ? notRevoked(leash, verified.claims, now) : verified;
     });
   };
+}
+
+/**
+ * A Leash token whose jti was revoked is refused, with its claims kept for the record. Only
+ * Leash's own tokens: verified claims carry Leash's issuer exactly when Leash's keys checked
+ * them (`issuerOf` chose the keys by it), and only their jtis are Leash's to revoke.
+ */
+function notRevoked(leash: LeashTokens | null, claims: JWTPayload & Record<string, unknown>, now: Date): Verified {
+  if (leash?.revoked && claims.iss === leash.issuer && typeof claims.jti === 'string' && leash.revoked(claims.jti, now.getTime())) {
+    return { ...reject('TOKEN_REVOKED', 'this token has been revoked'), claims };
+  }
+  return { ok: true, claims };
 }
 
 /** Tokens checked against the agent's pins only (tests, and callers without Leash's keys). */
@@ -130,6 +144,10 @@ export function recordedTokenVerifier(recordedCode: string | null): TokenVerifie
   return async (token, subjectId, agentOf, now) => {
     if (token === undefined) return reject('TOKEN_MISSING', 'subject.properties.token is required for an agent');
     const claims = (token as { claims?: unknown } | null)?.claims;
+    // A revoked jti is not part of the registry replay folds: that refusal stands as recorded.
+    if (recordedCode === 'TOKEN_REVOKED' && typeof claims === 'object' && claims !== null) {
+      return { ...reject('TOKEN_REVOKED', 'as recorded: the token had been revoked'), claims: claims as JWTPayload & Record<string, unknown>, agentVersion: agentOf(subjectId)?.version ?? 0 };
+    }
     if (typeof claims !== 'object' || claims === null) {
       return reject((recordedCode ?? 'TOKEN_MALFORMED') as TokenRejection, 'as recorded: the token was refused before its claims could be trusted');
     }

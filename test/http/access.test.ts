@@ -20,8 +20,8 @@ beforeAll(async () => {
 afterAll(async () => node?.close());
 
 const PUBLIC = ['/healthz', '/readyz', '/.well-known/authzen-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json', '/openapi.json'];
-/** Public, and POST: the client assertion in the body is the authentication. */
-const PUBLIC_POST = ['/oauth/token'];
+/** Public, and POST: the client assertion in the body is the authentication (at /oauth/revoke, or the operator token, checked by the route). */
+const PUBLIC_POST = ['/oauth/revoke', '/oauth/token'];
 
 const concrete = (url: string) => url.replace(':id', '3d296335-2e77-4d3e-92f3-f7f086fb92a9');
 const protectedRoutes = () => node.app.routeAccess.filter((r) => r.access !== 'public').map((r) => ({ ...r, url: concrete(r.url) }));
@@ -63,11 +63,12 @@ function disguises(url: string): string[] {
 }
 
 describe('every route declares who may call it', () => {
-  it('the router knows every route with its access, and only health, readiness, the metadata documents, the JWKS and the token endpoint are public', () => {
+  it('the router knows every route with its access, and only health, readiness, the metadata documents, the JWKS, the token and revocation endpoints are public', () => {
     const routes = node.app.routeAccess;
     expect(routes.length).toBeGreaterThan(20);
     expect([...new Set(routes.filter((r) => r.access === 'public').map((r) => r.url))].sort()).toEqual([...PUBLIC, ...PUBLIC_POST].sort());
-    expect(routes.filter((r) => PUBLIC_POST.includes(r.url)).map((r) => r.method)).toEqual(['POST']);
+    expect(routes.filter((r) => PUBLIC_POST.includes(r.url)).map((r) => r.method)).toEqual(['POST', 'POST']);
+    expect(routes.find((r) => r.url === '/oauth/introspect')).toMatchObject({ method: 'POST', access: 'decider' });
     expect(routes.filter((r) => r.url.startsWith('/access/')).every((r) => r.access === 'decider')).toBe(true);
     expect(routes.filter((r) => r.url.startsWith('/v1/')).every((r) => r.access === 'operator')).toBe(true);
   });
@@ -85,7 +86,9 @@ describe('every route declares who may call it', () => {
       for (const [token, headers] of [[null, {}], ['not-the-operator-token-at-all', {}], [null, { authorization: ADMIN_TOKEN }], [null, { authorization: `Basic ${ADMIN_TOKEN}` }]] as const) {
         const res = await node.api(route.method, route.url, body, headers, token);
         expect(res.status, `${route.method} ${route.url}`).toBe(401);
-        if (route.method !== 'HEAD') expect(res.body.code).toBe('UNAUTHENTICATED');
+        // The OAuth endpoints answer as OAuth does (RFC 6749 §5.2), the others with a problem document.
+        if (route.url.startsWith('/oauth/')) expect(res.body.error).toBe('invalid_client');
+        else if (route.method !== 'HEAD') expect(res.body.code).toBe('UNAUTHENTICATED');
       }
       if (route.access === 'operator') expect((await node.api(route.method, route.url, body, {}, PEP_TOKEN)).status, `${route.method} ${route.url} with a caller token`).toBe(401);
     }

@@ -2,7 +2,7 @@ import { decodeJwt, decodeProtectedHeader, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Backend } from '../../src/store/connect.ts';
 import { freshPostgres } from '../support/backends.ts';
-import { PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { ADMIN_TOKEN, PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
 // Leash's tokens across a cluster, on the real PostgreSQL and nats-server: two nodes that
 // each sign with a key of their own, a replay table they share, and a node that restarts.
@@ -105,5 +105,22 @@ describe('Leash tokens on two nodes sharing PostgreSQL and NATS', () => {
     expect(decodeProtectedHeader(after.body.access_token).kid).toBe(n1.signer.kid);
     expect(decodeJwt(after.body.access_token).iss).toBe(ISSUER);
     expect(await decide(n2, after.body.access_token)).toMatchObject({ decision: true });
+  });
+
+  it('a token revoked on node 1 is refused on node 2 from the moment the revocation answers, although node 2 had it cached', async () => {
+    const issued = await token(n2, await assertion('cluster-bot'));
+    const other = await token(n1, await assertion('cluster-bot'));
+    expect(issued.status).toBe(200);
+    for (let i = 0; i < 3; i++) expect(await decide(n2, issued.body.access_token)).toMatchObject({ decision: true }); // verified once, then cached
+    const res = await fetch(`${urls.get(n1)}/oauth/revoke`, {
+      method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: issued.body.access_token }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ nodesConfirmed: 2, nodesExpected: 2, nodesMissing: [] });
+    // No waiting: the fence has every live node's word that it applied the revocation.
+    expect(await decide(n2, issued.body.access_token)).toMatchObject({ decision: false, context: { code: 'TOKEN_REVOKED' } });
+    expect(await decide(n1, issued.body.access_token)).toMatchObject({ decision: false, context: { code: 'TOKEN_REVOKED' } });
+    expect(await decide(n2, other.body.access_token)).toMatchObject({ decision: true });
   });
 });

@@ -7,7 +7,7 @@ import type { RecordedRequest } from '../../audit/decision-log.ts';
 import { LeashError } from '../../errors.ts';
 import { exactJson } from '../../exact-json.ts';
 import { MAX_JSON_DEPTH } from '../../json-limits.ts';
-import { tokenVerifier } from '../../tokens/verify.ts';
+import { tokenVerifier, type LeashTokens } from '../../tokens/verify.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 
@@ -75,6 +75,11 @@ function recorded(request: EvaluationRequest, d: Decision, contextOf: string | n
   return { subject: kept, action, resource, ...(context === undefined ? {} : { context }) };
 }
 
+/** How this node checks Leash's own tokens: its issuer, every node's keys, and the revoked jtis (introspection uses the same). */
+export const leashTokens = (deps: ServerDeps): LeashTokens => ({
+  issuer: deps.publicUrl, keys: deps.keys.getKey, revoked: (jti, nowMs) => deps.revokedTokens.has(jti, nowMs),
+});
+
 export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   // Integers beyond 2^53 are read exactly here (Cedar's are 64-bit); the default parser runs
   // first, so its checks (syntax, prototype poisoning) hold for these bodies too.
@@ -92,7 +97,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   });
   const caches = new DecisionCaches();
   // Agents' own tokens through their pins; the ones Leash issued through Leash's keys (every node's).
-  const tokens = tokenVerifier({ issuer: deps.publicUrl, keys: deps.keys.getKey });
+  const tokens = tokenVerifier(leashTokens(deps));
   // A lifecycle change drops what was cached for the agent and for tokens delegated through it.
   const off = deps.view.onAgentChange((id) => caches.forgetAgent(id));
   app.addHook('onClose', async () => off());

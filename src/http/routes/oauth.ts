@@ -5,6 +5,7 @@ import { pinnableAlgorithms } from '../../tokens/pins.ts';
 import { OAuthError } from '../../tokens/oauth-error.ts';
 import { CLIENT_CREDENTIALS, TOKEN_EXCHANGE, TokenService, type TokenForm } from '../../tokens/token-service.ts';
 import type { App, ServerDeps } from '../server.ts';
+import { revocationRoutes } from './oauth-revocation.ts';
 
 // Leash as an OAuth authorization server for agents: its metadata (RFC 8414), its keys, and
 // the token endpoint (client credentials with a private_key_jwt client assertion). Every URL
@@ -103,13 +104,16 @@ export async function oauthRoutes(app: App, deps: ServerDeps): Promise<void> {
       return issued;
     });
   });
+
+  // ---- Revocation (RFC 7009) and introspection (RFC 7662): oauth-revocation.ts ----
+  await app.register(async (scope: App) => revocationRoutes(scope, deps, { tokenEndpoint }));
 }
 
 /** A parameter name as an error may show it: bounded, printable. */
 const shown = (name: string) => JSON.stringify(name.slice(0, 64).replace(/[^\x20-\x7e]/g, '?'));
 
 /** The form's parameters, each at most once (RFC 6749 §3.2); one `resource` per token (RFC 8707 `invalid_target`). */
-function formOf(body: string): TokenForm {
+export function formOf(body: string): TokenForm {
   const params = new Map<string, string>();
   let count = 0;
   for (const [name, value] of new URLSearchParams(body)) {
@@ -125,7 +129,7 @@ function formOf(body: string): TokenForm {
 }
 
 /** Whatever went wrong, the token endpoint answers as OAuth says (RFC 6749 §5.2), and is never cached. */
-function oauthErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+export function oauthErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   let failure: OAuthError;
   if (err instanceof OAuthError) {
     failure = err;
