@@ -115,6 +115,9 @@ function differences(recorded: Outcome, replayed: Outcome): string {
   return out.join('; ');
 }
 
+/** A token exchange's record (token-service.ts), not an AuthZEN request. */
+const isExchangeRecord = (request: unknown): boolean => (request as { kind?: unknown } | null)?.kind === 'token-exchange';
+
 /** Is this an agent request whose token was refused before its claims could be trusted? */
 function tokenFromRecord(request: EvaluationRequest): boolean {
   const token = request.subject?.properties?.token;
@@ -212,6 +215,9 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
       lastSeq = d.seq;
       contexts.saw(d);
       if ((options.since && d.at < options.since) || (options.until && d.at >= options.until)) continue;
+      // A token exchange (layer `delegation`) is recorded without the tokens it was decided
+      // on, so it cannot be decided again: replay and what-if leave it out.
+      if (isExchangeRecord(d.request)) continue;
       if (report.decisions >= max) {
         report.next = d.seq;
         break outer;

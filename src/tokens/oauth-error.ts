@@ -27,6 +27,8 @@ export class OAuthError extends Error {
     readonly error: OAuthErrorCode,
     /** For the client: says what is wrong with the request, never echoes a secret from it. */
     readonly description: string,
+    /** Leash's own code for the refusal, as the decision log records it (token exchange); the client sees `error` only. */
+    readonly code?: string,
   ) {
     super(description);
     this.status = statuses[error] ?? 400;

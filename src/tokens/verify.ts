@@ -87,6 +87,21 @@ function notRevoked(leash: LeashTokens | null, claims: JWTPayload & Record<strin
   return { ok: true, claims };
 }
 
+/**
+ * A token Leash issued, and nothing else: its `iss` must be Leash's and it is checked against
+ * Leash's keys only, then as a decision checks it (the agent `subjectId` acting, live, the
+ * `act` chain well formed and within LEASH_MAX_DELEGATION_DEPTH). The token endpoint asks this
+ * of a token-exchange's subject token.
+ */
+export async function verifyLeashToken(token: string, leash: LeashTokens, subjectId: string, agentOf: AgentLookup, now: Date): Promise<TokenCheck> {
+  if (token.length === 0 || token.length > MAX_TOKEN_CHARS) return reject('TOKEN_MALFORMED', 'the token is missing or too long');
+  if (issuerOf(token) !== leash.issuer) return reject('TOKEN_WRONG_ISSUER', 'the token was not issued by Leash');
+  return checkAgentToken(subjectId, agentOf, now, async (pins) => {
+    const verified = await verifyJwt(token, leashCheck(leash, pins), now);
+    return verified.ok ? notRevoked(leash, verified.claims, now) : verified;
+  });
+}
+
 /** Tokens checked against the agent's pins only (tests, and callers without Leash's keys). */
 export const verifyAgentToken: TokenVerifier = tokenVerifier(null);
 

@@ -293,9 +293,9 @@ describe('refusals, each with its OAuth error', () => {
     expect((await token(form)).status).toBe(200);
   });
 
-  it('unsupported_grant_type for any grant but client_credentials (token exchange included, for now)', async () => {
+  it('unsupported_grant_type for any grant but client_credentials and token exchange (token-exchange.test.ts)', async () => {
     await refused({ ...(await grant('oauth-bot')), grant_type: 'password' }, 'unsupported_grant_type');
-    await refused({ ...(await grant('oauth-bot')), grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange' }, 'unsupported_grant_type');
+    await refused({ ...(await grant('oauth-bot')), grant_type: 'authorization_code' }, 'unsupported_grant_type');
   });
 
   it('invalid_target: a resource that is not an absolute URI, has a fragment, or is given twice', async () => {

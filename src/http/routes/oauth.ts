@@ -3,8 +3,9 @@ import { Type } from 'typebox';
 import { isLeashError } from '../../errors.ts';
 import { pinnableAlgorithms } from '../../tokens/pins.ts';
 import { OAuthError } from '../../tokens/oauth-error.ts';
-import { CLIENT_CREDENTIALS, TOKEN_EXCHANGE, TokenService, type TokenForm } from '../../tokens/token-service.ts';
+import { ACCESS_TOKEN_TYPE, CLIENT_CREDENTIALS, JWT_TOKEN_TYPE, TOKEN_EXCHANGE, TokenService, type TokenForm } from '../../tokens/token-service.ts';
 import type { App, ServerDeps } from '../server.ts';
+import { leashTokens } from './authzen.ts';
 import { revocationRoutes } from './oauth-revocation.ts';
 
 // Leash as an OAuth authorization server for agents: its metadata (RFC 8414), its keys, and
@@ -30,15 +31,19 @@ const Metadata = Type.Object({
 const PublicJwk = Type.Object({ kty: Type.String(), crv: Type.String(), x: Type.String(), y: Type.String(), kid: Type.String(), alg: Type.String(), use: Type.String() }, { additionalProperties: false });
 const Jwks = Type.Object({ keys: Type.Array(PublicJwk) }, { additionalProperties: false });
 
-/** RFC 6749 §4.4.2 and RFC 7523 §2.2; unknown parameters are ignored (RFC 6749 §3.2), each at most once. */
+/** RFC 6749 §4.4.2, RFC 7523 §2.2 and RFC 8693 §2.1; unknown parameters are ignored (RFC 6749 §3.2), each at most once. */
 const TokenFormBody = Type.Object(
   {
-    grant_type: Type.String({ description: `${CLIENT_CREDENTIALS}` }),
+    grant_type: Type.String({ description: `${CLIENT_CREDENTIALS}, or ${TOKEN_EXCHANGE} (a parent agent's token exchanged for one its sub-agent uses)` }),
     client_assertion_type: Type.Optional(Type.String({ description: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' })),
     client_assertion: Type.Optional(Type.String({ description: 'a JWT signed by a key in the agent\'s pins: iss = sub = the agent id, aud = the issuer or the token endpoint, exp at most 5 minutes ahead, a jti never used before' })),
     client_id: Type.Optional(Type.String({ description: 'the agent id, if given (it must match the assertion)' })),
     authorization_details: Type.Optional(Type.String({ description: 'JSON array of leash:cedar entries (RFC 9396); required' })),
     resource: Type.Optional(Type.String({ description: 'an absolute URI (RFC 8707): the token\'s aud; default LEASH_TOKEN_AUDIENCE' })),
+    subject_token: Type.Optional(Type.String({ description: `token exchange: the client's own Leash access token` })),
+    subject_token_type: Type.Optional(Type.String({ description: `token exchange: ${ACCESS_TOKEN_TYPE}` })),
+    actor_token: Type.Optional(Type.String({ description: 'token exchange: a client assertion signed by the sub-agent\'s key (iss = sub = the sub-agent, the same rules as client_assertion, its jti used once)' })),
+    actor_token_type: Type.Optional(Type.String({ description: `token exchange: ${JWT_TOKEN_TYPE}` })),
   },
   { additionalProperties: Type.String() },
 );
@@ -48,6 +53,7 @@ const TokenResponse = Type.Object({
   token_type: Type.Literal('Bearer'),
   expires_in: Type.Integer(),
   authorization_details: Type.Array(Type.Unknown()),
+  issued_token_type: Type.Optional(Type.Literal(ACCESS_TOKEN_TYPE, { description: 'token exchange only (RFC 8693)' })),
 });
 const OAuthErrorBody = Type.Object({ error: Type.String(), error_description: Type.String() });
 
@@ -77,6 +83,7 @@ export async function oauthRoutes(app: App, deps: ServerDeps): Promise<void> {
   const service = new TokenService({
     issuer: base, tokenEndpoint, defaultAudience: deps.tokenAudience, registry: deps.view, policies: () => deps.policies.current(), db: deps.store.db,
     signer: deps.signer, admit: () => deps.cluster.admit(), release: (ticket) => deps.cluster.release(ticket), log: (fields, message) => app.log.warn(fields, message),
+    leash: leashTokens(deps), decisions: deps.decisions, nodeId: deps.nodeId,
   });
 
   // Its own scope: a form parser instead of JSON, and OAuth errors instead of problem documents.

@@ -1,0 +1,345 @@
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeJwt, generateKeyPair, SignJWT, type JWTPayload } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readDecisions } from '../../src/audit/decision-log.ts';
+import { replay } from '../../src/audit/replay.ts';
+import { PostgresSource } from '../../src/audit/source.ts';
+import { verifyAudit } from '../../src/audit/verify.ts';
+import { delegateDecision } from '../../src/authz/delegation.ts';
+import { compilePolicySet } from '../../src/authz/policy-set.ts';
+import { readPolicyFiles } from '../../src/authz/policy-files.ts';
+import { CEDAR_DIR, PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+
+// Token exchange for sub-agents (RFC 8693) on the embedded default (PGlite in memory), with plain
+// fetch and form bodies: a parent agent hands part of its Leash token to a sub-agent that
+// signs the actor token; every refusal with its OAuth error; the exchange in the decision log;
+// the sub-agent's token at the decision API; and a property test of "within the parent's token".
+
+const ISSUER = 'http://127.0.0.1:8080';
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+const JWT = 'urn:ietf:params:oauth:token-type:jwt';
+const folder = (id: string) => ({ type: 'Folder', id });
+type Target = { type: string; id: string };
+type Entry = { type: string; actions: string[]; resource?: Target; resourceIn?: Target };
+const entry = (actions: string[], target: Target, within = true): Entry => ({ type: 'leash:cedar', actions, ...(within ? { resourceIn: target } : { resource: target }) });
+const readInvoices = [entry(['read'], folder('invoices'))];
+const readWriteInvoices = [entry(['read', 'write'], folder('invoices'))];
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+// The deployment's delegate policies (the example set's, plus these), and a ceiling that lets
+// the property test's agents ask for anything.
+const DELEGATION_POLICIES = `
+@id("parent-delegates-to-child") permit (principal == Agent::"parent", action == Action::"delegate", resource == Agent::"child");
+@id("parent-delegates-to-suspended") permit (principal == Agent::"parent", action == Action::"delegate", resource == Agent::"child-suspended");
+@id("child-delegates-to-grandchild") permit (principal == Agent::"child", action == Action::"delegate", resource == Agent::"grandchild");
+@id("p2-delegates-to-c2") permit (principal == Agent::"p2", action == Action::"delegate", resource == Agent::"c2");
+@id("c2-delegates-to-grandchild") permit (principal == Agent::"c2", action == Action::"delegate", resource == Agent::"grandchild");
+@id("reports-parent-delegates-to-child") permit (principal == Agent::"reports-parent", action == Action::"delegate", resource == Agent::"child");
+@id("prop-parent-delegates") permit (principal == Agent::"prop-parent", action == Action::"delegate", resource == Agent::"prop-child");
+@id("wide-ceiling") @layer("ceiling") permit (principal in Group::"wide", action, resource);
+`;
+
+let node: TestNode;
+let url: string;
+
+async function assertion(agent: string, claims: JWTPayload = {}): Promise<string> {
+  const now = nowSeconds();
+  return new SignJWT({ iss: agent, sub: agent, aud: ISSUER, iat: now, exp: now + 60, jti: crypto.randomUUID(), ...claims }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).sign(agentPrivateKey);
+}
+
+async function post(form: Record<string, string>) {
+  const res = await fetch(`${url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+/** client_credentials for `agent`: its access token. */
+async function tokenOf(agent: string, details: unknown = readWriteInvoices): Promise<string> {
+  const res = await post({ grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion(agent), authorization_details: JSON.stringify(details) });
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return res.body.access_token as string;
+}
+
+/** The exchange's form: `parent` hands `subjectToken` on to `child`, asking for `details`. */
+async function exchangeForm(parent: string, subjectToken: string, child: string, details: unknown = readInvoices, extra: Record<string, string> = {}) {
+  return {
+    grant_type: EXCHANGE, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion(parent),
+    subject_token: subjectToken, subject_token_type: ACCESS_TOKEN, actor_token: await assertion(child), actor_token_type: JWT,
+    authorization_details: JSON.stringify(details), ...extra,
+  };
+}
+
+async function refused(form: Record<string, string>, error: string, status = 400) {
+  const res = await post(form);
+  expect(res.body.error, JSON.stringify(res.body)).toBe(error);
+  expect(res.status).toBe(status);
+  expect(Object.keys(res.body).sort()).toEqual(['error', 'error_description']);
+  return res;
+}
+
+/** The PEP's question: d1 and d2 in invoices, r1 in reports. */
+async function decide(agent: string, accessToken: string, action: string, doc: string) {
+  const res = await fetch(`${url}/access/v1/evaluation`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${PEP_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      subject: { type: 'agent', id: agent, properties: { token: accessToken } }, action: { name: action }, resource: { type: 'Document', id: doc },
+      context: {
+        entities: [
+          { uid: folder('invoices'), attrs: {}, parents: [] }, { uid: folder('reports'), attrs: {}, parents: [] },
+          { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [folder('invoices')] },
+          { uid: { type: 'Document', id: 'd2' }, attrs: {}, parents: [folder('invoices')] },
+          { uid: { type: 'Document', id: 'r1' }, attrs: {}, parents: [folder('reports')] },
+        ],
+      },
+    }),
+  });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { decision: boolean; context: { layer: string; code?: string; reasons: string[] } };
+}
+
+/** Refused with `error`, and recorded in the decision log with Leash's `code` (the client sees only `error`). */
+async function refusedAs(form: Record<string, string>, error: string, code: string) {
+  const before = (await delegations()).length;
+  await refused(form, error);
+  const records = await delegations();
+  expect(records.length).toBe(before + 1);
+  expect(records.at(-1)).toMatchObject({ decision: false, layer: 'delegation', code });
+}
+
+const delegations = async () => (await readDecisions(node.connection.db, 0, 100_000)).filter((d) => d.layer === 'delegation');
+
+beforeAll(async () => {
+  const cedarDir = mkdtempSync(join(tmpdir(), 'leash-exchange-'));
+  cpSync(CEDAR_DIR, cedarDir, { recursive: true });
+  writeFileSync(join(cedarDir, 'policies', 'delegation.cedar'), DELEGATION_POLICIES);
+  // Three agents at most in a chain: parent → child is allowed, parent → child → grandchild is not.
+  node = await startTestNode({ kind: 'pglite', dataDir: null }, { cedarDir, maxDelegationDepth: 2 });
+  await seedPrincipals(node);
+  expect((await node.api('POST', '/v1/groups', { id: 'wide', parents: [] })).status).toBe(201);
+  const register = async (id: string, o: { ceiling?: string; groups?: string[] } = {}) => {
+    const ceiling = { template: 'ceiling-folder', values: { '?resource': folder(o.ceiling ?? 'invoices') } };
+    const res = await node.api('POST', '/v1/agents', agentBody({ id, groups: o.groups ?? ['finance'], ceiling }));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    expect((await node.api('POST', `/v1/agents/${id}/authorize`, { grants: [] })).status).toBe(200);
+  };
+  for (const id of ['parent', 'child', 'grandchild', 'child-suspended', 'other-child', 'lonely', 'p2', 'c2']) await register(id);
+  await register('reports-parent', { ceiling: 'reports' });
+  await register('prop-parent', { groups: ['wide'] });
+  await register('prop-child', { groups: ['wide'] });
+  expect((await node.api('POST', '/v1/agents/child-suspended/suspend', { reason: 'anomaly' })).status).toBe(200);
+  await node.app.listen({ port: 0, host: '127.0.0.1' });
+  url = `http://127.0.0.1:${(node.app.server.address() as { port: number }).port}`;
+});
+afterAll(async () => node?.close());
+
+describe('a parent agent exchanges its token for one its sub-agent uses', () => {
+  it('issues a delegated at+jwt: the human as sub, the sub-agent acting, the parent above it, exactly the details asked for', async () => {
+    const parentToken = await tokenOf('parent');
+    const parentClaims = decodeJwt(parentToken);
+    const res = await post(await exchangeForm('parent', parentToken, 'child'));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body).toEqual({ access_token: expect.any(String), token_type: 'Bearer', expires_in: expect.any(Number), authorization_details: readInvoices, issued_token_type: ACCESS_TOKEN });
+    const claims = decodeJwt(res.body.access_token);
+    expect(claims).toEqual({
+      iss: ISSUER, sub: 'alice', aud: 'leash', client_id: 'parent', iat: expect.any(Number), exp: expect.any(Number), jti: expect.any(String),
+      act: { sub: 'child', act: { sub: 'parent' } }, authorization_details: readInvoices,
+    });
+    expect(claims.exp).toBeLessThanOrEqual(parentClaims.exp!);
+
+    // The decision API decides it with the chain: the child acting, the parent above, alice as the human.
+    expect(await decide('child', res.body.access_token, 'read', 'd1')).toMatchObject({ decision: true, context: { layer: 'all' } });
+    // The parent's token covers writing; the child did not ask for it, so its token does not.
+    expect(await decide('parent', parentToken, 'write', 'd2')).toMatchObject({ decision: false, context: { layer: 'agent' } });
+    expect(await decide('child', res.body.access_token, 'write', 'd2')).toMatchObject({ decision: false, context: { layer: 'details', code: 'DETAILS_NOT_COVERING' } });
+    // It is the child's token, not the parent's.
+    expect(await decide('parent', res.body.access_token, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'TOKEN_SUBJECT_MISMATCH' } });
+  });
+
+  it('the exchanged token never outlives the parent\'s', async () => {
+    const now = nowSeconds();
+    const short = await node.signer.sign({ iss: ISSUER, sub: 'parent', aud: 'leash', client_id: 'parent', iat: now, exp: now + 20, jti: crypto.randomUUID(), authorization_details: readInvoices });
+    const res = await post(await exchangeForm('parent', short!, 'child'));
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(decodeJwt(res.body.access_token).exp).toBe(now + 20);
+    expect(res.body.expires_in).toBeLessThanOrEqual(20);
+  });
+
+  it('a sub-agent\'s token stops working when the parent above it is suspended (DELEGATION_CHAIN_BROKEN at the decision)', async () => {
+    const res = await post(await exchangeForm('p2', await tokenOf('p2'), 'c2'));
+    expect(res.status).toBe(200);
+    expect(await decide('c2', res.body.access_token, 'read', 'd1')).toMatchObject({ decision: true });
+    expect((await node.api('POST', '/v1/agents/p2/suspend', { reason: 'x' })).status).toBe(200);
+    expect(await decide('c2', res.body.access_token, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_CHAIN_BROKEN' } });
+    // And c2 can no longer hand it on either.
+    await refusedAs(await exchangeForm('c2', res.body.access_token, 'grandchild'), 'invalid_grant', 'DELEGATION_CHAIN_BROKEN');
+  });
+});
+
+describe('refusals, each with its OAuth error', () => {
+  it('invalid_grant: no delegate policy for the parent, or one for another sub-agent only', async () => {
+    await refusedAs(await exchangeForm('lonely', await tokenOf('lonely'), 'child'), 'invalid_grant', 'DELEGATION_DENIED');
+    await refusedAs(await exchangeForm('parent', await tokenOf('parent'), 'other-child'), 'invalid_grant', 'DELEGATION_DENIED');
+  });
+
+  it('invalid_grant: the sub-agent is not active', async () => {
+    await refusedAs(await exchangeForm('parent', await tokenOf('parent'), 'child-suspended'), 'invalid_grant', 'AGENT_NOT_ACTIVE');
+  });
+
+  it('invalid_grant: the subject token is expired, signed by another key, not Leash\'s, or another agent\'s', async () => {
+    const now = nowSeconds();
+    const expired = await node.signer.sign({ iss: ISSUER, sub: 'parent', aud: 'leash', client_id: 'parent', iat: now - 400, exp: now - 100, jti: crypto.randomUUID(), authorization_details: readInvoices });
+    await refusedAs(await exchangeForm('parent', expired!, 'child'), 'invalid_grant', 'TOKEN_EXPIRED');
+    const other = await generateKeyPair('ES256');
+    const forged = await new SignJWT({ client_id: 'parent', jti: crypto.randomUUID(), authorization_details: readInvoices })
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: node.signer.kid! }).setIssuer(ISSUER).setAudience('leash').setSubject('parent').setIssuedAt(now).setExpirationTime(now + 60).sign(other.privateKey);
+    await refusedAs(await exchangeForm('parent', forged, 'child'), 'invalid_grant', 'TOKEN_BAD_SIGNATURE');
+    // The parent's own key, its own issuer: a token the decision API would take, but not Leash's.
+    const own = await new SignJWT({ jti: crypto.randomUUID(), authorization_details: readInvoices })
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject('parent').setIssuedAt(now).setExpirationTime(now + 60).sign(agentPrivateKey);
+    expect(await decide('parent', own, 'read', 'd1')).toMatchObject({ decision: true });
+    await refusedAs(await exchangeForm('parent', own, 'child'), 'invalid_grant', 'TOKEN_WRONG_ISSUER');
+    // Another agent's Leash token, handed on by the parent.
+    await refusedAs(await exchangeForm('parent', await tokenOf('lonely'), 'child'), 'invalid_grant', 'TOKEN_SUBJECT_MISMATCH');
+  });
+
+  it('invalid_grant: the chain would be deeper than LEASH_MAX_DELEGATION_DEPTH (3 agents, at most 2)', async () => {
+    const childToken = (await post(await exchangeForm('parent', await tokenOf('parent'), 'child'))).body.access_token as string;
+    expect(decodeJwt(childToken).act).toEqual({ sub: 'child', act: { sub: 'parent' } });
+    await refusedAs(await exchangeForm('child', childToken, 'grandchild'), 'invalid_grant', 'DELEGATION_TOO_DEEP');
+  });
+
+  it('invalid_client: a bad or replayed actor token (its jti is used once, as a client assertion\'s)', async () => {
+    const parentToken = await tokenOf('parent');
+    const form = await exchangeForm('parent', parentToken, 'child');
+    expect((await post(form)).status).toBe(200);
+    await refused({ ...form, client_assertion: await assertion('parent') }, 'invalid_client', 401);
+    await refused({ ...form, client_assertion: await assertion('parent'), actor_token: 'not-a-jwt' }, 'invalid_client', 401);
+    await refused({ ...form, client_assertion: await assertion('parent'), actor_token: await assertion('child', { aud: 'https://elsewhere.example' }) }, 'invalid_client', 401);
+  });
+
+  it('invalid_authorization_details: beyond the parent\'s token, beyond the sub-agent\'s ceiling, or malformed (refused whole, never narrowed)', async () => {
+    const readOnly = await tokenOf('parent', readInvoices);
+    await refusedAs(await exchangeForm('parent', readOnly, 'child', readWriteInvoices), 'invalid_authorization_details', 'DETAILS_BEYOND_SUBJECT_TOKEN');
+    // The folder itself does not cover everything under it.
+    await refusedAs(await exchangeForm('parent', await tokenOf('parent', [entry(['read'], folder('invoices'), false)]), 'child', readInvoices), 'invalid_authorization_details', 'DETAILS_BEYOND_SUBJECT_TOKEN');
+    const reports = [entry(['read'], folder('reports'))];
+    await refusedAs(await exchangeForm('reports-parent', await tokenOf('reports-parent', reports), 'child', reports), 'invalid_authorization_details', 'DETAILS_BEYOND_CEILING');
+    await refusedAs({ ...(await exchangeForm('parent', readOnly, 'child')), authorization_details: '[{"type":"leash:cedar"}]' }, 'invalid_authorization_details', 'DETAILS_MALFORMED');
+  });
+
+  it('invalid_request: a missing or wrong token type, a missing subject or actor token', async () => {
+    const parentToken = await tokenOf('parent');
+    const form = async () => exchangeForm('parent', parentToken, 'child');
+    const without = async (k: string) => Object.fromEntries(Object.entries(await form()).filter(([name]) => name !== k));
+    await refused({ ...(await form()), subject_token_type: JWT }, 'invalid_request');
+    await refused({ ...(await form()), actor_token_type: ACCESS_TOKEN }, 'invalid_request');
+    for (const k of ['subject_token_type', 'actor_token_type', 'subject_token', 'actor_token']) await refused(await without(k), 'invalid_request');
+  });
+
+  it('a schema that does not declare delegate allows no delegation', async () => {
+    const source = readPolicyFiles(CEDAR_DIR);
+    const schema = source.schema.replace(/action delegate appliesTo \{[^}]*\};/, '');
+    expect(schema).not.toContain('delegate');
+    const policies = source.policies.replace(/@id\("finance-agents-delegate-within-the-group"\)[^;]*;/, '');
+    const set = compilePolicySet({ ...source, schema, policies }, 1);
+    expect(delegateDecision(set, node.view, 'parent', 'child')).toMatchObject({ declared: false, result: { allow: false } });
+    // And the example set, which declares it, allows finance-agents to delegate within the group only.
+    const examples = compilePolicySet(source, 2);
+    expect(delegateDecision(examples, node.view, 'parent', 'child').result.allow).toBe(false);
+  });
+});
+
+describe('the decision log', () => {
+  it('records every exchange after client authentication: layer delegation, the delegate policies as reasons, a code for refusals; replay leaves them out, verify holds', async () => {
+    const before = (await delegations()).length;
+    const parentToken = await tokenOf('parent');
+    expect((await post(await exchangeForm('parent', parentToken, 'child'))).status).toBe(200);
+    await refused(await exchangeForm('parent', parentToken, 'other-child'), 'invalid_grant');
+    await refused(await exchangeForm('parent', parentToken, 'child', readWriteInvoices.concat([entry(['read'], folder('reports'))])), 'invalid_authorization_details');
+    // Before client authentication: not a decision about anyone.
+    await refused({ ...(await exchangeForm('parent', parentToken, 'child')), client_assertion: 'x' }, 'invalid_client', 401);
+    const records = (await delegations()).slice(before);
+    expect(records.map((r) => [r.decision, r.code, r.reasons])).toEqual([
+      [true, null, ['parent-delegates-to-child']],
+      [false, 'DELEGATION_DENIED', []],
+      [false, 'DETAILS_BEYOND_SUBJECT_TOKEN', ['parent-delegates-to-child']],
+    ]);
+    expect(records[0]!.request).toMatchObject({
+      kind: 'token-exchange', subject: { type: 'Agent', id: 'parent' }, action: { name: 'delegate' }, resource: { type: 'Agent', id: 'child' },
+      context: { requested: JSON.stringify(readInvoices), subjectToken: { sub: 'parent', jti: decodeJwt(parentToken).jti } },
+    });
+    expect(JSON.stringify(records)).not.toContain(parentToken);
+    const report = await replay(new PostgresSource(node.connection.db));
+    expect(report.differing, JSON.stringify(report.records.slice(0, 3))).toBe(0);
+    expect((await verifyAudit(node.connection.db)).ok).toBe(true);
+  });
+});
+
+/** mulberry32: a seeded PRNG, so a failing case can be run again. */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('property: an exchange is accepted only if the parent\'s token covers every requested (target, action)', () => {
+  it('agrees with plain set logic on a few hundred seeded cases', async () => {
+    const random = prng(20261201);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(random() * xs.length)]!;
+    const targets = [folder('f1'), folder('f2'), { type: 'Document', id: 'd1' }, { type: 'Document', id: 'd2' }] as const;
+    const actions = ['read', 'write'] as const;
+    const entries = () => Array.from({ length: 1 + Math.floor(random() * 3) }, () => {
+      const chosen = actions.filter(() => random() < 0.6);
+      return entry(chosen.length ? chosen : [pick(actions)], pick(targets), random() < 0.5);
+    });
+    // The oracle: none of these targets has a known parent, so "X lies within Y" is X = Y. A
+    // requested (resource X, a) needs a parent entry (X, a) of either kind; a requested
+    // (resourceIn X, a) needs a parent (resourceIn X, a).
+    const key = (kind: string, t: { type: string; id: string }, a: string) => `${kind}|${t.type}|${t.id}|${a}`;
+    const oracle = (parent: ReturnType<typeof entries>, requested: ReturnType<typeof entries>) => {
+      const held = new Set(parent.flatMap((p) => p.actions.map((a) => key('resourceIn' in p ? 'in' : 'exact', (p.resourceIn ?? p.resource)!, a))));
+      return requested.every((r) => r.actions.every((a) => {
+        const t = (r.resourceIn ?? r.resource)!;
+        return held.has(key('in', t, a)) || (!('resourceIn' in r) && held.has(key('exact', t, a)));
+      }));
+    };
+    // Half the requests are drawn from the parent's own entries (then sometimes changed), so
+    // that both outcomes are common.
+    const derived = (parent: ReturnType<typeof entries>) => Array.from({ length: 1 + Math.floor(random() * 2) }, () => {
+      const p = pick(parent);
+      const kept = p.actions.filter(() => random() < 0.7);
+      const narrower = 'resourceIn' in p && random() < 0.5 ? false : 'resourceIn' in p;
+      const e = entry(kept.length ? kept : [pick(p.actions)], random() < 0.2 ? pick(targets) : (p.resourceIn ?? p.resource)!, random() < 0.15 ? true : narrower);
+      if (random() < 0.15) e.actions = [pick(actions)];
+      return e;
+    });
+    let accepted = 0;
+    let cases = 0;
+    const PARENTS = 70;
+    for (let i = 0; i < PARENTS; i++) {
+      const parent = entries();
+      const parentToken = await tokenOf('prop-parent', parent);
+      for (let j = 0; j < 3; j++, cases++) {
+        const requested = random() < 0.5 ? derived(parent) : entries();
+        const expected = oracle(parent, requested);
+        const res = await post(await exchangeForm('prop-parent', parentToken, 'prop-child', requested));
+        expect({ cases, parent, requested, status: res.status, error: res.body.error }).toEqual({ cases, parent, requested, status: expected ? 200 : 400, error: expected ? undefined : 'invalid_authorization_details' });
+        if (expected) {
+          accepted++;
+          expect(decodeJwt(res.body.access_token).authorization_details).toEqual(requested);
+        }
+      }
+    }
+    const CASES = cases;
+    // Both outcomes are exercised.
+    expect(accepted).toBeGreaterThan(CASES / 10);
+    expect(accepted).toBeLessThan(CASES * 0.9);
+  }, 60_000);
+});
