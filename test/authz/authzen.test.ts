@@ -182,7 +182,7 @@ describe('policy files at start', () => {
     const fresh = await startTestNode(freshPglite());
     try {
       const got = await fresh.api('GET', '/v1/policy-set');
-      expect(got.body).toMatchObject({ version: 1, policyIds: ['finance-reads-invoices', 'archive-is-read-only'] });
+      expect(got.body).toMatchObject({ version: 1, policyIds: ['finance-reads-invoices', 'archive-is-read-only', 'finance-agents-delegate-within-the-group'] });
     } finally {
       await fresh.close();
     }
