@@ -206,6 +206,16 @@ describe('refusals, each with its OAuth error', () => {
     await refusedAs(await exchangeForm('parent', await tokenOf('lonely'), 'child'), 'invalid_grant', 'TOKEN_SUBJECT_MISMATCH');
   });
 
+  it('invalid_grant: the subject token was revoked (TOKEN_REVOKED), though it would still verify', async () => {
+    const parentToken = await tokenOf('parent');
+    const revoke = await fetch(`${url}/oauth/revoke`, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: parentToken, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('parent') }).toString(),
+    });
+    expect(revoke.status).toBe(200);
+    await refusedAs(await exchangeForm('parent', parentToken, 'child'), 'invalid_grant', 'TOKEN_REVOKED');
+  });
+
   it('invalid_grant: the chain would be deeper than LEASH_MAX_DELEGATION_DEPTH (3 agents, at most 2)', async () => {
     const childToken = (await post(await exchangeForm('parent', await tokenOf('parent'), 'child'))).body.access_token as string;
     expect(decodeJwt(childToken).act).toEqual({ sub: 'child', act: { sub: 'parent' } });
