@@ -7,7 +7,7 @@ import { tokenVerifier } from '../../tokens/verify.ts';
 import { isBearer } from '../access.ts';
 import type { App, ServerDeps } from '../server.ts';
 import { leashTokens } from './authzen.ts';
-import { formOf, MAX_FORM_BYTES, oauthErrorHandler } from './oauth.ts';
+import { formScope, MAX_FORM_BYTES, oauthErrorHandler } from './oauth.ts';
 
 // POST /oauth/revoke (RFC 7009) and POST /oauth/introspect (RFC 7662), in a scope of their own:
 // form bodies as at the token endpoint, OAuth errors, never cached.
@@ -40,15 +40,7 @@ export async function revocationRoutes(scope: App, deps: ServerDeps, o: { tokenE
     admit: () => deps.cluster.admit(), release: (t) => deps.cluster.release(t), log: (fields, message) => scope.log.warn(fields, message),
   });
 
-  scope.removeAllContentTypeParsers();
-  scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_FORM_BYTES }, (_request, body, done) => {
-    try {
-      done(null, formOf(body as string));
-    } catch (err) {
-      done(err as Error, undefined);
-    }
-  });
-  scope.setErrorHandler(errorHandler);
+  formScope(scope, errorHandler);
 
   const noStore = (reply: FastifyReply) => reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
 

@@ -88,15 +88,7 @@ export async function oauthRoutes(app: App, deps: ServerDeps): Promise<void> {
 
   // Its own scope: a form parser instead of JSON, and OAuth errors instead of problem documents.
   await app.register(async (scope: App) => {
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_FORM_BYTES }, (_request, body, done) => {
-      try {
-        done(null, formOf(body as string));
-      } catch (err) {
-        done(err as Error, undefined);
-      }
-    });
-    scope.setErrorHandler(oauthErrorHandler);
+    formScope(scope, oauthErrorHandler);
 
     scope.post('/oauth/token', {
       config: { access: 'public' }, // the client assertion is the authentication
@@ -120,6 +112,19 @@ export async function oauthRoutes(app: App, deps: ServerDeps): Promise<void> {
 const shown = (name: string) => JSON.stringify(name.slice(0, 64).replace(/[^\x20-\x7e]/g, '?'));
 
 /** The form's parameters, each at most once (RFC 6749 §3.2); one `resource` per token (RFC 8707 `invalid_target`). */
+/** An OAuth endpoint's scope: form bodies only (no JSON parser), and `handler` for its errors. */
+export function formScope(scope: App, handler: (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void): void {
+  scope.removeAllContentTypeParsers();
+  scope.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_FORM_BYTES }, (_request, body, done) => {
+    try {
+      done(null, formOf(body as string));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+  scope.setErrorHandler(handler);
+}
+
 export function formOf(body: string): TokenForm {
   const params = new Map<string, string>();
   let count = 0;
@@ -153,8 +158,9 @@ export function oauthErrorHandler(err: FastifyError, request: FastifyRequest, re
   } else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
     failure = new OAuthError('invalid_request', 'the request is malformed');
   } else {
-    // Never the internals to the caller; the log has them (never the form: it holds the assertion).
-    request.log.error({ err }, 'token endpoint failed');
+    // Never the internals to the caller. The log gets where it failed, not what the message
+    // says: an unexpected error's message may quote the form, which holds the assertion.
+    request.log.error({ errType: err.name, errCode: err.code, frames: err.stack?.split('\n').filter((l) => l.trimStart().startsWith('at ')).slice(0, 12) }, 'token endpoint failed');
     failure = new OAuthError('server_error', 'an internal error occurred; see the server log');
   }
   void reply.status(failure.status).header('cache-control', 'no-store').header('pragma', 'no-cache').type('application/json').send(failure.body());
