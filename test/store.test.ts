@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import pg from 'pg';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { isLeashError } from '../src/errors.ts';
 import { connect, type Backend, type Connection } from '../src/store/connect.ts';
 import { EventStore, insertEvents, readHead, type AppendRequest, type StoredEvent } from '../src/store/event-store.ts';
@@ -20,8 +20,18 @@ const request = (streamId: string, expectedVersion: AppendRequest['expectedVersi
   ...extra,
 });
 
+/**
+ * Every committed event. readAll shows only what no older open transaction could still precede,
+ * and PostgreSQL reckons that over the whole server, so another test file's open transaction may
+ * hold the newest back for a moment: read until the committed head is in.
+ */
 async function allEvents(store: EventStore): Promise<StoredEvent[]> {
-  return store.readAll(0, 1_000_000);
+  const head = (await readHead(store.db)).position;
+  return vi.waitFor(async () => {
+    const all = await store.readAll(0, 1_000_000);
+    if ((all.at(-1)?.position ?? 0) < head) throw new Error(`read up to ${all.at(-1)?.position ?? 0} of ${head}`);
+    return all;
+  }, { timeout: 15_000, interval: 50 });
 }
 
 describe.each(backends)('event store on $name', ({ fresh }) => {
@@ -204,7 +214,9 @@ describe('catch-up reads on real Postgres', () => {
       await insertEvents(connection.db, [row(3)]); // commits at once
       expect((await store.readAll(1, 100)).map((e) => e.position)).toEqual([]); // 3 is held back behind 2
       await slow.query('commit');
-      expect((await store.readAll(1, 100)).map((e) => e.position)).toEqual([2, 3]);
+      // Visible once no older transaction is open anywhere on the server: PostgreSQL's snapshot
+      // xmin is server-wide, so another test file's open transaction may hold it back a while.
+      await vi.waitFor(async () => expect((await store.readAll(1, 100)).map((e) => e.position)).toEqual([2, 3]), { timeout: 15_000, interval: 50 });
     } finally {
       await slow.end();
       await connection.db.destroy();
