@@ -7,6 +7,7 @@ import type { Decision, EvaluationRequest } from '../authz/engine.ts';
 import { compilePolicySet, type CompiledPolicySet, type PolicySetSource } from '../authz/policy-set.ts';
 import { PolicyHistory } from '../authz/policy-view.ts';
 import { RegistryHistory } from '../registry/registry-view.ts';
+import { EXCHANGE_RECORD_KIND } from '../tokens/token-exchange.ts';
 import { recordedTokenVerifier } from '../tokens/verify.ts';
 import type { RecordedRequest, StoredDecision } from './decision-log.ts';
 import type { AuditSource } from './source.ts';
@@ -115,8 +116,8 @@ function differences(recorded: Outcome, replayed: Outcome): string {
   return out.join('; ');
 }
 
-/** A token exchange's record (token-service.ts), not an AuthZEN request. */
-const isExchangeRecord = (request: unknown): boolean => (request as { kind?: unknown } | null)?.kind === 'token-exchange';
+/** A token exchange's record (token-exchange.ts), not an AuthZEN request. */
+const isExchangeRecord = (request: unknown): boolean => (request as { kind?: unknown } | null)?.kind === EXCHANGE_RECORD_KIND;
 
 /** Is this an agent request whose token was refused before its claims could be trusted? */
 function tokenFromRecord(request: EvaluationRequest): boolean {

@@ -39,6 +39,7 @@ const DELEGATION_POLICIES = `
 @id("p2-delegates-to-c2") permit (principal == Agent::"p2", action == Action::"delegate", resource == Agent::"c2");
 @id("c2-delegates-to-grandchild") permit (principal == Agent::"c2", action == Action::"delegate", resource == Agent::"grandchild");
 @id("reports-parent-delegates-to-child") permit (principal == Agent::"reports-parent", action == Action::"delegate", resource == Agent::"child");
+@id("parent-delegates-to-bobs-child") permit (principal == Agent::"parent", action == Action::"delegate", resource == Agent::"bobs-child");
 @id("prop-parent-delegates") permit (principal == Agent::"prop-parent", action == Action::"delegate", resource == Agent::"prop-child");
 @id("wide-ceiling") @layer("ceiling") permit (principal in Group::"wide", action, resource);
 `;
@@ -120,14 +121,16 @@ beforeAll(async () => {
   node = await startTestNode({ kind: 'pglite', dataDir: null }, { cedarDir, maxDelegationDepth: 2 });
   await seedPrincipals(node);
   expect((await node.api('POST', '/v1/groups', { id: 'wide', parents: [] })).status).toBe(201);
-  const register = async (id: string, o: { ceiling?: string; groups?: string[] } = {}) => {
+  expect((await node.api('POST', '/v1/humans', { id: 'bob', email: 'bob@example.com', groups: ['finance'] })).status).toBe(201);
+  const register = async (id: string, o: { ceiling?: string; groups?: string[]; owner?: string } = {}) => {
     const ceiling = { template: 'ceiling-folder', values: { '?resource': folder(o.ceiling ?? 'invoices') } };
-    const res = await node.api('POST', '/v1/agents', agentBody({ id, groups: o.groups ?? ['finance'], ceiling }));
+    const res = await node.api('POST', '/v1/agents', agentBody({ id, groups: o.groups ?? ['finance'], ceiling, owner: o.owner ?? 'alice' }));
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect((await node.api('POST', `/v1/agents/${id}/authorize`, { grants: [] })).status).toBe(200);
   };
   for (const id of ['parent', 'child', 'grandchild', 'child-suspended', 'other-child', 'lonely', 'p2', 'c2']) await register(id);
   await register('reports-parent', { ceiling: 'reports' });
+  await register('bobs-child', { owner: 'bob' });
   await register('prop-parent', { groups: ['wide'] });
   await register('prop-child', { groups: ['wide'] });
   expect((await node.api('POST', '/v1/agents/child-suspended/suspend', { reason: 'anomaly' })).status).toBe(200);
@@ -222,13 +225,23 @@ describe('refusals, each with its OAuth error', () => {
     await refusedAs(await exchangeForm('child', childToken, 'grandchild'), 'invalid_grant', 'DELEGATION_TOO_DEEP');
   });
 
-  it('invalid_client: a bad or replayed actor token (its jti is used once, as a client assertion\'s)', async () => {
+  it('invalid_grant ACTOR_TOKEN_INVALID: a bad, misaddressed or replayed actor token (its jti is used once, as a client assertion\'s)', async () => {
     const parentToken = await tokenOf('parent');
     const form = await exchangeForm('parent', parentToken, 'child');
     expect((await post(form)).status).toBe(200);
-    await refused({ ...form, client_assertion: await assertion('parent') }, 'invalid_client', 401);
-    await refused({ ...form, client_assertion: await assertion('parent'), actor_token: 'not-a-jwt' }, 'invalid_client', 401);
-    await refused({ ...form, client_assertion: await assertion('parent'), actor_token: await assertion('child', { aud: 'https://elsewhere.example' }) }, 'invalid_client', 401);
+    // The client's own assertion, used again: the client did not authenticate.
+    await refused(form, 'invalid_client', 401);
+    // The client authenticated; the sub-agent did not (its assertion used again, then others).
+    await refusedAs({ ...form, client_assertion: await assertion('parent') }, 'invalid_grant', 'ACTOR_TOKEN_INVALID');
+    await refusedAs({ ...form, client_assertion: await assertion('parent'), actor_token: 'not-a-jwt' }, 'invalid_grant', 'ACTOR_TOKEN_INVALID');
+    await refusedAs({ ...form, client_assertion: await assertion('parent'), actor_token: await assertion('child', { aud: 'https://elsewhere.example' }) }, 'invalid_grant', 'ACTOR_TOKEN_INVALID');
+    const wrongKey = await new SignJWT({ jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('child').setSubject('child').setAudience(ISSUER)
+      .setIssuedAt().setExpirationTime('60s').sign((await generateKeyPair('ES256')).privateKey);
+    await refusedAs({ ...form, client_assertion: await assertion('parent'), actor_token: wrongKey }, 'invalid_grant', 'ACTOR_TOKEN_INVALID');
+  });
+
+  it('invalid_grant DELEGATION_NOT_GRANTED: a sub-agent of another owner (its token would act for a human it does not serve), though a delegate policy allows it', async () => {
+    await refusedAs(await exchangeForm('parent', await tokenOf('parent'), 'bobs-child'), 'invalid_grant', 'DELEGATION_NOT_GRANTED');
   });
 
   it('invalid_authorization_details: beyond the parent\'s token, beyond the sub-agent\'s ceiling, or malformed (refused whole, never narrowed)', async () => {
