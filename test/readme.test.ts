@@ -109,15 +109,22 @@ describe('the README', () => {
       [false, 'details', 'DETAILS_BEYOND_CEILING'],
       [true, 'all', null], // with the token Leash issued
       [false, 'details', 'DETAILS_NOT_COVERING'],
+      [true, 'all', null], // the sub-agent, with the token its parent handed on
+      [false, 'details', 'DETAILS_NOT_COVERING'],
       [false, 'agent', null],
+      [false, 'token', 'DELEGATION_CHAIN_BROKEN'], // its parent suspended
     ]);
+    // The token endpoint answered curl too, and the exchange put the parent above the sub-agent.
+    expect(stdout).toMatch(/^\{"access_token":"[\w-]+\.[\w-]+\.[\w-]+","token_type":"Bearer","expires_in":\d+,"authorization_details":\[/m);
+    expect(stdout).toMatch(/^urn:ietf:params:oauth:token-type:access_token \{"sub":"summary-bot","act":\{"sub":"reader-bot"\}\}$/m);
+    expect(stdout).toMatch(/^\{"active":false\}$/m);
     // No token for more than the ceiling: the CLI says why, and the block goes on.
     expect(stdout).toMatch(/^refused$/m);
     expect(stderr).toMatch(/leash: invalid_authorization_details: /);
     expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
-    expect(decisions[5]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
+    expect(decisions[7]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
     expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
-    expect(stdout).toMatch(/all 6 came out the same/);
+    expect(stdout).toMatch(/all 9 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
   }, 300_000);

@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { SignJWT, importJWK, type JWK } from 'jose';
 import { ASSERTION_TYPE } from './client-assertion.ts';
 
-// The client side of Leash's token endpoint, for the CLI: a client assertion (RFC 7523) signed
-// with the agent's key, sent with the details it asks for; the answer as the server gives it.
+// The client side of Leash's OAuth endpoints, for the CLI: client assertions (RFC 7523) signed
+// with an agent's key, a token for the details it asks for, a sub-agent's token by exchange
+// (RFC 8693), and introspection (RFC 7662); each answer as the server gives it.
 
 export interface TokenRequest {
-  /** Leash's base URL (the issuer); the assertion is addressed to its token endpoint. */
+  /** Leash's base URL (the issuer); assertions are addressed to its token endpoint. */
   base: string;
   privateJwk: JWK;
   agent: string;
@@ -14,30 +15,60 @@ export interface TokenRequest {
   resource?: string;
 }
 
+export interface ExchangeRequest extends TokenRequest {
+  /** The client's (the parent agent's) Leash access token. */
+  subjectToken: string;
+  /** The sub-agent: its id and private key sign the actor token. */
+  actor: { agent: string; privateJwk: JWK };
+}
+
 export type TokenAnswer = { access_token: string; expires_in: number } | { error: string; error_description?: string };
 
-export async function requestToken(r: TokenRequest): Promise<TokenAnswer> {
-  const endpoint = new URL('/oauth/token', r.base).toString();
-  const alg = r.privateJwk.alg ?? 'ES256';
+const tokenEndpoint = (base: string) => new URL('/oauth/token', base).toString();
+
+/** A one-minute assertion by `agent` for the token endpoint, used once (its random jti). */
+export async function clientAssertion(base: string, agent: string, privateJwk: JWK): Promise<string> {
+  const alg = privateJwk.alg ?? 'ES256';
   const now = Math.floor(Date.now() / 1000);
-  const assertion = await new SignJWT({})
-    .setProtectedHeader({ alg, ...(r.privateJwk.kid ? { kid: r.privateJwk.kid } : {}) })
-    .setIssuer(r.agent)
-    .setSubject(r.agent)
-    .setAudience(endpoint)
+  return new SignJWT({})
+    .setProtectedHeader({ alg, ...(privateJwk.kid ? { kid: privateJwk.kid } : {}) })
+    .setIssuer(agent)
+    .setSubject(agent)
+    .setAudience(tokenEndpoint(base))
     .setIssuedAt(now)
     .setExpirationTime(now + 60)
     .setJti(randomUUID())
-    .sign(await importJWK(r.privateJwk, alg));
-  const form = new URLSearchParams({
-    grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion, authorization_details: JSON.stringify(r.details),
-    ...(r.resource ? { resource: r.resource } : {}),
+    .sign(await importJWK(privateJwk, alg));
+}
+
+export async function requestToken(r: TokenRequest): Promise<TokenAnswer> {
+  return postForm(tokenEndpoint(r.base), {
+    grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await clientAssertion(r.base, r.agent, r.privateJwk),
+    authorization_details: JSON.stringify(r.details), ...(r.resource ? { resource: r.resource } : {}),
   });
-  const response = await fetch(endpoint, { method: 'POST', body: form });
+}
+
+export async function exchangeToken(r: ExchangeRequest): Promise<TokenAnswer> {
+  return postForm(tokenEndpoint(r.base), {
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    client_assertion_type: ASSERTION_TYPE, client_assertion: await clientAssertion(r.base, r.agent, r.privateJwk),
+    subject_token: r.subjectToken, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+    actor_token: await clientAssertion(r.base, r.actor.agent, r.actor.privateJwk), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+    authorization_details: JSON.stringify(r.details), ...(r.resource ? { resource: r.resource } : {}),
+  });
+}
+
+/** What Leash says of a token (RFC 7662), asked with a PEP or operator token. */
+export async function introspectToken(base: string, bearer: string, token: string): Promise<Record<string, unknown>> {
+  return postForm(new URL('/oauth/introspect', base).toString(), { token }, { authorization: `Bearer ${bearer}` });
+}
+
+async function postForm<T>(url: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<T> {
+  const response = await fetch(url, { method: 'POST', headers, body: new URLSearchParams(form) });
   const text = await response.text();
   try {
-    return JSON.parse(text) as TokenAnswer;
+    return JSON.parse(text) as T;
   } catch {
-    return { error: `http_${response.status}`, error_description: text.slice(0, 200) };
+    return { error: `http_${response.status}`, error_description: text.slice(0, 200) } as T;
   }
 }
