@@ -193,7 +193,7 @@ describe('leash serve + CLI on the embedded default', () => {
   it('git ignores the private key files (and the token) the README\'s demo writes', async () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     // The keys, and the token a block keeps in a file.
-    const keyFiles = [...new Set([...readme.matchAll(/leash keys generate (\S+)|tee (\S*token\S*)/g)].map((m) => (m[1] ?? m[2])!))];
+    const keyFiles = [...new Set([...readme.matchAll(/leash keys generate (\S+)|tee ([\w.-]*token[\w.-]*)/g)].map((m) => (m[1] ?? m[2])!))];
     expect(keyFiles.length).toBeGreaterThan(0);
     for (const file of keyFiles) await run('git', ['check-ignore', '--quiet', file], { cwd: ROOT }); // exit 1: not ignored
   });
