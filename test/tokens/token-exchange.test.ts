@@ -348,12 +348,13 @@ describe('hostile exchange parameters: each a clear RFC 6749 error, never a 500,
     await refusedAs(await exchangeForm('parent', `${header}.${payload}.`, 'child'), 'invalid_grant', 'TOKEN_BAD_SIGNATURE');
   });
 
-  it('the parent\'s token after the parent was revoked: unauthorized_client; its sub-agent\'s token is refused at decisions', async () => {
+  it('the parent\'s token after the parent was revoked: unauthorized_client, recorded AGENT_NOT_ACTIVE (the parent did authenticate); its sub-agent\'s token is refused at decisions', async () => {
     const doomedToken = await tokenOf('doomed');
     const childToken = await post(await exchangeForm('doomed', doomedToken, 'child'));
     expect(childToken.status, JSON.stringify(childToken.body)).toBe(200);
     expect((await node.api('POST', '/v1/agents/doomed/revoke', { mode: 'immediate', reason: 'compromised' })).status).toBe(200);
-    await refused(await exchangeForm('doomed', doomedToken, 'child'), 'unauthorized_client');
+    // A compromised parent trying to hand its token on is a decision the log keeps.
+    await refusedAs(await exchangeForm('doomed', doomedToken, 'child'), 'unauthorized_client', 'AGENT_NOT_ACTIVE');
     expect(await decide('child', childToken.body.access_token, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_CHAIN_BROKEN' } });
     // Handed on by the sub-agent it was delegated to: not the sub-agent's own token.
     await refusedAs(await exchangeForm('child', doomedToken, 'grandchild'), 'invalid_grant', 'TOKEN_SUBJECT_MISMATCH');
