@@ -23,11 +23,16 @@ export const DELEGATION_LAYER = 'delegation';
 /** What the exchange needs of the token service: its deps, client authentication and audiences. */
 export interface ExchangeParty {
   deps: TokenServiceDeps;
-  /** The client, authenticated by its assertion and active. */
-  client(form: TokenForm, now: Date): Promise<Authenticated>;
+  /** The client, authenticated by its assertion, whatever its status (an inactive one's exchange is refused, and recorded). */
+  authenticateClient(form: TokenForm, now: Date): Promise<Authenticated>;
   /** An assertion checked against its agent's pins and used once (any status). */
   authenticate(assertion: string, now: Date): Promise<Authenticated>;
   audienceOf(resource: string | undefined): string;
+}
+
+/** An authenticated client that is not active gets nothing (`AGENT_NOT_ACTIVE` where the refusal is recorded). */
+export function refuseInactiveClient({ record }: Authenticated): void {
+  if (record.status !== 'active') throw new OAuthError('unauthorized_client', `the agent is ${record.status}; only an active agent gets tokens`, 'AGENT_NOT_ACTIVE');
 }
 
 /**
@@ -41,7 +46,7 @@ export async function exchange(party: ExchangeParty, form: TokenForm, now: Date)
   if (form.actor_token_type !== JWT_TOKEN_TYPE) throw new OAuthError('invalid_request', `actor_token_type must be ${JWT_TOKEN_TYPE}`);
   if (form.actor_token === undefined || form.actor_token.length === 0) throw new OAuthError('invalid_request', 'actor_token is required: the sub-agent\'s own signed assertion');
   if (form.authorization_details === undefined) throw new OAuthError('invalid_request', 'authorization_details is required');
-  const parent = await party.client(form, now);
+  const parent = await party.authenticateClient(form, now);
   const record: ExchangeRecord = { parent: parent.record.id, child: null, requested: form.authorization_details, subject: null, reasons: [] };
   try {
     const issued = await delegate(party, form, parent, record, now);
@@ -61,7 +66,8 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   const details = (code: string, why: string) => new OAuthError('invalid_authorization_details', why, code);
   const agentOf = (id: string) => registry.agents.get(id);
 
-  // 1. The subject token: Leash's, A's own (A acting), every agent above A active.
+  // 1. A active; the subject token: Leash's, A's own (A acting), every agent above A active.
+  refuseInactiveClient(parent);
   const subject = await verifyLeashToken(form.subject_token!, deps.leash, A.id, agentOf, now);
   if (!subject.ok) throw grant(subject.code, `the subject_token is not a usable Leash access token of the client (${subject.code})`);
   out.subject = { jti: subject.claims.jti, sub: subject.claims.sub, act: subject.claims.act, exp: subject.claims.exp };

@@ -10,7 +10,7 @@ import { ASSERTION_TYPE, verifyClientAssertion } from './client-assertion.ts';
 import { ACCESS_TOKEN_SECONDS, type NodeSigner } from './node-signer.ts';
 import { OAuthError } from './oauth-error.ts';
 import { checkCeiling, readDetails } from './requested-details.ts';
-import { exchange, type ACCESS_TOKEN_TYPE, type ExchangeParty } from './token-exchange.ts';
+import { exchange, refuseInactiveClient, type ACCESS_TOKEN_TYPE, type ExchangeParty } from './token-exchange.ts';
 import { MAX_TOKEN_CHARS, type LeashTokens } from './verify.ts';
 
 // POST /oauth/token: an agent authenticates with a client assertion and asks for a token
@@ -98,13 +98,18 @@ export class TokenService implements ExchangeParty {
     return found;
   }
 
-  /** Who asks: the client assertion (RFC 7523 §2.2); the agent must be active. */
-  async client(form: TokenForm, now: Date): Promise<Authenticated> {
+  /** Who asks: the client assertion (RFC 7523 §2.2), whatever the agent's status. */
+  async authenticateClient(form: TokenForm, now: Date): Promise<Authenticated> {
     if (form.client_assertion_type !== ASSERTION_TYPE || form.client_assertion === undefined) {
       throw new OAuthError('invalid_client', `client authentication needs client_assertion_type=${ASSERTION_TYPE} and a client_assertion`);
     }
-    const found = await this.authenticate(form.client_assertion, now, form.client_id);
-    if (found.record.status !== 'active') throw new OAuthError('unauthorized_client', `the agent is ${found.record.status}; only an active agent gets tokens`);
+    return this.authenticate(form.client_assertion, now, form.client_id);
+  }
+
+  /** Who asks, authenticated; the agent must be active. */
+  async client(form: TokenForm, now: Date): Promise<Authenticated> {
+    const found = await this.authenticateClient(form, now);
+    refuseInactiveClient(found);
     return found;
   }
 

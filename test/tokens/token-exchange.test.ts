@@ -2,7 +2,7 @@ import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt, generateKeyPair, SignJWT, type JWTPayload } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readDecisions } from '../../src/audit/decision-log.ts';
 import { replay } from '../../src/audit/replay.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
@@ -40,6 +40,7 @@ const DELEGATION_POLICIES = `
 @id("c2-delegates-to-grandchild") permit (principal == Agent::"c2", action == Action::"delegate", resource == Agent::"grandchild");
 @id("reports-parent-delegates-to-child") permit (principal == Agent::"reports-parent", action == Action::"delegate", resource == Agent::"child");
 @id("parent-delegates-to-bobs-child") permit (principal == Agent::"parent", action == Action::"delegate", resource == Agent::"bobs-child");
+@id("doomed-delegates-to-child") permit (principal == Agent::"doomed", action == Action::"delegate", resource == Agent::"child");
 @id("prop-parent-delegates") permit (principal == Agent::"prop-parent", action == Action::"delegate", resource == Agent::"prop-child");
 @id("wide-ceiling") @layer("ceiling") permit (principal in Group::"wide", action, resource);
 `;
@@ -52,10 +53,13 @@ async function assertion(agent: string, claims: JWTPayload = {}): Promise<string
   return new SignJWT({ iss: agent, sub: agent, aud: ISSUER, iat: now, exp: now + 60, jti: crypto.randomUUID(), ...claims }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).sign(agentPrivateKey);
 }
 
-async function post(form: Record<string, string>) {
-  const res = await fetch(`${url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
+/** The token endpoint given `body` as it is (a form by default). */
+async function postRaw(body: string, contentType = 'application/x-www-form-urlencoded') {
+  const res = await fetch(`${url}/oauth/token`, { method: 'POST', headers: { 'content-type': contentType }, body });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
+
+const post = async (form: Record<string, string>) => postRaw(new URLSearchParams(form).toString());
 
 /** client_credentials for `agent`: its access token. */
 async function tokenOf(agent: string, details: unknown = readWriteInvoices): Promise<string> {
@@ -73,8 +77,10 @@ async function exchangeForm(parent: string, subjectToken: string, child: string,
   };
 }
 
-async function refused(form: Record<string, string>, error: string, status = 400) {
-  const res = await post(form);
+const refused = async (form: Record<string, string>, error: string, status = 400) => refusedRaw(new URLSearchParams(form).toString(), error, status);
+
+async function refusedRaw(body: string, error: string, status = 400, contentType?: string) {
+  const res = await postRaw(body, contentType);
   expect(res.body.error, JSON.stringify(res.body)).toBe(error);
   expect(res.status).toBe(status);
   expect(Object.keys(res.body).sort()).toEqual(['error', 'error_description']);
@@ -128,7 +134,7 @@ beforeAll(async () => {
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect((await node.api('POST', `/v1/agents/${id}/authorize`, { grants: [] })).status).toBe(200);
   };
-  for (const id of ['parent', 'child', 'grandchild', 'child-suspended', 'other-child', 'lonely', 'p2', 'c2']) await register(id);
+  for (const id of ['parent', 'child', 'grandchild', 'child-suspended', 'other-child', 'lonely', 'p2', 'c2', 'doomed']) await register(id);
   await register('reports-parent', { ceiling: 'reports' });
   await register('bobs-child', { owner: 'bob' });
   await register('prop-parent', { groups: ['wide'] });
@@ -273,6 +279,126 @@ describe('refusals, each with its OAuth error', () => {
     // And the example set, which declares it, allows finance-agents to delegate within the group only.
     const examples = compilePolicySet(source, 2);
     expect(delegateDecision(examples, node.view, 'parent', 'child').result.allow).toBe(false);
+  });
+});
+
+/** A JWT with this header and these claims, and `signature` (base64url) as its signature. */
+const unsignedJwt = (header: object, claims: object, signature = '') =>
+  [header, claims].map((part) => Buffer.from(JSON.stringify(part)).toString('base64url')).join('.') + `.${signature}`;
+
+describe('hostile exchange parameters: each a clear RFC 6749 error, never a 500, and the endpoint keeps answering', () => {
+  afterEach(async () => {
+    expect((await post(await exchangeForm('parent', await tokenOf('parent'), 'child'))).status).toBe(200);
+  });
+
+  /** Refused with `error` before the client is authenticated: no decision is recorded. */
+  async function refusedUnrecorded(body: string, error: string, contentType?: string) {
+    const before = (await delegations()).length;
+    await refusedRaw(body, error, 400, contentType);
+    expect((await delegations()).length).toBe(before);
+  }
+  const formBody = async (extra: Record<string, string> = {}) => new URLSearchParams(await exchangeForm('parent', await tokenOf('parent'), 'child', readInvoices, extra)).toString();
+
+  it('a subject_token longer than any token Leash reads (20,000 characters, within the form\'s 24 KiB): invalid_grant TOKEN_MALFORMED', async () => {
+    const long = `${await tokenOf('parent')}.${'A'.repeat(20_000)}`.slice(0, 20_000);
+    await refusedAs(await exchangeForm('parent', long, 'child'), 'invalid_grant', 'TOKEN_MALFORMED');
+  });
+
+  it('a form beyond 24 KiB (an actor_token of 2 MB, a subject_token of 30,000 characters): invalid_request, nothing recorded', async () => {
+    await refusedUnrecorded(await formBody({ actor_token: 'A'.repeat(2 * 1024 * 1024) }), 'invalid_request');
+    await refusedUnrecorded(await formBody({ subject_token: 'A'.repeat(30_000) }), 'invalid_request');
+  });
+
+  it('a NUL in subject_token, actor_token or authorization_details: invalid_request (the form), nothing recorded', async () => {
+    const parentToken = await tokenOf('parent');
+    await refusedUnrecorded(await formBody({ subject_token: `${parentToken}\u0000` }), 'invalid_request');
+    await refusedUnrecorded(await formBody({ actor_token: `${await assertion('child')}\u0000` }), 'invalid_request');
+    await refusedUnrecorded(await formBody({ authorization_details: JSON.stringify(readInvoices).replace('read', 're\u0000ad') }), 'invalid_request');
+  });
+
+  it('an empty subject_token or actor_token: invalid_request, nothing recorded', async () => {
+    await refusedUnrecorded(await formBody({ subject_token: '' }), 'invalid_request');
+    await refusedUnrecorded(await formBody({ actor_token: '' }), 'invalid_request');
+  });
+
+  it('subject_token, actor_token or authorization_details given twice (even with the same value): invalid_request, nothing recorded', async () => {
+    const parentToken = await tokenOf('parent');
+    await refusedUnrecorded(`${await formBody()}&subject_token=${parentToken}`, 'invalid_request');
+    await refusedUnrecorded(`subject_token=a&${await formBody()}`, 'invalid_request');
+    await refusedUnrecorded(`${await formBody()}&actor_token=${await assertion('child')}`, 'invalid_request');
+    await refusedUnrecorded(`${await formBody()}&authorization_details=${encodeURIComponent(JSON.stringify(readInvoices))}`, 'invalid_request');
+  });
+
+  it('a JSON body (with strings, or with other types), or another content type: invalid_request, nothing recorded', async () => {
+    const form = await exchangeForm('parent', await tokenOf('parent'), 'child');
+    await refusedUnrecorded(JSON.stringify(form), 'invalid_request', 'application/json');
+    await refusedUnrecorded(JSON.stringify({ ...form, subject_token: 42, actor_token: { a: 1 }, authorization_details: readInvoices }), 'invalid_request', 'application/json');
+    await refusedUnrecorded(new URLSearchParams(form).toString(), 'invalid_request', 'text/plain');
+  });
+
+  it('a subject token with alg none, or HS256, under Leash\'s issuer and a kid of Leash\'s JWKS: invalid_grant, recorded', async () => {
+    const now = nowSeconds();
+    const claims = { iss: ISSUER, sub: 'parent', aud: 'leash', client_id: 'parent', iat: now, exp: now + 60, jti: crypto.randomUUID(), authorization_details: readInvoices };
+    const kid = node.signer.kid!;
+    await refusedAs(await exchangeForm('parent', unsignedJwt({ alg: 'none', typ: 'at+jwt', kid }, claims), 'child'), 'invalid_grant', 'TOKEN_ALG_NOT_ALLOWED');
+    const hs256 = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt', kid }).sign(new TextEncoder().encode('a shared secret of at least 32 bytes'));
+    await refusedAs(await exchangeForm('parent', hs256, 'child'), 'invalid_grant', 'TOKEN_ALG_NOT_ALLOWED');
+    // A real token of Leash's with its signature taken off.
+    const [header, payload] = (await tokenOf('parent')).split('.');
+    await refusedAs(await exchangeForm('parent', `${header}.${payload}.`, 'child'), 'invalid_grant', 'TOKEN_BAD_SIGNATURE');
+  });
+
+  it('the parent\'s token after the parent was revoked: unauthorized_client, recorded AGENT_NOT_ACTIVE (the parent did authenticate); its sub-agent\'s token is refused at decisions', async () => {
+    const doomedToken = await tokenOf('doomed');
+    const childToken = await post(await exchangeForm('doomed', doomedToken, 'child'));
+    expect(childToken.status, JSON.stringify(childToken.body)).toBe(200);
+    expect((await node.api('POST', '/v1/agents/doomed/revoke', { mode: 'immediate', reason: 'compromised' })).status).toBe(200);
+    // A compromised parent trying to hand its token on is a decision the log keeps.
+    await refusedAs(await exchangeForm('doomed', doomedToken, 'child'), 'unauthorized_client', 'AGENT_NOT_ACTIVE');
+    expect(await decide('child', childToken.body.access_token, 'read', 'd1')).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_CHAIN_BROKEN' } });
+    // Handed on by the sub-agent it was delegated to: not the sub-agent's own token.
+    await refusedAs(await exchangeForm('child', doomedToken, 'grandchild'), 'invalid_grant', 'TOKEN_SUBJECT_MISMATCH');
+  });
+
+  it('a subject token that is not a JWT, or whose header or claims have the wrong shapes (a kid that is an object, crit, a null payload, 3,000 arrays deep, no signature): invalid_grant, recorded with a token code', async () => {
+    const now = nowSeconds();
+    const kid = node.signer.kid!;
+    const claims = { iss: ISSUER, sub: 'parent', aud: 'leash', client_id: 'parent', iat: now, exp: now + 60, jti: crypto.randomUUID(), authorization_details: readInvoices };
+    const part = (x: unknown) => Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url');
+    const header = { alg: 'ES256', typ: 'at+jwt', kid };
+    for (const t of [
+      'x', '..', 'a.b.c', 'a.b.c.d.e', `${part(header)}.${part(claims)}`,
+      `${part({ ...header, kid: { x: 1 } })}.${part(claims)}.AAAA`, `${part({ ...header, kid: [kid] })}.${part(claims)}.AAAA`, `${part({ ...header, crit: ['b64'], b64: false })}.${part(claims)}.AAAA`,
+      `${part(['x'])}.${part(claims)}.AAAA`, `${part(header)}.${part('null')}.AAAA`, `${part(header)}.${part('[]')}.AAAA`, `${part(header)}.${part({ ...claims, iss: { a: 1 } })}.AAAA`,
+      `${part(header)}.${part(`{"iss":${'['.repeat(3_000)}${']'.repeat(3_000)}}`)}.AAAA`, `${part(header)}.${part(claims)}.${'A'.repeat(86)}`,
+    ]) {
+      const before = (await delegations()).length;
+      await refused(await exchangeForm('parent', t, 'child'), 'invalid_grant');
+      const records = await delegations();
+      expect(records.length).toBe(before + 1);
+      expect(records.at(-1)!.code, t.slice(0, 60)).toMatch(/^TOKEN_/);
+    }
+  });
+
+  it('an actor token of the parent itself, or of an agent above it in the chain: invalid_grant DELEGATION_CYCLE', async () => {
+    const parentToken = await tokenOf('parent');
+    await refusedAs(await exchangeForm('parent', parentToken, 'parent'), 'invalid_grant', 'DELEGATION_CYCLE');
+    const childToken = (await post(await exchangeForm('parent', parentToken, 'child'))).body.access_token as string;
+    await refusedAs(await exchangeForm('child', childToken, 'parent'), 'invalid_grant', 'DELEGATION_CYCLE');
+  });
+
+  it('authorization_details 1,000 arrays deep, longer than 8,192 characters, not an array, or with a NUL escaped in its JSON: invalid_authorization_details DETAILS_MALFORMED', async () => {
+    const parentToken = await tokenOf('parent');
+    const withDetails = async (raw: string) => ({ ...(await exchangeForm('parent', parentToken, 'child')), authorization_details: raw });
+    for (const raw of [
+      `${'['.repeat(1_000)}${']'.repeat(1_000)}`,
+      `[${'['.repeat(999)}${JSON.stringify(readInvoices[0])}${']'.repeat(999)}]`,
+      JSON.stringify(Array.from({ length: 100 }, () => readInvoices[0])), // 8,500 characters
+      JSON.stringify([{ ...readInvoices[0], note: 'x'.repeat(9_000) }]),
+      JSON.stringify(readInvoices[0]), '"leash:cedar"', '42', 'null', '{}', '', '[', 'true',
+      JSON.stringify(readInvoices).replace('read', 're\\u0000ad'),
+      JSON.stringify([{ ...readInvoices[0], note: 'a\u0000b' }]).replace('\u0000', '\\u0000'),
+    ]) await refusedAs(await withDetails(raw), 'invalid_authorization_details', 'DETAILS_MALFORMED');
   });
 });
 
