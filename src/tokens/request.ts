@@ -16,24 +16,31 @@ export interface TokenRequest {
 
 export type TokenAnswer = { access_token: string; expires_in: number } | { error: string; error_description?: string };
 
-export async function requestToken(r: TokenRequest): Promise<TokenAnswer> {
-  const endpoint = new URL('/oauth/token', r.base).toString();
-  const alg = r.privateJwk.alg ?? 'ES256';
+/** A client assertion: iss = sub = the agent, for the token endpoint, valid for a minute, a fresh jti. */
+export function clientAssertion(key: Parameters<SignJWT['sign']>[0], o: { agent: string; endpoint: string; alg: string; kid?: string | undefined }): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  const assertion = await new SignJWT({})
-    .setProtectedHeader({ alg, ...(r.privateJwk.kid ? { kid: r.privateJwk.kid } : {}) })
-    .setIssuer(r.agent)
-    .setSubject(r.agent)
-    .setAudience(endpoint)
+  return new SignJWT({})
+    .setProtectedHeader({ alg: o.alg, ...(o.kid ? { kid: o.kid } : {}) })
+    .setIssuer(o.agent)
+    .setSubject(o.agent)
+    .setAudience(o.endpoint)
     .setIssuedAt(now)
     .setExpirationTime(now + 60)
     .setJti(randomUUID())
-    .sign(await importJWK(r.privateJwk, alg));
-  const form = new URLSearchParams({
-    grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion, authorization_details: JSON.stringify(r.details),
-    ...(r.resource ? { resource: r.resource } : {}),
-  });
-  const response = await fetch(endpoint, { method: 'POST', body: form });
+    .sign(key);
+}
+
+/** The client credentials form for an assertion and the details asked for. */
+export const clientCredentialsForm = (assertion: string, details: unknown[], resource?: string) => new URLSearchParams({
+  grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion, authorization_details: JSON.stringify(details),
+  ...(resource ? { resource } : {}),
+});
+
+export async function requestToken(r: TokenRequest): Promise<TokenAnswer> {
+  const endpoint = new URL('/oauth/token', r.base).toString();
+  const alg = r.privateJwk.alg ?? 'ES256';
+  const assertion = await clientAssertion(await importJWK(r.privateJwk, alg), { agent: r.agent, endpoint, alg, kid: r.privateJwk.kid });
+  const response = await fetch(endpoint, { method: 'POST', body: clientCredentialsForm(assertion, r.details, r.resource) });
   const text = await response.text();
   try {
     return JSON.parse(text) as TokenAnswer;
