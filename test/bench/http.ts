@@ -33,23 +33,31 @@ function cpuMicros(pid: number): number {
   }
 }
 
-/** Every PostgreSQL process of this machine (the benchmark's server is the only one). */
-function postgresMicros(): number {
-  let total = 0;
+/**
+ * The PostgreSQL server listening on `port` (its postmaster and the processes it forked), not
+ * another one that shares the machine (other work may run its own); none without a port (PGlite).
+ */
+function postgresMicros(port: string | undefined): number {
+  if (!port) return 0;
+  const postgres: { pid: number; ppid: number; argv: string[] }[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readFileSync(`/proc/${entry}/comm`, 'utf8').startsWith('postgres')) total += cpuMicros(Number(entry));
+      if (!readFileSync(`/proc/${entry}/comm`, 'utf8').startsWith('postgres')) continue;
+      const ppid = Number(readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+      postgres.push({ pid: Number(entry), ppid, argv: readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0') });
     } catch {
       // gone meanwhile
     }
   }
-  return total;
+  const postmaster = postgres.find((p) => p.argv.some((a, i) => a === '-p' && p.argv[i + 1] === port))?.pid;
+  return postgres.filter((p) => p.pid === postmaster || p.ppid === postmaster).reduce((total, p) => total + cpuMicros(p.pid), 0);
 }
 
 /** `load`, with the CPU each side spent on it. A backend's processes that exit meanwhile are not counted. */
-export async function measured(serverPid: number, options: autocannon.Options): Promise<HttpResult> {
-  const snapshot = () => ({ server: cpuMicros(serverPid), postgres: postgresMicros(), self: process.cpuUsage() });
+export async function measured(serverPid: number, options: autocannon.Options, databaseUrl?: string): Promise<HttpResult> {
+  const port = databaseUrl ? new URL(databaseUrl).port : undefined;
+  const snapshot = () => ({ server: cpuMicros(serverPid), postgres: postgresMicros(port), self: process.cpuUsage() });
   const before = snapshot();
   const result = await load(options);
   const after = snapshot();
@@ -212,7 +220,7 @@ export async function benchHttp(database: { url: string } | null, options: { sec
     await load({ ...common, url: at('/access/v1/evaluation'), duration: 2, method: 'POST', body: body(cachedToken) }); // warm-up
     const baseline = await load({ ...common, url: at('/healthz'), method: 'GET' });
     const pid = server.child.pid!;
-    const evaluate = (token: string, duration = options.seconds) => measured(pid, { ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(token), duration });
+    const evaluate = (token: string, duration = options.seconds) => measured(pid, { ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(token), duration }, database?.url);
 
     let cached: HttpResult;
     let leashCached: HttpResult | undefined;
@@ -244,7 +252,7 @@ export async function benchHttp(database: { url: string } | null, options: { sec
     const fresh = await measured(pid, {
       ...common, url: at('/access/v1/evaluation'), method: 'POST',
       requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }) }],
-    });
+    }, database?.url);
     return { cached, fresh, leashCached, baseline, allowed };
   } finally {
     await server.stop();

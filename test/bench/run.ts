@@ -599,7 +599,8 @@ function howToRead(): string {
   autocannon reports latency in whole milliseconds. "CPU per decision" is each side's CPU time
   (user + system, from /proc) over the run divided by the decisions answered: the server process
   (all its threads: WebCrypto verifies ES256 on libuv's pool), the PostgreSQL processes, and
-  the benchmark's own process (autocannon). Their sum against the 2 cores' 2,000,000 µs a second
+  the benchmark's own process (autocannon). Postgres counts the benchmark's own server only
+  (its postmaster and the backends it forked), not another one that shares the machine. Their sum against the 2 cores' 2,000,000 µs a second
   is the most this machine can answer, before any waiting.
 - **two nodes**: two \`leash serve\` processes on the same PostgreSQL, each with half the
   connections, every decision of both recorded in the one hash-chained decision log; the
@@ -615,11 +616,11 @@ function howToRead(): string {
   time are in the measurement), so its own signing is not measured and autocannon only sends
   them. Per token the server verifies the assertion against the agent's pins, records its jti in
   PostgreSQL (one autocommit INSERT: a durable commit), checks the detail against the ceiling
-  (Cedar) and signs the access token (ES256); WebCrypto runs both signature operations on
-  libuv's pool. Every answer must be a 200: non-2xx answers are counted in the result. CPU per
-  token as for the HTTP rows. The baseline is the crypto floor: jose signing and then verifying
-  such a token, one pair at a time, in the benchmark's process with no server running; the
-  server does that pair for every token, so one core doing nothing else reaches about that rate.
+  (Cedar) and signs the access token (ES256, Node's WebCrypto, as jose uses it). Every answer
+  must be a 200: non-2xx answers are counted in the result. CPU per token as for the HTTP rows.
+  The baseline is the crypto floor: jose signing and then verifying such a token, one pair at a
+  time, in the benchmark's process with no server running; the server does that pair for every
+  token, so one core doing nothing else reaches about that rate.
   What bounds the server here is its one JavaScript thread, busy 85–100% through the timed
   window in a \`--cpu-prof\` profile of 2026-12-01 (BENCH_SERVER_NODE_ARGS): about a quarter of
   it in the ceiling check (a Cedar call for every token; nothing is remembered between tokens),

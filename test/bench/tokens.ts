@@ -82,7 +82,7 @@ export async function benchTokens(databaseUrl: string, options: { seconds: numbe
         url: endpoint, connections, duration: seconds, method: 'POST' as const, headers: { 'content-type': 'application/x-www-form-urlencoded' },
         requests: [{ method: 'POST' as const, setupRequest: (req: object) => ({ ...req, body: bodies[next++ % bodies.length] }) }],
       };
-      const result = await measured(server.child.pid!, options);
+      const result = await measured(server.child.pid!, options, databaseUrl);
       if (next > bodies.length) throw new Error(`the token benchmark ran out of pre-signed assertions (${bodies.length} for ${next} requests); raise its budget`);
       return result;
     };
