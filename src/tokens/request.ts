@@ -26,26 +26,34 @@ export type TokenAnswer = { access_token: string; expires_in: number } | { error
 
 const tokenEndpoint = (base: string) => new URL('/oauth/token', base).toString();
 
-/** A one-minute assertion by `agent` for the token endpoint, used once (its random jti). */
-export async function clientAssertion(base: string, agent: string, privateJwk: JWK): Promise<string> {
-  const alg = privateJwk.alg ?? 'ES256';
+/** A client assertion: iss = sub = the agent, for the token endpoint, valid for a minute, a fresh jti. */
+export function signAssertion(key: Parameters<SignJWT['sign']>[0], o: { agent: string; endpoint: string; alg: string; kid?: string | undefined }): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({})
-    .setProtectedHeader({ alg, ...(privateJwk.kid ? { kid: privateJwk.kid } : {}) })
-    .setIssuer(agent)
-    .setSubject(agent)
-    .setAudience(tokenEndpoint(base))
+    .setProtectedHeader({ alg: o.alg, ...(o.kid ? { kid: o.kid } : {}) })
+    .setIssuer(o.agent)
+    .setSubject(o.agent)
+    .setAudience(o.endpoint)
     .setIssuedAt(now)
     .setExpirationTime(now + 60)
     .setJti(randomUUID())
-    .sign(await importJWK(privateJwk, alg));
+    .sign(key);
 }
 
+/** The same, signed with the agent's private JWK for the token endpoint of Leash at `base`. */
+export async function clientAssertion(base: string, agent: string, privateJwk: JWK): Promise<string> {
+  const alg = privateJwk.alg ?? 'ES256';
+  return signAssertion(await importJWK(privateJwk, alg), { agent, endpoint: tokenEndpoint(base), alg, kid: privateJwk.kid });
+}
+
+/** The client credentials form for an assertion and the details asked for. */
+export const clientCredentialsForm = (assertion: string, details: unknown[], resource?: string): Record<string, string> => ({
+  grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: assertion, authorization_details: JSON.stringify(details),
+  ...(resource ? { resource } : {}),
+});
+
 export async function requestToken(r: TokenRequest): Promise<TokenAnswer> {
-  return postForm(tokenEndpoint(r.base), {
-    grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await clientAssertion(r.base, r.agent, r.privateJwk),
-    authorization_details: JSON.stringify(r.details), ...(r.resource ? { resource: r.resource } : {}),
-  });
+  return postForm(tokenEndpoint(r.base), clientCredentialsForm(await clientAssertion(r.base, r.agent, r.privateJwk), r.details, r.resource));
 }
 
 export async function exchangeToken(r: ExchangeRequest): Promise<TokenAnswer> {

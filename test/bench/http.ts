@@ -6,7 +6,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { SignJWT, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
+import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
+import { requestToken } from '../../src/tokens/request.ts';
 import { serveLeash, type ServeProcess } from '../support/serve.ts';
 
 const ADMIN = 'bench-operator-token-0123456789';
@@ -32,23 +33,31 @@ function cpuMicros(pid: number): number {
   }
 }
 
-/** Every PostgreSQL process of this machine (the benchmark's server is the only one). */
-function postgresMicros(): number {
-  let total = 0;
+/**
+ * The PostgreSQL server listening on `port` (its postmaster and the processes it forked), not
+ * another one that shares the machine (other work may run its own); none without a port (PGlite).
+ */
+function postgresMicros(port: string | undefined): number {
+  if (!port) return 0;
+  const postgres: { pid: number; ppid: number; argv: string[] }[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readFileSync(`/proc/${entry}/comm`, 'utf8').startsWith('postgres')) total += cpuMicros(Number(entry));
+      if (!readFileSync(`/proc/${entry}/comm`, 'utf8').startsWith('postgres')) continue;
+      const ppid = Number(readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+      postgres.push({ pid: Number(entry), ppid, argv: readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0') });
     } catch {
       // gone meanwhile
     }
   }
-  return total;
+  const postmaster = postgres.find((p) => p.argv.some((a, i) => a === '-p' && p.argv[i + 1] === port))?.pid;
+  return postgres.filter((p) => p.pid === postmaster || p.ppid === postmaster).reduce((total, p) => total + cpuMicros(p.pid), 0);
 }
 
 /** `load`, with the CPU each side spent on it. A backend's processes that exit meanwhile are not counted. */
-async function measured(serverPid: number, options: autocannon.Options): Promise<HttpResult> {
-  const snapshot = () => ({ server: cpuMicros(serverPid), postgres: postgresMicros(), self: process.cpuUsage() });
+export async function measured(serverPid: number, options: autocannon.Options, databaseUrl?: string): Promise<HttpResult> {
+  const port = databaseUrl ? new URL(databaseUrl).port : undefined;
+  const snapshot = () => ({ server: cpuMicros(serverPid), postgres: postgresMicros(port), self: process.cpuUsage() });
   const before = snapshot();
   const result = await load(options);
   const after = snapshot();
@@ -60,7 +69,10 @@ async function measured(serverPid: number, options: autocannon.Options): Promise
 
 export interface HttpRun {
   cached: HttpResult;
-  fresh: HttpResult;
+  /** Absent when no fresh tokens were asked for. */
+  fresh?: HttpResult;
+  /** The same request with one token Leash issued (POST /oauth/token), when asked for (then `cached` and this alternate in blocks). */
+  leashCached?: HttpResult;
   baseline: HttpResult;
   allowed: boolean;
 }
@@ -75,27 +87,45 @@ async function call(url: string, method: string, path: string, body: unknown): P
   if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
 }
 
-/** The README's demo: alice in finance, an agent with a folder ceiling, a local ES256 key. */
-export async function seed(url: string): Promise<{ privateKey: CryptoKey }> {
-  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
-  const jwk = { ...(await exportJWK(publicKey)), alg: 'ES256', kid: 'k1' };
+export interface SeededAgent {
+  id: string;
+  privateKey: CryptoKey;
+  /** The same key as a private JWK (with alg and kid), as `leash token request` reads it. */
+  privateJwk: JWK;
+}
+
+/** What the benchmark's tokens ask for: read anything in Folder::"invoices" (the agents' ceiling). */
+export const READ_INVOICES = [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'Folder', id: 'invoices' } }];
+
+/**
+ * The README's demo: alice in finance, an agent with a folder ceiling, a local ES256 key
+ * pinned inline. `agents` > 1: more agents like it (`invoice-bot-2`, …), each with a key of its own.
+ */
+export async function seed(url: string, agents = 1): Promise<{ privateKey: CryptoKey; agents: SeededAgent[] }> {
   await call(url, 'POST', '/v1/groups', { id: 'finance', parents: [] });
   await call(url, 'POST', '/v1/humans', { id: 'alice', email: 'alice@example.com', groups: ['finance'] });
-  await call(url, 'POST', '/v1/agents', {
-    id: 'invoice-bot', owner: 'alice', purpose: 'pay approved invoices', provenance: { model: 'm', modelVersion: '1', environment: 'production' },
-    trustScore: 60, groups: ['finance'], tags: [],
-    credentials: { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 600, jwks: { keys: [jwk] } },
-    ceiling: { template: 'ceiling-folder', values: { '?resource': { type: 'Folder', id: 'invoices' } } },
-  });
+  const seeded: SeededAgent[] = [];
+  for (let i = 1; i <= agents; i++) {
+    const id = i === 1 ? 'invoice-bot' : `invoice-bot-${i}`;
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = { ...(await exportJWK(publicKey)), alg: 'ES256', kid: 'k1' };
+    await call(url, 'POST', '/v1/agents', {
+      id, owner: 'alice', purpose: 'pay approved invoices', provenance: { model: 'm', modelVersion: '1', environment: 'production' },
+      trustScore: 60, groups: ['finance'], tags: [],
+      credentials: { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 600, jwks: { keys: [jwk] } },
+      ceiling: { template: 'ceiling-folder', values: { '?resource': { type: 'Folder', id: 'invoices' } } },
+    });
+    seeded.push({ id, privateKey, privateJwk: { ...(await exportJWK(privateKey)), alg: 'ES256', kid: 'k1' } });
+  }
   await new Promise((r) => setTimeout(r, 1100)); // tokens must be issued after the authorize below (whole seconds)
-  await call(url, 'POST', '/v1/agents/invoice-bot/authorize', { grants: [] });
+  for (const a of seeded) await call(url, 'POST', `/v1/agents/${a.id}/authorize`, { grants: [] });
   await new Promise((r) => setTimeout(r, 1100));
-  return { privateKey };
+  return { privateKey: seeded[0]!.privateKey, agents: seeded };
 }
 
 export const mint = (privateKey: CryptoKey, i: number) => {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: { type: 'Folder', id: 'invoices' } }], jti: `bench-${i}` })
+  return new SignJWT({ authorization_details: READ_INVOICES, jti: `bench-${i}` })
     .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject('invoice-bot')
     .setIssuedAt(now).setExpirationTime(now + 600).sign(privateKey);
 };
@@ -153,21 +183,67 @@ export async function benchHttpTwoNodes(databaseUrl: string, options: { seconds:
   }
 }
 
-export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number }): Promise<HttpRun> {
+/** How many blocks of each the Leash-token comparison alternates (see benchHttp). */
+const LEASH_TOKEN_BLOCKS = 2;
+
+/** Runs of equal length as one: their mean rate, mean p50, worst p99, summed failures, CPU per request over all. */
+function merged(runs: HttpResult[]): HttpResult {
+  const sum = (f: (r: HttpResult) => number) => runs.reduce((a, r) => a + f(r), 0);
+  const answered = sum((r) => r.perSecond);
+  const cpu = (f: (c: NonNullable<HttpResult['cpu']>) => number) => Math.round(sum((r) => (r.cpu ? f(r.cpu) * r.perSecond : 0)) / answered);
+  return {
+    perSecond: answered / runs.length, p50: sum((r) => r.p50) / runs.length, p99: Math.max(...runs.map((r) => r.p99)),
+    non2xx: sum((r) => r.non2xx), errors: sum((r) => r.errors),
+    ...(runs.every((r) => r.cpu) ? { cpu: { server: cpu((c) => c.server), postgres: cpu((c) => c.postgres), loadGenerator: cpu((c) => c.loadGenerator) } } : {}),
+  };
+}
+
+const decides = async (url: string, token: string) => {
+  const probe = await fetch(`${url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body: body(token) });
+  return ((await probe.json()) as { decision?: boolean }).decision === true;
+};
+
+/**
+ * The cached-token run, the /healthz baseline, and as asked: `freshTokens` (> 0) a different
+ * self-signed token on every request; `leashToken` the cached run again with one token Leash issued.
+ */
+export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number; leashToken?: boolean }): Promise<HttpRun> {
   const dataDir = database ? null : mkdtempSync(join(tmpdir(), 'leash-bench-http-'));
   const server = await startServer(database ? { DATABASE_URL: database.url } : { LEASH_DATA_DIR: dataDir! });
   try {
-    const { privateKey } = await seed(server.url);
+    const { privateKey, agents: [agent] } = await seed(server.url);
     const cachedToken = await mint(privateKey, 0);
-    const probe = await fetch(`${server.url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body: body(cachedToken) });
-    const allowed = ((await probe.json()) as { decision?: boolean }).decision === true;
+    let allowed = await decides(server.url, cachedToken);
 
     const at = (path: string) => `${server.url}${path}`;
     const common = { connections: options.connections, duration: options.seconds, headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' } };
     await load({ ...common, url: at('/access/v1/evaluation'), duration: 2, method: 'POST', body: body(cachedToken) }); // warm-up
     const baseline = await load({ ...common, url: at('/healthz'), method: 'GET' });
     const pid = server.child.pid!;
-    const cached = await measured(pid, { ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(cachedToken) });
+    const evaluate = (token: string, duration = options.seconds) => measured(pid, { ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(token), duration }, database?.url);
+
+    let cached: HttpResult;
+    let leashCached: HttpResult | undefined;
+    if (options.leashToken) {
+      // One token from POST /oauth/token, as `leash token request` gets it: verified once, then cached.
+      const answer = await requestToken({ base: server.url, privateJwk: agent!.privateJwk, agent: agent!.id, details: READ_INVOICES });
+      if (!('access_token' in answer)) throw new Error(`POST /oauth/token refused the benchmark agent: ${JSON.stringify(answer)}`);
+      allowed &&= await decides(server.url, answer.access_token);
+      // The two side by side in alternating blocks (own, Leash's, own, Leash's), so that a
+      // change in what else the machine runs falls on both alike.
+      const own: HttpResult[] = [];
+      const leash: HttpResult[] = [];
+      const block = Math.max(1, Math.round(options.seconds / LEASH_TOKEN_BLOCKS));
+      for (let i = 0; i < LEASH_TOKEN_BLOCKS; i++) {
+        own.push(await evaluate(cachedToken, block));
+        leash.push(await evaluate(answer.access_token, block));
+      }
+      cached = merged(own);
+      leashCached = merged(leash);
+    } else {
+      cached = await evaluate(cachedToken);
+    }
+    if (options.freshTokens <= 0) return { cached, leashCached, baseline, allowed };
 
     // A different token on every request: each one is verified (signature and claims) afresh.
     const bodies: string[] = [];
@@ -176,8 +252,8 @@ export async function benchHttp(database: { url: string } | null, options: { sec
     const fresh = await measured(pid, {
       ...common, url: at('/access/v1/evaluation'), method: 'POST',
       requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }) }],
-    });
-    return { cached, fresh, baseline, allowed };
+    }, database?.url);
+    return { cached, fresh, leashCached, baseline, allowed };
   } finally {
     await server.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });

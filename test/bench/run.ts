@@ -2,7 +2,7 @@
 // PostgreSQL (fsync on) and on PGlite, each next to a baseline measured in the same run.
 // Prints a table and rewrites BENCHMARKS.md. Not a test: nothing here asserts a time.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -19,6 +19,7 @@ import { AGENTS, DOCUMENTS, makeReplayArchive, makeVerifyArchive } from './audit
 import type { DecisionRow } from './decisions.ts';
 import { benchHttp, benchHttpTwoNodes, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
+import { benchTokens } from './tokens.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -34,11 +35,22 @@ const REVOCATION_WARM_UP = Number(process.env.BENCH_REVOCATION_WARMUP ?? 1000);
 const REPLAY_DECISIONS = Number(process.env.BENCH_REPLAY_DECISIONS ?? 1_000_000);
 const RAW_DECISIONS = 20_000;
 const VERIFY_RECORDS = Number(process.env.BENCH_VERIFY_RECORDS ?? 10_000_000);
-/** Sections to run (comma-separated); unset: all, and only then is BENCHMARKS.md rewritten. */
+/** POST /oauth/token's connection counts (the target is at 16). */
+const TOKEN_CONNECTIONS = (process.env.BENCH_TOKEN_CONNECTIONS ?? '16,4').split(',').map(Number);
+const TOKEN_AGENTS = Number(process.env.BENCH_TOKEN_AGENTS ?? 32);
+const FLOOR_SECONDS = Number(process.env.BENCH_FLOOR_SECONDS ?? 5);
+/**
+ * Sections to run (comma-separated); unset: all, and BENCHMARKS.md is rewritten. Set: only the
+ * rows those sections produce are replaced in BENCHMARKS.md (see updateInPlace).
+ */
 const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim()) ?? null;
 const runs = (section: string) => ONLY === null || ONLY.includes(section);
 
 interface Row {
+  /** Which section made it (set by main). */
+  section?: string;
+  /** A stable prefix of `what` (no figure that an environment setting changes): how a partial run finds the row it replaces. Default: `what`. */
+  key?: string;
   what: string;
   backend: string;
   figure: string;
@@ -63,6 +75,7 @@ function benchDecisionsInProcesses(): void {
       // The targets are measured where Cedar runs every time; the other rows show the memory.
       const targeted = r.kind === 'distinct';
       rows.push({
+        key: `${r.what} (`,
         what: `${r.what} (${iterations} runs, in-process)`,
         backend: 'cedar-wasm',
         figure:
@@ -158,20 +171,28 @@ async function benchAppends(backend: Backend, label: string, target: string): Pr
   console.log(rows[rows.length - 1]);
 }
 
+const httpMs = (x: number) => `${x} ms`;
+const line = (r: HttpResult) => `${fmt(r.perSecond)}/s, p50 ${httpMs(r.p50)}, p99 ${httpMs(r.p99)}`;
+/** "; CPU per <what>: server …" from a measured run (nothing when it was not measured). */
+const cpuText = (r: HttpResult, what: string, postgres = true) =>
+  r.cpu ? `; CPU per ${what}: server ${fmt(r.cpu.server)} µs${postgres ? `, Postgres ${fmt(r.cpu.postgres)} µs` : ''}, autocannon ${fmt(r.cpu.loadGenerator)} µs` : '';
+const mustAnswer = (r: HttpResult) => {
+  if (r.non2xx > 0 || r.errors > 0) throw new Error(`HTTP benchmark: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+};
+
 /** AuthZEN decisions over HTTP from autocannon, next to GET /healthz on the same server under the same load. */
 async function benchHttpRows(fresh: () => Backend | Promise<Backend>, label: string): Promise<void> {
-  const httpMs = (x: number) => `${x} ms`;
-  const line = (r: HttpResult) => `${fmt(r.perSecond)}/s, p50 ${httpMs(r.p50)}, p99 ${httpMs(r.p99)}`;
   for (const connections of label === 'PostgreSQL' ? HTTP_CONNECTIONS : [HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!]) {
     const backend = await fresh(); // each run seeds its own database
     const run = await benchHttp(backend.kind === 'postgres' ? { url: backend.url } : null, { seconds: HTTP_SECONDS, connections, freshTokens: Math.round(HTTP_SECONDS * 3000) });
     if (!run.allowed) throw new Error('the HTTP benchmark request was not allowed');
-    for (const [kind, r] of [['same token (cached)', run.cached], ['a fresh token on every request', run.fresh]] as const) {
-      if (r.non2xx > 0 || r.errors > 0) throw new Error(`HTTP benchmark: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+    for (const [kind, r] of [['same token (cached)', run.cached], ['a fresh token on every request', run.fresh!]] as const) {
+      mustAnswer(r);
       rows.push({
+        key: `POST /access/v1/evaluation, ${kind}, ${connections} connections,`,
         what: `POST /access/v1/evaluation, ${kind}, ${connections} connections, ${HTTP_SECONDS} s, decision log durable`,
         backend: label,
-        figure: `${fmt(r.perSecond)} decisions/s${r.cpu ? `; CPU per decision: server ${fmt(r.cpu.server)} µs${label === 'PostgreSQL' ? `, Postgres ${fmt(r.cpu.postgres)} µs` : ''}, autocannon ${fmt(r.cpu.loadGenerator)} µs` : ''}`,
+        figure: `${fmt(r.perSecond)} decisions/s${cpuText(r, 'decision', label === 'PostgreSQL')}`,
         median: httpMs(r.p50),
         p99: httpMs(r.p99),
         baseline: `GET /healthz, same server and load: ${line(run.baseline)}`,
@@ -186,9 +207,10 @@ async function benchHttpRows(fresh: () => Backend | Promise<Backend>, label: str
 async function benchHttpTwoNodesRow(databaseUrl: string): Promise<void> {
   const connections = HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!;
   const run = await benchHttpTwoNodes(databaseUrl, { seconds: HTTP_SECONDS, connections });
-  for (const r of [...run.nodes, run.oneNode]) if (r.non2xx > 0 || r.errors > 0) throw new Error(`HTTP benchmark: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
+  for (const r of [...run.nodes, run.oneNode]) mustAnswer(r);
   const [a, b] = run.nodes;
   rows.push({
+    key: 'POST /access/v1/evaluation, same token (cached), two `leash serve` nodes on one Postgres',
     what: `POST /access/v1/evaluation, same token (cached), two \`leash serve\` nodes on one Postgres (one decision log), ${connections / 2} connections each, ${HTTP_SECONDS} s`,
     backend: 'PostgreSQL',
     figure: `${fmt(a.perSecond + b.perSecond)} decisions/s (${fmt(a.perSecond)} + ${fmt(b.perSecond)})`,
@@ -200,6 +222,46 @@ async function benchHttpTwoNodesRow(databaseUrl: string): Promise<void> {
   console.log(rows[rows.length - 1]);
 }
 
+/**
+ * POST /oauth/token on PostgreSQL beside the crypto floor; then decisions with one token Leash
+ * issued (cached) beside the agent's own cached token, on the same server in the same run.
+ */
+async function benchTokenRows(adminUrl: string): Promise<void> {
+  const run = await benchTokens((await freshDatabase(adminUrl)).url, { seconds: HTTP_SECONDS, connections: TOKEN_CONNECTIONS, agents: TOKEN_AGENTS, floorSeconds: FLOOR_SECONDS });
+  const { floor } = run;
+  for (const { connections, result: r, presigned, presignSeconds } of run.runs) {
+    rows.push({
+      key: `POST /oauth/token, client credentials, ${connections} connections,`,
+      what: `POST /oauth/token, client credentials, ${connections} connections, ${HTTP_SECONDS} s: ${run.agents} agents (pinned ES256 keys), a client assertion of its own per request (${fmt(presigned)} signed before the timed window, in ${presignSeconds.toFixed(1)} s, not measured), one leash:cedar detail; jti recorded durably`,
+      backend: 'PostgreSQL',
+      figure: `${fmt(r.perSecond)} tokens/s; ${r.non2xx} non-2xx, ${r.errors} errors${cpuText(r, 'token')}`,
+      median: httpMs(r.p50),
+      p99: httpMs(r.p99),
+      baseline: `the crypto floor: jose ES256 SignJWT + jwtVerify of access-token claims, in-process, one at a time (${FLOOR_SECONDS} s, server not running): ${fmt(floor.perSecond)}/s, median ${floor.median.toFixed(3)} ms, p99 ${floor.p99.toFixed(3)} ms`,
+      target: connections === 16 ? '≥ 1,000 tokens/s with p99 ≤ 20 ms' : '(reported beside)',
+    });
+    console.log(rows[rows.length - 1]);
+  }
+  for (const connections of HTTP_CONNECTIONS) {
+    const backend = await freshDatabase(adminUrl);
+    const http = await benchHttp({ url: backend.url }, { seconds: HTTP_SECONDS, connections, freshTokens: 0, leashToken: true });
+    if (!http.allowed) throw new Error('the HTTP benchmark request was not allowed');
+    const r = http.leashCached!;
+    for (const x of [r, http.cached]) mustAnswer(x);
+    rows.push({
+      key: `POST /access/v1/evaluation, a token Leash issued (cached), ${connections} connections,`,
+      what: `POST /access/v1/evaluation, a token Leash issued (cached), ${connections} connections, ${HTTP_SECONDS} s, decision log durable`,
+      backend: 'PostgreSQL',
+      figure: `${fmt(r.perSecond)} decisions/s (${((100 * r.perSecond) / http.cached.perSecond).toFixed(0)}% of the baseline's)${cpuText(r, 'decision')}`,
+      median: httpMs(r.p50),
+      p99: httpMs(r.p99),
+      baseline: `the agent's self-signed token (cached), same server, in blocks alternating with it: ${line(http.cached)}${cpuText(http.cached, 'decision')}`,
+      target: 'within 10% of the baseline',
+    });
+    console.log(rows[rows.length - 1]);
+  }
+}
+
 /** Revokes through the fence on N nodes over NATS, beside N followers polling Postgres every 100 ms. */
 async function benchRevocationRow(databaseUrl: string): Promise<void> {
   const run = await benchRevocation(databaseUrl, { nodes: REVOCATION_NODES, revocations: REVOCATIONS, warmUpRevocations: REVOCATION_WARM_UP, pollingRevocations: Math.min(200, REVOCATIONS) });
@@ -208,6 +270,7 @@ async function benchRevocationRow(databaseUrl: string): Promise<void> {
   const polling = [...run.polling].sort((a, b) => a - b);
   const all = run.fenced.length + run.warmUp.length;
   rows.push({
+    key: 'revoke → response',
     what: `revoke → response with every node's confirmation (${run.nodes} \`leash serve\` nodes, nats-server, ${fmt(run.fenced.length)} revocations of agents warm on every node, after ${fmt(run.warmUp.length)} of warm-up)`,
     backend: 'PostgreSQL + NATS',
     figure: `${fmt(run.confirmedByAll)} of ${fmt(all)} (warm-up included) confirmed by all ${run.nodes}; ${run.allowsAfter} allows in ${fmt(run.checks)} requests after the response; server side, median: durable append ${ms(pct(sorted(run.timings.commit), 50))}, fence after it ${ms(pct(sorted(run.timings.fence), 50))}; GET /healthz round trip, same client: median ${ms(pct(sorted(run.roundTrip), 50))}${warmUp.length ? `; the warm-up revokes themselves: median ${ms(pct(warmUp, 50))}, p99 ${ms(pct(warmUp, 99))}` : ''}`,
@@ -286,6 +349,7 @@ async function benchRebuild(backend: Backend, label: string, total: number, targ
   rebuild.sort((a, b) => a - b);
   reads.sort((a, b) => a - b);
   rows.push({
+    key: 'projection rebuild from',
     what: `projection rebuild from ${fmt(total)} events (${fmt(agents)} agents), ${REBUILD_RUNS} runs`,
     backend: label,
     figure: `${rebuild[1]!.toFixed(1)} s (${fmt(total / rebuild[1]!)} events/s)`,
@@ -328,6 +392,7 @@ async function benchAuditRows(): Promise<void> {
     const replayed = auditRun('replay', replayDir, 1);
     const raw = auditRun('raw', replayDir, 3, String(Math.min(RAW_DECISIONS, REPLAY_DECISIONS)));
     rows.push({
+      key: 'replay from archive files:',
       what: `replay from archive files: ${fmt(replayed.count)} decisions (${fmt(made.allowed)} allowed), ${AGENTS} agents, ${fmt(DOCUMENTS)} resources, 2 policy versions, every one re-decided and compared`,
       backend: 'archive (gzip NDJSON)',
       figure: `${fmt(replayed.perSecond)} decisions/s (${replayed.seconds.toFixed(1)} s; ${fmt(replayed.memory?.asked ?? 0)} combined Cedar calls needed, ${((100 * (replayed.memory?.remembered ?? 0)) / Math.max(1, replayed.memory?.asked ?? 0)).toFixed(1)}% answered from memory)`,
@@ -343,6 +408,7 @@ async function benchAuditRows(): Promise<void> {
     const verified = auditRun('verify', verifyDir, 3);
     const read = auditRun('read', verifyDir, 3);
     rows.push({
+      key: 'verify of archive files:',
       what: `verify of archive files: ${fmt(verified.count)} chained decision records (median of 3 runs)`,
       backend: 'archive (gzip NDJSON)',
       figure: `${fmt(verified.perSecond)} records/s (${verified.seconds.toFixed(1)} s)`,
@@ -365,42 +431,143 @@ async function main(): Promise<void> {
     pgliteDirs.push(dir);
     return { kind: 'pglite', dataDir: dir };
   };
-  if (runs('decisions')) benchDecisionsInProcesses();
+  /** Runs a section if selected, and marks the rows it made as its own. */
+  const section = async (name: string, body: () => void | Promise<void>) => {
+    if (!runs(name)) return;
+    const from = rows.length;
+    await body();
+    for (const r of rows.slice(from)) r.section = name;
+  };
   try {
-    if (runs('http')) {
+    await section('decisions', benchDecisionsInProcesses);
+    await section('http', async () => {
       await benchHttpRows(() => freshDatabase(server.url), 'PostgreSQL');
       await benchHttpTwoNodesRow((await freshDatabase(server.url)).url);
       await benchHttpRows(pglite, 'PGlite');
-    }
-    if (runs('revocation')) await benchRevocationRow((await freshDatabase(server.url)).url);
-    if (runs('audit')) await benchAuditRows();
-    if (runs('appends')) {
+    });
+    await section('tokens', () => benchTokenRows(server.url));
+    await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
+    await section('audit', benchAuditRows);
+    await section('appends', async () => {
       await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
       await benchAppends(pglite(), 'PGlite', '(reported beside)');
-    }
-    if (runs('rebuild')) {
+    });
+    await section('rebuild', async () => {
       await benchRebuild(await freshDatabase(server.url), 'PostgreSQL', REBUILD_EVENTS, '≤ 20 s');
       await benchRebuild(pglite(), 'PGlite', PGLITE_REBUILD_EVENTS, '(reported beside)');
-    }
+    });
   } finally {
     await server.stop();
     for (const d of pgliteDirs) rmSync(d, { recursive: true, force: true });
   }
 
-  const header = '| measurement | backend | result | median | p99 | baseline (same run) | target |\n|---|---|---|---|---|---|---|';
-  const table = [header, ...rows.map((r) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.median} | ${r.p99} | ${r.baseline} | ${r.target} |`)].join('\n');
+  const table = [TABLE_HEADER, ...rows.map(tableLine)].join('\n');
   console.log(`\n${table}\n`);
-  if (ONLY !== null) return console.log(`BENCH_ONLY=${ONLY.join(',')}: BENCHMARKS.md left as it is`);
+  const file = new URL('../../BENCHMARKS.md', import.meta.url);
+  const day = started.toISOString().slice(0, 10);
+  if (ONLY !== null) {
+    writeFileSync(file, updateInPlace(readFileSync(file, 'utf8'), ONLY, day));
+    return console.log(`BENCH_ONLY=${ONLY.join(',')}: replaced ${rows.length} rows of BENCHMARKS.md (and their sections' "How to read it" entries)`);
+  }
   writeFileSync(
-    new URL('../../BENCHMARKS.md', import.meta.url),
+    file,
     `# Benchmarks
 
-Written by \`npm run bench\` (test/bench/run.ts) on ${started.toISOString().slice(0, 10)}.
+Written by \`npm run bench\` (test/bench/run.ts) on ${day}.
 Machine: ${machine()}.
 
 ${table}
 
-How to read it:
+${howToRead()}`,
+  );
+}
+
+const TABLE_HEADER = '| measurement | backend | result | median | p99 | baseline (same run) | target |\n|---|---|---|---|---|---|---|';
+const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.median} | ${r.p99} | ${r.baseline} | ${r.target} |`;
+
+/** The entries of "How to read it" that explain each section's rows, by their bold names. */
+const EXPLAINED: Record<string, string[]> = {
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+};
+
+/** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
+function entries(lines: string[]): { name: string | null; start: number; end: number }[] {
+  const out: { name: string | null; start: number; end: number }[] = [];
+  lines.forEach((l, i) => {
+    if (!l.startsWith('- ')) return;
+    if (out.length) out[out.length - 1]!.end = i;
+    out.push({ name: /^- \*\*(.+?)\*\*/.exec(l)?.[1] ?? null, start: i, end: lines.length });
+  });
+  const last = out[out.length - 1];
+  if (last) while (last.end > last.start + 1 && lines[last.end - 1]!.trim() === '') last.end--;
+  return out;
+}
+
+/**
+ * BENCHMARKS.md after a partial run (BENCH_ONLY): each row this run made replaces the row whose
+ * measurement starts with its key on the same backend, or, new, goes after its section's last
+ * row (else at the table's end); every other row stays as it was. The selected sections' "How
+ * to read it" entries are replaced (or added before the last entry), and a line under the
+ * header says which rows were re-measured when.
+ */
+function updateInPlace(text: string, sections: string[], day: string): string {
+  const lines = text.split('\n');
+  const headerAt = lines.findIndex((l) => l.startsWith('| measurement |'));
+  if (headerAt < 0) throw new Error('BENCHMARKS.md has no results table to update');
+  let endAt = headerAt;
+  while (lines[endAt + 1]?.startsWith('|')) endAt++;
+  const table = lines.slice(headerAt + 2, endAt + 1);
+  const cells = (l: string) => l.split(' | ');
+  const lastOf = new Map<string, number>();
+  for (const r of rows) {
+    const key = r.key ?? r.what;
+    const at = table.findIndex((l) => l.slice(2).startsWith(key) && cells(l)[1] === r.backend);
+    if (at >= 0) {
+      table[at] = tableLine(r);
+      lastOf.set(r.section!, at);
+    } else {
+      const after = lastOf.get(r.section!) ?? table.length - 1;
+      table.splice(after + 1, 0, tableLine(r));
+      for (const [s, i] of lastOf) if (i > after) lastOf.set(s, i + 1);
+      lastOf.set(r.section!, after + 1);
+    }
+  }
+  const before = lines.slice(0, headerAt);
+  const after = lines.slice(endAt + 1);
+
+  // The header: one line per selection, replaced by the next run of the same selection.
+  const selection = sections.join(',');
+  const mark = `Re-measured with \`BENCH_ONLY=${selection}\``;
+  const names = [...new Set(rows.map((r) => r.key ?? r.what))].map((k) => `"${k.replace(/[,:( ]+$/, '')}"`).join('; ');
+  const machineNow = machine();
+  const note = `${mark} on ${day}: the ${rows.length} rows ${names}${before.some((l) => l === `Machine: ${machineNow}.`) ? '' : ` (on ${machineNow})`}; every other row is from the run the lines above name.`;
+  const noteAt = before.findIndex((l) => l.startsWith(`${mark} on `));
+  if (noteAt >= 0) before[noteAt] = note;
+  else {
+    const machineAt = before.findIndex((l) => l.startsWith('Machine: '));
+    before.splice(machineAt + 1, 0, '', note);
+  }
+
+  // How to read it: the selected sections' entries as this code writes them.
+  const fresh = howToRead().split('\n');
+  const freshEntries = entries(fresh);
+  for (const name of sections.flatMap((s) => EXPLAINED[s] ?? [])) {
+    const made = freshEntries.find((e) => e.name === name);
+    if (!made) continue;
+    const replacement = fresh.slice(made.start, made.end);
+    const old = entries(after);
+    const found = old.find((e) => e.name === name);
+    if (found) after.splice(found.start, found.end - found.start, ...replacement);
+    else {
+      const last = old[old.length - 1];
+      after.splice(last ? last.start : after.length, 0, ...replacement);
+    }
+  }
+  return [...before, TABLE_HEADER, ...table, ...after].join('\n');
+}
+
+function howToRead(): string {
+  return `How to read it:
 - **append**: ${CLIENTS} concurrent clients for ${APPEND_SECONDS} s, each appending one lifecycle event at a time
   to its own agent stream with the expected version checked; latency is per append, from
   call to durable commit. Leash's appends are group-committed under one advisory lock (gap-free
@@ -432,7 +599,8 @@ How to read it:
   autocannon reports latency in whole milliseconds. "CPU per decision" is each side's CPU time
   (user + system, from /proc) over the run divided by the decisions answered: the server process
   (all its threads: WebCrypto verifies ES256 on libuv's pool), the PostgreSQL processes, and
-  the benchmark's own process (autocannon). Their sum against the 2 cores' 2,000,000 µs a second
+  the benchmark's own process (autocannon). Postgres counts the benchmark's own server only
+  (its postmaster and the backends it forked), not another one that shares the machine. Their sum against the 2 cores' 2,000,000 µs a second
   is the most this machine can answer, before any waiting.
 - **two nodes**: two \`leash serve\` processes on the same PostgreSQL, each with half the
   connections, every decision of both recorded in the one hash-chained decision log; the
@@ -440,6 +608,31 @@ How to read it:
   2 cores, so this shows what a second writer costs the log, not what a second machine adds. A
   node that writes alone chains its batches itself; with another writer, each batch is chained
   onto the head inside Postgres (one round trip either way, never a refused append).
+- **tokens**: \`leash serve\` on PostgreSQL (one Node process) issues tokens at POST /oauth/token
+  to ${TOKEN_AGENTS} agents, each with its own ES256 key pinned inline, from autocannon with N keep-alive
+  connections. Every request carries a client assertion of its own (iss = sub = the agent, aud =
+  the token endpoint, exp 60 s ahead, a fresh jti) and asks for one \`leash:cedar\` detail within
+  the agent's ceiling; the benchmark signs all of them before the timed window (the count and the
+  time are in the measurement), so its own signing is not measured and autocannon only sends
+  them. Per token the server verifies the assertion against the agent's pins, records its jti in
+  PostgreSQL (one autocommit INSERT: a durable commit), checks the detail against the ceiling
+  (Cedar) and signs the access token (ES256, Node's WebCrypto, as jose uses it). Every answer
+  must be a 200: non-2xx answers are counted in the result. CPU per token as for the HTTP rows.
+  The baseline is the crypto floor: jose signing and then verifying such a token, one pair at a
+  time, in the benchmark's process with no server running; the server does that pair for every
+  token, so one core doing nothing else reaches about that rate.
+  What bounds the server here is its one JavaScript thread, busy 85–100% through the timed
+  window in a \`--cpu-prof\` profile of 2026-12-01 (BENCH_SERVER_NODE_ARGS): about a quarter of
+  it in the ceiling check (a Cedar call for every token; nothing is remembered between tokens),
+  a sixth in the WebCrypto sign and verify calls (much of that work is done on the calling
+  thread, not on libuv's pool), a tenth writing responses to the sockets, the jti INSERT's
+  client side about 6%; the rest is HTTP, the form, jose and fastify.
+  "A token Leash issued (cached)": the HTTP rows' cached-token decision with one token from POST
+  /oauth/token (verified against this node's published key once, then from the verified-token
+  cache), on the same server as the same request with the agent's own token (the baseline), the
+  two in alternating blocks of half the time each (own, Leash's, own, Leash's), so that what else
+  the machine runs meanwhile falls on both alike: the rate over both blocks, the blocks' mean
+  p50 and worst p99.
 - **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server (run with
   GOMAXPROCS=1: one thread for its Go code, as it shares the 2 cores with everything else);
   every agent is warm on every node (token verified and decided once on each). Revokes go one at
@@ -473,8 +666,7 @@ How to read it:
   baseline reads the same files through the same reader, checking nothing.
 - The PostgreSQL server is started by the benchmark (initdb, default settings, fsync on) on
   this machine; PGlite runs in-process on disk.
-`,
-  );
+`;
 }
 
 main().catch((err) => {
