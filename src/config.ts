@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { hostname } from 'node:os';
+import type { HumanPins } from './humans/human-tokens.ts';
 import type { Backend } from './store/connect.ts';
 
 export interface Config {
@@ -35,9 +36,11 @@ export interface Config {
   publicUrl: string;
   /** `LEASH_TOKEN_AUDIENCE`: the `aud` of the tokens Leash issues when the request names no `resource` (default `leash`). */
   tokenAudience: string;
+  /** `LEASH_HUMAN_*`: the identity provider people sign in with for admin calls; null: none (the operator token only). */
+  humanPins: HumanPins | null;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -87,7 +90,32 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     maxDelegationDepth,
     publicUrl,
     tokenAudience,
+    humanPins: humanPinsOf(env),
   };
+}
+
+const HUMAN_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
+
+/** The identity provider's pins, all or nothing: a half-configured sign-in is a mistake, not "off". */
+function humanPinsOf(env: ConfigInput): HumanPins | null {
+  const { LEASH_HUMAN_ISSUER: issuer, LEASH_HUMAN_AUDIENCE: audience, LEASH_HUMAN_JWKS_URI: uri, LEASH_HUMAN_JWKS_FILE: file, LEASH_HUMAN_ALGORITHMS: algs } = env;
+  if (!issuer && !audience && !uri && !file && !algs) return null;
+  const missing = [!issuer && 'LEASH_HUMAN_ISSUER', !audience && 'LEASH_HUMAN_AUDIENCE', !uri && !file && 'LEASH_HUMAN_JWKS_URI or LEASH_HUMAN_JWKS_FILE'].filter(Boolean);
+  if (missing.length > 0) throw new Error(`human sign-in needs ${missing.join(', ')} (or none of the LEASH_HUMAN_* settings)`);
+  if (uri && file) throw new Error('set one of LEASH_HUMAN_JWKS_URI and LEASH_HUMAN_JWKS_FILE, not both');
+  if (uri) {
+    let url: URL | null = null;
+    try {
+      url = new URL(uri);
+    } catch {
+      // refused below
+    }
+    if (!url || !['https:', 'http:'].includes(url.protocol)) throw new Error(`LEASH_HUMAN_JWKS_URI must be an http(s) URL, got ${JSON.stringify(uri)}`);
+  }
+  const algorithms = (algs || 'ES256,RS256').split(',').map((a) => a.trim()).filter(Boolean);
+  const unknown = algorithms.filter((a) => !HUMAN_ALGORITHMS.includes(a));
+  if (algorithms.length === 0 || unknown.length > 0) throw new Error(`LEASH_HUMAN_ALGORITHMS must list asymmetric JWS algorithms (${HUMAN_ALGORITHMS.join(', ')}), got ${JSON.stringify(algs)}`);
+  return { issuer: issuer!, audience: audience!, algorithms, jwks: uri ? { uri } : { file: resolve(file!) } };
 }
 
 /** An http(s) URL with no query, fragment or credentials, without a trailing slash. */

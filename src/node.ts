@@ -8,6 +8,7 @@ import { InProcessBus, type Bus } from './bus/bus.ts';
 import { NatsBus } from './bus/nats-bus.ts';
 import { Cluster } from './cluster/cluster.ts';
 import { isLeashError } from './errors.ts';
+import type { HumanPins } from './humans/human-tokens.ts';
 import { buildServer, type App } from './http/server.ts';
 import { RegistryView } from './registry/registry-view.ts';
 import { agentAggregate } from './registry/streams.ts';
@@ -48,6 +49,8 @@ export interface NodeOptions {
   publicUrl?: string;
   /** `LEASH_TOKEN_AUDIENCE`: the `aud` of issued tokens whose request names no `resource` (default `leash`). */
   tokenAudience?: string;
+  /** `LEASH_HUMAN_*`: the organisation's identity provider, whose tokens humans sign in with (none: the operator token only). */
+  humanPins?: HumanPins | null;
 }
 
 export interface LeashNode {
@@ -177,6 +180,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
         publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
+        humanPins: options.humanPins ?? null,
       });
     } catch (err) {
       await shutDown();

@@ -41,4 +41,19 @@ describe('configuration', () => {
     expect(loadConfig({ LEASH_TOKEN_AUDIENCE: 'https://api.example' }).tokenAudience).toBe('https://api.example');
     for (const bad of ['two words', 'tab\there', 'x'.repeat(501)]) expect(() => loadConfig({ LEASH_TOKEN_AUDIENCE: bad })).toThrow(/LEASH_TOKEN_AUDIENCE must be/);
   });
+
+  it('LEASH_HUMAN_*: people sign in only when issuer, audience and one source of keys are all given; half a configuration stops the start', () => {
+    expect(loadConfig({}).humanPins).toBeNull();
+    const idp = { LEASH_HUMAN_ISSUER: 'https://idp.example', LEASH_HUMAN_AUDIENCE: 'leash-admin' };
+    expect(loadConfig({ ...idp, LEASH_HUMAN_JWKS_URI: 'https://idp.example/jwks' }).humanPins).toEqual({
+      issuer: 'https://idp.example', audience: 'leash-admin', algorithms: ['ES256', 'RS256'], jwks: { uri: 'https://idp.example/jwks' },
+    });
+    expect(loadConfig({ ...idp, LEASH_HUMAN_JWKS_FILE: 'people.json', LEASH_HUMAN_ALGORITHMS: 'EdDSA, ES384' }).humanPins).toMatchObject({ algorithms: ['EdDSA', 'ES384'], jwks: { file: expect.stringMatching(/\/people\.json$/) } });
+    expect(() => loadConfig({ LEASH_HUMAN_ISSUER: 'https://idp.example' })).toThrow(/human sign-in needs LEASH_HUMAN_AUDIENCE, LEASH_HUMAN_JWKS_URI or LEASH_HUMAN_JWKS_FILE/);
+    expect(() => loadConfig({ ...idp })).toThrow(/LEASH_HUMAN_JWKS_URI or LEASH_HUMAN_JWKS_FILE/);
+    expect(() => loadConfig({ ...idp, LEASH_HUMAN_JWKS_URI: 'https://idp.example/jwks', LEASH_HUMAN_JWKS_FILE: 'x.json' })).toThrow(/not both/);
+    expect(() => loadConfig({ ...idp, LEASH_HUMAN_JWKS_URI: 'file:///etc/passwd' })).toThrow(/must be an http\(s\) URL/);
+    // Symmetric algorithms (a shared secret) or none at all are not accepted for people's tokens.
+    for (const algs of ['HS256', 'none', 'ES256,HS256', ',']) expect(() => loadConfig({ ...idp, LEASH_HUMAN_JWKS_URI: 'https://idp.example/jwks', LEASH_HUMAN_ALGORITHMS: algs })).toThrow(/LEASH_HUMAN_ALGORITHMS must list/);
+  });
 });

@@ -118,6 +118,9 @@ describe('the README', () => {
     expect(stdout).toMatch(/^\{"access_token":"[\w-]+\.[\w-]+\.[\w-]+","token_type":"Bearer","expires_in":\d+,"authorization_details":\[/m);
     expect(stdout).toMatch(/^urn:ietf:params:oauth:token-type:access_token \{"sub":"summary-bot","act":\{"sub":"reader-bot"\}\}$/m);
     expect(stdout).toMatch(/^\{"active":false\}$/m);
+    // A person's admin call: alice refused by the admin policies, sam (security) allowed and named.
+    expect(stdout).toMatch(/"code":"FORBIDDEN".*"layer":"admin"/);
+    expect(stdout).toMatch(/"actor": "human:sam"/);
     // No token for more than the ceiling: the CLI says why, and the block goes on.
     expect(stdout).toMatch(/^refused$/m);
     expect(stderr).toMatch(/leash: invalid_authorization_details: /);

@@ -7,6 +7,7 @@ import type { Decision, EvaluationRequest } from '../authz/engine.ts';
 import { compilePolicySet, type CompiledPolicySet, type PolicySetSource } from '../authz/policy-set.ts';
 import { PolicyHistory } from '../authz/policy-view.ts';
 import { RegistryHistory } from '../registry/registry-view.ts';
+import { ADMIN_RECORD_KIND } from '../humans/admin.ts';
 import { EXCHANGE_RECORD_KIND } from '../tokens/token-exchange.ts';
 import { recordedTokenVerifier } from '../tokens/verify.ts';
 import type { RecordedRequest, StoredDecision } from './decision-log.ts';
@@ -116,8 +117,9 @@ function differences(recorded: Outcome, replayed: Outcome): string {
   return out.join('; ');
 }
 
-/** A token exchange's record (token-exchange.ts), not an AuthZEN request. */
-const isExchangeRecord = (request: unknown): boolean => (request as { kind?: unknown } | null)?.kind === EXCHANGE_RECORD_KIND;
+/** Records that are not AuthZEN requests: token exchanges (token-exchange.ts) and admin calls (humans/admin.ts). */
+const NOT_REPLAYED: ReadonlySet<unknown> = new Set([EXCHANGE_RECORD_KIND, ADMIN_RECORD_KIND]);
+const isReplayable = (request: unknown): boolean => !NOT_REPLAYED.has((request as { kind?: unknown } | null)?.kind);
 
 /** Is this an agent request whose token was refused before its claims could be trusted? */
 function tokenFromRecord(request: EvaluationRequest): boolean {
@@ -217,8 +219,9 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
       contexts.saw(d);
       if ((options.since && d.at < options.since) || (options.until && d.at >= options.until)) continue;
       // A token exchange (layer `delegation`) is recorded without the tokens it was decided
-      // on, so it cannot be decided again: replay and what-if leave it out.
-      if (isExchangeRecord(d.request)) continue;
+      // on, so it cannot be decided again; an admin call (layer `admin`) is not a decision
+      // request a PEP made. Replay and what-if leave both out.
+      if (!isReplayable(d.request)) continue;
       if (report.decisions >= max) {
         report.next = d.seq;
         break outer;

@@ -21,6 +21,8 @@ export interface CompiledPolicySet extends CombinableSource {
   /** Handles into cedar-wasm's preparsed caches: the ordinary policies and the ceiling ones. */
   preparsedId: string;
   ceilingPreparsedId: string;
+  /** The `@layer("admin")` policies, which decide admin calls made with a human token and nothing else. */
+  adminPreparsedId: string;
   schemaName: string;
   /** Ids of the static policies and templates that are forbids (an erroring forbid denies). */
   forbidIds: ReadonlySet<string>;
@@ -38,6 +40,8 @@ export interface CompiledPolicySet extends CombinableSource {
 
 /** `@layer("ceiling")` marks a ceiling policy or template; everything else is ordinary. */
 export const CEILING = 'ceiling';
+/** `@layer("admin")` marks a policy that decides admin calls (admin.ts); no other decision reads it. */
+export const ADMIN = 'admin';
 
 const ENTITY_TYPE = /^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$/;
 
@@ -67,6 +71,8 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
 
   const staticPolicies: Record<string, string> = {};
   const ceilingPolicies: Record<string, string> = {};
+  const adminPolicies: Record<string, string> = {};
+  const adminForbids: string[] = [];
   const templates: Record<string, string> = {};
   const templateLayers: Record<string, { text: string; layer: string | null }> = {};
   const statics: PolicyEntry[] = [];
@@ -83,13 +89,20 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     if (json.type === 'failure') throw invalid('a policy does not parse', messages(json.errors));
     const id = name(json.json, `policy${i}`);
     staticPolicies[id] = text;
-    if (json.json.annotations?.layer === CEILING) ceilingPolicies[id] = text;
-    statics.push({ id, text, json: json.json, layer: json.json.annotations?.layer ?? null });
+    const layer = json.json.annotations?.layer ?? null;
+    if (layer === CEILING) ceilingPolicies[id] = text;
+    // Admin policies stand apart: an admin forbid never touches a decision, nor a permit of the
+    // decision layers an admin call.
+    if (layer === ADMIN) {
+      adminPolicies[id] = text;
+      if (json.json.effect === 'forbid') adminForbids.push(id);
+    } else statics.push({ id, text, json: json.json, layer });
   });
   parts.policy_templates.forEach((text, i) => {
     const json = cedar.templateToJson(text);
     if (json.type === 'failure') throw invalid('a template does not parse', messages(json.errors));
     const id = name(json.json, `template${i}`);
+    if (json.json.annotations?.layer === ADMIN) throw invalid(`template ${JSON.stringify(id)} is in the admin layer, which holds static policies only`, [`@layer("admin") on template ${id}`]);
     templates[id] = text;
     templateLayers[id] = { text, layer: json.json.annotations?.layer ?? null };
     templateEntries[id] = { id, text, json: json.json, layer: json.json.annotations?.layer ?? null };
@@ -111,18 +124,21 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   const sha256 = createHash('sha256').update(JSON.stringify([source.schema, source.policies, source.aliases ?? {}])).digest('hex');
   const preparsedId = `v${version}-${sha256.slice(0, 16)}`;
   const schemaName = `schema-${preparsedId}`;
-  const ordinary = Object.fromEntries(Object.entries(staticPolicies).filter(([id]) => !(id in ceilingPolicies)));
+  const ordinary = Object.fromEntries(Object.entries(staticPolicies).filter(([id]) => !(id in ceilingPolicies) && !(id in adminPolicies)));
   const compiled: CompiledPolicySet = {
     version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates),
-    preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
+    preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, adminPreparsedId: `${preparsedId}-admin`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
     statics, templateEntries, ceilingLayer: CEILING, combinedOwnerSchemaName: null, combinedSchemaName: null,
     namedAttributes: namedAttributes([...statics, ...Object.values(templateEntries)]), slimTypes: new Set(),
-    forbidIds: new Set([...statics, ...Object.values(templateEntries)].filter((p) => p.json.effect === 'forbid').map((p) => p.id)),
+    forbidIds: new Set([
+      ...[...statics, ...Object.values(templateEntries)].filter((p) => p.json.effect === 'forbid').map((p) => p.id),
+      ...adminForbids,
+    ]),
   };
   if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
   const schemaParsed = cedar.preparseSchema(schemaName, source.schema);
   if (schemaParsed.type === 'failure') throw invalid('the schema cannot be prepared', messages(schemaParsed.errors));
-  for (const [id, policies] of [[preparsedId, ordinary], [compiled.ceilingPreparsedId, ceilingPolicies]] as const) {
+  for (const [id, policies] of [[preparsedId, ordinary], [compiled.ceilingPreparsedId, ceilingPolicies], [compiled.adminPreparsedId, adminPolicies]] as const) {
     const parsed = cedar.preparsePolicySet(id, { staticPolicies: policies });
     if (parsed.type === 'failure') throw invalid('the policy set cannot be prepared', messages(parsed.errors));
   }

@@ -24,6 +24,7 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     maxDelegationDepth: config.maxDelegationDepth,
     publicUrl: config.publicUrl,
     tokenAudience: config.tokenAudience,
+    humanPins: config.humanPins,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {

@@ -29,10 +29,21 @@ const token = program
   .option('--agent <id>', 'the agent; required')
   .option('--details <json>', 'authorization_details (RFC 9396), a JSON array; required')
   .option('--on-behalf-of <human>', 'delegating human: the token gets sub=<human>, act.sub=<agent>')
-  .option('--issuer <iss>', 'issuer pinned for the agent', 'https://idp.example')
-  .option('--audience <aud>', 'audience pinned for the agent', 'leash')
+  .option('--human <id>', 'instead of an agent\'s token, a person\'s (sub=<id>), as the identity provider of LEASH_HUMAN_* would sign it; no --agent or --details')
+  .option('--issuer <iss>', 'issuer pinned for the agent (or LEASH_HUMAN_ISSUER)', 'https://idp.example')
+  .option('--audience <aud>', 'audience pinned for the agent (or LEASH_HUMAN_AUDIENCE)', 'leash')
   .option('--lifetime <seconds>', 'token lifetime', '120')
-  .action(async (flags: { key?: string; agent?: string; details?: string; onBehalfOf?: string; issuer: string; audience: string; lifetime: string }) => {
+  .action(async (flags: { key?: string; agent?: string; details?: string; onBehalfOf?: string; human?: string; issuer: string; audience: string; lifetime: string }) => {
+    const lifetime = Number(flags.lifetime);
+    if (!Number.isInteger(lifetime) || lifetime < 1) throw new Error('--lifetime takes a whole number of seconds');
+    if (flags.human !== undefined) {
+      if (flags.key === undefined) throw new Error('required: --key');
+      if (flags.agent !== undefined || flags.details !== undefined || flags.onBehalfOf !== undefined) throw new Error('--human mints a person\'s token: no --agent, --details or --on-behalf-of');
+      const { mintHumanToken } = await import('../tokens/mint.ts');
+      const human = await mintHumanToken({ privateJwk: readJwk(flags.key, '--key'), issuer: flags.issuer, audience: flags.audience, human: flags.human, lifetimeSeconds: lifetime });
+      process.stdout.write(`${human}\n`);
+      return;
+    }
     const { key, agent, details } = tokenFlags(flags);
     const { mintAgentToken } = await import('../tokens/mint.ts');
     const token = await mintAgentToken({
@@ -42,7 +53,7 @@ const token = program
       agent,
       ...(flags.onBehalfOf ? { onBehalfOf: flags.onBehalfOf } : {}),
       authorizationDetails: details,
-      lifetimeSeconds: Number(flags.lifetime),
+      lifetimeSeconds: lifetime,
     });
     process.stdout.write(`${token}\n`);
   });

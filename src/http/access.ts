@@ -1,6 +1,8 @@
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { LeashError } from '../errors.ts';
+import type { HumanVerifier } from '../humans/human-tokens.ts';
+import type { RegistryState } from '../registry/registry-view.ts';
 
 // Who may call a route is part of the route's declaration, decided on the route the router
 // matched (never on the URL as sent: the router decodes percent-escapes and absolute-form
@@ -8,7 +10,9 @@ import { LeashError } from '../errors.ts';
 //
 //   public    anyone: health, readiness, metadata documents, the OpenAPI document
 //   decider   a PEP's caller token (LEASH_PEP_TOKENS) or the operator token
-//   operator  the operator token
+//   operator  the operator token, or (where the route declares its admin decision) a human's
+//             token from the organisation's identity provider, whose call Cedar then decides
+//             (humans/admin.ts)
 //
 // A route that states nothing cannot be registered, and a request that matched no route
 // (a 404) needs the operator token too: nothing is open unless it says so.
@@ -39,8 +43,8 @@ export interface AccessControl {
   routes: RouteAccess[];
   /** For `onRoute`: refuses a route that does not state its access, and keeps the table. */
   declare(route: { method: string | string[]; url: string; config?: unknown; schema?: object }): void;
-  /** For `onRequest`: enforces what the matched route states. */
-  check(request: FastifyRequest): void;
+  /** For `onRequest`: enforces what the matched route states, and says who called (`request.caller`). */
+  check(request: FastifyRequest): Promise<void>;
 }
 
 /** Whether an Authorization header carries exactly this bearer token (compared in constant time). */
@@ -50,7 +54,15 @@ export function isBearer(header: unknown, token: string): boolean {
   return match !== null && timingSafeEqual(digest(match[1]!), digest(token));
 }
 
-export function accessControl(tokens: { operator: string; deciders: string[] }): AccessControl {
+/** A JWS compact serialization: three base64url parts (what an operator or PEP token never is). */
+const JWT = /^[\w-]+\.[\w-]+\.[\w-]*$/;
+
+export interface HumanSignIn {
+  verify: HumanVerifier;
+  registry: RegistryState;
+}
+
+export function accessControl(tokens: { operator: string; deciders: string[]; humans?: HumanSignIn | null }): AccessControl {
   const operator = [digest(tokens.operator)];
   const deciders = [...operator, ...tokens.deciders.map(digest)];
   const routes: RouteAccess[] = [];
@@ -65,7 +77,7 @@ export function accessControl(tokens: { operator: string; deciders: string[] }):
       // The OpenAPI document says the same (the default there is the operator token).
       if (route.schema && access !== 'operator') (route.schema as { security?: unknown }).security = access === 'public' ? [] : [{ operator: [] }, { caller: [] }];
     },
-    check(request) {
+    async check(request) {
       const access: Access = request.routeOptions.config?.access ?? 'operator';
       if (access === 'public') return;
       const header = request.headers.authorization;
@@ -74,9 +86,19 @@ export function accessControl(tokens: { operator: string; deciders: string[] }):
       // Compare digests in constant time; the token itself is never logged or echoed.
       const given = match ? digest(match[1]!) : null;
       const accepted = access === 'decider' ? deciders : operator;
-      if (!given || !accepted.some((token) => timingSafeEqual(given, token))) {
-        throw new LeashError('UNAUTHENTICATED', match ? 'the bearer token is not accepted for this route' : 'the Authorization header is not a bearer token');
+      if (given && accepted.some((token) => timingSafeEqual(given, token))) {
+        if (access === 'operator') request.caller = { kind: 'operator' };
+        return;
       }
+      // A person's token, on an admin route that says what Cedar is to decide.
+      const humans = tokens.humans;
+      if (match && access === 'operator' && humans && request.routeOptions.config?.admin && JWT.test(match[1]!)) {
+        const checked = await humans.verify(match[1]!, humans.registry, new Date());
+        if (!checked.ok) throw new LeashError('UNAUTHENTICATED', `the human token is refused: ${checked.detail}`, { tokenCode: checked.code });
+        request.caller = { kind: 'human', id: checked.human };
+        return;
+      }
+      throw new LeashError('UNAUTHENTICATED', match ? 'the bearer token is not accepted for this route' : 'the Authorization header is not a bearer token');
     },
   };
 }

@@ -148,4 +148,8 @@ export const FenceFields = {
 export const FencedAgentView = Type.Object({ ...AgentView.properties, ...FenceFields }, open);
 export const HumanView = Type.Object({ id: Type.String(), email: Type.String(), groups: Type.Array(Type.String()), version: Type.Integer() }, open);
 export const GroupView = Type.Object({ id: Type.String(), parents: Type.Array(Type.String()), version: Type.Integer() }, open);
-export const EventView = Type.Object({ type: Type.String(), version: Type.Integer(), position: Type.Integer(), at: Type.String(), data: Type.Any() }, open);
+export const EventView = Type.Object({
+  type: Type.String(), version: Type.Integer(), position: Type.Integer(), at: Type.String(), data: Type.Any(),
+  actor: Type.Optional(Type.String({ description: 'who caused it: `human:<id>` (a person\'s admin call, decided by Cedar), `operator` (the operator token), `operator:kill-switch`, …' })),
+  breakGlass: Type.Optional(Type.Boolean({ description: 'true when the operator token (the break-glass way in) caused it' })),
+}, open);

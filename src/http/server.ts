@@ -15,6 +15,8 @@ import type { Follower } from '../store/follower.ts';
 import type { LeashKeys } from '../tokens/leash-keys.ts';
 import type { NodeSigner } from '../tokens/node-signer.ts';
 import type { RevokedTokens } from '../tokens/revoked-tokens.ts';
+import { authorizeAdmin } from '../humans/admin.ts';
+import { humanTokenVerifier, type HumanPins } from '../humans/human-tokens.ts';
 import { accessControl, type RouteAccess } from './access.ts';
 import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
@@ -46,6 +48,8 @@ export interface ServerDeps {
   signer: NodeSigner;
   /** The `aud` of issued tokens whose request names no `resource`. */
   tokenAudience: string;
+  /** The identity provider humans sign in with; null: admin calls take the operator token only. */
+  humanPins?: HumanPins | null;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -109,9 +113,13 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   });
 
   // Who may call what: each route declares it, the matched route decides (access.ts).
-  const access = accessControl({ operator: deps.adminToken, deciders: deps.pepTokens });
+  const humans = deps.humanPins ? { verify: humanTokenVerifier(deps.humanPins), registry: deps.view } : null;
+  const access = accessControl({ operator: deps.adminToken, deciders: deps.pepTokens, humans });
   app.addHook('onRoute', (route) => access.declare(route));
   app.addHook('onRequest', async (request) => access.check(request));
+  // A human's admin call is a Cedar decision, recorded, once the body is validated (humans/admin.ts).
+  const admin = { registry: deps.view, policies: () => deps.policies.current(), decisions: deps.decisions, nodeId: deps.nodeId };
+  app.addHook('preHandler', async (request) => authorizeAdmin(admin, request));
   app.decorate('routeAccess', access.routes);
 
   await app.register(swagger, {

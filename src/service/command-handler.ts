@@ -7,6 +7,8 @@ export interface CommandOptions {
   now: Date;
   /** Who asked; recorded in the event metadata. */
   actor: string;
+  /** Asked with the operator token (not a person's, decided by Cedar): recorded in the metadata. */
+  breakGlass?: boolean;
   /** From `If-Match`: the stream version the caller last saw. */
   expectedVersion?: number;
   idempotencyKey?: string;
@@ -100,7 +102,7 @@ export class CommandHandler {
           expectedVersion: version,
           events: events.map((e) => ({ type: e.type, data: e.data as Record<string, unknown> })),
           at: options.now,
-          metadata: { actor: options.actor, ...(options.requestHash ? { requestHash: options.requestHash } : {}) },
+          metadata: { actor: options.actor, ...(options.breakGlass ? { breakGlass: true } : {}), ...(options.requestHash ? { requestHash: options.requestHash } : {}) },
           ...(options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {}),
         });
       } catch (err) {

@@ -6,8 +6,10 @@ import { GroupCommitter } from './group-commit.ts';
 import { eventHash, GENESIS_HASH } from './hash-chain.ts';
 
 export interface EventMetadata {
-  /** Who caused it: `operator`, `operator:<sub>`, a node id… never a token. */
+  /** Who caused it: `operator`, `operator:kill-switch`, `human:<id>`, `monitor`, a node id… never a token. */
   actor?: string;
+  /** The operator token (break-glass) caused it, not a person whose call Cedar decided. */
+  breakGlass?: boolean;
   /** sha-256 of the request that produced it, to tell a retry from a reused key. */
   requestHash?: string;
   [key: string]: unknown;

@@ -37,3 +37,18 @@ export async function mintAgentToken(o: MintOptions): Promise<string> {
     .setJti(randomUUID())
     .sign(key);
 }
+
+/** A person's token, as an identity provider would sign it: `sub` the human, for admin calls. */
+export async function mintHumanToken(o: { privateJwk: JWK; issuer: string; audience: string; human: string; lifetimeSeconds: number }): Promise<string> {
+  const alg = o.privateJwk.alg ?? 'ES256';
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({})
+    .setProtectedHeader({ alg, typ: 'JWT', ...(o.privateJwk.kid ? { kid: o.privateJwk.kid } : {}) })
+    .setIssuer(o.issuer)
+    .setAudience(o.audience)
+    .setSubject(o.human)
+    .setIssuedAt(now)
+    .setExpirationTime(now + o.lifetimeSeconds)
+    .setJti(randomUUID())
+    .sign(await importJWK(o.privateJwk, alg));
+}

@@ -95,7 +95,9 @@ function notRevoked(leash: LeashTokens | null, claims: JWTPayload & Record<strin
  */
 export async function verifyLeashToken(token: string, leash: LeashTokens, subjectId: string, agentOf: AgentLookup, now: Date): Promise<TokenCheck> {
   if (token.length === 0 || token.length > MAX_TOKEN_CHARS) return reject('TOKEN_MALFORMED', 'the token is missing or too long');
-  if (issuerOf(token) !== leash.issuer) return reject('TOKEN_WRONG_ISSUER', 'the token was not issued by Leash');
+  const issuer = issuerOf(token);
+  if (issuer === NOT_A_JWT) return reject('TOKEN_MALFORMED', 'the token is not a JWT');
+  if (issuer !== leash.issuer) return reject('TOKEN_WRONG_ISSUER', 'the token was not issued by Leash');
   return checkAgentToken(subjectId, agentOf, now, async (pins) => {
     const verified = await verifyJwt(token, leashCheck(leash, pins), now);
     return verified.ok ? notRevoked(leash, verified.claims, now) : verified;
@@ -105,12 +107,14 @@ export async function verifyLeashToken(token: string, leash: LeashTokens, subjec
 /** Tokens checked against the agent's pins only (tests, and callers without Leash's keys). */
 export const verifyAgentToken: TokenVerifier = tokenVerifier(null);
 
+const NOT_A_JWT = Symbol('not a JWT');
+
 /** The unverified `iss`, to choose the keys by: whatever it says, the signature then decides. */
 function issuerOf(token: string): unknown {
   try {
     return decodeJwt(token).iss;
   } catch {
-    return undefined;
+    return NOT_A_JWT;
   }
 }
 

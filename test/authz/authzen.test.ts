@@ -182,7 +182,14 @@ describe('policy files at start', () => {
     const fresh = await startTestNode(freshPglite());
     try {
       const got = await fresh.api('GET', '/v1/policy-set');
-      expect(got.body).toMatchObject({ version: 1, policyIds: ['finance-reads-invoices', 'archive-is-read-only', 'finance-agents-delegate-within-the-group'] });
+      // Every file of policies/ (admin.cedar, then examples.cedar).
+      expect(got.body).toMatchObject({
+        version: 1,
+        policyIds: [
+          'security-team-contains-and-audits', 'owners-suspend-their-own-agents', 'security-team-publishes-policies', 'only-the-security-team-publishes-policies',
+          'finance-reads-invoices', 'archive-is-read-only', 'finance-agents-delegate-within-the-group',
+        ],
+      });
     } finally {
       await fresh.close();
     }

@@ -378,6 +378,8 @@ describe('hostile exchange parameters: each a clear RFC 6749 error, never a 500,
       expect(records.length).toBe(before + 1);
       expect(records.at(-1)!.code, t.slice(0, 60)).toMatch(/^TOKEN_/);
     }
+    // What is not a JWT at all is malformed, not from another issuer.
+    for (const t of ['x', '..', 'a.b.c']) await refusedAs(await exchangeForm('parent', t, 'child'), 'invalid_grant', 'TOKEN_MALFORMED');
   });
 
   it('an actor token of the parent itself, or of an agent above it in the chain: invalid_grant DELEGATION_CYCLE', async () => {

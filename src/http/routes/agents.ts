@@ -10,7 +10,8 @@ import {
   RegisterAgentBody, RevokeBody, RotateBody, WriteHeaders,
 } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
-import { etag, writeOptions } from './write-options.ts';
+import { byCaller, etag, writeOptions } from './write-options.ts';
+import { adminOn } from '../../humans/admin.ts';
 
 const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem };
 
@@ -35,7 +36,7 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     return agentView(result.state, result.version);
   };
 
-  app.get('/v1/agents', { config: { access: 'operator' }, schema: { tags: ['agents'], querystring: AgentListQuery, response: { 200: Type.Object({ agents: Type.Array(AgentView), next: Type.Optional(Type.String()) }), 400: Problem, 401: Problem } } }, async (request) => {
+  app.get('/v1/agents', { config: { access: 'operator', admin: adminOn.leash('list', 'agents') }, schema: { tags: ['agents'], querystring: AgentListQuery, response: { 200: Type.Object({ agents: Type.Array(AgentView), next: Type.Optional(Type.String()) }), 400: Problem, 401: Problem } } }, async (request) => {
     const { limit, after, ...filter } = request.query;
     const max = limit ? Number(limit) : 100;
     const all = view.listAgents(filter).filter((a) => after === undefined || a.record.id > after);
@@ -44,20 +45,25 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     return { agents: page.map((a) => agentView(a.record, a.version)), ...(next ? { next } : {}) };
   });
 
-  app.get('/v1/agents/:id', { config: { access: 'operator' }, schema: { tags: ['agents'], params: IdParams, response: { 200: AgentView, ...errors } } }, async (request, reply) => {
+  app.get('/v1/agents/:id', { config: { access: 'operator', admin: adminOn.param('read', 'Agent') }, schema: { tags: ['agents'], params: IdParams, response: { 200: AgentView, ...errors } } }, async (request, reply) => {
     const found = view.agents.get(request.params.id);
     if (!found) throw new LeashError('AGENT_NOT_FOUND', `no agent ${request.params.id}`);
     void reply.header('etag', etag(found.version));
     return agentView(found.record, found.version);
   });
 
-  app.get('/v1/agents/:id/events', { config: { access: 'operator' }, schema: { tags: ['agents'], params: IdParams, response: { 200: Type.Object({ events: Type.Array(EventView) }), ...errors } } }, async (request) => {
+  app.get('/v1/agents/:id/events', { config: { access: 'operator', admin: adminOn.param('read', 'Agent') }, schema: { tags: ['agents'], params: IdParams, response: { 200: Type.Object({ events: Type.Array(EventView) }), ...errors } } }, async (request) => {
     const events = await deps.store.readStream(streamId(agentAggregate.streamType, request.params.id));
     if (events.length === 0) throw new LeashError('AGENT_NOT_FOUND', `no agent ${request.params.id}`);
-    return { events: events.map((e) => ({ type: e.type, version: e.version, position: e.position, at: e.at.toISOString(), data: e.data })) };
+    return {
+      events: events.map((e) => ({
+        type: e.type, version: e.version, position: e.position, at: e.at.toISOString(), data: e.data,
+        ...(typeof e.metadata.actor === 'string' ? { actor: e.metadata.actor } : {}), ...(e.metadata.breakGlass === true ? { breakGlass: true } : {}),
+      })),
+    };
   });
 
-  app.post('/v1/agents', { config: { access: 'operator' }, schema: { tags: ['agents'], body: RegisterAgentBody, headers: WriteHeaders, response: { 201: AgentView, ...errors } } }, async (request, reply) => {
+  app.post('/v1/agents', { config: { access: 'operator', admin: (request) => ({ verb: 'register', resource: { type: 'Human', id: String((request.body as { owner?: unknown }).owner) } }) }, schema: { tags: ['agents'], body: RegisterAgentBody, headers: WriteHeaders, response: { 201: AgentView, ...errors } } }, async (request, reply) => {
     const body = request.body;
     await follower.sync(); // references may have been registered on another node a moment ago
     if (!view.humans.has(body.owner)) throw new LeashError('UNKNOWN_OWNER', `owner ${body.owner} is not a registered human`, { owner: body.owner });
@@ -76,7 +82,7 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     return respond(result);
   });
 
-  app.post('/v1/agents/discover', { config: { access: 'operator' }, schema: { tags: ['agents'], body: DiscoverAgentBody, headers: WriteHeaders, response: { 201: AgentView, ...errors } } }, async (request, reply) => {
+  app.post('/v1/agents/discover', { config: { access: 'operator', admin: adminOn.leash('discover', 'agents') }, schema: { tags: ['agents'], body: DiscoverAgentBody, headers: WriteHeaders, response: { 201: AgentView, ...errors } } }, async (request, reply) => {
     const result = await run(request.body.id, { type: 'DiscoverAgent', data: request.body, metadata: { now: new Date() } }, request);
     void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/agents/${request.body.id}`);
     if (result.replayed) void reply.header('idempotent-replayed', 'true');
@@ -94,7 +100,7 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     options: { fenced?: boolean; check?: (input: any) => Promise<void> } = {},
   ) => {
     const response = options.fenced ? FencedAgentView : AgentView;
-    app.post(`/v1/agents/:id/${verb}`, { config: { access: 'operator' }, schema: { tags: ['agents'], params: IdParams, body, headers: WriteHeaders, response: { 200: response, ...errors } } }, async (request, reply) => {
+    app.post(`/v1/agents/:id/${verb}`, { config: { access: 'operator', admin: adminOn.param(verb, 'Agent') }, schema: { tags: ['agents'], params: IdParams, body, headers: WriteHeaders, response: { 200: response, ...errors } } }, async (request, reply) => {
       const input = request.body as Record<string, unknown>;
       await options.check?.(input);
       const started = performance.now();
@@ -131,7 +137,7 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
    * in one call that returns once every live node has applied the last of the revocations.
    * Safe to repeat: a second call finds nothing left to revoke.
    */
-  app.post('/v1/kill-switch', { config: { access: 'operator' }, schema: { tags: ['agents'], body: KillSwitchBody, response: { 200: KillSwitchResult, 400: Problem, 401: Problem, 413: Problem } } }, async (request) => {
+  app.post('/v1/kill-switch', { config: { access: 'operator', admin: adminOn.leash('kill-switch', 'agents') }, schema: { tags: ['agents'], body: KillSwitchBody, response: { 200: KillSwitchResult, 400: Problem, 401: Problem, 413: Problem } } }, async (request) => {
     const { scope, ...revocation } = request.body;
     await follower.sync(); // agents registered on other nodes a moment ago count too
     const revocable = (a: AgentRecord) => allowedFrom.RevokeAgent.includes(a.status) && !(revocation.mode === 'quarantine' && a.status === 'quarantined');
@@ -148,7 +154,7 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
     const worker = async () => {
       for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
         try {
-          const result = await commands.handle(agentAggregate, id, { type: 'RevokeAgent', data: revocation, metadata: { now } }, { now, actor: 'operator:kill-switch' });
+          const result = await commands.handle(agentAggregate, id, { type: 'RevokeAgent', data: revocation, metadata: { now } }, { now, ...byCaller(request, ':kill-switch') });
           revoked.push(id);
           position = Math.max(position, result.position);
         } catch (err) {

@@ -5,6 +5,7 @@ import { traceDecision } from '../../audit/trace.ts';
 import { LeashError } from '../../errors.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
+import { adminOn } from '../../humans/admin.ts';
 
 // SPEC §8 over HTTP, for a console: replay and what-if over a range of recorded decisions,
 // and the trace of one decision. Operator only (all of /v1). A run decides at most
@@ -71,18 +72,18 @@ function rangeOf(body: RangeInput) {
 export async function auditRoutes(app: App, deps: ServerDeps): Promise<void> {
   const source = () => new PostgresSource(deps.decisions.db);
 
-  app.post('/v1/audit/replay', { config: { access: 'operator' }, schema: { tags: ['audit'], body: ReplayBody, response: { 200: Report, ...errors } } }, async (request) =>
+  app.post('/v1/audit/replay', { config: { access: 'operator', admin: adminOn.leash('audit', 'audit') }, schema: { tags: ['audit'], body: ReplayBody, response: { 200: Report, ...errors } } }, async (request) =>
     replay(source(), rangeOf(request.body)),
   );
 
-  app.post('/v1/audit/what-if', { bodyLimit: 10 * 1024 * 1024, config: { access: 'operator' }, schema: { tags: ['audit'], body: WhatIfBody, response: { 200: Report, ...errors } } }, async (request) => {
+  app.post('/v1/audit/what-if', { bodyLimit: 10 * 1024 * 1024, config: { access: 'operator', admin: adminOn.leash('audit', 'audit') }, schema: { tags: ['audit'], body: WhatIfBody, response: { 200: Report, ...errors } } }, async (request) => {
     const { policies, ...range } = request.body;
     return replay(source(), { ...rangeOf(range), candidate: policies });
   });
 
   app.get(
     '/v1/audit/decisions/:id/trace',
-    { config: { access: 'operator' }, schema: { tags: ['audit'], params: Type.Object({ id: Type.String({ format: 'uuid' }) }), response: { 200: Type.Object({}, { additionalProperties: true }), 400: Problem, 401: Problem, 404: Problem } } },
+    { config: { access: 'operator', admin: adminOn.leash('audit', 'audit') }, schema: { tags: ['audit'], params: Type.Object({ id: Type.String({ format: 'uuid' }) }), response: { 200: Type.Object({}, { additionalProperties: true }), 400: Problem, 401: Problem, 404: Problem } } },
     async (request) => {
       const trace = await traceDecision(source(), request.params.id);
       if (!trace) throw new LeashError('NOT_FOUND', `no decision ${request.params.id} in the log`);

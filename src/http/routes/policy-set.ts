@@ -5,6 +5,7 @@ import { LeashError } from '../../errors.ts';
 import { FenceFields, Problem, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 import { etag, writeOptions } from './write-options.ts';
+import { adminOn } from '../../humans/admin.ts';
 
 const PolicySetBody = Type.Object(
   {
@@ -39,7 +40,7 @@ export async function policyRoutes(app: App, deps: ServerDeps): Promise<void> {
     return set;
   };
 
-  app.get('/v1/policy-set', { config: { access: 'operator' }, schema: { tags: ['policies'], response: { 200: PolicySetView, ...errors } } }, async (_request, reply) => {
+  app.get('/v1/policy-set', { config: { access: 'operator', admin: adminOn.leash('read-policies', 'policies') }, schema: { tags: ['policies'], response: { 200: PolicySetView, ...errors } } }, async (_request, reply) => {
     const set = current();
     void reply.header('etag', etag(set.version));
     return { version: set.version, sha256: set.sha256, policyIds: set.policyIds, templateIds: set.templateIds, ...set.source };
@@ -47,7 +48,7 @@ export async function policyRoutes(app: App, deps: ServerDeps): Promise<void> {
 
   app.put(
     '/v1/policy-set',
-    { bodyLimit: 10 * 1024 * 1024, config: { access: 'operator' }, schema: { tags: ['policies'], body: PolicySetBody, headers: WriteHeaders, response: { 200: PublishedView, ...errors } } },
+    { bodyLimit: 10 * 1024 * 1024, config: { access: 'operator', admin: adminOn.leash('publish-policies', 'policies') }, schema: { tags: ['policies'], body: PolicySetBody, headers: WriteHeaders, response: { 200: PublishedView, ...errors } } },
     async (request, reply) => {
       const source = request.body;
       // Strict validation first: an invalid set is a 422 with Cedar's diagnostics, never an event.

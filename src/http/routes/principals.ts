@@ -6,6 +6,7 @@ import { groupAggregate, humanAggregate } from '../../registry/streams.ts';
 import { GroupBody, GroupView, HumanBody, HumanView, IdParams, Problem, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 import { etag, writeOptions } from './write-options.ts';
+import { adminOn } from '../../humans/admin.ts';
 
 /** 201 with ETag and Location: the registered record, without its internal status, at its version. */
 function created<R extends object>(reply: FastifyReply, result: CommandResult<{ status: 'none' } | ({ status: 'registered' } & R)>, location: string) {
@@ -29,36 +30,36 @@ export async function principalRoutes(app: App, deps: ServerDeps): Promise<void>
     if (missing.length > 0) throw new LeashError('UNKNOWN_GROUP', `groups not registered: ${missing.join(', ')}`, { groups: missing });
   };
 
-  app.post('/v1/humans', { config: { access: 'operator' }, schema: { tags: ['humans'], body: HumanBody, headers: WriteHeaders, response: { 201: HumanView, ...errors } } }, async (request, reply) => {
+  app.post('/v1/humans', { config: { access: 'operator', admin: adminOn.leash('create-human', 'humans') }, schema: { tags: ['humans'], body: HumanBody, headers: WriteHeaders, response: { 201: HumanView, ...errors } } }, async (request, reply) => {
     const data = { ...request.body, groups: request.body.groups ?? [] };
     await missingGroups(data.groups);
     const result = await commands.handle(humanAggregate, data.id, { type: 'RegisterHuman', data, metadata: { now: new Date() } }, writeOptions(request));
     return created(reply, result, `/v1/humans/${data.id}`);
   });
 
-  app.get('/v1/humans', { config: { access: 'operator' }, schema: { tags: ['humans'], response: { 200: Type.Object({ humans: Type.Array(HumanView) }), 401: Problem } } }, async () => ({
+  app.get('/v1/humans', { config: { access: 'operator', admin: adminOn.leash('list', 'humans') }, schema: { tags: ['humans'], response: { 200: Type.Object({ humans: Type.Array(HumanView) }), 401: Problem } } }, async () => ({
     humans: [...view.humans.values()].map((h) => ({ ...h.record, version: h.version })).sort((a, b) => (a.id < b.id ? -1 : 1)),
   }));
 
-  app.get('/v1/humans/:id', { config: { access: 'operator' }, schema: { tags: ['humans'], params: IdParams, response: { 200: HumanView, ...errors } } }, async (request, reply) => {
+  app.get('/v1/humans/:id', { config: { access: 'operator', admin: adminOn.param('read', 'Human') }, schema: { tags: ['humans'], params: IdParams, response: { 200: HumanView, ...errors } } }, async (request, reply) => {
     const found = view.humans.get(request.params.id);
     if (!found) throw new LeashError('HUMAN_NOT_FOUND', `no human ${request.params.id}`);
     void reply.header('etag', etag(found.version));
     return { ...found.record, version: found.version };
   });
 
-  app.post('/v1/groups', { config: { access: 'operator' }, schema: { tags: ['groups'], body: GroupBody, headers: WriteHeaders, response: { 201: GroupView, ...errors } } }, async (request, reply) => {
+  app.post('/v1/groups', { config: { access: 'operator', admin: adminOn.leash('create-group', 'groups') }, schema: { tags: ['groups'], body: GroupBody, headers: WriteHeaders, response: { 201: GroupView, ...errors } } }, async (request, reply) => {
     const data = { ...request.body, parents: request.body.parents ?? [] };
     await missingGroups(data.parents.filter((p) => p !== data.id));
     const result = await commands.handle(groupAggregate, data.id, { type: 'RegisterGroup', data, metadata: { now: new Date() } }, writeOptions(request));
     return created(reply, result, `/v1/groups/${data.id}`);
   });
 
-  app.get('/v1/groups', { config: { access: 'operator' }, schema: { tags: ['groups'], response: { 200: Type.Object({ groups: Type.Array(GroupView) }), 401: Problem } } }, async () => ({
+  app.get('/v1/groups', { config: { access: 'operator', admin: adminOn.leash('list', 'groups') }, schema: { tags: ['groups'], response: { 200: Type.Object({ groups: Type.Array(GroupView) }), 401: Problem } } }, async () => ({
     groups: [...view.groups.values()].map((g) => ({ ...g.record, version: g.version })).sort((a, b) => (a.id < b.id ? -1 : 1)),
   }));
 
-  app.get('/v1/groups/:id', { config: { access: 'operator' }, schema: { tags: ['groups'], params: IdParams, response: { 200: GroupView, ...errors } } }, async (request, reply) => {
+  app.get('/v1/groups/:id', { config: { access: 'operator', admin: adminOn.param('read', 'Group') }, schema: { tags: ['groups'], params: IdParams, response: { 200: GroupView, ...errors } } }, async (request, reply) => {
     const found = view.groups.get(request.params.id);
     if (!found) throw new LeashError('GROUP_NOT_FOUND', `no group ${request.params.id}`);
     void reply.header('etag', etag(found.version));
