@@ -1,3 +1,4 @@
+import type { DecisionCaches } from '../authz/decision-caches.ts';
 import { detailsOf } from '../authz/details.ts';
 import { entitiesFor } from '../authz/engine.ts';
 import type { CompiledPolicySet } from '../authz/policy-set.ts';
@@ -43,7 +44,7 @@ export function readDetails(raw: string | undefined): unknown[] {
  * knows: no request context, and only registered entities (a target's place in a hierarchy
  * the registry does not hold is unknown here; the decision asks again with the PEP's).
  */
-export function checkCeiling(policies: CompiledPolicySet, registry: RegistryState, agent: AgentRecord, version: number, entries: unknown[]): void {
+export function checkCeiling(policies: CompiledPolicySet, registry: RegistryState, agent: AgentRecord, version: number, entries: unknown[], caches?: DecisionCaches): void {
   const details = detailsOf(entries);
   if (!details.ok) throw new OAuthError('invalid_authorization_details', details.detail);
   const refuse = (why: string) => new OAuthError('invalid_authorization_details', why);
@@ -59,7 +60,7 @@ export function checkCeiling(policies: CompiledPolicySet, registry: RegistryStat
   if (!found.ok) throw refuse(`the agent has no ceiling that can be checked (${found.code}), so no entry lies within it`);
   let inside;
   try {
-    inside = withinCeiling({ policies, agent, agentVersion: version, ceiling: found.ceiling, details, entities, context: {} });
+    inside = withinCeiling({ policies, agent, agentVersion: version, ceiling: found.ceiling, details, entities, context: {}, caches });
   } catch (err) {
     if (isLeashError(err)) throw refuse(err.message);
     throw err;

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { DELEGATE_ACTION, delegateDecision, uncoveredPair } from '../authz/delegation.ts';
+import type { DecisionCaches } from '../authz/decision-caches.ts';
 import { detailsOf } from '../authz/details.ts';
 import { entitiesFor, entityKey } from '../authz/engine.ts';
 import { isLeashError } from '../errors.ts';
@@ -28,6 +29,8 @@ export interface ExchangeParty {
   /** An assertion checked against its agent's pins and used once (any status). */
   authenticate(assertion: string, now: Date): Promise<Authenticated>;
   audienceOf(resource: string | undefined): string;
+  /** Ceiling verdicts remembered across requests. */
+  caches: DecisionCaches;
 }
 
 /** An authenticated client that is not active gets nothing (`AGENT_NOT_ACTIVE` where the refusal is recorded). */
@@ -129,7 +132,7 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   const missing = uncoveredPair(held.details, requested.details, entities);
   if (missing) throw details('DETAILS_BEYOND_SUBJECT_TOKEN', `the subject_token does not cover ${missing.action} on ${entityKey(missing.target)}; the request is refused whole, never narrowed`);
   try {
-    checkCeiling(policies, registry, B, child.version, entries);
+    checkCeiling(policies, registry, B, child.version, entries, party.caches);
   } catch (err) {
     if (err instanceof OAuthError) throw details('DETAILS_BEYOND_CEILING', `${err.description} (the sub-agent's ceiling)`);
     throw err;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { DecisionLog } from '../audit/decision-log.ts';
+import { DecisionCaches } from '../authz/decision-caches.ts';
 import type { CompiledPolicySet } from '../authz/policy-set.ts';
 import type { AgentRecord } from '../registry/agent.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
@@ -63,6 +64,12 @@ export interface Authenticated {
 
 export class TokenService implements ExchangeParty {
   private prunedAt = 0;
+  /**
+   * Ceiling verdicts, as a decision remembers them: an agent asking again for what it asked
+   * before (a token per task, the same kind of task) is not asked of Cedar again. Keyed by
+   * every input the check reads (policy set, agent version, entities), bounded.
+   */
+  readonly caches = new DecisionCaches();
 
   constructor(readonly deps: TokenServiceDeps) {}
 
@@ -123,7 +130,7 @@ export class TokenService implements ExchangeParty {
     const audience = this.audienceOf(form.resource);
     const policies = this.deps.policies();
     if (!policies) throw new OAuthError('temporarily_unavailable', 'no policy set is loaded, so the ceiling cannot be checked');
-    checkCeiling(policies, registry, agent, version, entries);
+    checkCeiling(policies, registry, agent, version, entries, this.caches);
 
     // 4. The token (RFC 9068).
     const lifetime = Math.min(ACCESS_TOKEN_SECONDS, agent.credentials!.maxTokenLifetimeSeconds);
