@@ -228,6 +228,20 @@ describe('attacks on people at the admin API', () => {
     return res.body as { decision: boolean; context: { reasons: string[] } };
   }
 
+  it('a forbid in the admin layer beats the own-rule: a locked-out person cannot read even their own agents', async () => {
+    await withPolicies('@id("lock-out-alice")\n@layer("admin")\nforbid (principal == Human::"alice", action, resource);', async () => {
+      for (const url of ['/v1/agents/alices-bot', '/v1/agents/alices-bot/events', '/v1/humans/alice']) {
+        const res = await as('alice', 'GET', url);
+        expect(res.status, url).toBe(403);
+        expect(res.body).toMatchObject({ code: 'FORBIDDEN', layer: 'admin', reasons: ['lock-out-alice'], decisionCode: 'ADMIN_DENIED' });
+        expect((await adminRecords()).at(-1)).toMatchObject({ decision: false, reasons: ['lock-out-alice'], request: { action: { name: 'admin:read' } } });
+      }
+    });
+    // Without the forbid, her own is hers again.
+    expect((await as('alice', 'GET', '/v1/humans/alice')).status).toBe(200);
+    expect((await adminRecords()).at(-1)).toMatchObject({ decision: true, reasons: ['own:self'] });
+  });
+
   it('the admin layer and the decision layers do not reach each other; an admin template is refused', async () => {
     expect((await node.api('POST', '/v1/agents', agentBody({ id: 'iso-bot', groups: ['finance'], ceiling: { template: 'ceiling-folder', values: { '?resource': folder('invoices') } } }))).status).toBe(201);
     expect((await node.api('POST', '/v1/agents/iso-bot/authorize', { grants: [] })).status).toBe(200);
