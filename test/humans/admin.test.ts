@@ -371,4 +371,30 @@ describe('attacks on people at the admin API', () => {
     for (let i = 0; i < 10; i++) cache.set(VerifiedTokenCache.key(`t${i}`, 'human', 0), { sub: 'alice' }, Date.now() + 60_000);
     expect(cache.size).toBe(3);
   });
+
+  it('every write made with the operator token is marked break-glass', async () => {
+    const marked = { actor: 'operator', breakGlass: true };
+    expect((await node.api('POST', '/v1/groups', { id: 'bg-group', parents: [] })).status).toBe(201);
+    expect((await lastEvent()).metadata).toMatchObject(marked);
+    expect((await node.api('POST', '/v1/humans', { id: 'bg-human', email: 'bg@example.com', groups: ['bg-group'] })).status).toBe(201);
+    expect((await lastEvent()).metadata).toMatchObject(marked);
+    expect((await node.api('PUT', '/v1/policy-set', await current())).status).toBe(200);
+    expect((await lastEvent()).metadata).toMatchObject(marked);
+    expect((await node.api('POST', '/v1/agents/discover', { id: 'bg-found', source: 's', fingerprint: 'f' })).status).toBe(201);
+    expect((await lastEvent()).metadata).toMatchObject(marked);
+    expect((await node.api('POST', '/v1/agents', agentBody({ id: 'bg-bot', owner: 'bg-human', groups: [] }))).status).toBe(201);
+    expect((await lastEvent()).metadata).toMatchObject(marked);
+    const kill = await node.api('POST', '/v1/kill-switch', { scope: { owner: 'bg-human' }, mode: 'immediate', reason: 'drill' });
+    expect(kill.body.revoked).toEqual(['bg-bot']);
+    expect((await lastEvent()).metadata).toMatchObject({ actor: 'operator:kill-switch', breakGlass: true });
+    // Revoking one Leash token with the operator token (RFC 7009) is a write the operator token made too.
+    const { issuer } = (await node.api('GET', '/.well-known/oauth-authorization-server', undefined, {}, null)).body;
+    const iat = Math.floor(Date.now() / 1000);
+    const leashToken = await node.signer.sign({ iss: issuer, aud: 'leash', sub: 'iso-bot', client_id: 'iso-bot', iat, exp: iat + 120, jti: crypto.randomUUID() });
+    const revoked = await node.api('POST', '/oauth/revoke', `token=${leashToken}`, { 'content-type': 'application/x-www-form-urlencoded' });
+    expect(revoked.status, JSON.stringify(revoked.body)).toBe(200);
+    const last = await lastEvent();
+    expect(last.type).toBe('TokenRevoked');
+    expect(last.metadata).toMatchObject(marked);
+  });
 });
