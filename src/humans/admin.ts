@@ -69,9 +69,10 @@ function ownRule(registry: RegistryState, human: string, ask: AdminAsk): string 
 }
 
 export function decideAdmin(policies: CompiledPolicySet | null, registry: RegistryState, human: string, ask: AdminAsk): AdminDecision {
+  // The own-rule stands in for a permit, no more: an admin forbid still wins over it.
   const own = ownRule(registry, human, ask);
-  if (own) return { allow: true, reasons: [own], code: null };
-  if (!policies) return { allow: false, reasons: [], code: 'NO_POLICY_SET' };
+  const ownAllow: AdminDecision | null = own ? { allow: true, reasons: [own], code: null } : null;
+  if (!policies) return ownAllow ?? { allow: false, reasons: [], code: 'NO_POLICY_SET' };
   const H: EntityUid = { type: 'Human', id: human };
   let result;
   try {
@@ -79,9 +80,11 @@ export function decideAdmin(policies: CompiledPolicySet | null, registry: Regist
     result = preparsed(policies, policies.adminPreparsedId, H, { action: actionUid(`admin:${ask.verb}`), resource: ask.resource, context: {}, entities: [...entities.values()] }, true);
   } catch (err) {
     // The schema does not declare this admin action for a human and this resource: no policy can allow it.
-    if (err instanceof LeashError && err.code === 'VALIDATION_FAILED') return { allow: false, reasons: [], code: 'ADMIN_ACTION_UNDECLARED' };
+    if (err instanceof LeashError && err.code === 'VALIDATION_FAILED') return ownAllow ?? { allow: false, reasons: [], code: 'ADMIN_ACTION_UNDECLARED' };
     throw err;
   }
+  // Nothing forbade it (no satisfied forbid, none that failed to evaluate): what is one's own is allowed.
+  if (ownAllow && (result.allow || (result.reasons.length === 0 && !result.errored))) return ownAllow;
   if (result.allow) return { allow: true, reasons: result.reasons, code: null };
   return { allow: false, reasons: result.reasons, code: result.errored ? 'POLICY_EVALUATION_ERROR' : 'ADMIN_DENIED' };
 }

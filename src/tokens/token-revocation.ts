@@ -171,7 +171,7 @@ export class TokenRevocation {
   private async append(claims: Claims, revokedBy: string, now: Date): Promise<number> {
     const jti = claims.jti as string;
     try {
-      const result = await this.deps.commands.handle(revokedTokenAggregate, jti, { type: 'RevokeToken', data: { jti, exp: claims.exp!, revokedBy }, metadata: { now } }, { now, actor: revokedBy });
+      const result = await this.deps.commands.handle(revokedTokenAggregate, jti, { type: 'RevokeToken', data: { jti, exp: claims.exp!, revokedBy }, metadata: { now } }, { now, actor: revokedBy, ...(revokedBy === 'operator' ? { breakGlass: true } : {}) });
       return result.position;
     } catch (err) {
       // Revoked by another call a moment ago (perhaps on another node): fenced at that revocation's position.
