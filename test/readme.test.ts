@@ -113,6 +113,8 @@ describe('the README', () => {
       [false, 'details', 'DETAILS_NOT_COVERING'],
       [false, 'agent', null],
       [false, 'token', 'DELEGATION_CHAIN_BROKEN'], // its parent suspended
+      [true, 'all', null], // acting for carol, within her grant
+      [false, 'details', 'DETAILS_NOT_COVERING'],
     ]);
     // The token endpoint answered curl too, and the exchange put the parent above the sub-agent.
     expect(stdout).toMatch(/^\{"access_token":"[\w-]+\.[\w-]+\.[\w-]+","token_type":"Bearer","expires_in":\d+,"authorization_details":\[/m);
@@ -121,13 +123,14 @@ describe('the README', () => {
     // A person's admin call: alice refused by the admin policies, sam (security) allowed and named.
     expect(stdout).toMatch(/"code":"FORBIDDEN".*"layer":"admin"/);
     expect(stdout).toMatch(/"actor": "human:sam"/);
+    expect(stdout).toMatch(/^\{"id":"[0-9a-f-]{36}","human":"carol","agent":"summary-bot",.*"status":"active","consentedBy":"human:carol"/m);
     // No token for more than the ceiling: the CLI says why, and the block goes on.
     expect(stdout).toMatch(/^refused$/m);
     expect(stderr).toMatch(/leash: invalid_authorization_details: /);
     expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
     expect(decisions[7]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
     expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
-    expect(stdout).toMatch(/all 9 came out the same/);
+    expect(stdout).toMatch(/all 11 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
   }, 300_000);

@@ -125,9 +125,10 @@ async function decideLayers(
   const agent = recordOf(token.actingAgent)!;
   base.claims = token.claims;
   // The chain above it, whom it acts for, and that human (shared with introspection).
-  const refusal = delegationRefusal(token, view);
+  const refusal = delegationRefusal(token, view, now);
   if (refusal) return deny('token', refusal);
-  const humanId = agent.owner!;
+  // The human the agent acts for: its owner, or the one whose grant the token layer found.
+  const humanId = token.onBehalfOf ?? agent.owner!;
   if (!policies) return deny('policy-set', 'NO_POLICY_SET');
 
   const aliases = policies.source.aliases ?? {};

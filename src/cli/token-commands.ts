@@ -120,17 +120,25 @@ token
 
 token
   .command('exchange')
-  .description('get a token for a sub-agent (RFC 8693 token exchange): the parent hands on part of its Leash token; both sign an assertion with their own key')
-  .option('--key <file>', 'the parent agent\'s private JWK file; required')
-  .option('--agent <id>', 'the parent agent (the client); required')
-  .option('--subject-token <token>', 'the parent\'s Leash access token; required')
-  .option('--actor <id>', 'the sub-agent; required')
-  .option('--actor-key <file>', 'the sub-agent\'s private JWK file (signs the actor token); required')
-  .option('--details <json>', 'authorization_details for the sub-agent\'s token, within the parent\'s token and the sub-agent\'s ceiling; required')
+  .description('token exchange (RFC 8693): a token for a sub-agent (the parent hands on part of its Leash token; both sign an assertion with their own key), or with --grant a token acting for the human who granted the agent')
+  .option('--key <file>', 'the (parent) agent\'s private JWK file; required')
+  .option('--agent <id>', 'the (parent) agent, the client; required')
+  .option('--subject-token <token>', 'the parent\'s Leash access token (a sub-agent\'s token)')
+  .option('--actor <id>', 'the sub-agent (a sub-agent\'s token)')
+  .option('--actor-key <file>', 'the sub-agent\'s private JWK file, which signs the actor token (a sub-agent\'s token)')
+  .option('--grant <id>', 'instead: the id of a human\'s grant to --agent; the token acts for that human')
+  .option('--details <json>', 'authorization_details for the new token, within the parent\'s token (or the grant) and the ceiling of the agent that carries it; required')
   .option('--resource <uri>', 'the token\'s audience (RFC 8707)')
   .option(urlOption, urlHelp)
-  .action(async (flags: { key?: string; agent?: string; details?: string; subjectToken?: string; actor?: string; actorKey?: string; resource?: string; url?: string }) => {
+  .action(async (flags: { key?: string; agent?: string; details?: string; subjectToken?: string; actor?: string; actorKey?: string; grant?: string; resource?: string; url?: string }) => {
     const { key, agent, details } = tokenFlags(flags);
+    if (flags.grant !== undefined) {
+      if (flags.subjectToken !== undefined || flags.actor !== undefined || flags.actorKey !== undefined) throw new Error('--grant exchanges a grant: no --subject-token, --actor or --actor-key');
+      const base = baseUrl(flags);
+      const { grantToken } = await import('../tokens/request.ts');
+      printToken(await reaching(base, () => grantToken({ base, privateJwk: key, agent, details, grant: flags.grant!, ...(flags.resource ? { resource: flags.resource } : {}) })));
+      return;
+    }
     const missing = (['subjectToken', 'actor', 'actorKey'] as const).filter((k) => flags[k] === undefined);
     if (missing.length > 0) throw new Error(`required: ${missing.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
     const base = baseUrl(flags);

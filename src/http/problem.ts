@@ -19,6 +19,7 @@ const titles: Record<ErrorCode, string> = {
   NOT_FOUND: 'No such resource',
   AGENT_NOT_FOUND: 'No such agent',
   HUMAN_NOT_FOUND: 'No such human',
+  GRANT_NOT_FOUND: 'No such grant',
   GROUP_NOT_FOUND: 'No such group',
   METHOD_NOT_ALLOWED: 'Method not allowed',
   INVALID_TRANSITION: 'The agent cannot make this transition',
@@ -32,6 +33,7 @@ const titles: Record<ErrorCode, string> = {
   INVALID_TEMPLATE_LINK: 'The template link does not fit its template',
   IDEMPOTENCY_KEY_REUSED: 'Idempotency-Key reused for another request',
   POLICY_INVALID: 'The policy set is not valid',
+  LIMIT_EXCEEDED: 'A limit is reached',
   NOT_READY: 'This node is not ready',
   INTERNAL: 'Internal error',
 };

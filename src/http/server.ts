@@ -25,6 +25,7 @@ import { authzenRoutes } from './routes/authzen.ts';
 import { policyRoutes } from './routes/policy-set.ts';
 import { healthRoutes } from './routes/health.ts';
 import { oauthRoutes } from './routes/oauth.ts';
+import { grantRoutes } from './routes/grants.ts';
 import { principalRoutes } from './routes/principals.ts';
 
 export interface ServerDeps {
@@ -138,6 +139,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
 
   await app.register(healthRoutes, deps);
   await app.register(principalRoutes, deps);
+  await app.register(grantRoutes, deps);
   await app.register(agentRoutes, deps);
   await app.register(policyRoutes, deps);
   await app.register(authzenRoutes, deps);

@@ -57,13 +57,15 @@ export interface AdminDecision {
 }
 
 /**
- * What is a human's own without any policy: themselves, and the agents they own, to look at.
- * (Granting and revoking their own delegations, and answering approvals addressed to them, join
- * this list as those calls are built.)
+ * What is a human's own without any policy: to look at themselves (their grants too) and the
+ * agents they own, and to give and withdraw their own grants. (Answering approvals addressed to
+ * them joins this list as approvals are built.)
  */
 function ownRule(registry: RegistryState, human: string, ask: AdminAsk): string | null {
+  const self = ask.resource.type === 'Human' && ask.resource.id === human;
+  if (self && (ask.verb === 'grant' || ask.verb === 'revoke-grant')) return 'own:grants';
   if (ask.verb !== 'read') return null;
-  if (ask.resource.type === 'Human' && ask.resource.id === human) return 'own:self';
+  if (self) return 'own:self';
   if (ask.resource.type === 'Agent' && registry.agents.get(ask.resource.id)?.record.owner === human) return 'own:agent';
   return null;
 }

@@ -1,16 +1,24 @@
 import { LeashError } from '../errors.ts';
 import { assertNever, type CommandMetadata } from './agent.ts';
+import { decideGrant, evolveGrants, type GrantEvent, type GrantRecord } from './grants.ts';
 
-// Humans and groups: registered through the same log as agents, one stream each.
+// Humans and groups: registered through the same log as agents, one stream each. A human's
+// stream also holds the grants they give agents (grants.ts).
 
-export type HumanEvent = { type: 'HumanRegistered'; data: { id: string; email: string; groups: string[]; displayName?: string } };
-export type HumanCommand = { type: 'RegisterHuman'; data: HumanEvent['data']; metadata: CommandMetadata };
+type HumanRegistered = { type: 'HumanRegistered'; data: { id: string; email: string; groups: string[]; displayName?: string } };
+export type HumanEvent = HumanRegistered | GrantEvent;
+export type HumanCommand =
+  | { type: 'RegisterHuman'; data: HumanRegistered['data']; metadata: CommandMetadata }
+  | { type: 'GrantDelegation'; data: Extract<GrantEvent, { type: 'DelegationGranted' }>['data']; metadata: CommandMetadata }
+  | { type: 'RevokeDelegation'; data: Extract<GrantEvent, { type: 'DelegationRevoked' }>['data']; metadata: CommandMetadata };
 export interface HumanRecord {
   id: string;
   email: string;
   groups: string[];
   displayName?: string;
   createdAt: string;
+  /** On-behalf-of grants, oldest first (absent: none). */
+  grants?: GrantRecord[];
 }
 export type HumanState = { status: 'none' } | ({ status: 'registered' } & HumanRecord);
 
@@ -32,17 +40,27 @@ export function decideHuman(command: HumanCommand, state: HumanState): HumanEven
     case 'RegisterHuman':
       if (state.status !== 'none') throw new LeashError('ALREADY_EXISTS', `human ${state.id} is already registered`, { currentState: state.status });
       return [{ type: 'HumanRegistered', data: command.data }];
+    case 'GrantDelegation':
+    case 'RevokeDelegation': {
+      if (state.status === 'none') throw new LeashError('HUMAN_NOT_FOUND', 'no such human');
+      const event: GrantEvent = command.type === 'GrantDelegation' ? { type: 'DelegationGranted', data: command.data } : { type: 'DelegationRevoked', data: command.data };
+      return decideGrant(state.grants ?? [], state.id, event);
+    }
     default:
-      return assertNever(command.type);
+      return assertNever(command);
   }
 }
 
-export function evolveHuman(_state: HumanState, event: HumanEvent, at: Date): HumanState {
+export function evolveHuman(state: HumanState, event: HumanEvent, at: Date): HumanState {
   switch (event.type) {
     case 'HumanRegistered':
       return { status: 'registered', ...event.data, createdAt: at.toISOString() };
+    case 'DelegationGranted':
+    case 'DelegationRevoked':
+      if (state.status === 'none') return state;
+      return { ...state, grants: evolveGrants(state.grants ?? [], event, at) };
     default:
-      return assertNever(event.type);
+      return assertNever(event);
   }
 }
 

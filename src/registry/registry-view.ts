@@ -49,6 +49,13 @@ export class RegistryView implements RegistryState {
   readonly humans = new Map<string, Versioned<HumanRecord>>();
   readonly groups = new Map<string, Versioned<GroupRecord>>();
   private readonly agentListeners = new Set<(id: string) => void>();
+  /** Whose each grant is, by grant id (a token exchange names a grant by its id alone). */
+  private readonly grantHolders = new Map<string, string>();
+
+  /** The human who gave the grant with this id, if any did. */
+  grantHolder(grantId: string): string | undefined {
+    return this.grantHolders.get(grantId);
+  }
 
   /** Called with an agent's id after each event of its stream is folded. */
   onAgentChange(listener: (id: string) => void): () => void {
@@ -69,6 +76,7 @@ export class RegistryView implements RegistryState {
       }
       case humanAggregate.streamType:
         foldPrincipal(this.humans, humanAggregate, id, e, humanEntity);
+        if (e.type === 'DelegationGranted') this.grantHolders.set((e.data as { id: string }).id, id);
         break;
       case groupAggregate.streamType:
         foldPrincipal(this.groups, groupAggregate, id, e, groupEntity);

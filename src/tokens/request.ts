@@ -66,6 +66,16 @@ export async function exchangeToken(r: ExchangeRequest): Promise<TokenAnswer> {
   });
 }
 
+/** A token for a human's grant: the agent it was granted to exchanges the grant's id (no actor token). */
+export async function grantToken(r: TokenRequest & { grant: string }): Promise<TokenAnswer> {
+  return postForm(tokenEndpoint(r.base), {
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    client_assertion_type: ASSERTION_TYPE, client_assertion: await clientAssertion(r.base, r.agent, r.privateJwk),
+    subject_token: r.grant, subject_token_type: 'urn:leash:params:oauth:token-type:grant',
+    authorization_details: JSON.stringify(r.details), ...(r.resource ? { resource: r.resource } : {}),
+  });
+}
+
 /** What Leash says of a token (RFC 7662), asked with a PEP or operator token. */
 export async function introspectToken(base: string, bearer: string, token: string): Promise<Record<string, unknown>> {
   return postForm(new URL('/oauth/introspect', base).toString(), { token }, { authorization: `Bearer ${bearer}` });

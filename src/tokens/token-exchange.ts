@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { DELEGATE_ACTION, delegateDecision, uncoveredPair } from '../authz/delegation.ts';
 import type { DecisionCaches } from '../authz/decision-caches.ts';
-import { detailsOf } from '../authz/details.ts';
+import { detailsOf, type CedarDetail } from '../authz/details.ts';
 import { entitiesFor, entityKey } from '../authz/engine.ts';
 import { isLeashError } from '../errors.ts';
+import type { AgentRecord } from '../registry/agent.ts';
+import { GRANT_TOKEN_TYPE, grantExchange } from './grant-exchange.ts';
 import { ACCESS_TOKEN_SECONDS } from './node-signer.ts';
 import { OAuthError } from './oauth-error.ts';
 import { checkCeiling, readDetails } from './requested-details.ts';
@@ -44,7 +46,8 @@ export function refuseInactiveClient({ record }: Authenticated): void {
  * recorded decision (layer `delegation`), and a token leaves only once its record is durable.
  */
 export async function exchange(party: ExchangeParty, form: TokenForm, now: Date): Promise<TokenResponse> {
-  if (form.subject_token_type !== ACCESS_TOKEN_TYPE) throw new OAuthError('invalid_request', `subject_token_type must be ${ACCESS_TOKEN_TYPE}`);
+  if (form.subject_token_type === GRANT_TOKEN_TYPE) return grantExchange(party, form, now);
+  if (form.subject_token_type !== ACCESS_TOKEN_TYPE) throw new OAuthError('invalid_request', `subject_token_type must be ${ACCESS_TOKEN_TYPE} (a parent's token) or ${GRANT_TOKEN_TYPE} (a human's grant)`);
   if (form.subject_token === undefined || form.subject_token.length === 0) throw new OAuthError('invalid_request', 'subject_token is required');
   if (form.actor_token_type !== JWT_TOKEN_TYPE) throw new OAuthError('invalid_request', `actor_token_type must be ${JWT_TOKEN_TYPE}`);
   if (form.actor_token === undefined || form.actor_token.length === 0) throw new OAuthError('invalid_request', 'actor_token is required: the sub-agent\'s own signed assertion');
@@ -110,33 +113,9 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   if (!decided.result.allow) throw grant(decided.result.errored ? 'POLICY_EVALUATION_ERROR' : 'DELEGATION_DENIED', `no policy lets the client delegate to this agent (Action::"${DELEGATE_ACTION}")`);
 
   // 4. What for: exactly what was asked, within A's token and within B's ceiling (refused whole, never narrowed).
-  let entries: unknown[];
-  try {
-    entries = readDetails(form.authorization_details);
-  } catch (err) {
-    if (err instanceof OAuthError) throw details('DETAILS_MALFORMED', err.description);
-    throw err;
-  }
-  const requested = detailsOf(entries);
   const held = detailsOf(subject.claims.authorization_details);
-  if (!requested.ok) throw details('DETAILS_MALFORMED', requested.detail);
   if (!held.ok) throw grant(held.code, 'the subject_token\'s authorization_details cannot be read');
-  const targets = requested.details.map((d) => ({ uid: d.resource ?? d.resourceIn! }));
-  let entities;
-  try {
-    entities = entitiesFor(registry, targets, undefined);
-  } catch (err) {
-    if (isLeashError(err)) throw details('DETAILS_MALFORMED', err.message);
-    throw err;
-  }
-  const missing = uncoveredPair(held.details, requested.details, entities);
-  if (missing) throw details('DETAILS_BEYOND_SUBJECT_TOKEN', `the subject_token does not cover ${missing.action} on ${entityKey(missing.target)}; the request is refused whole, never narrowed`);
-  try {
-    checkCeiling(policies, registry, B, child.version, entries, party.caches);
-  } catch (err) {
-    if (err instanceof OAuthError) throw details('DETAILS_BEYOND_CEILING', `${err.description} (the sub-agent's ceiling)`);
-    throw err;
-  }
+  const entries = requestedWithin(party, form.authorization_details, { held: held.details, heldBy: 'the subject_token', code: 'DETAILS_BEYOND_SUBJECT_TOKEN' }, B, child.version, 'the sub-agent\'s ceiling');
 
   // 5. The token: the human as sub, B acting, A's chain above it; never outliving A's token.
   const audience = party.audienceOf(form.resource);
@@ -151,6 +130,44 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   if (token.length > MAX_TOKEN_CHARS) throw details('DETAILS_MALFORMED', 'authorization_details is too large for a token');
   out.issued = { jti: claims.jti, exp };
   return { access_token: token, token_type: 'Bearer', expires_in: Math.max(0, exp - iat), authorization_details: entries, issued_token_type: ACCESS_TOKEN_TYPE };
+}
+
+/**
+ * The details asked for, exactly: every entry within what is held (a parent's token, a grant),
+ * and within the ceiling of the agent that will carry the token. Refused whole, never narrowed.
+ */
+export function requestedWithin(
+  party: ExchangeParty, raw: string | undefined, holding: { held: CedarDetail[]; heldBy: string; code: string }, agent: AgentRecord, version: number, whose: string,
+): unknown[] {
+  const { registry } = party.deps;
+  const details = (code: string, why: string) => new OAuthError('invalid_authorization_details', why, code);
+  let entries: unknown[];
+  try {
+    entries = readDetails(raw);
+  } catch (err) {
+    if (err instanceof OAuthError) throw details('DETAILS_MALFORMED', err.description);
+    throw err;
+  }
+  const requested = detailsOf(entries);
+  if (!requested.ok) throw details('DETAILS_MALFORMED', requested.detail);
+  let entities;
+  try {
+    entities = entitiesFor(registry, requested.details.map((d) => ({ uid: d.resource ?? d.resourceIn! })), undefined);
+  } catch (err) {
+    if (isLeashError(err)) throw details('DETAILS_MALFORMED', err.message);
+    throw err;
+  }
+  const missing = uncoveredPair(holding.held, requested.details, entities);
+  if (missing) throw details(holding.code, `${holding.heldBy} does not cover ${missing.action} on ${entityKey(missing.target)}; the request is refused whole, never narrowed`);
+  const policies = party.deps.policies();
+  if (!policies) throw new OAuthError('temporarily_unavailable', 'no policy set is loaded, so the ceiling cannot be checked');
+  try {
+    checkCeiling(policies, registry, agent, version, entries, party.caches);
+  } catch (err) {
+    if (err instanceof OAuthError) throw details('DETAILS_BEYOND_CEILING', `${err.description} (${whose})`);
+    throw err;
+  }
+  return entries;
 }
 
 /**

@@ -101,7 +101,7 @@ export class TokenRevocation {
       const { registry } = this.deps;
       const checked = await this.deps.verify(token, acting.acting, (id) => registry.agents.get(id), now);
       // Quarantined: every decision is a deny. Grace: decisions still allow (and say so), so it is active.
-      if (!checked.ok || checked.standing === 'quarantined' || delegationRefusal(checked, registry) !== null) return inactive;
+      if (!checked.ok || checked.standing === 'quarantined' || delegationRefusal(checked, registry, now) !== null) return inactive;
       const shown: Record<string, unknown> = {};
       for (const name of SHOWN) if (checked.claims[name] !== undefined) shown[name] = checked.claims[name];
       return { active: true, ...shown, token_type: 'Bearer' };

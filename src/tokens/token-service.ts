@@ -4,7 +4,7 @@ import type { DecisionLog } from '../audit/decision-log.ts';
 import { DecisionCaches } from '../authz/decision-caches.ts';
 import type { CompiledPolicySet } from '../authz/policy-set.ts';
 import type { AgentRecord } from '../registry/agent.ts';
-import type { RegistryState } from '../registry/registry-view.ts';
+import type { RegistryState, RegistryView } from '../registry/registry-view.ts';
 import { claimAssertionJti, pruneAssertionJtis } from '../store/assertion-jtis.ts';
 import type { Database } from '../store/events.table.ts';
 import { ASSERTION_TYPE, verifyClientAssertion } from './client-assertion.ts';
@@ -41,7 +41,8 @@ export interface TokenServiceDeps {
   tokenEndpoint: string;
   /** `aud` when the request names no `resource` (LEASH_TOKEN_AUDIENCE). */
   defaultAudience: string;
-  registry: RegistryState;
+  /** The registry, and who holds each grant (for a grant's token exchange). */
+  registry: RegistryState & Pick<RegistryView, 'grantHolder'>;
   policies: () => CompiledPolicySet | null;
   db: Kysely<Database>;
   signer: NodeSigner;

@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readDecisions } from '../../src/audit/decision-log.ts';
 import { replay } from '../../src/audit/replay.ts';
@@ -9,26 +9,20 @@ import { PostgresSource } from '../../src/audit/source.ts';
 import { humanTokenVerifier, readJwksFile } from '../../src/humans/human-tokens.ts';
 import type { RegistryState } from '../../src/registry/registry-view.ts';
 import { VerifiedTokenCache } from '../../src/tokens/token-cache.ts';
+import { PEOPLE_AUDIENCE, PEOPLE_ISSUER, peopleJwksFile, peoplePins, personToken } from '../support/people.ts';
 import { ADMIN_TOKEN, PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
 // People at the admin API: tokens from the organisation's identity provider (here a local key
 // pair, as the embedded demo uses), each call decided by the example admin policies in cedar/
 // and recorded; the operator token still works, as break-glass.
 
-const ISSUER = 'https://idp.example/people';
-const AUDIENCE = 'leash-admin';
+const ISSUER = PEOPLE_ISSUER;
+const AUDIENCE = PEOPLE_AUDIENCE;
+const humanToken = personToken;
+const peopleJwks = peopleJwksFile;
 
 let node: TestNode;
-let idpKey: CryptoKey;
 let otherKey: CryptoKey;
-let peopleJwks: string;
-
-async function humanToken(sub: string, claims: JWTPayload = {}, o: { key?: CryptoKey; alg?: string; kid?: string } = {}): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ iss: ISSUER, aud: AUDIENCE, sub, iat: now, exp: now + 300, ...claims })
-    .setProtectedHeader({ alg: o.alg ?? 'ES256', kid: o.kid ?? 'people-1' })
-    .sign(o.key ?? idpKey);
-}
 
 /** An admin call with a person's token. */
 const as = async (human: string, method: string, url: string, body?: unknown) => node.api(method, url, body, {}, await humanToken(human));
@@ -37,14 +31,8 @@ const adminRecords = async () => (await readDecisions(node.connection.db, 0, 100
 const lastEvent = async () => (await node.store.readAll(0, 1_000_000)).at(-1)!;
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'leash-humans-'));
-  const pair = await generateKeyPair('ES256', { extractable: true });
-  idpKey = pair.privateKey;
   otherKey = (await generateKeyPair('ES256')).privateKey;
-  const jwksFile = join(dir, 'people.jwks.json');
-  peopleJwks = jwksFile;
-  writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(pair.publicKey)), alg: 'ES256', kid: 'people-1' }] }));
-  node = await startTestNode({ kind: 'pglite', dataDir: null }, { humanPins: { issuer: ISSUER, audience: AUDIENCE, algorithms: ['ES256'], jwks: { file: jwksFile } } });
+  node = await startTestNode({ kind: 'pglite', dataDir: null }, { humanPins: peoplePins });
   await seedPrincipals(node);
   for (const [url, body] of [
     ['/v1/groups', { id: 'security', parents: [] }],

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { exportJWK, generateKeyPair } from 'jose';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import type { Backend } from '../../src/store/connect.ts';
 import { startNode, type LeashNode, type NodeOptions } from '../../src/node.ts';
 
@@ -82,4 +82,18 @@ export async function seedPrincipals(node: TestNode): Promise<void> {
     const res = await node.api('POST', url, body);
     if (res.status !== 201) throw new Error(`seeding ${url} failed: ${JSON.stringify(res.body)}`);
   }
+}
+
+/** A test node listening on a free loopback port, and its base URL. */
+export async function listeningNode(backend: Backend, options: Parameters<typeof startTestNode>[1] = {}): Promise<{ node: TestNode; url: string }> {
+  const node = await startTestNode(backend, options);
+  await node.app.listen({ port: 0, host: '127.0.0.1' });
+  return { node, url: `http://127.0.0.1:${(node.app.server.address() as { port: number }).port}` };
+}
+
+/** A one-minute client assertion by `agent` (signed with `agentPrivateKey`, kid k1) for Leash's default issuer. */
+export async function clientAssertionOf(agent: string, audience = 'http://127.0.0.1:8080'): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(agent).setSubject(agent).setAudience(audience)
+    .setIssuedAt(now).setExpirationTime(now + 60).sign(agentPrivateKey);
 }

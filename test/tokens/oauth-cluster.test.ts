@@ -1,8 +1,8 @@
-import { decodeJwt, decodeProtectedHeader, SignJWT } from 'jose';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Backend } from '../../src/store/connect.ts';
 import { freshPostgres } from '../support/backends.ts';
-import { ADMIN_TOKEN, PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { ADMIN_TOKEN, PEP_TOKEN, agentBody, clientAssertionOf, seedPrincipals, listeningNode, type TestNode } from '../support/node.ts';
 
 // Leash's tokens across a cluster, on the real PostgreSQL and nats-server: two nodes that
 // each sign with a key of their own, a replay table they share, and a node that restarts.
@@ -17,17 +17,12 @@ let n2: TestNode;
 const urls = new Map<TestNode, string>();
 
 const start = async (nodeId: string) => {
-  const node = await startTestNode(backend, { nodeId, natsUrl: inject('natsUrl') });
-  await node.app.listen({ port: 0, host: '127.0.0.1' });
-  urls.set(node, `http://127.0.0.1:${(node.app.server.address() as { port: number }).port}`);
+  const { node, url } = await listeningNode(backend, { nodeId, natsUrl: inject('natsUrl') });
+  urls.set(node, url);
   return node;
 };
 
-async function assertion(agent: string): Promise<string> {
-  const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(agent).setSubject(agent).setAudience(ISSUER)
-    .setIssuedAt(now).setExpirationTime(now + 60).sign(agentPrivateKey);
-}
+const assertion = (agent: string) => clientAssertionOf(agent);
 
 async function token(node: TestNode, clientAssertion: string) {
   const res = await fetch(`${urls.get(node)}/oauth/token`, {

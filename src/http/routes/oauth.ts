@@ -3,6 +3,7 @@ import { Type } from 'typebox';
 import { isLeashError } from '../../errors.ts';
 import { pinnableAlgorithms } from '../../tokens/pins.ts';
 import { OAuthError } from '../../tokens/oauth-error.ts';
+import { GRANT_TOKEN_TYPE } from '../../tokens/grant-exchange.ts';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE } from '../../tokens/token-exchange.ts';
 import { CLIENT_CREDENTIALS, TOKEN_EXCHANGE, TokenService, type TokenForm } from '../../tokens/token-service.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -42,7 +43,7 @@ const TokenFormBody = Type.Object(
     authorization_details: Type.Optional(Type.String({ description: 'JSON array of leash:cedar entries (RFC 9396); required' })),
     resource: Type.Optional(Type.String({ description: 'an absolute URI (RFC 8707): the token\'s aud; default LEASH_TOKEN_AUDIENCE' })),
     subject_token: Type.Optional(Type.String({ description: `token exchange: the client's own Leash access token` })),
-    subject_token_type: Type.Optional(Type.String({ description: `token exchange: ${ACCESS_TOKEN_TYPE}` })),
+    subject_token_type: Type.Optional(Type.String({ description: `token exchange: ${ACCESS_TOKEN_TYPE} (a parent agent's token) or ${GRANT_TOKEN_TYPE} (a human's grant id)` })),
     actor_token: Type.Optional(Type.String({ description: 'token exchange: a client assertion signed by the sub-agent\'s key (iss = sub = the sub-agent, the same rules as client_assertion, its jti used once)' })),
     actor_token_type: Type.Optional(Type.String({ description: `token exchange: ${JWT_TOKEN_TYPE}` })),
   },

@@ -2,6 +2,7 @@ import type { FastifyReply } from 'fastify';
 import { Type } from 'typebox';
 import type { CommandResult } from '../../service/command-handler.ts';
 import { LeashError } from '../../errors.ts';
+import type { HumanRecord } from '../../registry/principals.ts';
 import { groupAggregate, humanAggregate } from '../../registry/streams.ts';
 import { GroupBody, GroupView, HumanBody, HumanView, IdParams, Problem, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -16,6 +17,12 @@ function created<R extends object>(reply: FastifyReply, result: CommandResult<{ 
   void reply.status(201).header('etag', etag(result.version)).header('location', location);
   if (result.replayed) void reply.header('idempotent-replayed', 'true');
   return { ...record, version: result.version };
+}
+
+/** A human as the API shows them: their grants are listed at /v1/humans/{id}/grants. */
+function humanView(record: HumanRecord, version: number) {
+  const { grants: _grants, ...rest } = record;
+  return { ...rest, version };
 }
 
 const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem, 412: Problem, 413: Problem, 422: Problem };
@@ -38,14 +45,14 @@ export async function principalRoutes(app: App, deps: ServerDeps): Promise<void>
   });
 
   app.get('/v1/humans', { config: { access: 'operator', admin: adminOn.leash('list', 'humans') }, schema: { tags: ['humans'], response: { 200: Type.Object({ humans: Type.Array(HumanView) }), 401: Problem } } }, async () => ({
-    humans: [...view.humans.values()].map((h) => ({ ...h.record, version: h.version })).sort((a, b) => (a.id < b.id ? -1 : 1)),
+    humans: [...view.humans.values()].map((h) => humanView(h.record, h.version)).sort((a, b) => (a.id < b.id ? -1 : 1)),
   }));
 
   app.get('/v1/humans/:id', { config: { access: 'operator', admin: adminOn.param('read', 'Human') }, schema: { tags: ['humans'], params: IdParams, response: { 200: HumanView, ...errors } } }, async (request, reply) => {
     const found = view.humans.get(request.params.id);
     if (!found) throw new LeashError('HUMAN_NOT_FOUND', `no human ${request.params.id}`);
     void reply.header('etag', etag(found.version));
-    return { ...found.record, version: found.version };
+    return humanView(found.record, found.version);
   });
 
   app.post('/v1/groups', { config: { access: 'operator', admin: adminOn.leash('create-group', 'groups') }, schema: { tags: ['groups'], body: GroupBody, headers: WriteHeaders, response: { 201: GroupView, ...errors } } }, async (request, reply) => {

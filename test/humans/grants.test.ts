@@ -1,0 +1,211 @@
+import { decodeJwt, SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { readDecisions } from '../../src/audit/decision-log.ts';
+import { replay } from '../../src/audit/replay.ts';
+import { PostgresSource } from '../../src/audit/source.ts';
+import type { Backend } from '../../src/store/connect.ts';
+import { freshPostgres } from '../support/backends.ts';
+import { PEP_TOKEN, agentBody, agentPrivateKey, clientAssertionOf, listeningNode, seedPrincipals, type TestNode } from '../support/node.ts';
+import { peoplePins, personToken } from '../support/people.ts';
+
+// On-behalf-of grants on two nodes sharing PostgreSQL and NATS: alice consents that bob's agent
+// may read invoices for her; the agent gets a token for alice by exchanging the grant, is
+// allowed within it (with alice's rights, not its owner's) and refused outside it; revoking the
+// grant on one node stops the token on the other before the call returns.
+
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const GRANT_TYPE = 'urn:leash:params:oauth:token-type:grant';
+const folder = (id: string) => ({ type: 'Folder', id });
+const readInvoices = [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('invoices') }];
+const inAnHour = () => new Date(Date.now() + 3_600_000).toISOString();
+
+let backend: Backend;
+let n1: TestNode;
+let n2: TestNode;
+const urls = new Map<TestNode, string>();
+
+const start = async (nodeId: string) => {
+  const { node, url } = await listeningNode(backend, { nodeId, natsUrl: inject('natsUrl'), humanPins: peoplePins });
+  urls.set(node, url);
+  return node;
+};
+
+const assertion = (agent: string) => clientAssertionOf(agent);
+
+async function post(node: TestNode, form: Record<string, string>) {
+  const res = await fetch(`${urls.get(node)}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form) });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+/** The grant's exchange by `agent`, asking for `details`. */
+async function forGrant(node: TestNode, grantId: string, agent = 'helper-bot', details: unknown = readInvoices, extra: Record<string, string> = {}) {
+  return post(node, {
+    grant_type: EXCHANGE, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion(agent),
+    subject_token: grantId, subject_token_type: GRANT_TYPE, authorization_details: JSON.stringify(details), ...extra,
+  });
+}
+
+async function decide(node: TestNode, agent: string, token: string, action = 'read', doc = 'inv-1', inFolder = 'invoices') {
+  const res = await node.api('POST', '/access/v1/evaluation', {
+    subject: { type: 'agent', id: agent, properties: { token } }, action: { name: action }, resource: { type: 'Document', id: doc },
+    context: { entities: [{ uid: { type: 'Document', id: doc }, attrs: {}, parents: [folder(inFolder)] }] },
+  }, {}, PEP_TOKEN);
+  return res.body as { decision: boolean; context: { layer: string; code?: string; reasons: string[] } };
+}
+
+/** A token the agent signs itself, acting for `human` (whoever signed it, a grant must cover it). */
+async function selfSigned(agent: string, human: string, details: unknown = readInvoices) {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ act: { sub: agent }, authorization_details: details, jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+    .setIssuer('https://idp.example').setAudience('leash').setSubject(human).setIssuedAt(now).setExpirationTime(now + 120).sign(agentPrivateKey);
+}
+
+const grant = async (node: TestNode, human: string, body: Record<string, unknown>, token?: string) => node.api('POST', `/v1/humans/${human}/grants`, body, {}, token);
+
+beforeAll(async () => {
+  backend = await freshPostgres();
+  n1 = await start('n1');
+  n2 = await start('n2');
+  await seedPrincipals(n1);
+  for (const [url, body] of [
+    ['/v1/humans', { id: 'bob', email: 'bob@example.com', groups: [] }],
+    ['/v1/humans', { id: 'eve', email: 'eve@example.com', groups: [] }],
+  ] as const) expect((await n1.api('POST', url, body)).status).toBe(201);
+  // bob's agent, allowed (by its ceiling and grant) to read invoices; bob himself may read nothing.
+  const ceiling = { template: 'ceiling-folder', values: { '?resource': folder('invoices') } };
+  expect((await n1.api('POST', '/v1/agents', agentBody({ id: 'helper-bot', owner: 'bob', groups: [], ceiling }))).status).toBe(201);
+  expect((await n1.api('POST', '/v1/agents', agentBody({ id: 'other-bot', owner: 'bob', groups: [], ceiling }))).status).toBe(201);
+  for (const id of ['helper-bot', 'other-bot']) {
+    expect((await n1.api('POST', `/v1/agents/${id}/authorize`, { grants: [{ template: 'grant-read-folder', values: { '?resource': folder('invoices') } }] })).status).toBe(200);
+  }
+  await n2.follower.waitFor(n1.view.position);
+});
+afterAll(async () => Promise.all([n1?.close(), n2?.close()]));
+
+describe('a human grants an agent a scope', () => {
+  it('with her own token: recorded on her stream, naming her as the one who consented; listed as active', async () => {
+    const res = await grant(n1, 'alice', { agent: 'helper-bot', authorization_details: readInvoices, expiresAt: inAnHour(), purpose: 'reconcile March' }, await personToken('alice'));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    expect(res.body).toMatchObject({ id: expect.any(String), human: 'alice', agent: 'helper-bot', authorization_details: readInvoices, status: 'active', consentedBy: 'human:alice', purpose: 'reconcile March' });
+    const events = (await n1.store.readAll(0, 1_000_000)).filter((e) => e.streamId === 'human/alice');
+    expect(events.at(-1)).toMatchObject({ type: 'DelegationGranted', metadata: { actor: 'human:alice' }, data: { id: res.body.id, agent: 'helper-bot', consentedBy: 'human:alice' } });
+    const listed = await n2.api('GET', '/v1/humans/alice/grants', undefined, {}, await personToken('alice'));
+    expect(listed.status).toBe(200);
+    expect(listed.body.grants.map((g: { id: string; status: string }) => [g.id, g.status])).toContainEqual([res.body.id, 'active']);
+    // Her grants are not part of her record as the registry shows it.
+    expect((await n1.api('GET', '/v1/humans/alice')).body).not.toHaveProperty('grants');
+  });
+
+  it('the operator may grant for her (break-glass, named); another person may not', async () => {
+    const byOperator = await grant(n1, 'alice', { agent: 'other-bot', authorization_details: readInvoices, expiresAt: inAnHour(), purpose: 'on her behalf' });
+    expect(byOperator.status).toBe(201);
+    expect(byOperator.body.consentedBy).toBe('operator');
+    const byEve = await grant(n1, 'alice', { agent: 'other-bot', authorization_details: readInvoices, expiresAt: inAnHour(), purpose: 'not hers' }, await personToken('eve'));
+    expect(byEve.status).toBe(403);
+    expect(byEve.body).toMatchObject({ code: 'FORBIDDEN', layer: 'admin' });
+  });
+
+  it('refuses a bad grant with a clear code, appending nothing', async () => {
+    const before = await n1.eventCount();
+    const good = { agent: 'helper-bot', authorization_details: readInvoices, expiresAt: inAnHour(), purpose: 'p' };
+    for (const [body, status] of [
+      [{ ...good, agent: 'no-such-bot' }, 404],
+      [{ ...good, expiresAt: new Date(Date.now() - 1000).toISOString() }, 400],
+      [{ ...good, expiresAt: new Date(Date.now() + 400 * 86_400_000).toISOString() }, 400],
+      [{ ...good, expiresAt: 'tomorrow' }, 400],
+      [{ ...good, purpose: '' }, 400],
+      [{ ...good, purpose: 'x'.repeat(501) }, 400],
+      [{ ...good, purpose: 'a\u0000b' }, 400],
+      [{ ...good, authorization_details: [] }, 400],
+      [{ ...good, authorization_details: [{ type: 'leash:cedar' }] }, 400],
+      [{ ...good, authorization_details: [{ type: 'other', actions: ['read'] }] }, 400],
+      [{ ...good, authorization_details: 'read' }, 400],
+      [{ ...good, extra: 1 }, 400],
+      [{ ...good, agent: ['helper-bot'] }, 400],
+    ] as const) {
+      const res = await grant(n1, 'alice', body as Record<string, unknown>);
+      expect(res.status, JSON.stringify(body).slice(0, 80)).toBe(status);
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    }
+    expect((await grant(n1, 'nobody', good)).status).toBe(404);
+    expect(await n1.eventCount()).toBe(before);
+  });
+});
+
+describe('tokens under a grant', () => {
+  let grantId: string;
+  beforeAll(async () => {
+    grantId = (await grant(n1, 'alice', { agent: 'helper-bot', authorization_details: readInvoices, expiresAt: inAnHour(), purpose: 'tokens' })).body.id;
+    await n2.follower.waitFor(n1.view.position);
+  });
+
+  it('the agent exchanges the grant for a token that acts for alice; within it, allowed with alice\'s rights (not its owner\'s)', async () => {
+    const res = await forGrant(n2, grantId);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const claims = decodeJwt(res.body.access_token);
+    expect(claims).toMatchObject({ sub: 'alice', act: { sub: 'helper-bot' }, client_id: 'helper-bot', leash_grant: grantId, authorization_details: readInvoices });
+    expect(claims.exp! * 1000).toBeLessThanOrEqual(Date.parse(inAnHour()));
+    expect(await decide(n1, 'helper-bot', res.body.access_token)).toMatchObject({ decision: true, context: { layer: 'all' } });
+    // Acting for bob, its owner, the same request is refused by the human layer: bob may read nothing.
+    const own = (await post(n1, { grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('helper-bot'), authorization_details: JSON.stringify(readInvoices) })).body.access_token;
+    expect(await decide(n1, 'helper-bot', own)).toMatchObject({ decision: false, context: { layer: 'human' } });
+    // Outside what it asked for: denied at the details.
+    expect(await decide(n1, 'helper-bot', res.body.access_token, 'write')).toMatchObject({ decision: false, context: { layer: 'details', code: 'DETAILS_NOT_COVERING' } });
+  });
+
+  it('the exchange is refused beyond the grant, for another agent, with an actor token, for an unknown grant; each refusal recorded', async () => {
+    const writeToo = [{ type: 'leash:cedar', actions: ['read', 'write'], resourceIn: folder('invoices') }];
+    expect(await forGrant(n1, grantId, 'helper-bot', writeToo)).toMatchObject({ status: 400, body: { error: 'invalid_authorization_details' } });
+    expect(await forGrant(n1, grantId, 'other-bot')).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    expect(await forGrant(n1, crypto.randomUUID())).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    expect(await forGrant(n1, 'x'.repeat(5_000))).toMatchObject({ status: 400, body: { error: 'invalid_request' } });
+    expect(await forGrant(n1, grantId, 'helper-bot', readInvoices, { actor_token: await assertion('other-bot'), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt' })).toMatchObject({ status: 400, body: { error: 'invalid_request' } });
+    const codes = (await readDecisions(n1.connection.db, 0, 100_000)).filter((d) => (d.request as { action?: { name?: string } }).action?.name === 'act-for').map((d) => d.code);
+    expect(codes).toEqual(expect.arrayContaining([null, 'DETAILS_BEYOND_GRANT', 'GRANT_NOT_FOUND']));
+  });
+
+  it('a token the agent signs itself is honoured for alice within the grant, and refused beyond it or for someone who granted nothing', async () => {
+    expect(await decide(n1, 'helper-bot', await selfSigned('helper-bot', 'alice'))).toMatchObject({ decision: true });
+    const payroll = [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('payroll') }];
+    expect(await decide(n1, 'helper-bot', await selfSigned('helper-bot', 'alice', payroll), 'read', 'p-1', 'payroll')).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
+    expect(await decide(n1, 'helper-bot', await selfSigned('helper-bot', 'eve'))).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
+  });
+
+  it('revoked on node 2, the grant\'s tokens are refused on node 1 from the moment the revoke answers, and the grant gives no more', async () => {
+    const own = await grant(n1, 'alice', { agent: 'helper-bot', authorization_details: readInvoices, expiresAt: inAnHour(), purpose: 'to revoke' });
+    await n2.follower.waitFor(n1.view.position);
+    const token = (await forGrant(n1, own.body.id)).body.access_token as string;
+    expect(await decide(n1, 'helper-bot', token)).toMatchObject({ decision: true });
+    const revoked = await n2.api('POST', `/v1/humans/alice/grants/${own.body.id}/revoke`, { reason: 'done' }, {}, await personToken('alice'));
+    expect(revoked.status, JSON.stringify(revoked.body)).toBe(200);
+    expect(revoked.body).toMatchObject({ status: 'revoked', revokedBy: 'human:alice', nodesConfirmed: 2, nodesMissing: [] });
+    // The token names its grant: other grants to the same agent (there are some) do not keep it alive.
+    expect(await decide(n1, 'helper-bot', token)).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
+    const introspected = await n1.api('POST', '/oauth/introspect', `token=${token}`, { 'content-type': 'application/x-www-form-urlencoded' }, PEP_TOKEN);
+    expect(introspected.body).toEqual({ active: false });
+    const again = await forGrant(n1, own.body.id);
+    expect(again.body).toMatchObject({ error: 'invalid_grant' });
+    // Revoked twice, or a grant that is not there.
+    expect((await n1.api('POST', `/v1/humans/alice/grants/${own.body.id}/revoke`, { reason: 'again' })).status).toBe(409);
+    expect((await n1.api('POST', `/v1/humans/alice/grants/${crypto.randomUUID()}/revoke`, { reason: 'none' })).body.code).toBe('GRANT_NOT_FOUND');
+    expect((await n1.api('POST', '/v1/humans/alice/grants/not-a-uuid/revoke', { reason: 'x' })).status).toBe(400);
+  });
+
+  it('a grant past its expiry honours nothing, though a token from it still verifies within the clock leeway', async () => {
+    const short = await grant(n1, 'alice', { agent: 'helper-bot', authorization_details: readInvoices, expiresAt: new Date(Date.now() + 1_500).toISOString(), purpose: 'brief' });
+    expect(short.status).toBe(201);
+    const token = (await forGrant(n1, short.body.id)).body.access_token as string;
+    expect(await decide(n1, 'helper-bot', token)).toMatchObject({ decision: true });
+    await new Promise((r) => setTimeout(r, 1_600));
+    expect(await decide(n1, 'helper-bot', token)).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
+    expect((await n1.api('GET', '/v1/humans/alice/grants')).body.grants.find((g: { id: string }) => g.id === short.body.id).status).toBe('expired');
+    expect((await forGrant(n1, short.body.id)).body).toMatchObject({ error: 'invalid_grant' });
+  });
+
+  it('replay decides every decision made under grants the same way again', async () => {
+    const report = await replay(new PostgresSource(n1.connection.db), {});
+    expect(report.decisions).toBeGreaterThan(5);
+    expect(report.differing).toBe(0);
+  });
+});
