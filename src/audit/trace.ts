@@ -1,6 +1,8 @@
 import type { EvaluationRequest } from '../authz/engine.ts';
 import { PolicyHistory } from '../authz/policy-view.ts';
-import { RegistryHistory } from '../registry/registry-view.ts';
+import { GRANT_CLAIM, grantCovering } from '../authz/token-layer.ts';
+import type { GrantRecord } from '../registry/grants.ts';
+import { RegistryHistory, type RegistryState } from '../registry/registry-view.ts';
 import { agentAggregate } from '../registry/streams.ts';
 import { actors } from '../tokens/verify.ts';
 import type { StoredDecision } from './decision-log.ts';
@@ -45,6 +47,8 @@ export interface Trace {
   policy: { version: number; position: number; sha256: string } | null;
   /** True when the token was refused before its claims could be trusted: the chain is the registry's view only. */
   tokenUnverified: boolean;
+  /** The human's grant the token acted under (not the agent's owner), as it stood at the decision: who consented, when, to what. */
+  grant: (GrantRecord & { human: string }) | null;
 }
 
 const DETAIL_KEYS = ['reason', 'mode', 'gracePeriodSeconds', 'grants', 'ceiling', 'owner', 'tokensNotBefore'];
@@ -107,5 +111,16 @@ export async function traceDecision(source: AuditSource, id: string): Promise<Tr
     return { id: l.id, status: a?.record.status ?? null, owner: a?.record.owner ?? null, version: a?.version ?? 0, events: agentEvents.get(l.id) ?? [] };
   });
   const { at, prevHash: _prevHash, ...rest } = d;
-  return { decision: { ...rest, at: at.toISOString() }, chain, agents, policy: policies.describe(d.policyVersion) ?? null, tokenUnverified: unverified };
+  return { decision: { ...rest, at: at.toISOString() }, chain, agents, policy: policies.describe(d.policyVersion) ?? null, tokenUnverified: unverified, grant: grantOf(d, chain, state) };
+}
+
+/** For a token acting for a human who is not the acting agent's owner: the grant that honoured it then. */
+function grantOf(d: StoredDecision, chain: TraceLink[], state: RegistryState): Trace['grant'] {
+  const claims = ((d.request as EvaluationRequest).subject?.properties?.token as { claims?: Record<string, unknown> } | undefined)?.claims;
+  const initiator = chain.find((l) => l.role === 'initiator' && l.from === 'token');
+  const actor = chain.at(-1);
+  if (!claims || !initiator || !actor || state.agents.get(actor.id)?.record.owner === initiator.id) return null;
+  const named = claims[GRANT_CLAIM];
+  const grant = grantCovering(state, initiator.id, actor.id, claims.authorization_details, d.at, typeof named === 'string' ? named : undefined);
+  return grant ? { ...grant, human: initiator.id } : null;
 }

@@ -185,6 +185,10 @@ function describeTrace(t: Trace): string {
     `  who for whom: ${t.chain.map((l) => `${l.type}::"${l.id}" (${l.role}${l.from === 'token' ? '' : `, from the ${l.from}`})`).join(' → ')}`,
   ];
   if (t.tokenUnverified) lines.push('  (the token was refused before its claims could be trusted: the chain is what the registry says)');
+  if (t.grant) {
+    const g = t.grant;
+    lines.push(`  under ${g.human}'s grant ${g.id} to ${g.agent}, consented by ${g.consentedBy} at ${g.grantedAt} for "${g.purpose}", until ${g.expiresAt}: ${JSON.stringify(g.authorization_details)}`);
+  }
   for (const a of t.agents) {
     lines.push(`  agent ${a.id}: ${a.status ?? 'not registered'} at that moment (version ${a.version}, owner ${a.owner ?? 'none'})`);
     for (const e of a.events) lines.push(`    ${String(e.position).padStart(6)} ${e.at} ${e.type}${e.actor ? ` by ${e.actor}` : ''}${Object.keys(e.detail).length ? ` ${JSON.stringify(e.detail)}` : ''}`);

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { readDecisions } from '../../src/audit/decision-log.ts';
 import { replay } from '../../src/audit/replay.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
+import { traceDecision } from '../../src/audit/trace.ts';
 import type { Backend } from '../../src/store/connect.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { PEP_TOKEN, agentBody, agentPrivateKey, clientAssertionOf, listeningNode, seedPrincipals, type TestNode } from '../support/node.ts';
@@ -51,7 +52,7 @@ async function decide(node: TestNode, agent: string, token: string, action = 're
     subject: { type: 'agent', id: agent, properties: { token } }, action: { name: action }, resource: { type: 'Document', id: doc },
     context: { entities: [{ uid: { type: 'Document', id: doc }, attrs: {}, parents: [folder(inFolder)] }] },
   }, {}, PEP_TOKEN);
-  return res.body as { decision: boolean; context: { layer: string; code?: string; reasons: string[] } };
+  return res.body as { decision: boolean; context: { id: string; layer: string; code?: string; reasons: string[] } };
 }
 
 /** A token the agent signs itself, acting for `human` (whoever signed it, a grant must cover it). */
@@ -201,6 +202,19 @@ describe('tokens under a grant', () => {
     expect(await decide(n1, 'helper-bot', token)).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
     expect((await n1.api('GET', '/v1/humans/alice/grants')).body.grants.find((g: { id: string }) => g.id === short.body.id).status).toBe('expired');
     expect((await forGrant(n1, short.body.id)).body).toMatchObject({ error: 'invalid_grant' });
+  });
+
+  it('the trace of a decision under a grant shows the grant: who consented, when, for what, to what', async () => {
+    const token = (await forGrant(n1, grantId)).body.access_token as string;
+    const allowed = await decide(n1, 'helper-bot', token);
+    expect(allowed.decision).toBe(true);
+    const trace = await traceDecision(new PostgresSource(n1.connection.db), allowed.context.id);
+    expect(trace!.chain.map((l) => [l.type, l.id, l.role])).toEqual([['Human', 'alice', 'initiator'], ['Agent', 'helper-bot', 'actor']]);
+    expect(trace!.grant).toMatchObject({ id: grantId, human: 'alice', agent: 'helper-bot', consentedBy: 'operator', purpose: 'tokens', authorization_details: readInvoices, status: 'active' });
+    // An owner's token has no grant to show.
+    const own = (await post(n1, { grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('helper-bot'), authorization_details: JSON.stringify(readInvoices) })).body.access_token;
+    const byOwner = await decide(n1, 'helper-bot', own);
+    expect((await traceDecision(new PostgresSource(n1.connection.db), byOwner.context.id))!.grant).toBeNull();
   });
 
   it('replay decides every decision made under grants the same way again', async () => {
