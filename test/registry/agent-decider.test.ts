@@ -165,4 +165,25 @@ describe('human and group deciders', () => {
       expect.objectContaining({ code: 'VALIDATION_FAILED' }),
     );
   });
+
+  it('a human\'s grants: given, withdrawn once; an unknown or withdrawn grant cannot be withdrawn; at most 200', () => {
+    const human = evolveHuman(initialHumanState(), { type: 'HumanRegistered', data: { id: 'alice', email: 'a@example.com', groups: [] } }, t0);
+    const grant = { id: 'g1', agent: 'bot', authorization_details: [{ type: 'leash:cedar', actions: ['read'] }], expiresAt: '2026-12-01T00:00:00.000Z', purpose: 'p', consentedBy: 'human:alice' };
+    const give = { type: 'GrantDelegation' as const, data: grant, metadata: { now } };
+    const withdraw = (id: string) => ({ type: 'RevokeDelegation' as const, data: { id, revokedBy: 'human:alice', reason: 'done' }, metadata: { now } });
+    // Nobody to grant for.
+    expect(() => decideHuman(give, initialHumanState())).toThrow(expect.objectContaining({ code: 'HUMAN_NOT_FOUND' }));
+    const events = decideHuman(give, human);
+    expect(events).toEqual([{ type: 'DelegationGranted', data: grant }]);
+    const granted = evolveHuman(human, events[0]!, now);
+    expect(granted).toMatchObject({ grants: [{ ...grant, status: 'active', grantedAt: now.toISOString() }] });
+    expect(() => decideHuman(give, granted)).toThrow(expect.objectContaining({ code: 'ALREADY_EXISTS' }));
+    expect(() => decideHuman(withdraw('g2'), granted)).toThrow(expect.objectContaining({ code: 'GRANT_NOT_FOUND' }));
+    const withdrawn = evolveHuman(granted, decideHuman(withdraw('g1'), granted)[0]!, now);
+    expect(withdrawn).toMatchObject({ grants: [{ id: 'g1', status: 'revoked', revokedBy: 'human:alice', reason: 'done', revokedAt: now.toISOString() }] });
+    expect(() => decideHuman(withdraw('g1'), withdrawn)).toThrow(expect.objectContaining({ code: 'INVALID_TRANSITION' }));
+    let many = human;
+    for (let i = 0; i < 200; i++) many = evolveHuman(many, { type: 'DelegationGranted', data: { ...grant, id: `g${i}` } }, now);
+    expect(() => decideHuman({ ...give, data: { ...grant, id: 'one-more' } }, many)).toThrow(expect.objectContaining({ code: 'LIMIT_EXCEEDED' }));
+  });
 });
