@@ -76,7 +76,7 @@ export function unreachable(err: unknown): string {
 export const client = (cmd: Command) =>
   cmd
     .option('--url <url>', 'Leash base URL (default http://127.0.0.1:$PORT or $LEASH_URL)')
-    .option('--token <token>', 'operator token (default $LEASH_ADMIN_TOKEN, else the data dir\'s admin-token)')
+    .option('--token <token>', 'the operator token, or a person\'s token from the identity provider (default $LEASH_ADMIN_TOKEN, else the data dir\'s admin-token)')
     .option('--data-dir <dir>', 'where to find the embedded admin-token')
     .option('--if-match <version>', 'expected version (412 if it moved)')
     .option('--idempotency-key <key>', 'retry-safe key');

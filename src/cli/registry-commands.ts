@@ -9,6 +9,26 @@ client(humans.command('create <id>').requiredOption('--email <email>').option('-
   .action((id, flags) => call(flags, 'POST', '/v1/humans', { id, email: flags.email, groups: flags.group ?? [] }));
 client(humans.command('list')).action((flags) => call(flags, 'GET', '/v1/humans'));
 client(humans.command('get <id>')).action((id, flags) => call(flags, 'GET', `/v1/humans/${encodeURIComponent(id)}`));
+client(
+  humans
+    .command('grant <human>')
+    .description('the human lets an agent act for them within --details until --expires (POST /v1/humans/{id}/grants); with a person\'s token (--token) it is their own consent, with the operator token it is given for them')
+    .requiredOption('--agent <id>')
+    .requiredOption('--details <json>', 'authorization_details (RFC 9396), a JSON array of leash:cedar entries')
+    .requiredOption('--expires <time>', 'when the grant ends (ISO 8601, at most 366 days ahead)')
+    .requiredOption('--purpose <text>'),
+).action((human, flags) => {
+  let details: unknown;
+  try {
+    details = JSON.parse(flags.details);
+  } catch {
+    throw new Error('--details must be a JSON array (it is not JSON)');
+  }
+  return call(flags, 'POST', `/v1/humans/${encodeURIComponent(human)}/grants`, { agent: flags.agent, authorization_details: details, expiresAt: flags.expires, purpose: flags.purpose });
+});
+client(humans.command('grants <human>').description('the human\'s grants, each active, expired or revoked')).action((human, flags) => call(flags, 'GET', `/v1/humans/${encodeURIComponent(human)}/grants`));
+client(humans.command('revoke-grant <human> <grantId>').description('withdraw a grant: every token under it stops on every node before this returns').requiredOption('--reason <text>'))
+  .action((human, grantId, flags) => call(flags, 'POST', `/v1/humans/${encodeURIComponent(human)}/grants/${encodeURIComponent(grantId)}/revoke`, { reason: flags.reason }));
 
 const groups = program.command('groups').description('roles and teams');
 client(groups.command('create <id>').option('--parent <id>', 'parent group (repeatable)', list))
