@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
-import { requestToken } from '../../src/tokens/request.ts';
+import { grantToken, requestToken } from '../../src/tokens/request.ts';
 import { serveLeash, type ServeProcess } from '../support/serve.ts';
 
 const ADMIN = 'bench-operator-token-0123456789';
@@ -73,6 +73,8 @@ export interface HttpRun {
   fresh?: HttpResult;
   /** The same request with one token Leash issued (POST /oauth/token), when asked for (then `cached` and this alternate in blocks). */
   leashCached?: HttpResult;
+  /** The same request with a token acting for another human under her grant (the grant checked on every decision), when Leash tokens were asked for. */
+  grantCached?: HttpResult;
   baseline: HttpResult;
   allowed: boolean;
 }
@@ -82,9 +84,11 @@ export async function startServer(env: Record<string, string>): Promise<ServePro
   return serveLeash({ ...env, LEASH_ADMIN_TOKEN: ADMIN, LEASH_PEP_TOKENS: PEP }, { nodeArgs });
 }
 
-async function call(url: string, method: string, path: string, body: unknown): Promise<void> {
+/** An operator call; its answer. */
+async function call(url: string, method: string, path: string, body: unknown): Promise<unknown> {
   const res = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+  return res.json();
 }
 
 export interface SeededAgent {
@@ -224,26 +228,39 @@ export async function benchHttp(database: { url: string } | null, options: { sec
 
     let cached: HttpResult;
     let leashCached: HttpResult | undefined;
+    let grantCached: HttpResult | undefined;
     if (options.leashToken) {
       // One token from POST /oauth/token, as `leash token request` gets it: verified once, then cached.
       const answer = await requestToken({ base: server.url, privateJwk: agent!.privateJwk, agent: agent!.id, details: READ_INVOICES });
       if (!('access_token' in answer)) throw new Error(`POST /oauth/token refused the benchmark agent: ${JSON.stringify(answer)}`);
       allowed &&= await decides(server.url, answer.access_token);
-      // The two side by side in alternating blocks (own, Leash's, own, Leash's), so that a
-      // change in what else the machine runs falls on both alike.
+      // And one acting for carol, who is not the agent's owner, under her grant: each decision
+      // finds the grant and checks that it covers the token.
+      await call(server.url, 'POST', '/v1/humans', { id: 'carol', email: 'carol@example.com', groups: ['finance'] });
+      const grant = await call(server.url, 'POST', '/v1/humans/carol/grants', {
+        agent: agent!.id, authorization_details: READ_INVOICES, expiresAt: new Date(Date.now() + 86_400_000).toISOString(), purpose: 'benchmark',
+      }) as { id: string };
+      const forCarol = await grantToken({ base: server.url, privateJwk: agent!.privateJwk, agent: agent!.id, details: READ_INVOICES, grant: grant.id });
+      if (!('access_token' in forCarol)) throw new Error(`the grant's token exchange refused the benchmark agent: ${JSON.stringify(forCarol)}`);
+      allowed &&= await decides(server.url, forCarol.access_token);
+      // Side by side in alternating blocks (own, Leash's, carol's, own, …), so that a change in
+      // what else the machine runs falls on all alike.
       const own: HttpResult[] = [];
       const leash: HttpResult[] = [];
+      const granted: HttpResult[] = [];
       const block = Math.max(1, Math.round(options.seconds / LEASH_TOKEN_BLOCKS));
       for (let i = 0; i < LEASH_TOKEN_BLOCKS; i++) {
         own.push(await evaluate(cachedToken, block));
         leash.push(await evaluate(answer.access_token, block));
+        granted.push(await evaluate(forCarol.access_token, block));
       }
       cached = merged(own);
       leashCached = merged(leash);
+      grantCached = merged(granted);
     } else {
       cached = await evaluate(cachedToken);
     }
-    if (options.freshTokens <= 0) return { cached, leashCached, baseline, allowed };
+    if (options.freshTokens <= 0) return { cached, leashCached, grantCached, baseline, allowed };
 
     // A different token on every request: each one is verified (signature and claims) afresh.
     const bodies: string[] = [];
@@ -253,7 +270,7 @@ export async function benchHttp(database: { url: string } | null, options: { sec
       ...common, url: at('/access/v1/evaluation'), method: 'POST',
       requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }) }],
     }, database?.url);
-    return { cached, fresh, leashCached, baseline, allowed };
+    return { cached, fresh, leashCached, grantCached, baseline, allowed };
   } finally {
     await server.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
