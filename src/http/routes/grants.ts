@@ -57,8 +57,12 @@ export async function grantRoutes(app: App, deps: ServerDeps): Promise<void> {
     const human = request.params.id;
     const result = await commands.handle(humanAggregate, human, { type: 'GrantDelegation', data: grant, metadata: { now } }, writeOptions(request));
     const state = result.state;
-    const stored = state.status === 'registered' ? state.grants?.find((g) => g.id === grant.id) : undefined;
+    // A retry with the same Idempotency-Key gets the grant it made (the stream's state as of
+    // then, its last grant), not the id this request drew.
+    const grants = state.status === 'registered' ? state.grants ?? [] : [];
+    const stored = result.replayed ? grants.at(-1) : grants.find((g) => g.id === grant.id);
     if (!stored) throw new Error(`grant ${grant.id} is missing after it was recorded`);
+    if (result.replayed) void reply.header('idempotent-replayed', 'true');
     void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/humans/${human}/grants/${grant.id}`);
     return view(human, stored, now);
   });
