@@ -1,7 +1,7 @@
 import { grantInForce, type GrantRecord } from '../registry/grants.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import type { TokenCheck } from '../tokens/verify.ts';
-import { uncoveredPair } from './delegation.ts';
+import { atOrAbove, uncoveredPair } from './delegation.ts';
 import { detailsOf } from './details.ts';
 import { entitiesFor } from './engine.ts';
 
@@ -54,10 +54,11 @@ export function grantCovering(view: RegistryState, human: string, agent: string,
   } catch {
     return null;
   }
+  const above = atOrAbove(entities);
   for (const g of grants) {
     if (g.agent !== agent || (only !== undefined && g.id !== only) || !grantInForce(g, now)) continue;
     const held = detailsOf(g.authorization_details);
-    if (held.ok && uncoveredPair(held.details, wanted.details, entities) === null) return g;
+    if (held.ok && uncoveredPair(held.details, wanted.details, entities, above) === null) return g;
   }
   return null;
 }

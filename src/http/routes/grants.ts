@@ -16,6 +16,12 @@ import { etag, writeOptions } from './write-options.ts';
 
 /** The longest a grant may run. */
 const MAX_GRANT_DAYS = 366;
+/**
+ * The most a grant's authorization_details may take (as JSON): every node holds a human's
+ * grants (up to MAX_GRANTS_PER_HUMAN), so one grant may not carry a whole request body of
+ * fields Leash does not read. 32 plain entries take a few KiB.
+ */
+const MAX_GRANT_DETAILS_CHARS = 8 * 1024;
 
 const GrantBody = Type.Object({
   agent: Id,
@@ -49,6 +55,7 @@ export async function grantRoutes(app: App, deps: ServerDeps): Promise<void> {
     const now = new Date();
     const parsed = detailsOf(details);
     if (!parsed.ok) throw new LeashError('VALIDATION_FAILED', `/body/authorization_details ${parsed.detail}`);
+    if (JSON.stringify(details).length > MAX_GRANT_DETAILS_CHARS) throw new LeashError('VALIDATION_FAILED', `/body/authorization_details must take at most ${MAX_GRANT_DETAILS_CHARS} characters as JSON`);
     const ends = Date.parse(expiresAt);
     if (!(ends > now.getTime()) || ends > now.getTime() + MAX_GRANT_DAYS * 86_400_000) throw new LeashError('VALIDATION_FAILED', `/body/expiresAt must be in the future and at most ${MAX_GRANT_DAYS} days ahead`);
     await follower.sync();
