@@ -303,8 +303,34 @@ describe('grants under attack', () => {
     expect((await traceDecision(new PostgresSource(n1.connection.db), allowed.context.id))!.grant).toMatchObject({ id: g, human: 'alice', agent: 'alice-bot' });
     expect((await n2.api('POST', `/v1/humans/alice/grants/${g}/revoke`, { reason: 'x' }, {}, await personToken('alice'))).status).toBe(200);
     expect(await decide(n1, 'alice-bot', token)).toMatchObject(refusedAt('DELEGATION_NOT_GRANTED'));
+    expect((await n1.api('POST', '/oauth/introspect', `token=${token}`, { 'content-type': 'application/x-www-form-urlencoded' }, PEP_TOKEN)).body).toEqual({ active: false });
     // The owner's ordinary tokens are untouched by it.
     expect(await decide(n1, 'alice-bot', await signed({ act: { sub: 'alice-bot' } }, 'alice'))).toMatchObject({ decision: true });
+  });
+
+  it('a grant\'s token is not handed on to a sub-agent, even by an agent of the granting owner', async () => {
+    const ceiling = { template: 'ceiling-folder', values: { '?resource': folder('invoices') } };
+    for (const id of ['fa-parent', 'fa-child']) {
+      expect((await n1.api('POST', '/v1/agents', agentBody({ id, owner: 'alice', groups: ['finance-agents'], ceiling }))).status).toBe(201);
+      expect((await n1.api('POST', `/v1/agents/${id}/authorize`, { grants: [] })).status).toBe(200);
+    }
+    const g = (await grant(n1, 'alice', good('fa-parent'))).body.id;
+    const token = (await forGrant(n1, g, 'fa-parent')).body.access_token as string;
+    const handOn = await post(n1, {
+      grant_type: EXCHANGE, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('fa-parent'),
+      subject_token: token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', actor_token: await assertion('fa-child'), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      authorization_details: JSON.stringify(readInvoices),
+    });
+    // Handed on, the child's token would name no grant: the grant's revocation would not stop it.
+    expect(handOn, JSON.stringify(handOn.body)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    // The parent's own token is handed on as before.
+    const own = (await post(n1, { grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('fa-parent'), authorization_details: JSON.stringify(readInvoices) })).body.access_token;
+    const ok = await post(n1, {
+      grant_type: EXCHANGE, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('fa-parent'),
+      subject_token: own, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', actor_token: await assertion('fa-child'), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      authorization_details: JSON.stringify(readInvoices),
+    });
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
   });
 
   it('a grant POST retried with its Idempotency-Key gives the same grant back, and no second one', async () => {
@@ -337,6 +363,16 @@ describe('grants under attack', () => {
       expect((await grant(n1, 'eve', { ...good(), expiresAt })).status, expiresAt).toBe(400);
     }
     expect(await n1.eventCount()).toBe(before);
+    // Text that cannot be kept as it is, and nesting past the limit, are refused before anything is decided.
+    const raw = (body: string) => n1.api('POST', '/v1/humans/eve/grants', body, { 'content-type': 'application/json' });
+    const base = JSON.stringify(good());
+    expect((await raw(base.replace('"attack"', '"a\\ud800b"'))).status).toBe(400);
+    expect((await raw(base.replace('"leash:cedar",', `"leash:cedar","deep":${'['.repeat(300)}${']'.repeat(300)},`))).status).toBe(400);
+    // If-Match on a stale version of her stream.
+    expect((await n1.api('POST', '/v1/humans/eve/grants', good(), { 'if-match': '"1"' })).status).toBe(412);
+    expect(await n1.eventCount()).toBe(before);
+    const unicode = await grant(n1, 'eve', { ...good(), purpose: 'Überweisung ✓ 🧾 שלום' });
+    expect(unicode.body.purpose).toBe('Überweisung ✓ 🧾 שלום');
     const offset = new Date(Date.now() + 7_200_000);
     const local = new Date(offset.getTime() + 5 * 3_600_000).toISOString().slice(0, 19) + '.5+05:00';
     const res = await grant(n1, 'eve', { ...good(), expiresAt: local });
