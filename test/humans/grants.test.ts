@@ -351,6 +351,9 @@ describe('grants under attack', () => {
     for (const who of ['eve', 'bob']) {
       expect((await n1.api('POST', `/v1/humans/alice/grants/${g}/revoke`, { reason: 'x' }, {}, await personToken(who))).status, who).toBe(403);
     }
+    // Nor through her own path: alice's grant is not eve's to revoke, and bob may not list alice's.
+    expect((await n1.api('POST', `/v1/humans/eve/grants/${g}/revoke`, { reason: 'x' }, {}, await personToken('eve'))).body.code).toBe('GRANT_NOT_FOUND');
+    expect((await n1.api('GET', '/v1/humans/alice/grants', undefined, {}, await personToken('bob'))).status).toBe(403);
     expect((await forGrant(n1, g)).status).toBe(200);
   });
 
