@@ -114,13 +114,14 @@ export async function traceDecision(source: AuditSource, id: string): Promise<Tr
   return { decision: { ...rest, at: at.toISOString() }, chain, agents, policy: policies.describe(d.policyVersion) ?? null, tokenUnverified: unverified, grant: grantOf(d, chain, state) };
 }
 
-/** For a token acting for a human who is not the acting agent's owner: the grant that honoured it then. */
+/** For a token acting for a human who is not the acting agent's owner, or naming a grant: the grant that honoured it then. */
 function grantOf(d: StoredDecision, chain: TraceLink[], state: RegistryState): Trace['grant'] {
   const claims = ((d.request as EvaluationRequest).subject?.properties?.token as { claims?: Record<string, unknown> } | undefined)?.claims;
   const initiator = chain.find((l) => l.role === 'initiator' && l.from === 'token');
   const actor = chain.at(-1);
-  if (!claims || !initiator || !actor || state.agents.get(actor.id)?.record.owner === initiator.id) return null;
-  const named = claims[GRANT_CLAIM];
+  const named = claims?.[GRANT_CLAIM];
+  // The owner's token names a grant only when Leash issued it for one (token-layer.ts).
+  if (!claims || !initiator || !actor || (state.agents.get(actor.id)?.record.owner === initiator.id && typeof named !== 'string')) return null;
   const grant = grantCovering(state, initiator.id, actor.id, claims.authorization_details, d.at, typeof named === 'string' ? named : undefined);
   return grant ? { ...grant, human: initiator.id } : null;
 }

@@ -1,7 +1,7 @@
 import { grantInForce, type GrantRecord } from '../registry/grants.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import type { TokenCheck } from '../tokens/verify.ts';
-import { uncoveredPair } from './delegation.ts';
+import { atOrAbove, uncoveredPair } from './delegation.ts';
 import { detailsOf } from './details.ts';
 import { entitiesFor } from './engine.ts';
 
@@ -26,11 +26,13 @@ export function delegationRefusal(token: Accepted, view: RegistryState, now: Dat
   // may not pick whom it is checked against: it acts for its owner, or for a human who granted
   // it what the token asks for (a grant in force, covering every entry of its details). Under
   // a grant the agent acts itself: a chain of agents above it is not honoured there. A token
-  // Leash issued for a grant names it (`leash_grant`), and only that grant honours it.
-  if (token.onBehalfOf !== null && token.onBehalfOf !== agent.owner) {
-    const named = token.claims[GRANT_CLAIM];
+  // Leash issued for a grant names it (`leash_grant`), and only that grant honours it: even a
+  // grant of the agent's owner, whose revocation must stop the token as any grant's does.
+  const named = token.claims[GRANT_CLAIM];
+  if (named !== undefined || (token.onBehalfOf !== null && token.onBehalfOf !== agent.owner)) {
+    const grantor = token.onBehalfOf ?? agent.owner;
     if (named !== undefined && typeof named !== 'string') return 'DELEGATION_NOT_GRANTED';
-    if (token.chain.length > 0 || !grantCovering(view, token.onBehalfOf, agent.id, token.claims.authorization_details, now, named)) return 'DELEGATION_NOT_GRANTED';
+    if (!grantor || token.chain.length > 0 || !grantCovering(view, grantor, agent.id, token.claims.authorization_details, now, named)) return 'DELEGATION_NOT_GRANTED';
   }
   const human = token.onBehalfOf ?? agent.owner;
   if (!human || !view.humans.has(human)) return 'TOKEN_UNKNOWN_HUMAN';
@@ -52,10 +54,11 @@ export function grantCovering(view: RegistryState, human: string, agent: string,
   } catch {
     return null;
   }
+  const above = atOrAbove(entities);
   for (const g of grants) {
     if (g.agent !== agent || (only !== undefined && g.id !== only) || !grantInForce(g, now)) continue;
     const held = detailsOf(g.authorization_details);
-    if (held.ok && uncoveredPair(held.details, wanted.details, entities) === null) return g;
+    if (held.ok && uncoveredPair(held.details, wanted.details, entities, above) === null) return g;
   }
   return null;
 }

@@ -3,6 +3,7 @@ import { DELEGATE_ACTION, delegateDecision, uncoveredPair } from '../authz/deleg
 import type { DecisionCaches } from '../authz/decision-caches.ts';
 import { detailsOf, type CedarDetail } from '../authz/details.ts';
 import { entitiesFor, entityKey } from '../authz/engine.ts';
+import { GRANT_CLAIM } from '../authz/token-layer.ts';
 import { isLeashError } from '../errors.ts';
 import type { AgentRecord } from '../registry/agent.ts';
 import { GRANT_TOKEN_TYPE, grantExchange } from './grant-exchange.ts';
@@ -81,6 +82,9 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   if (subject.chain.some((id) => agentOf(id)?.record.status !== 'active')) throw grant('DELEGATION_CHAIN_BROKEN', 'an agent above the client in the subject_token\'s delegation chain is not active');
   // Whom the chain acts for: the human the subject token names, who must be A's owner (as a decision requires).
   if (subject.onBehalfOf !== null && subject.onBehalfOf !== A.owner) throw grant('DELEGATION_NOT_GRANTED', 'the subject_token acts for a human who is not the client\'s owner');
+  // Under a grant the agent acts itself: a token for a grant is not handed on (the child's token
+  // would name no grant, so revoking the grant would not stop it).
+  if (subject.claims[GRANT_CLAIM] !== undefined) throw grant('DELEGATION_NOT_GRANTED', 'the subject_token is for a grant, which is the client\'s own to use, not to hand on');
   const human = subject.onBehalfOf ?? A.owner;
   if (!human) throw grant('TOKEN_UNKNOWN_HUMAN', 'the client acts for no human');
 

@@ -16,6 +16,12 @@ import { etag, writeOptions } from './write-options.ts';
 
 /** The longest a grant may run. */
 const MAX_GRANT_DAYS = 366;
+/**
+ * The most a grant's authorization_details may take (as JSON): every node holds a human's
+ * grants (up to MAX_GRANTS_PER_HUMAN), so one grant may not carry a whole request body of
+ * fields Leash does not read. 32 plain entries take a few KiB.
+ */
+const MAX_GRANT_DETAILS_CHARS = 8 * 1024;
 
 const GrantBody = Type.Object({
   agent: Id,
@@ -49,6 +55,7 @@ export async function grantRoutes(app: App, deps: ServerDeps): Promise<void> {
     const now = new Date();
     const parsed = detailsOf(details);
     if (!parsed.ok) throw new LeashError('VALIDATION_FAILED', `/body/authorization_details ${parsed.detail}`);
+    if (JSON.stringify(details).length > MAX_GRANT_DETAILS_CHARS) throw new LeashError('VALIDATION_FAILED', `/body/authorization_details must take at most ${MAX_GRANT_DETAILS_CHARS} characters as JSON`);
     const ends = Date.parse(expiresAt);
     if (!(ends > now.getTime()) || ends > now.getTime() + MAX_GRANT_DAYS * 86_400_000) throw new LeashError('VALIDATION_FAILED', `/body/expiresAt must be in the future and at most ${MAX_GRANT_DAYS} days ahead`);
     await follower.sync();
@@ -57,8 +64,12 @@ export async function grantRoutes(app: App, deps: ServerDeps): Promise<void> {
     const human = request.params.id;
     const result = await commands.handle(humanAggregate, human, { type: 'GrantDelegation', data: grant, metadata: { now } }, writeOptions(request));
     const state = result.state;
-    const stored = state.status === 'registered' ? state.grants?.find((g) => g.id === grant.id) : undefined;
+    // A retry with the same Idempotency-Key gets the grant it made (the stream's state as of
+    // then, its last grant), not the id this request drew.
+    const grants = state.status === 'registered' ? state.grants ?? [] : [];
+    const stored = result.replayed ? grants.at(-1) : grants.find((g) => g.id === grant.id);
     if (!stored) throw new Error(`grant ${grant.id} is missing after it was recorded`);
+    if (result.replayed) void reply.header('idempotent-replayed', 'true');
     void reply.status(201).header('etag', etag(result.version)).header('location', `/v1/humans/${human}/grants/${grant.id}`);
     return view(human, stored, now);
   });
