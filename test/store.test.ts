@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { isLeashError } from '../src/errors.ts';
+import { claimAssertionJti } from '../src/store/assertion-jtis.ts';
 import { connect, type Backend, type Connection } from '../src/store/connect.ts';
 import { EventStore, insertEvents, readHead, type AppendRequest, type StoredEvent } from '../src/store/event-store.ts';
 import { eventHash, verifyChain } from '../src/store/hash-chain.ts';
@@ -221,5 +222,31 @@ describe('catch-up reads on real Postgres', () => {
       await slow.end();
       await connection.db.destroy();
     }
+  });
+});
+
+describe.each(backends)('the replay table on $name, claims written together', ({ fresh }) => {
+  let connection: Connection;
+  beforeEach(async () => {
+    connection = await connect(await fresh());
+    await migrateToLatest(connection.db);
+  });
+  afterEach(async () => {
+    await connection.db.destroy();
+  });
+
+  it('concurrent claims: each pair once (a pair twice in one batch included), every distinct pair claimed, a later one a replay', async () => {
+    const { db } = connection;
+    const t = Date.now();
+    const at = (s: number) => new Date(t + s * 1000);
+    const pairs = Array.from({ length: 40 }, (_, i) => [`c${(i % 20) % 7}`, `batch-${i % 20}`] as const); // each pair twice
+    const results = await Promise.all(pairs.map(([agent, jti]) => claimAssertionJti(db, agent, jti, at(60), at(0))));
+    const won = new Map<string, number>();
+    pairs.forEach(([agent, jti], i) => won.set(`${agent}/${jti}`, (won.get(`${agent}/${jti}`) ?? 0) + (results[i] ? 1 : 0)));
+    expect(won.size).toBe(20);
+    expect([...won.values()].every((n) => n === 1)).toBe(true);
+    expect(await Promise.all(pairs.slice(0, 20).map(([agent, jti]) => claimAssertionJti(db, agent, jti, at(60), at(1))))).toEqual(Array(20).fill(false));
+    // Expired rows are taken over, in a batch too.
+    expect(await Promise.all(pairs.slice(0, 20).map(([agent, jti]) => claimAssertionJti(db, agent, jti, at(200), at(61))))).toEqual(Array(20).fill(true));
   });
 });

@@ -627,18 +627,21 @@ function howToRead(): string {
   the agent's ceiling; the benchmark signs all of them before the timed window (the count and the
   time are in the measurement), so its own signing is not measured and autocannon only sends
   them. Per token the server verifies the assertion against the agent's pins, records its jti in
-  PostgreSQL (one autocommit INSERT: a durable commit), checks the detail against the ceiling
+  PostgreSQL (durable: the jtis of concurrent requests go in one statement, one commit, a group
+  commit; each answer waits for its own row), checks the detail against the ceiling
   (Cedar) and signs the access token (ES256, Node's WebCrypto, as jose uses it). Every answer
   must be a 200: non-2xx answers are counted in the result. CPU per token as for the HTTP rows.
   The baseline is the crypto floor: jose signing and then verifying such a token, one pair at a
   time, in the benchmark's process with no server running; the server does that pair for every
   token, so one core doing nothing else reaches about that rate.
-  What bounds the server here is its one JavaScript thread, busy 85–100% through the timed
-  window in a \`--cpu-prof\` profile of 2026-12-01 (BENCH_SERVER_NODE_ARGS): then about a quarter of
-  it in the ceiling check (a Cedar call for every token; the endpoint has since remembered
-  ceiling verdicts as decisions do, which halved its CPU per token), a sixth in the WebCrypto sign and verify calls (much of that work is done on the calling
-  thread, not on libuv's pool), a tenth writing responses to the sockets, the jti INSERT's
-  client side about 6%; the rest is HTTP, the form, jose and fastify.
+  What bounds the server here is its one JavaScript thread, busy about 90–96% through the timed
+  window in a \`--cpu-prof\` profile of 2026-12-01 after the jtis were group-committed
+  (BENCH_SERVER_NODE_ARGS; on a machine shared with other work): about 28% of its samples in
+  Node's WebCrypto sign and verify (in Node 20 most of an ECDSA call runs on the calling thread,
+  not on libuv's pool: 60–170 µs of it per call, the verify about twice the sign) and 12% in jose
+  around them, 9% in socket writes (the jti statements' about 6%, down from 11% with one INSERT
+  per token; the responses' about 3%), the ceiling check (with its remembered verdicts) about 6%;
+  the rest is HTTP, the form, fastify and GC.
   "A token Leash issued (cached)": the HTTP rows' cached-token decision with one token from POST
   /oauth/token (verified against this node's published key once, then from the verified-token
   cache), on the same server as the same request with the agent's own token (the baseline), the

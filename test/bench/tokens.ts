@@ -2,7 +2,7 @@
 // this one, every request with a client assertion of its own (signed before the timed window,
 // so this process's signing is not measured). Each token costs the server the assertion's
 // signature check, the details checked against the agent's ceiling (Cedar), the access token's
-// ES256 signature and the assertion's jti written to Postgres (durable, autocommit). The
+// ES256 signature and the assertion's jti written to Postgres (durable; group-committed with the jtis of concurrent requests). The
 // baseline is the crypto floor: jose signing and verifying the same kind of token, in this
 // process, one at a time. Not a test: it measures, it asserts nothing.
 import { performance } from 'node:perf_hooks';
