@@ -383,12 +383,16 @@ describe('grants under attack', () => {
     expect(res.body.expiresAt).toBe(new Date(Math.floor(offset.getTime() / 1000) * 1000 + 500).toISOString());
     const odd = [{ type: 'leash:cedar', actions: ['frobnicate'], resourceIn: folder('invoices') }];
     const unknown = await grant(n1, 'alice', { ...good(), authorization_details: odd });
-    // Accepted, though nothing can be exchanged for it: refused cleanly, never a 500.
-    expect(unknown.status).toBe(201);
-    expect(await forGrant(n1, unknown.body.id, 'helper-bot', odd)).toMatchObject({ status: 400, body: { error: 'invalid_authorization_details' } });
+    // Refused: no grant for an action the schema does not declare (it could never be used).
+    expect(unknown.status).toBe(400);
+    expect(unknown.body).toMatchObject({ code: 'VALIDATION_FAILED', detail: expect.stringContaining('Action::"frobnicate"') });
+    // A namespaced action of a namespace the schema lacks, likewise.
+    expect((await grant(n1, 'alice', { ...good(), authorization_details: [{ ...odd[0], actions: ['Other::Action::"read"'] }] })).status).toBe(400);
+    // A declared action written qualified is accepted.
+    expect((await grant(n1, 'alice', { ...good(), authorization_details: [{ ...odd[0], actions: ['Action::"read"'] }] })).status).toBe(201);
     const d = await decide(n1, 'helper-bot', await signed({ act: { sub: 'helper-bot' }, authorization_details: odd }, 'alice'), 'frobnicate');
-    // An action the schema does not know is refused as a malformed request, grant or not.
-    expect(d).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+    // No grant covers it, so the token is refused before anything reads the action.
+    expect(d).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
   });
 
   it('a human holds at most 200 grants; a token covered by none of them is refused after all are looked at', async () => {

@@ -55,6 +55,10 @@ export async function grantRoutes(app: App, deps: ServerDeps): Promise<void> {
     const now = new Date();
     const parsed = detailsOf(details);
     if (!parsed.ok) throw new LeashError('VALIDATION_FAILED', `/body/authorization_details ${parsed.detail}`);
+    // A grant for an action no policy set of today could decide would never be usable: say so now.
+    const schema = deps.policies.current()?.schemaJson;
+    const unknown = schema && parsed.details.flatMap((d) => d.actionUids).find((a) => !declaresAction(schema, a));
+    if (unknown) throw new LeashError('VALIDATION_FAILED', `/body/authorization_details names ${unknown.type}::${JSON.stringify(unknown.id)}, which the schema does not declare`);
     if (JSON.stringify(details).length > MAX_GRANT_DETAILS_CHARS) throw new LeashError('VALIDATION_FAILED', `/body/authorization_details must take at most ${MAX_GRANT_DETAILS_CHARS} characters as JSON`);
     const ends = Date.parse(expiresAt);
     if (!(ends > now.getTime()) || ends > now.getTime() + MAX_GRANT_DAYS * 86_400_000) throw new LeashError('VALIDATION_FAILED', `/body/expiresAt must be in the future and at most ${MAX_GRANT_DAYS} days ahead`);
@@ -101,4 +105,10 @@ export async function grantRoutes(app: App, deps: ServerDeps): Promise<void> {
     if (!grant) throw new Error(`grant ${grantId} is missing after its revocation`);
     return { ...view(human, grant, now), ...fence };
   });
+}
+
+/** Whether the schema (Cedar's JSON form) declares this action: `Action` in the empty namespace, `NS::Action` in NS. */
+function declaresAction(schema: Record<string, { actions?: Record<string, unknown> }>, action: { type: string; id: string }): boolean {
+  const namespace = action.type === 'Action' ? '' : action.type.slice(0, -'::Action'.length);
+  return Object.hasOwn(schema[namespace]?.actions ?? {}, action.id);
 }
