@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { verifyChain } from '../../src/store/hash-chain.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
@@ -44,8 +44,13 @@ describe('two nodes sharing one PostgreSQL', () => {
       const race = await Promise.all(nodes.map((n) => n.api('POST', '/v1/agents/multi-0/authorize', { grants: [] }, { 'if-match': '"1"' })));
       expect(race.map((r) => r.status).sort()).toEqual([200, 412]);
 
-      const events = await nodes[0]!.store.readAll(0, 10_000);
-      expect(events).toHaveLength(before + 40 + 1);
+      // readAll holds back rows past the server-wide snapshot xmin (another test file's open
+      // transaction can pin it for a moment): wait for the whole log.
+      let events = await nodes[0]!.store.readAll(0, 10_000);
+      await vi.waitFor(async () => {
+        events = await nodes[0]!.store.readAll(0, 10_000);
+        expect(events).toHaveLength(before + 40 + 1);
+      }, { timeout: 15_000, interval: 100 });
       expect(verifyChain(events).ok).toBe(true);
       await Promise.all(nodes.map((n) => n.follower.sync()));
       const [viewA, viewB] = await Promise.all(nodes.map(async (n) => (await n.api('GET', '/v1/agents?limit=1000')).body));
