@@ -101,3 +101,28 @@ export async function clientAssertionOf(agent: string, audience = 'http://127.0.
   return new SignJWT({ jti: crypto.randomUUID() }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(agent).setSubject(agent).setAudience(audience)
     .setIssuedAt(now).setExpirationTime(now + 60).sign(agentPrivateKey);
 }
+
+/**
+ * A PEP's question over plain HTTP (fetch): may `agent`, with `accessToken`, take `action` on
+ * Document `doc`? d1 and d2 lie in Folder::"invoices", r1 in Folder::"reports".
+ */
+export async function decideOverHttp(url: string, agent: string, accessToken: string, action: string, doc: string) {
+  const folder = (id: string) => ({ type: 'Folder', id });
+  const res = await fetch(`${url}/access/v1/evaluation`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${PEP_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      subject: { type: 'agent', id: agent, properties: { token: accessToken } }, action: { name: action }, resource: { type: 'Document', id: doc },
+      context: {
+        entities: [
+          { uid: folder('invoices'), attrs: {}, parents: [] }, { uid: folder('reports'), attrs: {}, parents: [] },
+          { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [folder('invoices')] },
+          { uid: { type: 'Document', id: 'd2' }, attrs: {}, parents: [folder('invoices')] },
+          { uid: { type: 'Document', id: 'r1' }, attrs: {}, parents: [folder('reports')] },
+        ],
+      },
+    }),
+  });
+  if (res.status !== 200) throw new Error(`the decision API answered ${res.status}: ${await res.text()}`);
+  return (await res.json()) as { decision: boolean; context: { layer: string; code?: string; reasons: string[] } };
+}

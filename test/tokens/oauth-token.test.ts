@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimAssertionJti, pruneAssertionJtis } from '../../src/store/assertion-jtis.ts';
-import { PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { PEP_TOKEN, agentBody, agentPrivateKey, decideOverHttp, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
 // Leash issues agents' tokens, on the embedded default (PGlite), driven with plain fetch and
 // form bodies as any OAuth client would: metadata, JWKS, the token endpoint with a
@@ -47,25 +47,7 @@ const grant = async (agent: string, details: unknown = readInvoices, extra: Reco
   grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion(agent), authorization_details: JSON.stringify(details), ...extra,
 });
 
-/** The PEP's question with plain fetch: d1 and d2 are in invoices, r1 in reports. */
-async function decide(agent: string, accessToken: string, action: string, doc: string) {
-  const res = await fetch(`${url}/access/v1/evaluation`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${PEP_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      subject: { type: 'agent', id: agent, properties: { token: accessToken } }, action: { name: action }, resource: { type: 'Document', id: doc },
-      context: {
-        entities: [
-          { uid: folder('invoices'), attrs: {}, parents: [] }, { uid: folder('reports'), attrs: {}, parents: [] },
-          { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [folder('invoices')] },
-          { uid: { type: 'Document', id: 'r1' }, attrs: {}, parents: [folder('reports')] },
-        ],
-      },
-    }),
-  });
-  expect(res.status).toBe(200);
-  return (await res.json()) as { decision: boolean; context: { layer: string; code?: string; reasons: string[] } };
-}
+const decide = (agent: string, accessToken: string, action: string, doc: string) => decideOverHttp(url, agent, accessToken, action, doc);
 
 beforeAll(async () => {
   const logStream = new Writable({ write: (chunk, _enc, done) => void (logs.push(String(chunk)), done()) });

@@ -10,7 +10,7 @@ import { verifyAudit } from '../../src/audit/verify.ts';
 import { delegateDecision } from '../../src/authz/delegation.ts';
 import { compilePolicySet } from '../../src/authz/policy-set.ts';
 import { readPolicyFiles } from '../../src/authz/policy-files.ts';
-import { CEDAR_DIR, PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { CEDAR_DIR, PEP_TOKEN, agentBody, agentPrivateKey, decideOverHttp, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
 // Token exchange for sub-agents (RFC 8693) on the embedded default (PGlite in memory), with plain
 // fetch and form bodies: a parent agent hands part of its Leash token to a sub-agent that
@@ -87,26 +87,7 @@ async function refusedRaw(body: string, error: string, status = 400, contentType
   return res;
 }
 
-/** The PEP's question: d1 and d2 in invoices, r1 in reports. */
-async function decide(agent: string, accessToken: string, action: string, doc: string) {
-  const res = await fetch(`${url}/access/v1/evaluation`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${PEP_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({
-      subject: { type: 'agent', id: agent, properties: { token: accessToken } }, action: { name: action }, resource: { type: 'Document', id: doc },
-      context: {
-        entities: [
-          { uid: folder('invoices'), attrs: {}, parents: [] }, { uid: folder('reports'), attrs: {}, parents: [] },
-          { uid: { type: 'Document', id: 'd1' }, attrs: {}, parents: [folder('invoices')] },
-          { uid: { type: 'Document', id: 'd2' }, attrs: {}, parents: [folder('invoices')] },
-          { uid: { type: 'Document', id: 'r1' }, attrs: {}, parents: [folder('reports')] },
-        ],
-      },
-    }),
-  });
-  expect(res.status).toBe(200);
-  return (await res.json()) as { decision: boolean; context: { layer: string; code?: string; reasons: string[] } };
-}
+const decide = (agent: string, accessToken: string, action: string, doc: string) => decideOverHttp(url, agent, accessToken, action, doc);
 
 /** Refused with `error`, and recorded in the decision log with Leash's `code` (the client sees only `error`). */
 async function refusedAs(form: Record<string, string>, error: string, code: string) {
