@@ -38,9 +38,13 @@ export interface Config {
   tokenAudience: string;
   /** `LEASH_HUMAN_*`: the identity provider people sign in with for admin calls; null: none (the operator token only). */
   humanPins: HumanPins | null;
+  /** `LEASH_APPROVAL_TTL_SECONDS`: how long an approval may be answered and used (default 300). */
+  approvalTtlSeconds: number;
+  /** `LEASH_APPROVAL_WEBHOOK`: where pending approvals are POSTed as signed JWTs; null: NATS only. */
+  approvalWebhook: string | null;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS' | 'LEASH_APPROVAL_TTL_SECONDS' | 'LEASH_APPROVAL_WEBHOOK', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -71,6 +75,16 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   if (tokenAudience.length > 500 || /[\s\x00-\x1f\x7f]/.test(tokenAudience)) {
     throw new Error(`LEASH_TOKEN_AUDIENCE must be 1 to 500 characters without spaces or control characters, got ${JSON.stringify(env.LEASH_TOKEN_AUDIENCE)}`);
   }
+  const approvalTtlSeconds = Number(env.LEASH_APPROVAL_TTL_SECONDS || 300);
+  if (!Number.isInteger(approvalTtlSeconds) || approvalTtlSeconds < 10 || approvalTtlSeconds > 86_400) {
+    throw new Error(`LEASH_APPROVAL_TTL_SECONDS must be a whole number of seconds from 10 to 86400, got ${JSON.stringify(env.LEASH_APPROVAL_TTL_SECONDS)}`);
+  }
+  const approvalWebhook = env.LEASH_APPROVAL_WEBHOOK || null;
+  if (approvalWebhook !== null) {
+    const url = URL.parse(approvalWebhook);
+    // Named in no log line: a webhook URL may carry a secret of the receiver's.
+    if (!url || !['https:', 'http:'].includes(url.protocol)) throw new Error('LEASH_APPROVAL_WEBHOOK must be an http(s) URL');
+  }
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
   return {
@@ -91,6 +105,8 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     publicUrl,
     tokenAudience,
     humanPins: humanPinsOf(env),
+    approvalTtlSeconds,
+    approvalWebhook,
   };
 }
 

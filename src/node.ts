@@ -13,6 +13,8 @@ import { buildServer, type App } from './http/server.ts';
 import { RegistryView } from './registry/registry-view.ts';
 import { agentAggregate } from './registry/streams.ts';
 import { CommandHandler } from './service/command-handler.ts';
+import { ApprovalService } from './approvals/approval-service.ts';
+import { ApprovalNotifier } from './approvals/notify.ts';
 import { listenForCommits } from './store/commit-listener.ts';
 import { connect, type Backend, type Connection } from './store/connect.ts';
 import { EventStore, type StoredEvent } from './store/event-store.ts';
@@ -51,6 +53,12 @@ export interface NodeOptions {
   tokenAudience?: string;
   /** `LEASH_HUMAN_*`: the organisation's identity provider, whose tokens humans sign in with (none: the operator token only). */
   humanPins?: HumanPins | null;
+  /** `LEASH_APPROVAL_TTL_SECONDS` (default 300). */
+  approvalTtlSeconds?: number;
+  /** `LEASH_APPROVAL_WEBHOOK`: pending approvals are POSTed there, signed (default: none). */
+  approvalWebhook?: string | null;
+  /** Tests: the webhook's retry delays. */
+  approvalBackoffMs?: (attempt: number) => number;
 }
 
 export interface LeashNode {
@@ -157,7 +165,13 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         await commands.handle(signingKeyAggregate, options.nodeId, { type: 'PublishSigningKey', data, metadata: { now } }, { now, actor: `node:${options.nodeId}` });
       },
     });
+    const notifier = new ApprovalNotifier({
+      bus, webhook: options.approvalWebhook ?? null, signer, issuer: options.publicUrl ?? 'http://127.0.0.1:8080', log: (fields, message) => warn(fields, message),
+      ...(options.approvalBackoffMs ? { backoffMs: options.approvalBackoffMs } : {}),
+    });
+    const approvals = new ApprovalService({ view, commands, follower, ttlSeconds: options.approvalTtlSeconds ?? 300, notify: (a) => notifier.notify(a) });
     const shutDown = async () => {
+      await notifier.stop();
       signer.stop();
       follower.stop();
       offCommit();
@@ -180,7 +194,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
         publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
-        humanPins: options.humanPins ?? null,
+        humanPins: options.humanPins ?? null, approvals,
       });
     } catch (err) {
       await shutDown();

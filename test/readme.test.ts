@@ -115,7 +115,15 @@ describe('the README', () => {
       [false, 'token', 'DELEGATION_CHAIN_BROKEN'], // its parent suspended
       [true, 'all', null], // acting for carol, within her grant
       [false, 'details', 'DETAILS_NOT_COVERING'],
+      [true, 'all', null], // a payment under the limit
+      [false, 'agent', 'APPROVAL_REQUIRED'], // over it
+      [true, 'all', 'APPROVED'], // once alice approved it
+      [false, 'agent', 'APPROVAL_REQUIRED'], // and only once
     ]);
+    // The approval named alice; the second ask after it was spent is a new approval.
+    const asked = decisions.filter((d) => d.context.code === 'APPROVAL_REQUIRED').map((d) => (d.context as { approval?: { id: string; approvers: string[] } }).approval!);
+    expect(asked[0]!.approvers).toEqual(['human:alice']);
+    expect(asked[1]!.id).not.toBe(asked[0]!.id);
     // The token endpoint answered curl too, and the exchange put the parent above the sub-agent.
     expect(stdout).toMatch(/^\{"access_token":"[\w-]+\.[\w-]+\.[\w-]+","token_type":"Bearer","expires_in":\d+,"authorization_details":\[/m);
     expect(stdout).toMatch(/^urn:ietf:params:oauth:token-type:access_token \{"sub":"summary-bot","act":\{"sub":"reader-bot"\}\}$/m);
@@ -130,7 +138,7 @@ describe('the README', () => {
     expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
     expect(decisions[7]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
     expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
-    expect(stdout).toMatch(/all 11 came out the same/);
+    expect(stdout).toMatch(/all 15 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
   }, 300_000);

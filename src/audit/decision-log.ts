@@ -16,6 +16,8 @@ export interface RecordedRequest {
   resource: unknown;
   context?: Record<string, unknown>;
   contextOf?: string;
+  /** The approval a gated decision asked for (`request`, `pending`) or spent (`use`). */
+  approval?: { id: string; outcome: string };
 }
 
 /** One decision as recorded. `request` never holds a raw token (see `RecordedRequest`). */

@@ -2,6 +2,8 @@ import type { EvaluationRequest } from '../authz/engine.ts';
 import { PolicyHistory } from '../authz/policy-view.ts';
 import { GRANT_CLAIM, grantCovering } from '../authz/token-layer.ts';
 import type { GrantRecord } from '../registry/grants.ts';
+import type { ApprovalRecord } from '../approvals/approval.ts';
+import type { RecordedRequest } from './decision-log.ts';
 import { RegistryHistory, type RegistryState } from '../registry/registry-view.ts';
 import { agentAggregate } from '../registry/streams.ts';
 import { actors } from '../tokens/verify.ts';
@@ -49,6 +51,8 @@ export interface Trace {
   tokenUnverified: boolean;
   /** The human's grant the token acted under (not the agent's owner), as it stood at the decision: who consented, when, to what. */
   grant: (GrantRecord & { human: string }) | null;
+  /** The approval the decision asked for or spent, as it stood when the decision was made: who approved, when, and why. */
+  approval: ApprovalRecord | null;
 }
 
 const DETAIL_KEYS = ['reason', 'mode', 'gracePeriodSeconds', 'grants', 'ceiling', 'owner', 'tokensNotBefore'];
@@ -111,7 +115,13 @@ export async function traceDecision(source: AuditSource, id: string): Promise<Tr
     return { id: l.id, status: a?.record.status ?? null, owner: a?.record.owner ?? null, version: a?.version ?? 0, events: agentEvents.get(l.id) ?? [] };
   });
   const { at, prevHash: _prevHash, ...rest } = d;
-  return { decision: { ...rest, at: at.toISOString() }, chain, agents, policy: policies.describe(d.policyVersion) ?? null, tokenUnverified: unverified, grant: grantOf(d, chain, state) };
+  return { decision: { ...rest, at: at.toISOString() }, chain, agents, policy: policies.describe(d.policyVersion) ?? null, tokenUnverified: unverified, grant: grantOf(d, chain, state), approval: approvalOf(d, state) };
+}
+
+/** The approval named by the record (asked for, or spent): as of the decision's position, or just after it for one it asked for. */
+function approvalOf(d: StoredDecision, state: RegistryState): ApprovalRecord | null {
+  const id = (d.request as RecordedRequest).approval?.id;
+  return id === undefined ? null : state.approvals.get(id)?.record ?? null;
 }
 
 /** For a token acting for a human who is not the acting agent's owner, or naming a grant: the grant that honoured it then. */

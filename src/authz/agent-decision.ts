@@ -16,6 +16,7 @@ import { actionUid, cedarType, entitiesFor, evaluate, reachableEntities, sameUid
 import type { CompiledPolicySet } from './policy-set.ts';
 import { ceilingOf, withinCeiling } from './within-ceiling.ts';
 import { delegationRefusal } from './token-layer.ts';
+import { APPROVAL_ID, gateOf, settle, type GateLayer } from '../approvals/gate.ts';
 
 // SPEC §3: an agent A acting for human H is allowed only if ALL layers allow —
 // token, details (RFC 9396), ceiling, agent, human — and any forbid wins. The first layer
@@ -94,10 +95,12 @@ async function decideLayers(
   /** A layer that refused: a forbid that could not be evaluated says so in the code. */
   const refused = (layer: Decision['layer'], r: LayerResult, code?: string) => deny(layer, r.errored ? 'POLICY_EVALUATION_ERROR' : code, r.reasons, r.errors);
   const recordOf = (id: string): AgentRecord | undefined => view.agents.get(id)?.record;
-  // Every satisfied permit of every layer, each id once, sorted.
-  const allowed = (layers: { reasons: string[]; errors: string[] }[]): Decision => ({
+  // Every satisfied permit of every layer, each id once, sorted; unless a layer allowed only
+  // through `@approval` permits: then the approval gate decides (approvals/gate.ts).
+  let gated = (d: Decision, _layers: GateLayer[]): Decision => d;
+  const allowed = (layers: (GateLayer & { errors: string[] })[]): Decision => gated({
     ...base, decision: true, layer: 'all', reasons: [...new Set(layers.flatMap((l) => l.reasons))].sort(), errors: layers.flatMap((l) => l.errors),
-  });
+  }, layers);
 
   // 1. token
   const verify = options.tokens ?? verifyAgentToken;
@@ -136,9 +139,17 @@ async function decideLayers(
   const H: EntityUid = { type: 'Human', id: humanId };
   const resource: EntityUid = { type: cedarType(request.resource.type, aliases), id: request.resource.id };
   const action: EntityUid = actionUid(request.action.name);
-  const { entities: extra, ...context } = request.context ?? {};
+  // The approval a PEP names is for the gate, not for Cedar.
+  const { entities: extra, [APPROVAL_ID]: _approvalId, ...context } = request.context ?? {};
   const entityMap = entitiesFor(view, [{ uid: A }, { uid: H }, { uid: resource, given: request.resource }], extra);
   const call: Call = { action, resource, context, entities: [...entityMap.values()] };
+  gated = (d, layers) => {
+    const gate = gateOf(policies.approvals, layers);
+    if (!gate) return d;
+    const settled = settle(view, { agent: agent.id, human: humanId, owner: agent.owner, action: request.action.name, resource, context: request.context }, gate, now);
+    if (settled.allow) return { ...d, code: 'APPROVED', approval: settled.ask };
+    return { ...deny(gate.layer, settled.code, gate.policies), ...(settled.ask ? { approval: settled.ask } : {}) };
+  };
 
   // 2. details: the token must say this request is what it is for, and ask for nothing beyond the ceiling.
   const details = detailsOf(token.claims.authorization_details);
@@ -238,7 +249,7 @@ async function decideLayers(
   const humanResult = preparsed(policies, policies.preparsedId, H, call, false, [], humanMayAct ? undefined : () => false);
   if (!humanResult.allow) return refused('human', humanResult);
 
-  return allowed([ceilingResult, agentResult, humanResult]);
+  return allowed([{ layer: 'ceiling', ...ceilingResult }, { layer: 'agent', ...agentResult }, { layer: 'human', ...humanResult }]);
 }
 
 /** One entry point for the API: agents through the layers, everyone else once. */

@@ -5,6 +5,7 @@ import { answer } from './layer-result.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
+import { APPROVAL_ID, type ApprovalAsk } from '../approvals/gate.ts';
 
 // Decisions for one AuthZEN request about a plain (non-agent) subject: the ordinary policies,
 // once (SPEC §3, last paragraph). Agents go through agent-decision.ts.
@@ -39,6 +40,8 @@ export interface Decision {
   refusedClaims?: Record<string, unknown>;
   policyVersion: number;
   position: number;
+  /** A decision the approval gate took (approvals/gate.ts): the approval to record, or to spend. */
+  approval?: ApprovalAsk;
   /** For a quarantined agent: what would have been decided. Recorded, never told to the caller. */
   shadow?: { decision: boolean; layer: Layer; reasons: string[]; code?: string };
 }
@@ -241,7 +244,7 @@ export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet
   const resource = { type: cedarType(request.resource.type, aliases), id: request.resource.id };
   if (!policies) return { ...base, decision: false, layer: 'policy-set', reasons: [] };
 
-  const { entities: _entities, ...context } = request.context ?? {};
+  const { entities: _entities, [APPROVAL_ID]: _approvalId, ...context } = request.context ?? {};
   const result = answer(
     cedar.statefulIsAuthorized({
       principal,
@@ -255,6 +258,11 @@ export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet
     }),
     (id) => policies.forbidIds.has(id),
   );
+  // Approvals are for agents' requests: a plain subject that only an `@approval` permit would
+  // allow is denied, never allowed without the approval.
+  if (result.allow && result.reasons.every((id) => policies.approvals.has(id))) {
+    return { ...base, decision: false, layer: 'subject', reasons: result.reasons, errors: result.errors, code: 'APPROVAL_REQUIRED' };
+  }
   return {
     ...base,
     decision: result.allow,

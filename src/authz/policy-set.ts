@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
+import { approverSpecOf, type ApproverSpec } from '../approvals/approver-spec.ts';
 import { combinedSchema, namedAttributes, ownerIsHuman, readsContextByAttribute, slimSchema, survivesJson, type CombinableSource, type PolicyEntry } from './combined.ts';
 
 /** What an operator publishes: Cedar schema and policies (text), plus AuthZEN type aliases. */
@@ -26,6 +27,8 @@ export interface CompiledPolicySet extends CombinableSource {
   schemaName: string;
   /** Ids of the static policies and templates that are forbids (an erroring forbid denies). */
   forbidIds: ReadonlySet<string>;
+  /** Permits marked `@approval(...)`, by id: they allow only with a human's approval (approvals/gate.ts). */
+  approvals: ReadonlyMap<string, ApproverSpec>;
   /** Template texts by id, with their layer, for per-agent links (ceilings and grants). */
   templates: Record<string, { text: string; layer: string | null }>;
   /** The schema in Cedar's JSON form, cheaper to hand to per-request (stateless) calls. */
@@ -77,6 +80,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   const templateLayers: Record<string, { text: string; layer: string | null }> = {};
   const statics: PolicyEntry[] = [];
   const templateEntries: Record<string, PolicyEntry> = {};
+  const approvals = new Map<string, ApproverSpec>();
   const seen = new Set<string>();
   const name = (json: { annotations?: Record<string, string | null> }, fallback: string) => {
     const id = idOf(json, fallback);
@@ -90,6 +94,14 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     const id = name(json.json, `policy${i}`);
     staticPolicies[id] = text;
     const layer = json.json.annotations?.layer ?? null;
+    const approval = json.json.annotations?.approval;
+    if (approval !== undefined) {
+      const spec = approverSpecOf(approval);
+      const where = `@approval on ${JSON.stringify(id)}`;
+      if (!spec) throw invalid(`policy ${JSON.stringify(id)} names its approvers as ${JSON.stringify(approval)}; write @approval("owner") or @approval("group:<id>")`, [where]);
+      if (json.json.effect !== 'permit' || layer !== null) throw invalid(`policy ${JSON.stringify(id)} asks for an approval, which only an ordinary permit (no @layer) may do`, [where]);
+      approvals.set(id, spec);
+    }
     if (layer === CEILING) ceilingPolicies[id] = text;
     // Admin policies stand apart: an admin forbid never touches a decision, nor a permit of the
     // decision layers an admin call.
@@ -102,6 +114,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     const json = cedar.templateToJson(text);
     if (json.type === 'failure') throw invalid('a template does not parse', messages(json.errors));
     const id = name(json.json, `template${i}`);
+    if (json.json.annotations?.approval !== undefined) throw invalid(`template ${JSON.stringify(id)} asks for an approval, which only a static permit may do`, [`@approval on template ${id}`]);
     if (json.json.annotations?.layer === ADMIN) throw invalid(`template ${JSON.stringify(id)} is in the admin layer, which holds static policies only`, [`@layer("admin") on template ${id}`]);
     templates[id] = text;
     templateLayers[id] = { text, layer: json.json.annotations?.layer ?? null };
@@ -130,6 +143,7 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, adminPreparsedId: `${preparsedId}-admin`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
     statics, templateEntries, ceilingLayer: CEILING, combinedOwnerSchemaName: null, combinedSchemaName: null,
     namedAttributes: namedAttributes([...statics, ...Object.values(templateEntries)]), slimTypes: new Set(),
+    approvals,
     forbidIds: new Set([
       ...[...statics, ...Object.values(templateEntries)].filter((p) => p.json.effect === 'forbid').map((p) => p.id),
       ...adminForbids,

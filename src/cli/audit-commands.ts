@@ -189,6 +189,11 @@ function describeTrace(t: Trace): string {
     const g = t.grant;
     lines.push(`  under ${g.human}'s grant ${g.id} to ${g.agent}, consented by ${g.consentedBy} at ${g.grantedAt} for "${g.purpose}", until ${g.expiresAt}: ${JSON.stringify(g.authorization_details)}`);
   }
+  if (t.approval) {
+    const a = t.approval;
+    const answered = a.answeredBy ? `; ${a.status === 'denied' ? 'denied' : 'approved'} by ${a.answeredBy} at ${a.answeredAt} ("${a.reason}")` : `; ${a.status} then`;
+    lines.push(`  approval ${a.id} of ${a.action} on ${a.resource.type}::"${a.resource.id}" for ${a.human}, asked of ${a.approvers.join(', ')} at ${a.requestedAt} by ${a.policies.join(', ')}${answered}`);
+  }
   for (const a of t.agents) {
     lines.push(`  agent ${a.id}: ${a.status ?? 'not registered'} at that moment (version ${a.version}, owner ${a.owner ?? 'none'})`);
     for (const e of a.events) lines.push(`    ${String(e.position).padStart(6)} ${e.at} ${e.type}${e.actor ? ` by ${e.actor}` : ''}${Object.keys(e.detail).length ? ` ${JSON.stringify(e.detail)}` : ''}`);

@@ -3,6 +3,7 @@ import './server-commands.ts';
 import './registry-commands.ts';
 import './audit-commands.ts';
 import './token-commands.ts';
+import './approval-commands.ts';
 
 export { program };
 

@@ -25,6 +25,8 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     publicUrl: config.publicUrl,
     tokenAudience: config.tokenAudience,
     humanPins: config.humanPins,
+    approvalTtlSeconds: config.approvalTtlSeconds,
+    approvalWebhook: config.approvalWebhook,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {

@@ -27,6 +27,8 @@ import { healthRoutes } from './routes/health.ts';
 import { oauthRoutes } from './routes/oauth.ts';
 import { grantRoutes } from './routes/grants.ts';
 import { principalRoutes } from './routes/principals.ts';
+import { approvalRoutes } from './routes/approvals.ts';
+import type { ApprovalService } from '../approvals/approval-service.ts';
 
 export interface ServerDeps {
   store: EventStore;
@@ -51,6 +53,8 @@ export interface ServerDeps {
   tokenAudience: string;
   /** The identity provider humans sign in with; null: admin calls take the operator token only. */
   humanPins?: HumanPins | null;
+  /** Records the approvals decisions ask for and spends the ones they use (approvals/). */
+  approvals: ApprovalService;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -140,6 +144,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(healthRoutes, deps);
   await app.register(principalRoutes, deps);
   await app.register(grantRoutes, deps);
+  await app.register(approvalRoutes, deps);
   await app.register(agentRoutes, deps);
   await app.register(policyRoutes, deps);
   await app.register(authzenRoutes, deps);

@@ -7,6 +7,7 @@ import type { CompiledPolicySet } from '../authz/policy-set.ts';
 import { LeashError } from '../errors.ts';
 import type { EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
+import { isApprover } from '../approvals/gate.ts';
 
 // An admin call made with a human's token is itself a Cedar decision: principal the human,
 // action `Action::"admin:<verb>"`, resource what the call acts on, decided by the policies
@@ -21,6 +22,8 @@ export type Caller = { kind: 'operator' } | { kind: 'human'; id: string };
 export interface AdminAsk {
   verb: string;
   resource: EntityUid;
+  /** The approval the call answers or reads (approvals routes): its approvers may, without any policy. */
+  approval?: string;
 }
 
 declare module 'fastify' {
@@ -30,12 +33,17 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     caller?: Caller;
+    /** A human caller's admin decision, once made: what allowed it (`own:*` for what is their own). */
+    adminReasons?: string[];
   }
 }
 
 /** How an admin decision is kept in the decision log (replay leaves these records out: see replay.ts). */
 export const ADMIN_RECORD_KIND = 'admin';
 export const ADMIN_LAYER = 'admin';
+
+/** `Leash::"approvals"`: every approval, for listing them. */
+export const APPROVALS = 'approvals';
 
 /** `Leash::"<id>"`: what a call acts on when it is not one agent, human or group. */
 export const leashResource = (id: string): EntityUid => ({ type: 'Leash', id });
@@ -58,12 +66,15 @@ export interface AdminDecision {
 
 /**
  * What is a human's own without any policy: to look at themselves (their grants too) and the
- * agents they own, and to give and withdraw their own grants. (Answering approvals addressed to
- * them joins this list as approvals are built.)
+ * agents they own, to give and withdraw their own grants, and to see and answer the approvals
+ * addressed to them (and list them: the list then holds theirs only).
  */
 function ownRule(registry: RegistryState, human: string, ask: AdminAsk): string | null {
   const self = ask.resource.type === 'Human' && ask.resource.id === human;
   if (self && (ask.verb === 'grant' || ask.verb === 'revoke-grant')) return 'own:grants';
+  if (ask.verb === 'list' && ask.resource.type === 'Leash' && ask.resource.id === APPROVALS) return 'own:approvals';
+  const approval = ask.approval === undefined ? undefined : registry.approvals.get(ask.approval)?.record;
+  if (approval && (ask.verb === 'approve' || ask.verb === 'read') && isApprover(registry, human, approval)) return 'own:approval';
   if (ask.verb !== 'read') return null;
   if (self) return 'own:self';
   if (ask.resource.type === 'Agent' && registry.agents.get(ask.resource.id)?.record.owner === human) return 'own:agent';
@@ -118,6 +129,7 @@ export async function authorizeAdmin(deps: AdminDeps, request: FastifyRequest): 
     decision: decided.allow, layer: ADMIN_LAYER, code: decided.code, reasons: [...decided.reasons].sort(),
     policyVersion: policies?.version ?? 0, logPosition: deps.registry.position,
   }));
+  request.adminReasons = decided.reasons;
   if (!decided.allow) {
     throw new LeashError('FORBIDDEN', `no admin policy lets ${caller.id} do ${action} on ${asked.resource.type}::"${asked.resource.id}"`, {
       layer: ADMIN_LAYER, reasons: decided.reasons, decisionCode: decided.code,

@@ -3,6 +3,8 @@ import type { AgentEvent, AgentRecord, AgentStatus } from './agent.ts';
 import type { GroupRecord, HumanRecord } from './principals.ts';
 import { agentEntity, groupEntity, humanEntity, type CedarEntity } from './cedar-entities.ts';
 import { agentAggregate, groupAggregate, humanAggregate, type Aggregate } from './streams.ts';
+import { approvalAggregate, type ApprovalEvent, type ApprovalRecord } from '../approvals/approval.ts';
+import { bindingKey } from '../approvals/gate.ts';
 
 /** A record at a stream version; its Cedar entity is built on first use, not on every event. */
 export class Versioned<T> {
@@ -25,6 +27,8 @@ export interface RegistryState {
   readonly agents: Lookup<AgentRecord>;
   readonly humans: Lookup<HumanRecord>;
   readonly groups: Lookup<GroupRecord>;
+  /** Approvals of agents' requests (approvals/approval.ts), every state they pass through. */
+  readonly approvals: Lookup<ApprovalRecord>;
 }
 
 export interface Lookup<T> {
@@ -48,6 +52,12 @@ export class RegistryView implements RegistryState {
   readonly agents = new Map<string, Versioned<AgentRecord>>();
   readonly humans = new Map<string, Versioned<HumanRecord>>();
   readonly groups = new Map<string, Versioned<GroupRecord>>();
+  readonly approvals = new Map<string, Versioned<ApprovalRecord>>();
+  /** The latest approval asked for each bound request (gate.ts bindingKey): a repeated request reuses it while it is pending. */
+  private readonly approvalsByBinding = new Map<string, string>();
+  /** Each agent's approvals not yet answered (approval-service.ts prunes the expired ones). */
+  private readonly pendingByAgent = new Map<string, Set<string>>();
+  private readonly approvalListeners = new Set<(approval: ApprovalRecord) => void>();
   private readonly agentListeners = new Set<(id: string) => void>();
   /** Whose each grant is, by grant id (a token exchange names a grant by its id alone). */
   private readonly grantHolders = new Map<string, string>();
@@ -55,6 +65,25 @@ export class RegistryView implements RegistryState {
   /** The human who gave the grant with this id, if any did. */
   grantHolder(grantId: string): string | undefined {
     return this.grantHolders.get(grantId);
+  }
+
+  /** The latest approval asked for this bound request, whatever its state. */
+  approvalFor(key: string): ApprovalRecord | undefined {
+    const id = this.approvalsByBinding.get(key);
+    return id === undefined ? undefined : this.approvals.get(id)?.record;
+  }
+
+  /** The ids of this agent's approvals not yet answered or used (some may have expired). */
+  pendingApprovals(agent: string): Set<string> {
+    let ids = this.pendingByAgent.get(agent);
+    if (!ids) this.pendingByAgent.set(agent, (ids = new Set()));
+    return ids;
+  }
+
+  /** Called with an approval after each event of its stream is folded (long polls wait on it). */
+  onApprovalChange(listener: (approval: ApprovalRecord) => void): () => void {
+    this.approvalListeners.add(listener);
+    return () => this.approvalListeners.delete(listener);
   }
 
   /** Called with an agent's id after each event of its stream is folded. */
@@ -81,6 +110,18 @@ export class RegistryView implements RegistryState {
       case groupAggregate.streamType:
         foldPrincipal(this.groups, groupAggregate, id, e, groupEntity);
         break;
+      case approvalAggregate.streamType: {
+        const prev = this.approvals.get(id)?.record ?? approvalAggregate.initialState();
+        const next = approvalAggregate.evolve(prev, e as unknown as ApprovalEvent, e.at);
+        if (next.status === 'none') break;
+        this.approvals.set(id, new Versioned(next, e.version, noEntity));
+        if (e.type === 'ApprovalRequested') {
+          this.approvalsByBinding.set(bindingKey(next), id);
+          this.pendingApprovals(next.agent).add(id);
+        } else this.pendingByAgent.get(next.agent)?.delete(id);
+        for (const listener of this.approvalListeners) listener(next);
+        break;
+      }
       default:
         break; // streams of later features (policies, decisions) are folded elsewhere
     }
@@ -105,6 +146,11 @@ export class RegistryView implements RegistryState {
   }
 }
 
+/** An approval is no Cedar entity: policies never read it. */
+const noEntity = (): CedarEntity => {
+  throw new Error('an approval is not a Cedar entity');
+};
+
 /** Humans and groups fold alike: the record is the registered state without its status. */
 function foldPrincipal<R, E>(
   map: Map<string, Versioned<R>>,
@@ -123,8 +169,10 @@ function withoutStatus<T extends { status: string }>(s: T): Omit<T, 'status'> {
   return rest;
 }
 
-type Kind = 'agents' | 'humans' | 'groups';
-const kinds: Record<string, Kind> = { [agentAggregate.streamType]: 'agents', [humanAggregate.streamType]: 'humans', [groupAggregate.streamType]: 'groups' };
+type Kind = 'agents' | 'humans' | 'groups' | 'approvals';
+const kinds: Record<string, Kind> = {
+  [agentAggregate.streamType]: 'agents', [humanAggregate.streamType]: 'humans', [groupAggregate.streamType]: 'groups', [approvalAggregate.streamType]: 'approvals',
+};
 
 /** Each state a record has had, with the position it took effect; the first may be "none". */
 class Timeline<T> implements Lookup<T> {
@@ -163,7 +211,7 @@ class Timeline<T> implements Lookup<T> {
 export class RegistryHistory {
   private readonly view = new RegistryView();
   private readonly states: Record<Kind, Map<string, { positions: number[]; values: (Versioned<never> | undefined)[] }>> = {
-    agents: new Map(), humans: new Map(), groups: new Map(),
+    agents: new Map(), humans: new Map(), groups: new Map(), approvals: new Map(),
   };
 
   get position(): number {
@@ -190,6 +238,7 @@ export class RegistryHistory {
       agents: new Timeline<AgentRecord>(this.states.agents as never, p),
       humans: new Timeline<HumanRecord>(this.states.humans as never, p),
       groups: new Timeline<GroupRecord>(this.states.groups as never, p),
+      approvals: new Timeline<ApprovalRecord>(this.states.approvals as never, p),
     };
   }
 }

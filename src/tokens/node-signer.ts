@@ -56,9 +56,10 @@ export class NodeSigner {
   /**
    * Signs an access token (RFC 9068 header) with this node's key; null when it has no key it
    * may sign with: past its `signUntil` (rotation kept failing), or no longer its node's newest
-   * key in the log (another process started with this node's id).
+   * key in the log (another process started with this node's id). `typ`: what else it signs
+   * (an approval notice).
    */
-  async sign(claims: JWTPayload, now = new Date()): Promise<string | null> {
+  async sign(claims: JWTPayload, now = new Date(), typ = 'at+jwt'): Promise<string | null> {
     const key = this.#current;
     if (!key || now.getTime() >= key.signUntil || !this.options.keys.signable(key.kid, now.getTime())) {
       if (key && this.#warned !== key.kid) {
@@ -67,7 +68,7 @@ export class NodeSigner {
       }
       return null;
     }
-    return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: key.kid }).sign(key.privateKey);
+    return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ, kid: key.kid }).sign(key.privateKey);
   }
 
   stop(): void {

@@ -16,7 +16,7 @@ export interface TestNode extends LeashNode {
 
 export async function startTestNode(
   backend: Backend,
-  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs' | 'allowPrivateUrls' | 'maxDelegationDepth' | 'natsUrl' | 'logger' | 'humanPins'> = {},
+  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs' | 'allowPrivateUrls' | 'maxDelegationDepth' | 'natsUrl' | 'logger' | 'humanPins' | 'approvalTtlSeconds' | 'approvalWebhook' | 'approvalBackoffMs'> = {},
 ): Promise<TestNode> {
   // Tests serve JWKS from loopback: private URLs are allowed unless a test says otherwise.
   const { nodeId = 'test-node', pollMs = 50, cedarDir = CEDAR_DIR, allowPrivateUrls = true, ...cluster } = options;

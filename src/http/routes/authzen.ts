@@ -7,6 +7,7 @@ import type { RecordedRequest } from '../../audit/decision-log.ts';
 import { LeashError } from '../../errors.ts';
 import { exactJson } from '../../exact-json.ts';
 import { MAX_JSON_DEPTH } from '../../json-limits.ts';
+import { APPROVAL_ID } from '../../approvals/gate.ts';
 import { tokenVerifier, type LeashTokens } from '../../tokens/verify.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -50,9 +51,27 @@ function view(d: Decision, id: string) {
     decision: d.decision,
     context: {
       id, layer: d.layer, reasons: d.reasons, position: d.position, policyVersion: d.policyVersion,
-      ...(d.code ? { code: d.code } : {}), ...(d.errors.length ? { errors: d.errors } : {}),
+      ...(d.code ? { code: d.code } : {}), ...(d.errors.length ? { errors: d.errors } : {}), ...approvalView(d),
     },
   };
+}
+
+/** The approval to wait for (an approval required), or the one this allow spent. */
+function approvalView(d: Decision) {
+  const a = d.approval;
+  if (!a?.id) return {};
+  if (d.decision) return { approval: { id: a.id } };
+  return { approval: { id: a.id, expiresAt: a.expiresAt, approvers: a.approvers } };
+}
+
+/** `context.approvalId`, when given, is an approval's id: a string, not anything else. */
+function checkApprovalIds(requests: EvaluationRequest[]): void {
+  for (const r of requests) {
+    const id = r.context?.[APPROVAL_ID];
+    if (id !== undefined && (typeof id !== 'string' || id.length === 0 || id.length > 64)) {
+      throw new LeashError('VALIDATION_FAILED', `/context/${APPROVAL_ID} must be the id of an approval (a string of at most 64 characters)`);
+    }
+  }
 }
 
 /**
@@ -71,8 +90,10 @@ function recorded(request: EvaluationRequest, d: Decision, contextOf: string | n
     const claims = d.claims ? { claims: d.claims, jti: d.claims.jti ?? null } : d.refusedClaims ? { refusedClaims: d.refusedClaims } : {};
     kept = { ...subject, properties: { ...rest, token: { sha256: fingerprint, ...claims } } };
   }
-  if (contextOf) return { subject: kept, action, resource, contextOf };
-  return { subject: kept, action, resource, ...(context === undefined ? {} : { context }) };
+  // The approval a gated decision asked for, or spent (its stream tells the rest).
+  const approval = d.approval?.id ? { approval: { id: d.approval.id, outcome: d.approval.outcome } } : {};
+  if (contextOf) return { subject: kept, action, resource, contextOf, ...approval };
+  return { subject: kept, action, resource, ...(context === undefined ? {} : { context }), ...approval };
 }
 
 /** How this node checks Leash's own tokens: its issuer, every node's keys, and the revoked jtis (introspection uses the same). */
@@ -115,21 +136,36 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     }
   };
 
-  const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
-    const decided: { request: EvaluationRequest; decision: Decision; at: Date }[] = [];
-    for (const [i, request] of requests.entries()) {
-      // A long batch gives other requests (and revocations) a turn now and then.
-      if (i > 0 && i % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
+  /**
+   * One request decided; a decision the approval gate took is settled here (the approval it
+   * needs recorded, or the one it names spent) before it is recorded itself. One that lost the
+   * race to spend its approval is decided again, on the state that shows who won.
+   */
+  const decideOne = async (request: EvaluationRequest, id: string) => {
+    for (let attempt = 1; ; attempt++) {
       // The record carries the instant the decision was made at, so replay can decide at it too.
       const at = new Date();
       const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches, tokens });
-      decided.push({ request, decision, at });
-      if (stopAt?.(decision)) break;
+      if (!decision.approval) return { request, decision, at, id };
+      const settled = await deps.approvals.resolve(decision, id, at);
+      if ('decision' in settled) return { request, decision: settled.decision, at, id };
+      if (attempt === 3) throw new LeashError('NOT_READY', 'the approval this request names is being spent elsewhere; ask again');
+    }
+  };
+
+  const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
+    checkApprovalIds(requests);
+    const decided: { request: EvaluationRequest; decision: Decision; at: Date; id: string }[] = [];
+    for (const [i, request] of requests.entries()) {
+      // A long batch gives other requests (and revocations) a turn now and then.
+      if (i > 0 && i % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
+      const one = await decideOne(request, randomUUID());
+      decided.push(one);
+      if (stopAt?.(one.decision)) break;
     }
     // The first item decided with the batch's shared context records it; the others name that record.
     let sharedIn: string | null = null;
-    const records = decided.map(({ request, decision: d, at }) => {
-      const id = randomUUID();
+    const records = decided.map(({ request, decision: d, at, id }) => {
       const isShared = shared !== undefined && request.context === shared;
       const contextOf = isShared ? sharedIn : null;
       if (isShared) sharedIn ??= id;
