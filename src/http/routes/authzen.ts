@@ -147,7 +147,14 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       const at = new Date();
       const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches, tokens });
       if (!decision.approval) return { request, decision, at, id };
-      const settled = await deps.approvals.resolve(decision, id, at);
+      let settled;
+      try {
+        settled = await deps.approvals.resolve(decision, id, at);
+      } catch (err) {
+        if (err instanceof LeashError) throw err;
+        app.log.error({ err }, 'approval write failed; answering 503');
+        throw new LeashError('NOT_READY', 'the approval this decision needs could not be recorded durably, so no answer is given');
+      }
       if ('decision' in settled) return { request, decision: settled.decision, at, id };
       if (attempt === 3) throw new LeashError('NOT_READY', 'the approval this request names is being spent elsewhere; ask again');
     }
