@@ -144,8 +144,10 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const bus: Bus =
       options.bus ??
       (nats.length > 0 ? new NatsBus(nats, `leash ${options.nodeId}`, (err) => warn({ err: err.message }, 'NATS connection failed; retrying')) : new InProcessBus());
+    // Its nodes broadcast under the deployment's own subjects (a NATS server may serve several).
+    const { id: deployment } = await connection.db.selectFrom('deployment').select('id').executeTakeFirstOrThrow();
     const cluster = new Cluster({
-      nodeId: options.nodeId, bus, follower, log: (fields, message) => warn(fields, message),
+      nodeId: options.nodeId, deployment, bus, follower, log: (fields, message) => warn(fields, message),
       ...(bus instanceof InProcessBus ? { joinMs: 0 } : {}), // alone: nobody else has to hear it first
       ...(options.stalenessMs === undefined ? {} : { stalenessMs: options.stalenessMs }),
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),

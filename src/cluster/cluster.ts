@@ -8,12 +8,23 @@ import type { Follower } from '../store/follower.ts';
 // returns once every live node has said so: the fence. Live nodes are known from heartbeats,
 // which carry positions too, so a lost message is noticed within one heartbeat.
 
-export const SUBJECTS = {
-  events: 'leash.events',
-  nodes: 'leash.nodes',
-  /** Where a node's own commits are confirmed to it: only the committing node waits on them. */
-  acks: (node: string) => `leash.acks.${node}`,
-} as const;
+/**
+ * The broadcast's subjects. A deployment's nodes talk under its own id (`leash.<deployment>.…`,
+ * the id its database holds): two deployments on one NATS never take each other's events,
+ * heartbeats or confirmations for their own.
+ */
+export const subjectsOf = (deployment?: string) => {
+  const prefix = deployment ? `leash.${deployment}` : 'leash';
+  return {
+    events: `${prefix}.events`,
+    nodes: `${prefix}.nodes`,
+    /** Where a node's own commits are confirmed to it: only the committing node waits on them. */
+    acks: (node: string) => `${prefix}.acks.${node}`,
+  } as const;
+};
+
+/** The subjects of a cluster made without a deployment id (tests of the broadcast itself). */
+export const SUBJECTS = subjectsOf();
 
 /** Events travel inline up to this size; beyond it only their positions do (NATS' default limit is 1 MiB). */
 const MAX_INLINE_BYTES = 256 * 1024;
@@ -38,6 +49,8 @@ interface NodeMessage {
 
 export interface ClusterOptions {
   nodeId: string;
+  /** The deployment's id (its database's): the broadcast's subjects are its own. */
+  deployment?: string;
   bus: Bus;
   follower: Follower;
   /** Heartbeat period (default 100 ms). */
@@ -83,6 +96,7 @@ interface Peer {
  */
 export class Cluster {
   readonly nodeId: string;
+  private readonly subjects: ReturnType<typeof subjectsOf>;
   private readonly bus: Bus;
   private readonly follower: Follower;
   private readonly heartbeatMs: number;
@@ -109,6 +123,7 @@ export class Cluster {
 
   constructor(options: ClusterOptions) {
     this.nodeId = options.nodeId;
+    this.subjects = subjectsOf(options.deployment);
     this.bus = options.bus;
     this.follower = options.follower;
     this.heartbeatMs = options.heartbeatMs ?? 100;
@@ -124,9 +139,9 @@ export class Cluster {
 
   start(): void {
     this.unsubscribe.push(
-      this.bus.subscribe(SUBJECTS.events, (m) => this.onEvents(m as EventsMessage)),
-      this.bus.subscribe(SUBJECTS.nodes, (m) => this.onNode(m as NodeMessage)),
-      this.bus.subscribe(SUBJECTS.acks(this.nodeId), (m) => this.onNode(m as NodeMessage)),
+      this.bus.subscribe(this.subjects.events, (m) => this.onEvents(m as EventsMessage)),
+      this.bus.subscribe(this.subjects.nodes, (m) => this.onNode(m as NodeMessage)),
+      this.bus.subscribe(this.subjects.acks(this.nodeId), (m) => this.onNode(m as NodeMessage)),
     );
     this.heartbeat();
     this.timer = setInterval(() => this.heartbeat(), this.heartbeatMs);
@@ -136,7 +151,7 @@ export class Cluster {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    this.bus.publish(SUBJECTS.nodes, { kind: 'leaving', node: this.nodeId, position: this.acked } satisfies NodeMessage);
+    this.bus.publish(this.subjects.nodes, { kind: 'leaving', node: this.nodeId, position: this.acked } satisfies NodeMessage);
     for (const off of this.unsubscribe.splice(0)) off();
     for (const wake of this.waiters) wake();
   }
@@ -144,10 +159,10 @@ export class Cluster {
   /** Tells every node about events this node has just committed. */
   broadcast(events: StoredEvent[]): void {
     if (events.length === 0) return;
-    const message: EventsMessage = { node: this.nodeId, first: events[0]!.position, last: events[events.length - 1]!.position, replyTo: SUBJECTS.acks(this.nodeId) };
+    const message: EventsMessage = { node: this.nodeId, first: events[0]!.position, last: events[events.length - 1]!.position, replyTo: this.subjects.acks(this.nodeId) };
     const inline = events.map((e) => ({ ...e, at: e.at.toISOString() }));
     const size = Buffer.byteLength(JSON.stringify(inline));
-    this.bus.publish(SUBJECTS.events, size <= MAX_INLINE_BYTES ? { ...message, events: inline } : message);
+    this.bus.publish(this.subjects.events, size <= MAX_INLINE_BYTES ? { ...message, events: inline } : message);
   }
 
   /**
@@ -232,7 +247,7 @@ export class Cluster {
   }
 
   private heartbeat(): void {
-    this.bus.publish(SUBJECTS.nodes, { kind: 'heartbeat', node: this.nodeId, position: this.confirmed(), stalenessMs: this.stalenessMs } satisfies NodeMessage);
+    this.bus.publish(this.subjects.nodes, { kind: 'heartbeat', node: this.nodeId, position: this.confirmed(), stalenessMs: this.stalenessMs } satisfies NodeMessage);
   }
 
   private heard(position: number): void {

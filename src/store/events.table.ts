@@ -56,4 +56,5 @@ export interface Database {
   decisions: DecisionsTable;
   audit_archive: AuditArchiveTable;
   client_assertion_jtis: ClientAssertionJtisTable;
+  deployment: { one: boolean; id: string; created_at: Date };
 }
