@@ -123,7 +123,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   app.addHook('onRoute', (route) => access.declare(route));
   app.addHook('onRequest', async (request) => access.check(request));
   // A human's admin call is a Cedar decision, recorded, once the body is validated (humans/admin.ts).
-  const admin = { registry: deps.view, policies: () => deps.policies.current(), decisions: deps.decisions, nodeId: deps.nodeId };
+  const admin = { registry: deps.view, sync: () => deps.follower.sync(), policies: () => deps.policies.current(), decisions: deps.decisions, nodeId: deps.nodeId };
   app.addHook('preHandler', async (request) => authorizeAdmin(admin, request));
   app.decorate('routeAccess', access.routes);
 

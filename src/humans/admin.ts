@@ -104,6 +104,8 @@ export function decideAdmin(policies: CompiledPolicySet | null, registry: Regist
 
 export interface AdminDeps {
   registry: RegistryState;
+  /** Catches this node's registry up with the log (an approval asked for on another node a moment ago). */
+  sync?: () => Promise<void>;
   policies: () => CompiledPolicySet | null;
   decisions: DecisionLog;
   nodeId: string;
@@ -119,7 +121,11 @@ export async function authorizeAdmin(deps: AdminDeps, request: FastifyRequest): 
   if (caller?.kind !== 'human') return;
   const ask = request.routeOptions.config?.admin;
   if (!ask) throw new LeashError('FORBIDDEN', 'this call takes the operator token; no human may make it', { layer: ADMIN_LAYER, reasons: [] });
-  const asked = ask(request);
+  let asked = ask(request);
+  if (asked.approval !== undefined && !deps.registry.approvals.has(asked.approval) && deps.sync) {
+    await deps.sync();
+    asked = ask(request);
+  }
   const policies = deps.policies();
   const decided = decideAdmin(policies, deps.registry, caller.id, asked);
   const action = `admin:${asked.verb}`;

@@ -89,6 +89,8 @@ export async function approvalRoutes(app: App, deps: ServerDeps): Promise<void> 
   }, async (request) => {
     const { id } = request.params;
     const wait = Number((request.query as { wait?: string }).wait ?? 0);
+    // Asked for on another node a moment ago, it may not be here yet.
+    if (!registry.approvals.has(id)) await deps.follower.sync();
     let found = registry.approvals.get(id)?.record;
     if (!found) throw new LeashError('APPROVAL_NOT_FOUND', `no approval ${id}`);
     if (wait > 0 && approvalStatus(found, new Date()) === 'pending') found = await untilAnswered(deps, found, wait * 1000, request);
