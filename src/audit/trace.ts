@@ -128,10 +128,11 @@ function approvalOf(d: StoredDecision, state: RegistryState): ApprovalRecord | n
 function grantOf(d: StoredDecision, chain: TraceLink[], state: RegistryState): Trace['grant'] {
   const claims = ((d.request as EvaluationRequest).subject?.properties?.token as { claims?: Record<string, unknown> } | undefined)?.claims;
   const initiator = chain.find((l) => l.role === 'initiator' && l.from === 'token');
-  const actor = chain.at(-1);
+  // The grant is to the agent at the top of the chain (a sub-agent works under its parent's grant).
+  const top = chain.find((l) => l.type === 'Agent');
   const named = claims?.[GRANT_CLAIM];
   // The owner's token names a grant only when Leash issued it for one (token-layer.ts).
-  if (!claims || !initiator || !actor || (state.agents.get(actor.id)?.record.owner === initiator.id && typeof named !== 'string')) return null;
-  const grant = grantCovering(state, initiator.id, actor.id, claims.authorization_details, d.at, typeof named === 'string' ? named : undefined);
+  if (!claims || !initiator || !top || (state.agents.get(top.id)?.record.owner === initiator.id && typeof named !== 'string')) return null;
+  const grant = grantCovering(state, initiator.id, top.id, claims.authorization_details, d.at, typeof named === 'string' ? named : undefined);
   return grant ? { ...grant, human: initiator.id } : null;
 }

@@ -24,15 +24,20 @@ export function delegationRefusal(token: Accepted, view: RegistryState, now: Dat
   const agent = recordOf(token.actingAgent)!;
   // A token may say it acts for a human (`sub` beside `act`), but whoever signed it, the agent
   // may not pick whom it is checked against: it acts for its owner, or for a human who granted
-  // it what the token asks for (a grant in force, covering every entry of its details). Under
-  // a grant the agent acts itself: a chain of agents above it is not honoured there. A token
+  // it what the token asks for (a grant in force, covering every entry of its details). A token
   // Leash issued for a grant names it (`leash_grant`), and only that grant honours it: even a
   // grant of the agent's owner, whose revocation must stop the token as any grant's does.
+  // Under a grant, a chain of agents is honoured only as Leash issued it (the grant's agent
+  // handing part on to a sub-agent by token exchange): the grant must be to the agent at the
+  // top of the chain. A chain an agent writes into a token of its own claims another agent's
+  // grant, and is refused.
   const named = token.claims[GRANT_CLAIM];
   if (named !== undefined || (token.onBehalfOf !== null && token.onBehalfOf !== agent.owner)) {
     const grantor = token.onBehalfOf ?? agent.owner;
     if (named !== undefined && typeof named !== 'string') return 'DELEGATION_NOT_GRANTED';
-    if (!grantor || token.chain.length > 0 || !grantCovering(view, grantor, agent.id, token.claims.authorization_details, now, named)) return 'DELEGATION_NOT_GRANTED';
+    const top = token.chain.at(-1) ?? agent.id; // nested `act` runs from the acting agent back: the earliest is last
+    if (token.chain.length > 0 && (named === undefined || !token.leashIssued)) return 'DELEGATION_NOT_GRANTED';
+    if (!grantor || !grantCovering(view, grantor, top, token.claims.authorization_details, now, named)) return 'DELEGATION_NOT_GRANTED';
   }
   const human = token.onBehalfOf ?? agent.owner;
   if (!human || !view.humans.has(human)) return 'TOKEN_UNKNOWN_HUMAN';

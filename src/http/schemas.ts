@@ -9,8 +9,8 @@ const closed = { additionalProperties: false } as const;
 
 /** SPEC §2: ids match [A-Za-z0-9._:@-]{1,128}; so no quotes, slashes, spaces or unicode. */
 export const Id = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,128}$', description: 'id matching [A-Za-z0-9._:@-]{1,128}' });
-const Text = (maxLength: number) => Type.String({ minLength: 1, maxLength });
-const Ids = (maxItems: number) => Type.Array(Id, { maxItems, uniqueItems: true });
+export const Text = (maxLength: number) => Type.String({ minLength: 1, maxLength });
+export const Ids = (maxItems: number) => Type.Array(Id, { maxItems, uniqueItems: true });
 
 export const EntityRef = Type.Object({ type: Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$', maxLength: 256 }), id: Type.String({ minLength: 1, maxLength: 256 }) }, closed);
 

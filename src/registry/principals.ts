@@ -6,9 +6,12 @@ import { decideGrant, evolveGrants, type GrantEvent, type GrantRecord } from './
 // stream also holds the grants they give agents (grants.ts).
 
 type HumanRegistered = { type: 'HumanRegistered'; data: { id: string; email: string; groups: string[]; displayName?: string } };
-export type HumanEvent = HumanRegistered | GrantEvent;
+/** The groups a human is in, replaced: leaving a group takes away what it gave (and what the human's grants carried of it). */
+type HumanGroupsChanged = { type: 'HumanGroupsChanged'; data: { groups: string[]; reason: string } };
+export type HumanEvent = HumanRegistered | HumanGroupsChanged | GrantEvent;
 export type HumanCommand =
   | { type: 'RegisterHuman'; data: HumanRegistered['data']; metadata: CommandMetadata }
+  | { type: 'ChangeHumanGroups'; data: HumanGroupsChanged['data']; metadata: CommandMetadata }
   | { type: 'GrantDelegation'; data: Extract<GrantEvent, { type: 'DelegationGranted' }>['data']; metadata: CommandMetadata }
   | { type: 'RevokeDelegation'; data: Extract<GrantEvent, { type: 'DelegationRevoked' }>['data']; metadata: CommandMetadata };
 export interface HumanRecord {
@@ -40,6 +43,9 @@ export function decideHuman(command: HumanCommand, state: HumanState): HumanEven
     case 'RegisterHuman':
       if (state.status !== 'none') throw new LeashError('ALREADY_EXISTS', `human ${state.id} is already registered`, { currentState: state.status });
       return [{ type: 'HumanRegistered', data: command.data }];
+    case 'ChangeHumanGroups':
+      if (state.status === 'none') throw new LeashError('HUMAN_NOT_FOUND', 'no such human');
+      return [{ type: 'HumanGroupsChanged', data: command.data }];
     case 'GrantDelegation':
     case 'RevokeDelegation': {
       if (state.status === 'none') throw new LeashError('HUMAN_NOT_FOUND', 'no such human');
@@ -55,6 +61,8 @@ export function evolveHuman(state: HumanState, event: HumanEvent, at: Date): Hum
   switch (event.type) {
     case 'HumanRegistered':
       return { status: 'registered', ...event.data, createdAt: at.toISOString() };
+    case 'HumanGroupsChanged':
+      return state.status === 'none' ? state : { ...state, groups: event.data.groups };
     case 'DelegationGranted':
     case 'DelegationRevoked':
       if (state.status === 'none') return state;

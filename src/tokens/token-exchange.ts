@@ -3,7 +3,7 @@ import { DELEGATE_ACTION, delegateDecision, uncoveredPair } from '../authz/deleg
 import type { DecisionCaches } from '../authz/decision-caches.ts';
 import { detailsOf, type CedarDetail } from '../authz/details.ts';
 import { entitiesFor, entityKey } from '../authz/engine.ts';
-import { GRANT_CLAIM } from '../authz/token-layer.ts';
+import { GRANT_CLAIM, grantCovering } from '../authz/token-layer.ts';
 import { isLeashError } from '../errors.ts';
 import type { AgentRecord } from '../registry/agent.ts';
 import { GRANT_TOKEN_TYPE, grantExchange } from './grant-exchange.ts';
@@ -80,11 +80,18 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   out.subject = { jti: subject.claims.jti, sub: subject.claims.sub, act: subject.claims.act, exp: subject.claims.exp };
   if (subject.standing !== 'active') throw new OAuthError('unauthorized_client', 'the client is not active', 'AGENT_NOT_ACTIVE');
   if (subject.chain.some((id) => agentOf(id)?.record.status !== 'active')) throw grant('DELEGATION_CHAIN_BROKEN', 'an agent above the client in the subject_token\'s delegation chain is not active');
-  // Whom the chain acts for: the human the subject token names, who must be A's owner (as a decision requires).
-  if (subject.onBehalfOf !== null && subject.onBehalfOf !== A.owner) throw grant('DELEGATION_NOT_GRANTED', 'the subject_token acts for a human who is not the client\'s owner');
-  // Under a grant the agent acts itself: a token for a grant is not handed on (the child's token
-  // would name no grant, so revoking the grant would not stop it).
-  if (subject.claims[GRANT_CLAIM] !== undefined) throw grant('DELEGATION_NOT_GRANTED', 'the subject_token is for a grant, which is the client\'s own to use, not to hand on');
+  // Whom the chain acts for: the human the subject token names, who must be A's owner (as a
+  // decision requires), or, for a token under a grant, the human whose grant to the agent at the
+  // top of the chain is still in force and covers it. The child's token names the same grant,
+  // so revoking it stops the whole chain.
+  const underGrant = subject.claims[GRANT_CLAIM];
+  const top = subject.chain.at(-1) ?? A.id;
+  if (underGrant !== undefined) {
+    const covering = typeof underGrant === 'string' && subject.onBehalfOf !== null && grantCovering(registry, subject.onBehalfOf, top, subject.claims.authorization_details, now, underGrant);
+    if (!covering) throw grant('DELEGATION_NOT_GRANTED', 'the subject_token\'s grant is no longer in force, or does not cover it');
+  } else if (subject.onBehalfOf !== null && subject.onBehalfOf !== A.owner) {
+    throw grant('DELEGATION_NOT_GRANTED', 'the subject_token acts for a human who is not the client\'s owner');
+  }
   const human = subject.onBehalfOf ?? A.owner;
   if (!human) throw grant('TOKEN_UNKNOWN_HUMAN', 'the client acts for no human');
 
@@ -100,9 +107,11 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   const B = child.record;
   out.child = B.id;
   if (B.status !== 'active') throw grant('AGENT_NOT_ACTIVE', `the sub-agent is ${B.status}; only an active agent gets tokens`);
-  // B's token will act for this human, and a decision honours that only for B's owner (a
-  // human's grant, not yet built, would be the other way): a token it could never use is not issued.
-  if (B.owner !== human) throw grant('DELEGATION_NOT_GRANTED', 'the sub-agent\'s owner is not the human the delegation chain acts for');
+  // B's token will act for this human, which a decision honours for B's owner, or under the
+  // grant for a sub-agent of the grant's agent's owner (it helps the agent the grant is to): a
+  // token it could never use is not issued.
+  const chainOwner = underGrant !== undefined ? agentOf(top)?.record.owner : human;
+  if (B.owner !== chainOwner) throw grant('DELEGATION_NOT_GRANTED', underGrant !== undefined ? 'the sub-agent\'s owner is not the owner of the agent the grant is to' : 'the sub-agent\'s owner is not the human the delegation chain acts for');
   if (B.id === A.id || subject.chain.includes(B.id)) throw grant('DELEGATION_CYCLE', 'the sub-agent is already in the delegation chain');
   const depth = 2 + subject.chain.length; // B, A, and the agents above A
   if (depth > tokenSettings().maxDelegationDepth) throw grant('DELEGATION_TOO_DEEP', `the delegation chain would have more than ${tokenSettings().maxDelegationDepth} agents`);
@@ -128,6 +137,7 @@ async function delegate(party: ExchangeParty, form: TokenForm, parent: Authentic
   const parentAct = subject.claims.act ?? { sub: A.id };
   const claims = {
     iss: deps.issuer, sub: human, aud: audience, client_id: A.id, iat, exp, jti: randomUUID(), act: { sub: B.id, act: parentAct }, authorization_details: entries,
+    ...(underGrant !== undefined ? { [GRANT_CLAIM]: underGrant } : {}),
   };
   const token = await deps.signer.sign(claims, now);
   if (token === null) throw new OAuthError('temporarily_unavailable', 'this node has no signing key it may use right now');

@@ -24,6 +24,12 @@ export type TokenCheck =
       standing: 'active' | 'grace' | 'quarantined';
       /** The acting agent's version whose state decided (0: not registered). */
       agentVersion: number;
+      /**
+       * Issued by Leash (its keys checked it), not signed by the agent: its `iss` is not the
+       * agent's pinned issuer, and a token of the agent's own never carries another `iss`.
+       * (An agent pinned to Leash's own issuer has no tokens of its own: all of its count.)
+       */
+      leashIssued: boolean;
     }
   /** `claims` when the signature checked out and a later check refused (the decision log keeps them). */
   | { ok: false; code: TokenRejection; detail: string; claims?: JWTPayload & Record<string, unknown>; agentVersion?: number };
@@ -204,7 +210,7 @@ function checkLifecycle(claims: JWTPayload & Record<string, unknown>, subjectId:
   }
   const { acting, onBehalfOf, chain } = delegation;
   if (acting === null || acting !== subjectId) return refuse('TOKEN_SUBJECT_MISMATCH', 'the token\'s acting agent is not subject.id');
-  return { ok: true, claims, actingAgent: acting, onBehalfOf, chain, standing, agentVersion };
+  return { ok: true, claims, actingAgent: acting, onBehalfOf, chain, standing, agentVersion, leashIssued: claims.iss !== pins.issuer };
 }
 
 /** SPEC §6 modes: besides an active agent, who may still be decided for. */

@@ -194,6 +194,29 @@ describe('tokens under a grant', () => {
     expect((await n1.api('POST', '/v1/humans/alice/grants/not-a-uuid/revoke', { reason: 'x' })).status).toBe(400);
   });
 
+  it('alice taken out of finance on node 2: what her grant carried of finance is refused on node 1 before the change answers', async () => {
+    const token = (await forGrant(n1, grantId)).body.access_token as string;
+    expect(await decide(n1, 'helper-bot', token)).toMatchObject({ decision: true });
+    const moved = await n2.api('PUT', '/v1/humans/alice/groups', { groups: [], reason: 'left finance' });
+    expect(moved.status, JSON.stringify(moved.body)).toBe(200);
+    expect(moved.body).toMatchObject({ id: 'alice', groups: [], nodesConfirmed: 2, nodesMissing: [] });
+    expect(moved.body).not.toHaveProperty('grants');
+    // The grant stands, but alice no longer has what it handed on: the human layer refuses.
+    expect(await decide(n1, 'helper-bot', token)).toMatchObject({ decision: false, context: { layer: 'human' } });
+    const events = await n1.store.readStream('human/alice');
+    expect(events.at(-1)).toMatchObject({ type: 'HumanGroupsChanged', data: { groups: [], reason: 'left finance' }, metadata: { actor: 'operator', breakGlass: true } });
+    // Bad changes: a group that is not registered, a body of the wrong shape; a person without an admin policy may not.
+    expect((await n1.api('PUT', '/v1/humans/alice/groups', { groups: ['no-such-group'], reason: 'x' })).body.code).toBe('UNKNOWN_GROUP');
+    for (const body of [{ groups: 'finance', reason: 'x' }, { groups: ['finance'] }, { groups: ['a/b'], reason: 'x' }, { groups: ['finance', 'finance'], reason: 'x' }, { groups: [], reason: 'x', extra: 1 }]) {
+      expect((await n1.api('PUT', '/v1/humans/alice/groups', body)).status, JSON.stringify(body)).toBe(400);
+    }
+    expect((await n1.api('PUT', '/v1/humans/nobody/groups', { groups: [], reason: 'x' })).body.code).toBe('HUMAN_NOT_FOUND');
+    expect((await n1.api('PUT', '/v1/humans/alice/groups', { groups: ['finance'], reason: 'mine' }, {}, await personToken('alice'))).status).toBe(403);
+    // Back in finance, the same token is honoured again: the grant was never revoked.
+    expect((await n1.api('PUT', '/v1/humans/alice/groups', { groups: ['finance'], reason: 'back' })).status).toBe(200);
+    expect(await decide(n2, 'helper-bot', token)).toMatchObject({ decision: true });
+  });
+
   it('a grant past its expiry honours nothing, though a token from it still verifies within the clock leeway', async () => {
     const short = await grant(n1, 'alice', { agent: 'helper-bot', authorization_details: readInvoices, expiresAt: new Date(Date.now() + 1_500).toISOString(), purpose: 'brief' });
     expect(short.status).toBe(201);
@@ -308,29 +331,43 @@ describe('grants under attack', () => {
     expect(await decide(n1, 'alice-bot', await signed({ act: { sub: 'alice-bot' } }, 'alice'))).toMatchObject({ decision: true });
   });
 
-  it('a grant\'s token is not handed on to a sub-agent, even by an agent of the granting owner', async () => {
+  it('the grant\'s agent hands part of it on to a sub-agent of its owner; revoking the grant on node 2 stops both on node 1', async () => {
     const ceiling = { template: 'ceiling-folder', values: { '?resource': folder('invoices') } };
-    for (const id of ['fa-parent', 'fa-child']) {
-      expect((await n1.api('POST', '/v1/agents', agentBody({ id, owner: 'alice', groups: ['finance-agents'], ceiling }))).status).toBe(201);
-      expect((await n1.api('POST', `/v1/agents/${id}/authorize`, { grants: [] })).status).toBe(200);
+    // bob's agents: bob may read nothing himself, so whatever they read for alice is hers to give.
+    for (const [id, owner] of [['gp-parent', 'bob'], ['gp-child', 'bob'], ['gp-stranger', 'eve']] as const) {
+      expect((await n1.api('POST', '/v1/agents', agentBody({ id, owner, groups: ['finance-agents'], ceiling }))).status).toBe(201);
+      expect((await n1.api('POST', `/v1/agents/${id}/authorize`, { grants: [{ template: 'grant-read-folder', values: { '?resource': folder('invoices') } }] })).status).toBe(200);
     }
-    const g = (await grant(n1, 'alice', good('fa-parent'))).body.id;
-    const token = (await forGrant(n1, g, 'fa-parent')).body.access_token as string;
-    const handOn = await post(n1, {
-      grant_type: EXCHANGE, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('fa-parent'),
-      subject_token: token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', actor_token: await assertion('fa-child'), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-      authorization_details: JSON.stringify(readInvoices),
+    const g = (await grant(n1, 'alice', good('gp-parent'))).body.id;
+    await n2.follower.waitFor(n1.view.position);
+    const parentToken = (await forGrant(n1, g, 'gp-parent')).body.access_token as string;
+    const handOn = async (actor: string, subject = parentToken, details: unknown = readInvoices) => post(n1, {
+      grant_type: EXCHANGE, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('gp-parent'),
+      subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', actor_token: await assertion(actor), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      authorization_details: JSON.stringify(details),
     });
-    // Handed on, the child's token would name no grant: the grant's revocation would not stop it.
-    expect(handOn, JSON.stringify(handOn.body)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
-    // The parent's own token is handed on as before.
-    const own = (await post(n1, { grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('fa-parent'), authorization_details: JSON.stringify(readInvoices) })).body.access_token;
-    const ok = await post(n1, {
-      grant_type: EXCHANGE, client_assertion_type: ASSERTION_TYPE, client_assertion: await assertion('fa-parent'),
-      subject_token: own, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', actor_token: await assertion('fa-child'), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt',
-      authorization_details: JSON.stringify(readInvoices),
-    });
-    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    const handed = await handOn('gp-child');
+    expect(handed.status, JSON.stringify(handed.body)).toBe(200);
+    const childToken = handed.body.access_token as string;
+    expect(decodeJwt(childToken)).toMatchObject({ sub: 'alice', act: { sub: 'gp-child', act: { sub: 'gp-parent' } }, leash_grant: g });
+    // Allowed with alice's rights (bob has none), within what was handed on.
+    expect(await decide(n2, 'gp-child', childToken)).toMatchObject({ decision: true, context: { layer: 'all' } });
+    expect(await decide(n2, 'gp-child', childToken, 'write')).toMatchObject({ decision: false, context: { layer: 'details' } });
+    const trace = await traceDecision(new PostgresSource(n1.connection.db), (await decide(n1, 'gp-child', childToken)).context.id);
+    expect(trace!.chain.map((l) => [l.id, l.role])).toEqual([['alice', 'initiator'], ['gp-parent', 'delegate'], ['gp-child', 'actor']]);
+    expect(trace!.grant).toMatchObject({ id: g, agent: 'gp-parent' });
+    // Not to another owner's agent; not beyond the parent's token.
+    expect(await handOn('gp-stranger')).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    expect(await handOn('gp-child', parentToken, [{ type: 'leash:cedar', actions: ['read', 'write'], resourceIn: folder('invoices') }])).toMatchObject({ status: 400, body: { error: 'invalid_authorization_details' } });
+    // A chain the sub-agent writes into a token of its own claims the parent's grant: refused.
+    const forged = await signed({ act: { sub: 'gp-child', act: { sub: 'gp-parent' } }, leash_grant: g }, 'alice');
+    expect(await decide(n1, 'gp-child', forged)).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
+
+    expect((await n2.api('POST', `/v1/humans/alice/grants/${g}/revoke`, { reason: 'done' })).status).toBe(200);
+    for (const [agent, token] of [['gp-parent', parentToken], ['gp-child', childToken]] as const) {
+      expect(await decide(n1, agent, token), agent).toMatchObject({ decision: false, context: { layer: 'token', code: 'DELEGATION_NOT_GRANTED' } });
+    }
+    expect(await handOn('gp-child')).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
   });
 
   it('a grant POST retried with its Idempotency-Key gives the same grant back, and no second one', async () => {

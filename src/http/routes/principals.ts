@@ -4,7 +4,7 @@ import type { CommandResult } from '../../service/command-handler.ts';
 import { LeashError } from '../../errors.ts';
 import type { HumanRecord } from '../../registry/principals.ts';
 import { groupAggregate, humanAggregate } from '../../registry/streams.ts';
-import { GroupBody, GroupView, HumanBody, HumanView, IdParams, Problem, WriteHeaders } from '../schemas.ts';
+import { FenceFields, GroupBody, GroupView, HumanBody, HumanView, IdParams, Ids, Problem, Text, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 import { etag, writeOptions } from './write-options.ts';
 import { adminOn } from '../../humans/admin.ts';
@@ -53,6 +53,26 @@ export async function principalRoutes(app: App, deps: ServerDeps): Promise<void>
     if (!found) throw new LeashError('HUMAN_NOT_FOUND', `no human ${request.params.id}`);
     void reply.header('etag', etag(found.version));
     return humanView(found.record, found.version);
+  });
+
+  // Fenced like a revocation: whatever the human's old groups gave them (and the agents acting
+  // for them) is refused on every node before this returns.
+  app.put('/v1/humans/:id/groups', {
+    config: { access: 'operator', admin: adminOn.param('set-groups', 'Human') },
+    schema: {
+      tags: ['humans'], params: IdParams, headers: WriteHeaders,
+      body: Type.Object({ groups: Ids(100), reason: Text(1000) }, { additionalProperties: false }),
+      response: { 200: Type.Object({ ...HumanView.properties, ...FenceFields }, { additionalProperties: true }), ...errors },
+    },
+  }, async (request, reply) => {
+    const { groups, reason } = request.body;
+    await missingGroups(groups);
+    const result = await commands.handle(humanAggregate, request.params.id, { type: 'ChangeHumanGroups', data: { groups, reason }, metadata: { now: new Date() } }, writeOptions(request));
+    const fence = await deps.cluster.fence(result.position);
+    if (result.state.status === 'none') throw new Error(`human ${request.params.id} is missing after the change`);
+    const { status: _status, ...record } = result.state;
+    void reply.header('etag', etag(result.version));
+    return { ...humanView(record, result.version), ...fence };
   });
 
   app.post('/v1/groups', { config: { access: 'operator', admin: adminOn.leash('create-group', 'groups') }, schema: { tags: ['groups'], body: GroupBody, headers: WriteHeaders, response: { 201: GroupView, ...errors } } }, async (request, reply) => {
