@@ -14,6 +14,7 @@ import { RegistryView } from './registry/registry-view.ts';
 import { agentAggregate } from './registry/streams.ts';
 import { CommandHandler } from './service/command-handler.ts';
 import { ApprovalService } from './approvals/approval-service.ts';
+import { approvalAggregate } from './approvals/approval.ts';
 import { ApprovalNotifier } from './approvals/notify.ts';
 import { listenForCommits } from './store/commit-listener.ts';
 import { connect, type Backend, type Connection } from './store/connect.ts';
@@ -157,7 +158,13 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     // Without NATS, nodes sharing a Postgres still hear each other's commits by NOTIFY
     // (fences then count this node only); PGlite has one node only.
     const listener = options.backend.kind === 'postgres' && bus instanceof InProcessBus ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
+    // Decided on the view's state where it holds the stream (the append's version check guards a lagging view).
     const commands = new CommandHandler(store, follower, (type, id) => {
+      if (type === approvalAggregate.streamType) {
+        // An approval id is a new random UUID when it is asked for: a stream no one has written yet.
+        const approval = view.approvals.get(id);
+        return approval ? { state: approval.record, version: approval.version } : { state: approvalAggregate.initialState(), version: 0 };
+      }
       const agent = type === agentAggregate.streamType ? view.agents.get(id) : undefined;
       return agent && { state: agent.record, version: agent.version };
     });

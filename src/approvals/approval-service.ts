@@ -24,8 +24,12 @@ export interface ApprovalServiceOptions {
   notify: (approval: ApprovalRecord) => void;
 }
 
-/** How a gated decision ended on this node: as decided, or lost the race to spend its approval (decide again). */
-export type Resolved = { decision: Decision } | { lostRace: true };
+/**
+ * How a gated decision ended on this node: as decided (with `durable`, the approval it asked
+ * for being appended: the answer waits for it, beside the decision's own record), or lost the
+ * race to spend its approval (decide again).
+ */
+export type Resolved = { decision: Decision; durable?: Promise<void> } | { lostRace: true };
 
 export class ApprovalService {
   constructor(private readonly options: ApprovalServiceOptions) {}
@@ -62,9 +66,11 @@ export class ApprovalService {
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + this.options.ttlSeconds * 1000).toISOString();
     const data = { id, ...ask.binding, human: ask.human, approvers: ask.approvers, policies: ask.policies, expiresAt, decisionId };
-    const result = await commands.handle(approvalAggregate, id, { type: 'RequestApproval', data, metadata: { now } }, { now, actor });
-    if (result.state.status !== 'none') this.options.notify(result.state);
-    return { decision: { ...d, approval: { ...ask, id, expiresAt } } };
+    const durable = commands.handle(approvalAggregate, id, { type: 'RequestApproval', data, metadata: { now } }, { now, actor }).then((result) => {
+      if (result.state.status !== 'none') this.options.notify(result.state);
+    });
+    durable.catch(() => {}); // handled where it is awaited; never an unhandled rejection meanwhile
+    return { decision: { ...d, approval: { ...ask, id, expiresAt } }, durable };
   }
 
   /** This agent's approvals still waiting for an answer; the expired ones leave the view's index (none can be answered again). */

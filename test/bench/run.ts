@@ -20,6 +20,7 @@ import type { DecisionRow } from './decisions.ts';
 import { benchHttp, benchHttpTwoNodes, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
 import { benchTokens } from './tokens.ts';
+import { benchApprovals } from './approvals.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -39,6 +40,8 @@ const VERIFY_RECORDS = Number(process.env.BENCH_VERIFY_RECORDS ?? 10_000_000);
 const TOKEN_CONNECTIONS = (process.env.BENCH_TOKEN_CONNECTIONS ?? '16,4').split(',').map(Number);
 const TOKEN_AGENTS = Number(process.env.BENCH_TOKEN_AGENTS ?? 32);
 const FLOOR_SECONDS = Number(process.env.BENCH_FLOOR_SECONDS ?? 5);
+/** Approval round trips measured (after 50 of warm-up), in 10 blocks alternating with the baseline's. */
+const APPROVAL_ROUNDS = Number(process.env.BENCH_APPROVAL_ROUNDS ?? 500);
 /**
  * Sections to run (comma-separated); unset: all, and BENCHMARKS.md is rewritten. Set: only the
  * rows those sections produce are replaced in BENCHMARKS.md (see updateInPlace).
@@ -390,6 +393,22 @@ function auditRun(mode: string, dir: string, times: number, ...args: string[]): 
   return sorted(results.map((r) => r.perSecond)).map((p) => results.find((r) => r.perSecond === p)!)[Math.floor(times / 2)]!;
 }
 
+async function benchApprovalRow(databaseUrl: string): Promise<void> {
+  const run = await benchApprovals(databaseUrl, { rounds: APPROVAL_ROUNDS });
+  const ms = (x: number) => `${x.toFixed(2)} ms`;
+  rows.push({
+    key: 'approval round trip over HTTP:',
+    what: `approval round trip over HTTP: ${fmt(run.rounds)} payments over the limit, one at a time, each asked (APPROVAL_REQUIRED, the approval recorded), approved with the approver's own token (a recorded admin decision; fenced) and asked again (allowed, the approval spent); decision log durable`,
+    backend: 'PostgreSQL',
+    figure: `${fmt(run.roundTrip.perSecond)} round trips/s`,
+    median: ms(run.roundTrip.median),
+    p99: ms(run.roundTrip.p99),
+    baseline: `three plain decisions in a row (a payment under the limit), same server, in blocks alternating with it: median ${ms(run.baseline.median)}, p99 ${ms(run.baseline.p99)}`,
+    target: '≤ 20 ms median',
+  });
+  console.log(rows[rows.length - 1]);
+}
+
 async function benchAuditRows(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'leash-bench-audit-'));
   try {
@@ -454,6 +473,7 @@ async function main(): Promise<void> {
     });
     await section('tokens', () => benchTokenRows(server.url));
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
+    await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
     await section('audit', benchAuditRows);
     await section('appends', async () => {
       await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
@@ -494,7 +514,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -645,6 +665,16 @@ function howToRead(): string {
   "A token acting for another human under her grant": a token from the grant's token exchange
   (sub carol, act the agent, owned by alice), decided with carol as the human layer after the
   token layer found carol's grant in force and checked that it covers the token's details.
+- **approval round trip**: \`leash serve\` on PostgreSQL with people signing in (a local key pair
+  as the identity provider), the finance example of \`cedar/\`; one client in the benchmark's
+  process does, one after the other, what a PEP and the approver do for a payment over 10,000:
+  the decision (denied, APPROVAL_REQUIRED: the decision recorded and the approval appended to its
+  own stream), alice's approve with her own token (her token verified, the admin decision made
+  and recorded, ApprovalGranted appended, fenced), and the decision again with \`approvalId\`
+  (allowed: ApprovalUsed appended, then the decision recorded). Latency is per round trip of the
+  three calls. The baseline is three plain decisions in a row (a payment under the limit, allowed),
+  so the difference is what the approval costs beyond three round trips; the two in ${APPROVAL_ROUNDS / 10}-round
+  blocks alternating, after 50 of each to warm up.
 - **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server (run with
   GOMAXPROCS=1: one thread for its Go code, as it shares the 2 cores with everything else);
   every agent is warm on every node (token verified and decided once on each). Revokes go one at

@@ -106,7 +106,7 @@ export async function approvalRoutes(app: App, deps: ServerDeps): Promise<void> 
       const { id } = request.params;
       const { reason, approver: named } = request.body;
       const caller = request.caller;
-      await deps.follower.sync();
+      if (!registry.approvals.has(id)) await deps.follower.sync();
       const approval = registry.approvals.get(id)?.record;
       if (!approval) throw new LeashError('APPROVAL_NOT_FOUND', `no approval ${id}`);
       // A person answers for themselves; the operator names the person it answers for.

@@ -146,7 +146,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       // The record carries the instant the decision was made at, so replay can decide at it too.
       const at = new Date();
       const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches, tokens });
-      if (!decision.approval) return { request, decision, at, id };
+      if (!decision.approval) return { request, decision, at, id, durable: null };
       let settled;
       try {
         settled = await deps.approvals.resolve(decision, id, at);
@@ -155,14 +155,14 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
         app.log.error({ err }, 'approval write failed; answering 503');
         throw new LeashError('NOT_READY', 'the approval this decision needs could not be recorded durably, so no answer is given');
       }
-      if ('decision' in settled) return { request, decision: settled.decision, at, id };
+      if ('decision' in settled) return { request, decision: settled.decision, at, id, durable: settled.durable ?? null };
       if (attempt === 3) throw new LeashError('NOT_READY', 'the approval this request names is being spent elsewhere; ask again');
     }
   };
 
   const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
     checkApprovalIds(requests);
-    const decided: { request: EvaluationRequest; decision: Decision; at: Date; id: string }[] = [];
+    const decided: { request: EvaluationRequest; decision: Decision; at: Date; id: string; durable: Promise<void> | null }[] = [];
     for (const [i, request] of requests.entries()) {
       // A long batch gives other requests (and revocations) a turn now and then.
       if (i > 0 && i % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
@@ -181,6 +181,9 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
         code: d.code ?? null, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.position, shadow: d.shadow ?? null,
       };
     });
+    // The approvals these decisions asked for, being appended: durable before any answer leaves.
+    const approvals = Promise.all(decided.map((d) => d.durable));
+    approvals.catch(() => {});
     let stored;
     try {
       // The record holding a shared context is durable before any record naming it is written.
@@ -191,6 +194,12 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     } catch (err) {
       app.log.error({ err }, 'decision log write failed; answering 503');
       throw new LeashError('NOT_READY', 'the decision could not be recorded durably, so it is not given');
+    }
+    try {
+      await approvals;
+    } catch (err) {
+      app.log.error({ err }, 'approval write failed; answering 503');
+      throw new LeashError('NOT_READY', 'the approval this decision asks for could not be recorded durably, so no answer is given');
     }
     return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
   };
