@@ -56,4 +56,13 @@ describe('configuration', () => {
     // Symmetric algorithms (a shared secret) or none at all are not accepted for people's tokens.
     for (const algs of ['HS256', 'none', 'ES256,HS256', ',']) expect(() => loadConfig({ ...idp, LEASH_HUMAN_JWKS_URI: 'https://idp.example/jwks', LEASH_HUMAN_ALGORITHMS: algs })).toThrow(/LEASH_HUMAN_ALGORITHMS must list/);
   });
+
+  it('LEASH_APPROVAL_TTL_SECONDS (default 300, 10..86400) and LEASH_APPROVAL_WEBHOOK (an http(s) URL, named in no error)', () => {
+    expect(loadConfig({})).toMatchObject({ approvalTtlSeconds: 300, approvalWebhook: null });
+    expect(loadConfig({ LEASH_APPROVAL_TTL_SECONDS: '60', LEASH_APPROVAL_WEBHOOK: 'https://hooks.example/leash?key=k' })).toMatchObject({ approvalTtlSeconds: 60, approvalWebhook: 'https://hooks.example/leash?key=k' });
+    for (const bad of ['9', '86401', '1.5', 'soon', '-1']) expect(() => loadConfig({ LEASH_APPROVAL_TTL_SECONDS: bad }), bad).toThrow(/LEASH_APPROVAL_TTL_SECONDS must be/);
+    for (const bad of ['not a url', 'ftp://hooks.example/secret-path', 'file:///etc/passwd']) {
+      expect(() => loadConfig({ LEASH_APPROVAL_WEBHOOK: bad }), bad).toThrow(/^LEASH_APPROVAL_WEBHOOK must be an http\(s\) URL$/);
+    }
+  });
 });
