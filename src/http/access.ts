@@ -23,6 +23,10 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     access?: Access;
   }
+  interface FastifyRequest {
+    /** A decision caller: `operator`, or `pep-<n>` for the n-th token of LEASH_PEP_TOKENS (never the token). */
+    pep?: string;
+  }
 }
 
 /** Every route the server registered, with who may call it (for tests and the OpenAPI document). */
@@ -86,8 +90,10 @@ export function accessControl(tokens: { operator: string; deciders: string[]; hu
       // Compare digests in constant time; the token itself is never logged or echoed.
       const given = match ? digest(match[1]!) : null;
       const accepted = access === 'decider' ? deciders : operator;
-      if (given && accepted.some((token) => timingSafeEqual(given, token))) {
+      const at = given ? accepted.findIndex((token) => timingSafeEqual(given, token)) : -1;
+      if (at >= 0) {
         if (access === 'operator') request.caller = { kind: 'operator' };
+        else request.pep = at === 0 ? 'operator' : `pep-${at}`;
         return;
       }
       // A person's token, on an admin route that says what Cedar is to decide.

@@ -34,7 +34,7 @@ export interface TemplateLink {
 }
 
 export type AgentEvent =
-  | { type: 'AgentDiscovered'; data: { id: string; source: string; fingerprint: string; firstSeen: string; lastSeen: string } }
+  | { type: 'AgentDiscovered'; data: { id: string; source: string; fingerprint: string; firstSeen: string; lastSeen: string; seenBy?: string } }
   | {
       type: 'AgentRegistered';
       data: {
@@ -62,7 +62,7 @@ export interface CommandMetadata {
 }
 
 export type AgentCommand =
-  | { type: 'DiscoverAgent'; data: { id: string; source: string; fingerprint: string }; metadata: CommandMetadata }
+  | { type: 'DiscoverAgent'; data: { id: string; source: string; fingerprint: string; seenBy?: string }; metadata: CommandMetadata }
   | { type: 'RegisterAgent'; data: AgentRegistration; metadata: CommandMetadata }
   | { type: 'AuthorizeAgent'; data: { grants: TemplateLink[] }; metadata: CommandMetadata }
   | { type: 'SuspendAgent'; data: { reason: string }; metadata: CommandMetadata }
@@ -80,7 +80,8 @@ export interface AgentRecord extends Omit<AgentRegistration, 'owner' | 'credenti
   grants: TemplateLink[];
   /** Tokens issued (`iat`, whole seconds) before this instant never verify (authorize, rotate, revoke move it). */
   tokensNotBefore: string | null;
-  discovery: { source: string; fingerprint: string; firstSeen: string; lastSeen: string } | null;
+  /** How it was found: `source` (`decision-api` for a PEP asking about it), and for those, which caller asked (`seenBy`). */
+  discovery: { source: string; fingerprint: string; firstSeen: string; lastSeen: string; seenBy?: string } | null;
   revocation: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number; at: string } | null;
   suspension: { reason: string; at: string } | null;
   retirement: { reason: string; at: string } | null;

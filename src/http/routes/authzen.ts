@@ -2,12 +2,13 @@ import { hash, randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
 import { decide as decideAny } from '../../authz/agent-decision.ts';
 import { DecisionCaches } from '../../authz/decision-caches.ts';
-import { contextEntitiesCost, type Decision, type EvaluationRequest } from '../../authz/engine.ts';
+import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
 import type { RecordedRequest } from '../../audit/decision-log.ts';
 import { LeashError } from '../../errors.ts';
 import { exactJson } from '../../exact-json.ts';
 import { MAX_JSON_DEPTH } from '../../json-limits.ts';
-import { APPROVAL_ID } from '../../approvals/gate.ts';
+import { ShadowAgents } from '../../monitoring/shadow-agents.ts';
+import { checkApprovalIds, checkBatchWork, checkLogBytes, complete } from './evaluation-limits.ts';
 import { tokenVerifier, type LeashTokens } from '../../tokens/verify.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -64,16 +65,6 @@ function approvalView(d: Decision) {
   return { approval: { id: a.id, expiresAt: a.expiresAt, approvers: a.approvers } };
 }
 
-/** `context.approvalId`, when given, is an approval's id: a string, not anything else. */
-function checkApprovalIds(requests: EvaluationRequest[]): void {
-  for (const r of requests) {
-    const id = r.context?.[APPROVAL_ID];
-    if (id !== undefined && (typeof id !== 'string' || id.length === 0 || id.length > 64)) {
-      throw new LeashError('VALIDATION_FAILED', `/context/${APPROVAL_ID} must be the id of an approval (a string of at most 64 characters)`);
-    }
-  }
-}
-
 /**
  * The request as the decision log keeps it: what it was decided on (subject, action, resource,
  * context), the token replaced by its fingerprint, verified claims and jti (or, for a token
@@ -117,6 +108,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     });
   });
   const caches = new DecisionCaches();
+  const shadowAgents = new ShadowAgents({ view: deps.view, commands: deps.commands, log: (fields, message) => app.log.warn(fields, message) });
   // Agents' own tokens through their pins; the ones Leash issued through Leash's keys (every node's).
   const tokens = tokenVerifier(leashTokens(deps));
   // A lifecycle change drops what was cached for the agent and for tokens delegated through it.
@@ -125,12 +117,12 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
 
   /** Decide, then record durably; only then may the answer leave (SPEC §8). */
   /** `shared`: a batch's top-level context, which the items that use it record once. */
-  const decide = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
+  const decide = async (pep: string, requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
     // Admitted: caught up if this node was behind or cut off; its confirmations of later
     // positions wait until this answer has left (SPEC §6).
     const ticket = await deps.cluster.admit();
     try {
-      return await decideAndRecord(requests, stopAt, shared);
+      return await decideAndRecord(pep, requests, stopAt, shared);
     } finally {
       deps.cluster.release(ticket);
     }
@@ -160,7 +152,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     }
   };
 
-  const decideAndRecord = async (requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
+  const decideAndRecord = async (pep: string, requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
     checkApprovalIds(requests);
     const decided: { request: EvaluationRequest; decision: Decision; at: Date; id: string; durable: Promise<void> | null }[] = [];
     for (const [i, request] of requests.entries()) {
@@ -201,6 +193,10 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       app.log.error({ err }, 'approval write failed; answering 503');
       throw new LeashError('NOT_READY', 'the approval this decision asks for could not be recorded durably, so no answer is given');
     }
+    // Agents the registry does not know: shadow agents, recorded (bounded) after the answer is settled.
+    for (const { request, decision, at } of decided) {
+      if (decision.code === 'AGENT_UNKNOWN') shadowAgents.seen(request.subject.id, pep, request.subject.properties?.token, at);
+    }
     return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
   };
 
@@ -215,14 +211,14 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   });
 
   app.post('/access/v1/evaluation', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
-    (await decide([request.body as EvaluationRequest]))[0]!,
+    (await decide(request.pep ?? 'operator', [request.body as EvaluationRequest]))[0]!,
   );
 
   app.post('/access/v1/evaluations', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
     const { evaluations, options, ...defaults } = request.body;
     if (!evaluations || evaluations.length === 0) {
       // The spec: without an evaluations array this is a single evaluation.
-      return (await decide([complete(defaults)]))[0]!;
+      return (await decide(request.pep ?? 'operator', [complete(defaults)]))[0]!;
     }
     const semantic = options?.evaluations_semantic ?? 'execute_all';
     const merged = evaluations.map((item) =>
@@ -231,69 +227,10 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     const stopAt = semantic === 'deny_on_first_deny' ? (d: Decision) => !d.decision : semantic === 'permit_on_first_permit' ? (d: Decision) => d.decision : undefined;
     checkLogBytes(merged);
     checkBatchWork(merged);
-    const results = await decide(merged, stopAt, defaults.context);
+    const results = await decide(request.pep ?? 'operator', merged, stopAt, defaults.context);
     return { evaluations: results };
   });
 }
 
 /** Decisions in a batch between turns of the event loop. */
 const YIELD_EVERY = 10;
-
-/** What one request may add to the decision log, in bytes of JSON (its records' requests). */
-export const MAX_LOG_BYTES_PER_REQUEST = 2 * 1024 * 1024;
-
-/**
- * Every item of a batch is its own record. A shared context is recorded once, but each record
- * holds its subject, action and resource: a 44 KB subject shared by 1,000 empty items would
- * write 44 MB for a 45 KB request. Refused up front (nothing decided, nothing written).
- */
-function checkLogBytes(requests: EvaluationRequest[]): void {
-  const sizes = new Map<unknown, number>();
-  const sizeOf = (v: unknown) => {
-    if (v === undefined) return 0;
-    let n = sizes.get(v);
-    if (n === undefined) sizes.set(v, (n = Buffer.byteLength(JSON.stringify(v))));
-    return n;
-  };
-  let total = 0;
-  const counted = new Set<unknown>();
-  for (const r of requests) {
-    // A context object shared by items is recorded once (see decideAndRecord); the rest per item.
-    total += sizeOf(r.subject) + sizeOf(r.action) + sizeOf(r.resource) + (counted.has(r.context) ? 64 : sizeOf(r.context));
-    counted.add(r.context);
-    if (total > MAX_LOG_BYTES_PER_REQUEST) {
-      throw new LeashError('PAYLOAD_TOO_LARGE', `this batch would write more than ${MAX_LOG_BYTES_PER_REQUEST} bytes to the decision log (every item is recorded with its subject, action, resource and context); split it, or send less context`);
-    }
-  }
-}
-
-/** Items × what their entities cost each Cedar call (see contextEntitiesCost), per batch. */
-export const MAX_BATCH_WORK = 20_000;
-
-/**
- * A batch shares its context among its items, so a deep hierarchy of entities in 6 KB could
- * cost every one of 1,000 items a slow Cedar call (seen: 3.7 s of CPU for one request).
- * Refused whole, before anything is decided.
- */
-function checkBatchWork(requests: EvaluationRequest[]): void {
-  const costs = new Map<unknown, number>();
-  let work = 0;
-  for (const r of requests) {
-    const extra = r.context?.entities;
-    let cost = costs.get(extra);
-    if (cost === undefined) costs.set(extra, (cost = contextEntitiesCost(extra)));
-    work += 1 + cost;
-    if (work > MAX_BATCH_WORK) {
-      throw new LeashError('VALIDATION_FAILED', `this batch asks for too much work (items × the entities and parent links each reads, over ${MAX_BATCH_WORK}); split it, or send fewer entities`);
-    }
-  }
-}
-
-/** Each evaluation needs a subject, action and resource, from itself or the defaults. */
-function complete(r: Partial<EvaluationRequest>): EvaluationRequest {
-  const missing = (['subject', 'action', 'resource'] as const).filter((k) => r[k] === undefined);
-  if (missing.length > 0) {
-    throw new LeashError('VALIDATION_FAILED', `an evaluation lacks ${missing.join(', ')} (in the item or at the top level)`);
-  }
-  return r as EvaluationRequest;
-}
