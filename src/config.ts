@@ -84,6 +84,8 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     const url = URL.parse(approvalWebhook);
     // Named in no log line: a webhook URL may carry a secret of the receiver's.
     if (!url || !['https:', 'http:'].includes(url.protocol)) throw new Error('LEASH_APPROVAL_WEBHOOK must be an http(s) URL');
+    // fetch refuses them, and its refusal quotes the URL: a secret for the receiver goes in the path or query.
+    if (url.username || url.password) throw new Error('LEASH_APPROVAL_WEBHOOK must not carry a user name or password (put a secret in its path or query)');
   }
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');

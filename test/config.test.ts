@@ -64,5 +64,8 @@ describe('configuration', () => {
     for (const bad of ['not a url', 'ftp://hooks.example/secret-path', 'file:///etc/passwd']) {
       expect(() => loadConfig({ LEASH_APPROVAL_WEBHOOK: bad }), bad).toThrow(/^LEASH_APPROVAL_WEBHOOK must be an http\(s\) URL$/);
     }
+    // Credentials in the URL: refused, and not repeated in the refusal.
+    expect(() => loadConfig({ LEASH_APPROVAL_WEBHOOK: 'https://leash:s3cret@hooks.example/x' })).toThrow(/must not carry a user name or password/);
+    expect(() => loadConfig({ LEASH_APPROVAL_WEBHOOK: 'https://leash:s3cret@hooks.example/x' })).not.toThrow(/s3cret/);
   });
 });

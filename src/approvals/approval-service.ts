@@ -5,7 +5,7 @@ import type { RegistryView } from '../registry/registry-view.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
 import type { Follower } from '../store/follower.ts';
 import { approvalAggregate, approvalStatus, type ApprovalRecord } from './approval.ts';
-import { bindingKey } from './gate.ts';
+import { askedOfTheSame, bindingKey } from './gate.ts';
 
 // What a node does with a decision the approval gate took (gate.ts): record the approval a
 // request needs (reusing the pending one for the same request, so a retrying PEP does not flood
@@ -32,6 +32,9 @@ export interface ApprovalServiceOptions {
 export type Resolved = { decision: Decision; durable?: Promise<void> } | { lostRace: true };
 
 export class ApprovalService {
+  /** Approvals this node is appending, by the request they are bound to: a batch repeating a request asks once. */
+  private readonly appending = new Map<string, ApprovalRecord>();
+
   constructor(private readonly options: ApprovalServiceOptions) {}
 
   async resolve(d: Decision, decisionId: string, now: Date): Promise<Resolved> {
@@ -54,9 +57,11 @@ export class ApprovalService {
       }
       return { decision: d };
     }
-    // A pending, unexpired approval for this same request is the one to answer.
-    const earlier = view.approvalFor(bindingKey(ask.binding));
-    if (earlier && approvalStatus(earlier, now) === 'pending') {
+    // A pending, unexpired approval for this same request, asked of the same approvers for the
+    // same permits, is the one to answer (being appended here, or in the view).
+    const key = bindingKey(ask.binding);
+    const earlier = this.appending.get(key) ?? view.approvalFor(key);
+    if (earlier && approvalStatus(earlier, now) === 'pending' && askedOfTheSame(earlier, ask)) {
       return { decision: { ...d, approval: { ...ask, outcome: 'pending', id: earlier.id, expiresAt: earlier.expiresAt, approvers: earlier.approvers } } };
     }
     if (this.pendingOf(ask.binding.agent, now) >= MAX_PENDING_PER_AGENT) {
@@ -65,21 +70,26 @@ export class ApprovalService {
     }
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + this.options.ttlSeconds * 1000).toISOString();
-    const data = { id, ...ask.binding, human: ask.human, approvers: ask.approvers, policies: ask.policies, expiresAt, decisionId };
+    const data = { id, ...ask.binding, approvers: ask.approvers, policies: ask.policies, expiresAt, decisionId };
+    this.appending.set(key, { ...data, status: 'pending', requestedAt: now.toISOString() });
     const durable = commands.handle(approvalAggregate, id, { type: 'RequestApproval', data, metadata: { now } }, { now, actor }).then((result) => {
       if (result.state.status !== 'none') this.options.notify(result.state);
+    }).finally(() => {
+      if (this.appending.get(key)?.id === id) this.appending.delete(key);
     });
     durable.catch(() => {}); // handled where it is awaited; never an unhandled rejection meanwhile
     return { decision: { ...d, approval: { ...ask, id, expiresAt } }, durable };
   }
 
-  /** This agent's approvals still waiting for an answer; the expired ones leave the view's index (none can be answered again). */
+  /** This agent's approvals still waiting for an answer (those being appended too); the expired ones leave the view's index (none can be answered again). */
   private pendingOf(agent: string, now: Date): number {
     const ids = this.options.view.pendingApprovals(agent);
     for (const id of ids) {
       const a = this.options.view.approvals.get(id)?.record;
       if (!a || approvalStatus(a, now) !== 'pending') ids.delete(id);
     }
-    return ids.size;
+    let appending = 0;
+    for (const a of this.appending.values()) if (a.agent === agent && !ids.has(a.id)) appending++;
+    return ids.size + appending;
   }
 }

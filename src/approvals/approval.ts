@@ -11,16 +11,17 @@ import type { Aggregate } from '../registry/streams.ts';
 /** What an approval allows: exactly this request, and no other. */
 export interface ApprovalBinding {
   agent: string;
+  /** The human the agent acts for (its owner, or a grantor). */
+  human: string;
+  /** The Cedar action, as `pay` for the root namespace's, else `NS::Action::"pay"`. */
   action: string;
   resource: { type: string; id: string };
-  /** sha256 of the request's context (canonical JSON, without `approvalId`). */
+  /** sha256 of what else Cedar decides on: the context (canonical JSON, without `approvalId`) and the resource's `properties`. */
   contextDigest: string;
 }
 
 export interface ApprovalRecord extends ApprovalBinding {
   id: string;
-  /** The human the agent acted for when it asked (its owner, or a grantor). */
-  human: string;
   /** Resolved approvers: `human:<id>` (the owner) or `group:<id>`. */
   approvers: string[];
   /** The `@approval` permits that asked for it. */

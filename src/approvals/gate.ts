@@ -32,35 +32,47 @@ export interface GateLayer {
   reasons: string[];
 }
 
-/** The `@approval` permits that alone allowed some layer, with their approvers; null when every layer allowed without one. */
-export function gateOf(approvals: ReadonlyMap<string, ApproverSpec>, layers: readonly GateLayer[]): { layer: GateLayer['layer']; policies: string[]; specs: ApproverSpec[] } | null {
+/**
+ * The `@approval` permits that alone allowed some layer, with their approvers; null when every
+ * layer allowed without one. Within a layer any of its permits' approvers may approve; two
+ * layers held back by different approvers would each need their own, which one approval cannot
+ * give: `ambiguous`, and the request is refused.
+ */
+export function gateOf(approvals: ReadonlyMap<string, ApproverSpec>, layers: readonly GateLayer[]): { layer: GateLayer['layer']; policies: string[]; specs: ApproverSpec[]; ambiguous: boolean } | null {
   if (approvals.size === 0) return null;
-  let gated: { layer: GateLayer['layer']; policies: string[]; specs: ApproverSpec[] } | null = null;
-  const policies = new Set<string>();
-  const specs = new Set<ApproverSpec>();
+  let gated: { layer: GateLayer['layer']; policies: string[]; specs: ApproverSpec[]; ambiguous: boolean } | null = null;
   for (const l of layers) {
     if (l.reasons.length === 0 || !l.reasons.every((id) => approvals.has(id))) continue;
-    gated ??= { layer: l.layer, policies: [], specs: [] };
-    for (const id of l.reasons) {
-      policies.add(id);
-      specs.add(approvals.get(id)!);
+    const specs = [...new Set(l.reasons.map((id) => approvals.get(id)!))].sort();
+    if (!gated) gated = { layer: l.layer, policies: [...l.reasons], specs, ambiguous: false };
+    else {
+      gated.policies.push(...l.reasons);
+      if (!sameList(gated.specs, specs)) gated.ambiguous = true;
     }
   }
-  if (!gated) return null;
-  return { layer: gated.layer, policies: [...policies].sort(), specs: [...specs].sort() };
+  if (gated) gated.policies = [...new Set(gated.policies)].sort();
+  return gated;
 }
 
-/** sha256 of the context as canonical JSON, `approvalId` left out. */
-export function contextDigest(context: Record<string, unknown> | undefined): string {
+/**
+ * sha256, as canonical JSON, of what Cedar decides on besides the agent, the human, the action
+ * and the resource's uid: the context (`approvalId` left out) and the resource's `properties`
+ * (its attributes, for a resource the registry does not hold).
+ */
+export function contextDigest(context: Record<string, unknown> | undefined, resourceProperties: Record<string, unknown> | undefined): string {
   const { [APPROVAL_ID]: _id, ...rest } = context ?? {};
-  return hash('sha256', canonicalJson(rest), 'hex');
+  return hash('sha256', canonicalJson({ context: rest, resource: resourceProperties ?? null }), 'hex');
 }
 
-export const sameBinding = (a: ApprovalBinding, b: ApprovalBinding): boolean =>
-  a.agent === b.agent && a.action === b.action && a.resource.type === b.resource.type && a.resource.id === b.resource.id && a.contextDigest === b.contextDigest;
+export const sameBinding = (a: ApprovalBinding, b: ApprovalBinding): boolean => bindingKey(a) === bindingKey(b);
 
 /** One key per bound request (the view finds a pending approval for a request by it). */
-export const bindingKey = (b: ApprovalBinding): string => JSON.stringify([b.agent, b.action, b.resource.type, b.resource.id, b.contextDigest]);
+export const bindingKey = (b: ApprovalBinding): string => JSON.stringify([b.agent, b.human, b.action, b.resource.type, b.resource.id, b.contextDigest]);
+
+/** An action as approvers read it: `pay` for `Action::"pay"`, the uid itself in a namespace. */
+export const actionName = (action: EntityUid): string => (action.type === 'Action' ? action.id : `${action.type}::${JSON.stringify(action.id)}`);
+
+const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** `human:<owner>` for "owner", the group as written for "group:<id>". */
 export function resolveApprovers(specs: readonly ApproverSpec[], owner: string | null | undefined): string[] {
@@ -86,7 +98,11 @@ export function isApprover(view: RegistryState, human: string, approval: Pick<Ap
 
 export type Settled =
   | { allow: true; ask: ApprovalAsk }
-  | { allow: false; code: 'APPROVAL_REQUIRED' | 'APPROVAL_NOT_MATCHING' | 'APPROVAL_EXPIRED' | 'APPROVAL_DENIED'; ask?: ApprovalAsk };
+  | { allow: false; code: 'APPROVAL_REQUIRED' | 'APPROVAL_NOT_MATCHING' | 'APPROVAL_EXPIRED' | 'APPROVAL_DENIED' | 'APPROVAL_AMBIGUOUS'; ask?: ApprovalAsk };
+
+/** Whether an approval was asked of the approvers and for the permits that hold this request back now (a policy may have changed since). */
+export const askedOfTheSame = (a: Pick<ApprovalRecord, 'approvers' | 'policies'>, ask: Pick<ApprovalAsk, 'approvers' | 'policies'>): boolean =>
+  sameList(a.approvers, ask.approvers) && sameList(a.policies, ask.policies);
 
 /**
  * What the gate decides for a request the policies allow only with an approval: spend the one
@@ -94,16 +110,24 @@ export type Settled =
  */
 export function settle(
   view: RegistryState,
-  request: { agent: string; human: string; owner: string | null | undefined; action: string; resource: EntityUid; context: Record<string, unknown> | undefined },
-  gate: { policies: string[]; specs: ApproverSpec[] },
+  request: {
+    agent: string; human: string; owner: string | null | undefined; action: EntityUid; resource: EntityUid;
+    resourceProperties: Record<string, unknown> | undefined; context: Record<string, unknown> | undefined;
+  },
+  gate: { policies: string[]; specs: ApproverSpec[]; ambiguous: boolean },
   now: Date,
 ): Settled {
-  const binding: ApprovalBinding = { agent: request.agent, action: request.action, resource: { type: request.resource.type, id: request.resource.id }, contextDigest: contextDigest(request.context) };
+  if (gate.ambiguous) return { allow: false, code: 'APPROVAL_AMBIGUOUS' };
+  const binding: ApprovalBinding = {
+    agent: request.agent, human: request.human, action: actionName(request.action), resource: { type: request.resource.type, id: request.resource.id },
+    contextDigest: contextDigest(request.context, request.resourceProperties),
+  };
   const fresh: ApprovalAsk = { outcome: 'request', binding, human: request.human, approvers: resolveApprovers(gate.specs, request.owner), policies: gate.policies };
   const named = request.context?.[APPROVAL_ID];
   if (typeof named !== 'string') return { allow: false, code: 'APPROVAL_REQUIRED', ask: fresh };
   const approval = view.approvals.get(named)?.record;
-  if (!approval || !sameBinding(approval, binding)) return { allow: false, code: 'APPROVAL_NOT_MATCHING' };
+  // Another request, or the same one held back now by other permits or approvers than the approval was asked of.
+  if (!approval || !sameBinding(approval, binding) || !askedOfTheSame(approval, fresh)) return { allow: false, code: 'APPROVAL_NOT_MATCHING' };
   const existing = { ...fresh, id: approval.id, expiresAt: approval.expiresAt, approvers: approval.approvers, policies: approval.policies };
   switch (approvalStatus(approval, now)) {
     case 'approved':

@@ -71,7 +71,9 @@ export class ApprovalNotifier {
           if (response.ok) return;
           failure = `HTTP ${response.status}`;
         } catch (err) {
-          failure = (err as Error).name === 'TimeoutError' ? 'timed out' : (err as Error).message;
+          // Never the error's message: fetch's may quote the URL, which may hold the receiver's secret.
+          const code = ((err as { cause?: { code?: unknown } }).cause?.code);
+          failure = (err as Error).name === 'TimeoutError' ? 'timed out' : typeof code === 'string' ? code : 'the request failed';
         }
       }
       log({ approval: approval.id, attempt, failure }, 'approval webhook delivery failed; retrying');

@@ -146,7 +146,7 @@ async function decideLayers(
   gated = (d, layers) => {
     const gate = gateOf(policies.approvals, layers);
     if (!gate) return d;
-    const settled = settle(view, { agent: agent.id, human: humanId, owner: agent.owner, action: request.action.name, resource, context: request.context }, gate, now);
+    const settled = settle(view, { agent: agent.id, human: humanId, owner: agent.owner, action, resource, resourceProperties: request.resource.properties, context: request.context }, gate, now);
     if (settled.allow) return { ...d, code: 'APPROVED', approval: settled.ask };
     return { ...deny(gate.layer, settled.code, gate.policies), ...(settled.ask ? { approval: settled.ask } : {}) };
   };

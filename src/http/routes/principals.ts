@@ -66,6 +66,10 @@ export async function principalRoutes(app: App, deps: ServerDeps): Promise<void>
     },
   }, async (request, reply) => {
     const { groups, reason } = request.body;
+    // Groups carry rights and make approvers: nobody, whatever the admin policies say, changes their own.
+    if (request.caller?.kind === 'human' && request.caller.id === request.params.id) {
+      throw new LeashError('FORBIDDEN', `${request.caller.id} may not change their own groups`, { layer: 'admin', reasons: [] });
+    }
     await missingGroups(groups);
     const result = await commands.handle(humanAggregate, request.params.id, { type: 'ChangeHumanGroups', data: { groups, reason }, metadata: { now: new Date() } }, writeOptions(request));
     const fence = await deps.cluster.fence(result.position);
