@@ -35,11 +35,18 @@ export class ApprovalService {
   /** Approvals this node is appending, by the request they are bound to: a batch repeating a request asks once. */
   private readonly appending = new Map<string, ApprovalRecord>();
 
+  private forgotAt = 0;
+
   constructor(private readonly options: ApprovalServiceOptions) {}
 
   async resolve(d: Decision, decisionId: string, now: Date): Promise<Resolved> {
     const ask = d.approval;
     if (!ask) return { decision: d };
+    // Now and then, what no decision can read any more leaves memory.
+    if (now.getTime() - this.forgotAt > 60_000) {
+      this.forgotAt = now.getTime();
+      this.options.view.forgetApprovals(now);
+    }
     if (ask.outcome === 'pending') return { decision: d };
     const { commands, view } = this.options;
     const actor = `agent:${ask.binding.agent}`;

@@ -11,6 +11,16 @@ import { approvalStatus, type ApprovalBinding, type ApprovalRecord } from './app
 // approved, bound to the same agent, action, resource and context, unexpired and unused, it
 // allows (the node then spends it, once across all nodes); otherwise the answer says why not.
 
+/**
+ * How long past its expiry an approval is still known to decisions (and the node's memory): a
+ * day. After that, naming it is naming nothing (APPROVAL_NOT_MATCHING), here and in replay alike;
+ * its stream keeps it for the audit trail.
+ */
+export const APPROVAL_RETENTION_MS = 24 * 3600_000;
+
+/** Whether an approval is past its retention at `now` (gone from decisions and the node's memory). */
+export const pastRetention = (a: Pick<ApprovalRecord, 'expiresAt'>, now: Date): boolean => now.getTime() >= Date.parse(a.expiresAt) + APPROVAL_RETENTION_MS;
+
 /** The context member a PEP repeats the request with; never part of what Cedar sees or the digest. */
 export const APPROVAL_ID = 'approvalId';
 
@@ -125,7 +135,8 @@ export function settle(
   const fresh: ApprovalAsk = { outcome: 'request', binding, human: request.human, approvers: resolveApprovers(gate.specs, request.owner), policies: gate.policies };
   const named = request.context?.[APPROVAL_ID];
   if (typeof named !== 'string') return { allow: false, code: 'APPROVAL_REQUIRED', ask: fresh };
-  const approval = view.approvals.get(named)?.record;
+  const found = view.approvals.get(named)?.record;
+  const approval = found && !pastRetention(found, now) ? found : undefined;
   // Another request, or the same one held back now by other permits or approvers than the approval was asked of.
   if (!approval || !sameBinding(approval, binding) || !askedOfTheSame(approval, fresh)) return { allow: false, code: 'APPROVAL_NOT_MATCHING' };
   const existing = { ...fresh, id: approval.id, expiresAt: approval.expiresAt, approvers: approval.approvers, policies: approval.policies };

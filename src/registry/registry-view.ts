@@ -4,7 +4,7 @@ import type { GroupRecord, HumanRecord } from './principals.ts';
 import { agentEntity, groupEntity, humanEntity, type CedarEntity } from './cedar-entities.ts';
 import { agentAggregate, groupAggregate, humanAggregate, type Aggregate } from './streams.ts';
 import { approvalAggregate, type ApprovalEvent, type ApprovalRecord } from '../approvals/approval.ts';
-import { bindingKey } from '../approvals/gate.ts';
+import { bindingKey, pastRetention } from '../approvals/gate.ts';
 
 /** A record at a stream version; its Cedar entity is built on first use, not on every event. */
 export class Versioned<T> {
@@ -78,6 +78,24 @@ export class RegistryView implements RegistryState {
     let ids = this.pendingByAgent.get(agent);
     if (!ids) this.pendingByAgent.set(agent, (ids = new Set()));
     return ids;
+  }
+
+  /**
+   * Forgets the approvals past their retention (gate.ts): no decision reads them any more, and
+   * their streams keep them. Bounds what a node holds to a day's worth of approvals.
+   */
+  forgetApprovals(now: Date): number {
+    let n = 0;
+    for (const [id, a] of this.approvals) {
+      if (!pastRetention(a.record, now)) continue;
+      this.approvals.delete(id);
+      const key = bindingKey(a.record);
+      if (this.approvalsByBinding.get(key) === id) this.approvalsByBinding.delete(key);
+      this.pendingByAgent.get(a.record.agent)?.delete(id);
+      if (this.pendingByAgent.get(a.record.agent)?.size === 0) this.pendingByAgent.delete(a.record.agent);
+      n++;
+    }
+    return n;
   }
 
   /** Called with an approval after each event of its stream is folded (long polls wait on it). */
