@@ -28,6 +28,7 @@ import { oauthRoutes } from './routes/oauth.ts';
 import { grantRoutes } from './routes/grants.ts';
 import { principalRoutes } from './routes/principals.ts';
 import { approvalRoutes } from './routes/approvals.ts';
+import { searchRoutes } from './routes/search.ts';
 import type { ApprovalService } from '../approvals/approval-service.ts';
 
 export interface ServerDeps {
@@ -148,6 +149,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(agentRoutes, deps);
   await app.register(policyRoutes, deps);
   await app.register(authzenRoutes, deps);
+  await app.register(searchRoutes, deps);
   await app.register(auditRoutes, deps);
   await app.register(oauthRoutes, deps);
 

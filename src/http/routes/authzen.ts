@@ -207,6 +207,9 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       policy_decision_point: base,
       access_evaluation_endpoint: `${base}/access/v1/evaluation`,
       access_evaluations_endpoint: `${base}/access/v1/evaluations`,
+      search_subject_endpoint: `${base}/access/v1/search/subject`,
+      search_action_endpoint: `${base}/access/v1/search/action`,
+      search_resource_endpoint: `${base}/access/v1/search/resource`,
     };
   });
 
