@@ -162,6 +162,9 @@ describe('bearer tokens', () => {
       policy_decision_point: 'http://127.0.0.1:8080',
       access_evaluation_endpoint: 'http://127.0.0.1:8080/access/v1/evaluation',
       access_evaluations_endpoint: 'http://127.0.0.1:8080/access/v1/evaluations',
+      search_subject_endpoint: 'http://127.0.0.1:8080/access/v1/search/subject',
+      search_action_endpoint: 'http://127.0.0.1:8080/access/v1/search/action',
+      search_resource_endpoint: 'http://127.0.0.1:8080/access/v1/search/resource',
     });
   });
 
