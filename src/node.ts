@@ -16,6 +16,7 @@ import { CommandHandler } from './service/command-handler.ts';
 import { ApprovalService } from './approvals/approval-service.ts';
 import { approvalAggregate } from './approvals/approval.ts';
 import { ApprovalNotifier } from './approvals/notify.ts';
+import { Monitor, type MonitoringConfig } from './monitoring/monitor.ts';
 import { listenForCommits } from './store/commit-listener.ts';
 import { connect, type Backend, type Connection } from './store/connect.ts';
 import { EventStore, type StoredEvent } from './store/event-store.ts';
@@ -58,6 +59,8 @@ export interface NodeOptions {
   approvalTtlSeconds?: number;
   /** `LEASH_APPROVAL_WEBHOOK`: pending approvals are POSTed there, signed (default: none). */
   approvalWebhook?: string | null;
+  /** The detectors' thresholds and responses (default DEFAULT_MONITORING); null: none run. */
+  monitoring?: MonitoringConfig | null;
   /** Tests: the webhook's retry delays. */
   approvalBackoffMs?: (attempt: number) => number;
 }
@@ -178,8 +181,13 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       bus, webhook: options.approvalWebhook ?? null, signer, issuer: options.publicUrl ?? 'http://127.0.0.1:8080', log: (fields, message) => warn(fields, message),
       ...(options.approvalBackoffMs ? { backoffMs: options.approvalBackoffMs } : {}),
     });
+    const monitor = new Monitor({
+      nodeId: options.nodeId, deployment, bus, view, commands, cluster, log: (fields, message) => warn(fields, message),
+      ...(options.monitoring === undefined ? {} : { config: options.monitoring }),
+    });
     const approvals = new ApprovalService({ view, commands, follower, ttlSeconds: options.approvalTtlSeconds ?? 300, notify: (a) => notifier.notify(a) });
     const shutDown = async () => {
+      monitor.stop();
       await notifier.stop();
       signer.stop();
       follower.stop();
@@ -203,7 +211,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
         publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
-        humanPins: options.humanPins ?? null, approvals,
+        humanPins: options.humanPins ?? null, approvals, monitor,
       });
     } catch (err) {
       await shutDown();

@@ -55,7 +55,7 @@ export interface Trace {
   approval: ApprovalRecord | null;
 }
 
-const DETAIL_KEYS = ['reason', 'mode', 'gracePeriodSeconds', 'grants', 'ceiling', 'owner', 'tokensNotBefore'];
+const DETAIL_KEYS = ['reason', 'mode', 'gracePeriodSeconds', 'grants', 'ceiling', 'owner', 'tokensNotBefore', 'detector', 'severity', 'evidence', 'response'];
 
 function detailOf(data: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(DETAIL_KEYS.filter((k) => data[k] !== undefined).map((k) => [k, data[k]]));

@@ -30,6 +30,7 @@ import { principalRoutes } from './routes/principals.ts';
 import { approvalRoutes } from './routes/approvals.ts';
 import { searchRoutes } from './routes/search.ts';
 import type { ApprovalService } from '../approvals/approval-service.ts';
+import type { Monitor } from '../monitoring/monitor.ts';
 
 export interface ServerDeps {
   store: EventStore;
@@ -56,6 +57,8 @@ export interface ServerDeps {
   humanPins?: HumanPins | null;
   /** Records the approvals decisions ask for and spends the ones they use (approvals/). */
   approvals: ApprovalService;
+  /** The detectors on this node's decisions (monitoring/monitor.ts). */
+  monitor: Monitor;
   logger?: FastifyServerOptions['logger'];
 }
 

@@ -53,7 +53,19 @@ export type AgentEvent =
   | { type: 'AgentSuspended'; data: { reason: string } }
   | { type: 'CredentialRotated'; data: { credentials: CredentialPins; tokensNotBefore: string } }
   | { type: 'AgentRevoked'; data: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number; tokensNotBefore: string } }
-  | { type: 'AgentRetired'; data: { reason: string } };
+  | { type: 'AgentRetired'; data: { reason: string } }
+  /** A detector's finding (monitoring/): what it saw, how bad, and what was done about it. */
+  | { type: 'AnomalyDetected'; data: Finding };
+
+/** A monitoring finding, as recorded on the agent's stream. */
+export interface Finding {
+  detector: string;
+  severity: 'low' | 'medium' | 'high' | 'critical';
+  /** What the detector counted: e.g. `{"denies": 20, "windowSeconds": 60}`. */
+  evidence: Record<string, number | string>;
+  /** What the configuration says to do: `alert`, `suspend` or `quarantine`. */
+  response: 'alert' | 'suspend' | 'quarantine';
+}
 
 export type AgentEventType = AgentEvent['type'];
 
@@ -68,7 +80,8 @@ export type AgentCommand =
   | { type: 'SuspendAgent'; data: { reason: string }; metadata: CommandMetadata }
   | { type: 'RotateCredentials'; data: { credentials: CredentialPins }; metadata: CommandMetadata }
   | { type: 'RevokeAgent'; data: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number }; metadata: CommandMetadata }
-  | { type: 'RetireAgent'; data: { reason: string }; metadata: CommandMetadata };
+  | { type: 'RetireAgent'; data: { reason: string }; metadata: CommandMetadata }
+  | { type: 'RecordFinding'; data: Finding & { windowSeconds: number }; metadata: CommandMetadata };
 
 export type AgentRegistration = Extract<AgentEvent, { type: 'AgentRegistered' }>['data'];
 
@@ -85,6 +98,8 @@ export interface AgentRecord extends Omit<AgentRegistration, 'owner' | 'credenti
   revocation: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number; at: string } | null;
   suspension: { reason: string; at: string } | null;
   retirement: { reason: string; at: string } | null;
+  /** Each detector's latest finding on this agent (absent: none yet). */
+  findings?: Record<string, Finding & { at: string }>;
   createdAt: string;
   updatedAt: string;
 }
@@ -102,6 +117,7 @@ export const allowedFrom: Record<AgentCommand['type'], readonly (AgentStatus | '
   RotateCredentials: ['registered', 'active'],
   RevokeAgent: ['discovered', 'registered', 'active', 'suspended', 'quarantined'],
   RetireAgent: ['discovered', 'registered', 'active', 'suspended', 'revoked', 'quarantined'],
+  RecordFinding: ['active', 'suspended', 'quarantined', 'revoked'],
 };
 
 /**
@@ -148,6 +164,15 @@ export function decideAgent(command: AgentCommand, state: AgentState): AgentEven
       }];
     case 'RetireAgent':
       return [{ type: 'AgentRetired', data: command.data }];
+    case 'RecordFinding': {
+      // One finding per detector per window, however many nodes saw it cross the line.
+      const { windowSeconds, ...finding } = command.data;
+      const last = state.status === 'none' ? undefined : state.findings?.[finding.detector];
+      if (last && command.metadata.now.getTime() - Date.parse(last.at) < windowSeconds * 1000) {
+        throw new LeashError('ALREADY_EXISTS', `${finding.detector} was already found on this agent at ${last.at}`);
+      }
+      return [{ type: 'AnomalyDetected', data: finding }];
+    }
     default:
       return assertNever(command);
   }
@@ -214,6 +239,8 @@ export function evolveAgent(state: AgentState, event: AgentEvent, at: Date): Age
     }
     case 'AgentRetired':
       return { ...next, status: 'retired', retirement: { reason: event.data.reason, at: when } };
+    case 'AnomalyDetected':
+      return { ...next, findings: { ...state.findings, [event.data.detector]: { ...event.data, at: when } } };
     default:
       return assertNever(event);
   }

@@ -16,11 +16,12 @@ export interface TestNode extends LeashNode {
 
 export async function startTestNode(
   backend: Backend,
-  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs' | 'allowPrivateUrls' | 'maxDelegationDepth' | 'natsUrl' | 'logger' | 'humanPins' | 'approvalTtlSeconds' | 'approvalWebhook' | 'approvalBackoffMs'> = {},
+  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs' | 'allowPrivateUrls' | 'maxDelegationDepth' | 'natsUrl' | 'logger' | 'humanPins' | 'approvalTtlSeconds' | 'approvalWebhook' | 'approvalBackoffMs' | 'monitoring'> = {},
 ): Promise<TestNode> {
   // Tests serve JWKS from loopback: private URLs are allowed unless a test says otherwise.
-  const { nodeId = 'test-node', pollMs = 50, cedarDir = CEDAR_DIR, allowPrivateUrls = true, ...cluster } = options;
-  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, pepTokens: [PEP_TOKEN], cedarDir, nodeId, pollMs, allowPrivateUrls, ...cluster });
+  // The detectors are off unless a test asks for them: other tests deny one agent often, on purpose.
+  const { nodeId = 'test-node', pollMs = 50, cedarDir = CEDAR_DIR, allowPrivateUrls = true, monitoring = null, ...cluster } = options;
+  const node = await startNode({ backend, adminToken: ADMIN_TOKEN, pepTokens: [PEP_TOKEN], cedarDir, nodeId, pollMs, allowPrivateUrls, monitoring, ...cluster });
   return {
     ...node,
     async api(method, url, body, headers = {}, token = ADMIN_TOKEN) {

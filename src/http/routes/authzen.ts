@@ -121,11 +121,17 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     // Admitted: caught up if this node was behind or cut off; its confirmations of later
     // positions wait until this answer has left (SPEC §6).
     const ticket = await deps.cluster.admit();
+    const observed: Promise<void>[] = [];
+    let answers;
     try {
-      return await decideAndRecord(pep, requests, stopAt, shared);
+      answers = await decideAndRecord(pep, requests, observed, stopAt, shared);
     } finally {
       deps.cluster.release(ticket);
     }
+    // A containment these decisions triggered is fenced: every node (this one too, now that the
+    // answer is settled) applies it before the answer leaves.
+    await Promise.all(observed);
+    return answers;
   };
 
   /**
@@ -152,7 +158,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     }
   };
 
-  const decideAndRecord = async (pep: string, requests: EvaluationRequest[], stopAt?: (d: Decision) => boolean, shared?: object) => {
+  const decideAndRecord = async (pep: string, requests: EvaluationRequest[], observed: Promise<void>[], stopAt?: (d: Decision) => boolean, shared?: object) => {
     checkApprovalIds(requests);
     const decided: { request: EvaluationRequest; decision: Decision; at: Date; id: string; durable: Promise<void> | null }[] = [];
     for (const [i, request] of requests.entries()) {
@@ -194,8 +200,10 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
       throw new LeashError('NOT_READY', 'the approval this decision asks for could not be recorded durably, so no answer is given');
     }
     // Agents the registry does not know: shadow agents, recorded (bounded) after the answer is settled.
+    // Agents it knows: counted by the detectors (see decide for what waits on them).
     for (const { request, decision, at } of decided) {
       if (decision.code === 'AGENT_UNKNOWN') shadowAgents.seen(request.subject.id, pep, request.subject.properties?.token, at);
+      else if (decision.layer !== 'subject') observed.push(deps.monitor.observe(request.subject.id, decision, at));
     }
     return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
   };

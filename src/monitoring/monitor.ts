@@ -1,0 +1,214 @@
+import type { Decision } from '../authz/engine.ts';
+import type { Bus } from '../bus/bus.ts';
+import type { Cluster } from '../cluster/cluster.ts';
+import { LeashError } from '../errors.ts';
+import type { Finding } from '../registry/agent.ts';
+import type { RegistryView } from '../registry/registry-view.ts';
+import { agentAggregate } from '../registry/streams.ts';
+import type { CommandHandler } from '../service/command-handler.ts';
+
+// Detectors on the decision stream. Every node counts, per agent, the decisions that matter to a
+// detector (denies; tokens refused as beyond the ceiling) in one-second buckets over the
+// detector's window, and shares what it counted with the other nodes of its deployment over
+// NATS (`leash.<deployment>.monitor`, a message at most every 20 ms carrying the counts since the
+// last one): an agent whose traffic is spread over several nodes is counted whole on each, within
+// a few tens of milliseconds, without a write per decision. The node that sees a count cross its
+// threshold records the finding (`AnomalyDetected` on the agent's stream; the stream's version
+// makes it one finding per window however many nodes saw it) and applies the configured
+// response as actor `monitor`: `suspend` fenced like any suspension, so every node refuses the
+// agent before the call returns, or `alert` (the finding alone).
+
+export interface DetectorConfig {
+  threshold: number;
+  windowSeconds: number;
+  severity: Finding['severity'];
+}
+
+export interface MonitoringConfig {
+  detectors: { deny_burst: DetectorConfig; ceiling_probe: DetectorConfig };
+  /** What each severity does. */
+  responses: Record<Finding['severity'], Finding['response']>;
+}
+
+/** Defaults: 20 denies in a minute from one agent is critical (suspended); a probe series beyond the ceiling is high (an alert). */
+export const DEFAULT_MONITORING: MonitoringConfig = {
+  detectors: {
+    deny_burst: { threshold: 20, windowSeconds: 60, severity: 'critical' },
+    ceiling_probe: { threshold: 5, windowSeconds: 60, severity: 'high' },
+  },
+  responses: { low: 'alert', medium: 'alert', high: 'alert', critical: 'suspend' },
+};
+
+type Detector = keyof MonitoringConfig['detectors'];
+const DETECTORS: Detector[] = ['deny_burst', 'ceiling_probe'];
+
+/** Which detectors a decision counts for. */
+function countsFor(d: Decision): Detector[] {
+  if (d.decision) return [];
+  const out: Detector[] = ['deny_burst'];
+  if (d.code === 'DETAILS_BEYOND_CEILING') out.push('ceiling_probe');
+  return out;
+}
+
+/** Counts per one-second bucket (epoch seconds), kept for the longest window. */
+class Window {
+  private readonly buckets = new Map<number, number>();
+
+  add(second: number, n: number, keep: number): void {
+    this.buckets.set(second, (this.buckets.get(second) ?? 0) + n);
+    for (const s of this.buckets.keys()) if (s <= second - keep) this.buckets.delete(s);
+  }
+
+  sum(second: number, windowSeconds: number): number {
+    let n = 0;
+    for (const [s, c] of this.buckets) if (s > second - windowSeconds) n += c;
+    return n;
+  }
+
+  empty(): boolean {
+    return this.buckets.size === 0;
+  }
+}
+
+interface CountsMessage {
+  node: string;
+  /** agent → detector → second → count */
+  counts: Record<string, Partial<Record<Detector, Record<string, number>>>>;
+}
+
+export interface MonitorOptions {
+  nodeId: string;
+  deployment: string;
+  bus: Bus;
+  view: RegistryView;
+  commands: CommandHandler;
+  cluster: Cluster;
+  /** Default DEFAULT_MONITORING; null: nothing is counted (tests of other things). */
+  config?: MonitoringConfig | null;
+  log: (fields: Record<string, unknown>, message: string) => void;
+}
+
+/** Agents whose counts one node keeps at most (those seen longest ago go first). */
+const MAX_AGENTS = 100_000;
+
+export class Monitor {
+  private readonly config: MonitoringConfig | null;
+  private readonly windows = new Map<string, Map<Detector, Window>>();
+  private pending: CountsMessage['counts'] = {};
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly subject: string;
+  private readonly off: () => void;
+  private readonly acting = new Set<string>();
+
+  constructor(private readonly options: MonitorOptions) {
+    this.config = options.config === undefined ? DEFAULT_MONITORING : options.config;
+    this.subject = `leash.${options.deployment}.monitor`;
+    this.off = options.bus.subscribe(this.subject, (m) => this.onCounts(m as CountsMessage));
+  }
+
+  stop(): void {
+    this.off();
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+  }
+
+  /** One decision this node made. Resolves once any response it triggered here is in force on every node. */
+  async observe(agent: string, d: Decision, at: Date): Promise<void> {
+    if (!this.config) return;
+    const detectors = countsFor(d);
+    if (detectors.length === 0 || !this.options.view.agents.has(agent)) return;
+    const second = Math.floor(at.getTime() / 1000);
+    for (const detector of detectors) {
+      this.count(agent, detector, second, 1);
+      const bySecond = ((this.pending[agent] ??= {})[detector] ??= {});
+      bySecond[second] = (bySecond[second] ?? 0) + 1;
+    }
+    this.scheduleFlush();
+    await this.check(agent, detectors, at);
+  }
+
+  private count(agent: string, detector: Detector, second: number, n: number): void {
+    let byDetector = this.windows.get(agent);
+    if (!byDetector) {
+      if (this.windows.size >= MAX_AGENTS) this.windows.delete(this.windows.keys().next().value!);
+      this.windows.set(agent, (byDetector = new Map()));
+    }
+    let w = byDetector.get(detector);
+    if (!w) byDetector.set(detector, (w = new Window()));
+    w.add(second, n, this.config!.detectors[detector].windowSeconds);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      const counts = this.pending;
+      this.pending = {};
+      this.options.bus.publish(this.subject, { node: this.options.nodeId, counts } satisfies CountsMessage);
+    }, 20);
+    this.flushTimer.unref();
+  }
+
+  private onCounts(m: CountsMessage): void {
+    if (!this.config || !m || m.node === this.options.nodeId || typeof m.counts !== 'object' || m.counts === null) return;
+    const now = new Date();
+    for (const [agent, byDetector] of Object.entries(m.counts)) {
+      if (!this.options.view.agents.has(agent) || typeof byDetector !== 'object' || byDetector === null) continue;
+      const seen: Detector[] = [];
+      for (const detector of DETECTORS) {
+        const bySecond = byDetector[detector];
+        if (typeof bySecond !== 'object' || bySecond === null) continue;
+        for (const [second, n] of Object.entries(bySecond)) {
+          if (Number.isSafeInteger(Number(second)) && Number.isSafeInteger(n) && n > 0 && n < 1e9) this.count(agent, detector, Number(second), n);
+        }
+        seen.push(detector);
+      }
+      void this.check(agent, seen, now).catch(() => {});
+    }
+  }
+
+  /** A count over its threshold: the finding, and the response, once. */
+  private async check(agent: string, detectors: Detector[], at: Date): Promise<void> {
+    const second = Math.floor(at.getTime() / 1000);
+    for (const detector of detectors) {
+      const { threshold, windowSeconds, severity } = this.config!.detectors[detector];
+      const n = this.windows.get(agent)?.get(detector)?.sum(second, windowSeconds) ?? 0;
+      if (n < threshold) continue;
+      const key = `${agent}\n${detector}`;
+      const last = this.options.view.agents.get(agent)?.record.findings?.[detector];
+      if (this.acting.has(key) || (last && at.getTime() - Date.parse(last.at) < windowSeconds * 1000)) continue;
+      this.acting.add(key);
+      try {
+        await this.respond(agent, { detector, severity, evidence: { count: n, threshold, windowSeconds }, response: this.config!.responses[severity] }, windowSeconds, at);
+      } finally {
+        this.acting.delete(key);
+      }
+    }
+  }
+
+  private async respond(agent: string, finding: Finding, windowSeconds: number, at: Date): Promise<void> {
+    const { commands, cluster, log } = this.options;
+    const now = new Date(Math.max(at.getTime(), Date.now()));
+    try {
+      await commands.handle(agentAggregate, agent, { type: 'RecordFinding', data: { ...finding, windowSeconds }, metadata: { now } }, { now, actor: 'monitor' });
+    } catch (err) {
+      // Found already (on another node, within the window), or the agent is past being found: nothing more to do here.
+      if (err instanceof LeashError && (err.code === 'ALREADY_EXISTS' || err.code === 'INVALID_TRANSITION' || err.code === 'AGENT_NOT_FOUND')) return;
+      log({ err: (err as Error).message, agent }, 'recording a finding failed');
+      return;
+    }
+    log({ agent, detector: finding.detector, severity: finding.severity, response: finding.response, evidence: finding.evidence }, 'anomaly detected');
+    if (finding.response === 'alert') return;
+    try {
+      const reason = `${finding.detector}: ${finding.evidence.count} in ${windowSeconds} s (threshold ${finding.evidence.threshold})`;
+      const command = finding.response === 'suspend'
+        ? { type: 'SuspendAgent' as const, data: { reason }, metadata: { now } }
+        : { type: 'RevokeAgent' as const, data: { mode: 'quarantine' as const, reason }, metadata: { now } };
+      const result = await commands.handle(agentAggregate, agent, command, { now, actor: 'monitor' });
+      await cluster.fence(result.position);
+    } catch (err) {
+      if (err instanceof LeashError && err.code === 'INVALID_TRANSITION') return; // already contained
+      log({ err: (err as Error).message, agent }, 'containing an agent after a finding failed');
+    }
+  }
+}
