@@ -42,9 +42,13 @@ export const DEFAULT_MONITORING: MonitoringConfig = {
 type Detector = keyof MonitoringConfig['detectors'];
 const DETECTORS: Detector[] = ['deny_burst', 'ceiling_probe'];
 
-/** Which detectors a decision counts for. */
+/**
+ * Which detectors a decision counts for. Only what the agent did counts: a request whose token
+ * did not verify (or was refused for the agent's state) could come from anyone holding a PEP's
+ * caller token, and must not be a way to get an agent suspended.
+ */
 function countsFor(d: Decision): Detector[] {
-  if (d.decision) return [];
+  if (d.decision || d.layer === 'token' || d.layer === 'policy-set') return [];
   const out: Detector[] = ['deny_burst'];
   if (d.code === 'DETAILS_BEYOND_CEILING') out.push('ceiling_probe');
   return out;

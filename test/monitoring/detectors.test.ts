@@ -59,6 +59,15 @@ describe('deny_burst', () => {
   });
 });
 
+describe('what does not count', () => {
+  it('requests whose token does not verify: anyone with a caller token could send them, so they suspend nobody', async () => {
+    const garbage = 'eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJxdWlldC1ib3QifQ.c2lnbmF0dXJl';
+    for (let i = 0; i < 30; i++) expect((await decide(nodes[i % 3]!, 'quiet-bot', garbage, `p-${i}`, 'payroll')).context.layer).toBe('token');
+    await spread();
+    expect((await nodes[0]!.store.readStream('agent/quiet-bot')).map((e) => e.type)).toEqual(['AgentRegistered', 'AgentAuthorized']);
+  });
+});
+
 describe('ceiling_probe', () => {
   it('tokens asking beyond the ceiling, five times: a high finding, an alert only', async () => {
     const beyond = await token('probing-bot', [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('payroll') }]);
