@@ -135,7 +135,11 @@ export function entitiesFor(view: RegistryState, named: { uid: EntityUid; given?
       }
       if (out.has(key(uid))) throw new LeashError('VALIDATION_FAILED', `context.entities repeats ${uid.type}::"${uid.id}"`);
       const tags = e.tags !== undefined ? { tags: e.tags } : {};
-      out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents: Array.isArray(e.parents) ? e.parents : [], ...tags });
+      const parents = Array.isArray(e.parents) ? e.parents : [];
+      if (parents.some((p) => typeof p !== 'object' || p === null || typeof p.type !== 'string' || typeof p.id !== 'string')) {
+        throw new LeashError('VALIDATION_FAILED', `each parent of ${uid.type}::"${uid.id}" in context.entities needs a string type and id`);
+      }
+      out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents, ...tags });
     }
   }
   hierarchies.set(out, checkHierarchy(out));

@@ -4,7 +4,7 @@ import { LeashError } from '../errors.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import type { TokenVerifier } from '../tokens/verify.ts';
 import { decide } from './agent-decision.ts';
-import { actionUid, cedarType, type AuthzenEntity, type EvaluationRequest } from './engine.ts';
+import { actionUid, cedarType, contextEntitiesCost, type AuthzenEntity, type EvaluationRequest } from './engine.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
 
 // Access review (AuthZEN 1.0 search): which registered agents or humans may do this action on
@@ -35,6 +35,13 @@ export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 1000;
 /** Candidates one page looks at, at most (a page may come back short, with a token to go on). */
 export const MAX_EXAMINED = 5000;
+/**
+ * What one page may cost: candidates × (1 + what the request's entities cost each Cedar call),
+ * the bound a batch of evaluations has (MAX_BATCH_WORK): many entities mean fewer candidates a page.
+ */
+export const MAX_PAGE_WORK = 20_000;
+/** Candidates decided between turns of the event loop. */
+const YIELD_EVERY = 10;
 
 /** For a candidate agent: a token for exactly this request, its claims as verified (nothing is signed). */
 const asIfTokenFor = (action: string, resource: { type: string; id: string }): TokenVerifier => async (_token, subjectId, agentOf) => {
@@ -58,11 +65,16 @@ export async function search(kind: SearchKind, body: SearchRequest, policies: Co
   const after = body.page?.token ? readToken(body.page.token, fingerprint) : null;
   const aliases = policies.source.aliases ?? {};
   const results: object[] = [];
+  // Each candidate's calls read the request's entities: the page's work is bounded by their cost.
+  const perCandidate = 1 + contextEntitiesCost(body.context?.entities);
+  const maxExamined = Math.max(1, Math.min(MAX_EXAMINED, Math.floor(MAX_PAGE_WORK / perCandidate)));
   let examined = 0;
   let last: string | null = null;
   for (const c of candidates(kind, body, policies, view)) {
     if (after !== null && c.key <= after) continue;
-    if (results.length >= limit || examined >= MAX_EXAMINED) return { page: { next_token: token(last ?? after ?? '', fingerprint), count: results.length }, results };
+    if (results.length >= limit || examined >= maxExamined) return { page: { next_token: token(last ?? after ?? '', fingerprint), count: results.length }, results };
+    // Other callers (and revocations) get a turn now and then.
+    if (examined > 0 && examined % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
     examined++;
     last = c.key;
     const subjectType = cedarType(c.request.subject.type, aliases);

@@ -8,7 +8,8 @@ import { MAX_CLOCK_SKEW_SECONDS, pinnableAlgorithms } from '../tokens/pins.ts';
 const closed = { additionalProperties: false } as const;
 
 /** SPEC §2: ids match [A-Za-z0-9._:@-]{1,128}; so no quotes, slashes, spaces or unicode. */
-export const Id = Type.String({ pattern: '^[A-Za-z0-9._:@-]{1,128}$', description: 'id matching [A-Za-z0-9._:@-]{1,128}' });
+// Never __proto__, constructor or prototype: an id is a key in many places, and those three mean something else there.
+export const Id = Type.String({ pattern: '^(?!(?:__proto__|constructor|prototype)$)[A-Za-z0-9._:@-]{1,128}$', description: 'id matching [A-Za-z0-9._:@-]{1,128}, other than __proto__, constructor and prototype' });
 export const Text = (maxLength: number) => Type.String({ minLength: 1, maxLength });
 export const Ids = (maxItems: number) => Type.Array(Id, { maxItems, uniqueItems: true });
 

@@ -48,7 +48,7 @@ const DETECTORS: Detector[] = ['deny_burst', 'ceiling_probe'];
  * caller token, and must not be a way to get an agent suspended.
  */
 function countsFor(d: Decision): Detector[] {
-  if (d.decision || d.layer === 'token' || d.layer === 'policy-set') return [];
+  if (d.decision || d.layer === 'token' || d.layer === 'policy-set' || d.code === 'POLICY_EVALUATION_ERROR') return [];
   const out: Detector[] = ['deny_burst'];
   if (d.code === 'DETAILS_BEYOND_CEILING') out.push('ceiling_probe');
   return out;
@@ -94,11 +94,16 @@ export interface MonitorOptions {
 
 /** Agents whose counts one node keeps at most (those seen longest ago go first). */
 const MAX_AGENTS = 100_000;
+/** Agents one message from another node may carry counts for (more than a node counts in 20 ms). */
+const MAX_AGENTS_PER_MESSAGE = 10_000;
+/** How far ahead of this node's clock another node's seconds may be. */
+const CLOCK_SKEW_SECONDS = 5;
 
 export class Monitor {
   private readonly config: MonitoringConfig | null;
   private readonly windows = new Map<string, Map<Detector, Window>>();
-  private pending: CountsMessage['counts'] = {};
+  /** Counted here since the last message: agent → detector → second → count (Maps: an agent id is no object key). */
+  private pending = new Map<string, Map<Detector, Map<number, number>>>();
   private flushTimer: NodeJS.Timeout | null = null;
   private readonly subject: string;
   private readonly off: () => void;
@@ -107,7 +112,15 @@ export class Monitor {
   constructor(private readonly options: MonitorOptions) {
     this.config = options.config === undefined ? DEFAULT_MONITORING : options.config;
     this.subject = `leash.${options.deployment}.monitor`;
-    this.off = options.bus.subscribe(this.subject, (m) => this.onCounts(m as CountsMessage));
+    const offCounts = options.bus.subscribe(this.subject, (m) => this.onCounts(m as CountsMessage));
+    // A contained agent's counts go: re-authorized, it starts afresh, and its retries meanwhile count for nothing.
+    const offAgents = options.view.onAgentChange((id) => {
+      if (options.view.agents.get(id)?.record.status !== 'active') this.windows.delete(id);
+    });
+    this.off = () => {
+      offCounts();
+      offAgents();
+    };
   }
 
   stop(): void {
@@ -120,12 +133,16 @@ export class Monitor {
   async observe(agent: string, d: Decision, at: Date): Promise<void> {
     if (!this.config) return;
     const detectors = countsFor(d);
-    if (detectors.length === 0 || !this.options.view.agents.has(agent)) return;
+    // Only an active agent's own requests: one already contained is not found again and again.
+    if (detectors.length === 0 || this.options.view.agents.get(agent)?.record.status !== 'active') return;
     const second = Math.floor(at.getTime() / 1000);
     for (const detector of detectors) {
       this.count(agent, detector, second, 1);
-      const bySecond = ((this.pending[agent] ??= {})[detector] ??= {});
-      bySecond[second] = (bySecond[second] ?? 0) + 1;
+      let byDetector = this.pending.get(agent);
+      if (!byDetector) this.pending.set(agent, (byDetector = new Map()));
+      let bySecond = byDetector.get(detector);
+      if (!bySecond) byDetector.set(detector, (bySecond = new Map()));
+      bySecond.set(second, (bySecond.get(second) ?? 0) + 1);
     }
     this.scheduleFlush();
     await this.check(agent, detectors, at);
@@ -146,24 +163,42 @@ export class Monitor {
     if (this.flushTimer) return;
     this.flushTimer = setTimeout(() => {
       this.flushTimer = null;
-      const counts = this.pending;
-      this.pending = {};
+      const counts: CountsMessage['counts'] = Object.create(null);
+      for (const [agent, byDetector] of this.pending) {
+        const out: Partial<Record<Detector, Record<string, number>>> = Object.create(null);
+        for (const [detector, bySecond] of byDetector) out[detector] = Object.fromEntries(bySecond);
+        counts[agent] = out;
+      }
+      this.pending = new Map();
       this.options.bus.publish(this.subject, { node: this.options.nodeId, counts } satisfies CountsMessage);
     }, 20);
     this.flushTimer.unref();
   }
 
+  /**
+   * Another node's counts. What a message can make this node hold and do is bounded: known active
+   * agents only, seconds within the window (not the future: a bucket from next year would count
+   * for ever), sane counts, and at most so many agents and seconds per message.
+   */
   private onCounts(m: CountsMessage): void {
-    if (!this.config || !m || m.node === this.options.nodeId || typeof m.counts !== 'object' || m.counts === null) return;
+    if (!this.config || !m || m.node === this.options.nodeId || typeof m.counts !== 'object' || m.counts === null || Array.isArray(m.counts)) return;
     const now = new Date();
+    const nowSecond = Math.floor(now.getTime() / 1000);
+    let agents = 0;
     for (const [agent, byDetector] of Object.entries(m.counts)) {
-      if (!this.options.view.agents.has(agent) || typeof byDetector !== 'object' || byDetector === null) continue;
+      if (++agents > MAX_AGENTS_PER_MESSAGE) break;
+      if (this.options.view.agents.get(agent)?.record.status !== 'active' || typeof byDetector !== 'object' || byDetector === null) continue;
       const seen: Detector[] = [];
       for (const detector of DETECTORS) {
-        const bySecond = byDetector[detector];
+        const bySecond = Object.hasOwn(byDetector, detector) ? byDetector[detector] : undefined;
         if (typeof bySecond !== 'object' || bySecond === null) continue;
-        for (const [second, n] of Object.entries(bySecond)) {
-          if (Number.isSafeInteger(Number(second)) && Number.isSafeInteger(n) && n > 0 && n < 1e9) this.count(agent, detector, Number(second), n);
+        const { windowSeconds } = this.config.detectors[detector];
+        let entries = 0;
+        for (const [text, n] of Object.entries(bySecond)) {
+          if (++entries > windowSeconds + CLOCK_SKEW_SECONDS) break;
+          const second = Number(text);
+          if (!Number.isSafeInteger(second) || second <= nowSecond - windowSeconds || second > nowSecond + CLOCK_SKEW_SECONDS) continue;
+          if (Number.isSafeInteger(n) && n > 0 && n < 1e6) this.count(agent, detector, second, n);
         }
         seen.push(detector);
       }

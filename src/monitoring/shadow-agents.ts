@@ -12,7 +12,7 @@ import type { CommandHandler } from '../service/command-handler.ts';
 // all. The decision itself is never held up by this: it is denied (AGENT_UNKNOWN) either way.
 
 /** Ids the registry takes (the same as the API's `Id`). */
-const ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+const ID = /^(?!(?:__proto__|constructor|prototype)$)[A-Za-z0-9._:@-]{1,128}$/;
 
 export interface ShadowAgentOptions {
   view: RegistryView;

@@ -33,13 +33,11 @@ export async function searchRoutes(app: App, deps: ServerDeps): Promise<void> {
       config: { access: 'decider', exactValues: true },
       schema: { tags: ['authzen'], body: bodies[kind], response: { 200: Response, 400: Problem, 401: Problem, 413: Problem, 503: Problem } },
     }, async (request) => {
-      // Caught up, as a decision is (or refused if this node has lost the broadcast).
-      const ticket = await deps.cluster.admit();
-      try {
-        return await search(kind, request.body as unknown as SearchRequest, deps.policies.current(), deps.view, new Date());
-      } finally {
-        deps.cluster.release(ticket);
-      }
+      // Caught up, as a decision is (or refused if this node has lost the broadcast); the ticket is
+      // not held through the search, which takes turns with other work and must not hold back
+      // this node's confirmations of revocations meanwhile.
+      deps.cluster.release(await deps.cluster.admit());
+      return search(kind, request.body as unknown as SearchRequest, deps.policies.current(), deps.view, new Date());
     });
   }
 }
