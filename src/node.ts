@@ -16,7 +16,8 @@ import { CommandHandler } from './service/command-handler.ts';
 import { ApprovalService } from './approvals/approval-service.ts';
 import { approvalAggregate } from './approvals/approval.ts';
 import { ApprovalNotifier } from './approvals/notify.ts';
-import { Monitor, type MonitoringConfig } from './monitoring/monitor.ts';
+import { Monitor } from './monitoring/monitor.ts';
+import { MonitoringView, monitoringAggregate, readMonitoringFile, type MonitoringConfig } from './monitoring/monitoring-config.ts';
 import { listenForCommits } from './store/commit-listener.ts';
 import { connect, type Backend, type Connection } from './store/connect.ts';
 import { EventStore, type StoredEvent } from './store/event-store.ts';
@@ -59,8 +60,12 @@ export interface NodeOptions {
   approvalTtlSeconds?: number;
   /** `LEASH_APPROVAL_WEBHOOK`: pending approvals are POSTed there, signed (default: none). */
   approvalWebhook?: string | null;
-  /** The detectors' thresholds and responses (default DEFAULT_MONITORING); null: none run. */
-  monitoring?: MonitoringConfig | null;
+  /**
+   * The detectors' thresholds and responses: `log` (default), the configuration in the log
+   * (`cedar/monitoring.json` at first start, then `PUT /v1/monitoring`; the defaults until
+   * then); a configuration of the caller's (tests); null: no detector runs.
+   */
+  monitoring?: 'log' | MonitoringConfig | null;
   /** Tests: the webhook's retry delays. */
   approvalBackoffMs?: (attempt: number) => number;
 }
@@ -88,10 +93,12 @@ class NodeFold {
     readonly policies: PolicyView,
     readonly keys: LeashKeys,
     readonly revokedTokens: RevokedTokens,
+    readonly monitoring: MonitoringView,
   ) {}
 
   apply(e: StoredEvent): void {
     this.registry.apply(e);
+    this.monitoring.apply(e);
     this.policies.apply(e);
     this.keys.apply(e);
     this.revokedTokens.apply(e);
@@ -127,6 +134,21 @@ async function bootstrapPolicies(options: NodeOptions, policies: PolicyView, com
   }
 }
 
+/** Likewise `cedar/monitoring.json`, when there is one: version 1 of the detectors' configuration. */
+async function bootstrapMonitoring(options: NodeOptions, monitoring: MonitoringView, commands: CommandHandler, follower: Follower): Promise<void> {
+  if (monitoring.version > 0) return;
+  const config = readMonitoringFile(options.cedarDir);
+  if (!config) return;
+  try {
+    await commands.handle(monitoringAggregate, 'current', { type: 'ConfigureMonitoring', data: { config }, metadata: { now: new Date() } }, {
+      now: new Date(), actor: `node:${options.nodeId}`, expectedVersion: 0,
+    });
+  } catch (err) {
+    if (!(isLeashError(err) && err.code === 'VERSION_MISMATCH')) throw err;
+    await follower.sync();
+  }
+}
+
 /** One decision node: its own view of the registry and policies, caught up before it serves. */
 export async function startNode(options: NodeOptions): Promise<LeashNode> {
   // Goes to the server log once there is one.
@@ -140,7 +162,8 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const policies = new PolicyView();
     const keys = new LeashKeys();
     const revokedTokens = new RevokedTokens();
-    const follower = new Follower(store, new NodeFold(view, policies, keys, revokedTokens), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
+    const monitoringView = new MonitoringView();
+    const follower = new Follower(store, new NodeFold(view, policies, keys, revokedTokens, monitoringView), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
     // A token naming a key not folded yet may come from a node that published it a moment ago.
     keys.onUnknownKey(() => follower.sync());
     await follower.start();
@@ -183,7 +206,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     });
     const monitor = new Monitor({
       nodeId: options.nodeId, deployment, bus, view, commands, cluster, log: (fields, message) => warn(fields, message),
-      ...(options.monitoring === undefined ? {} : { config: options.monitoring }),
+      config: options.monitoring === null ? null : typeof options.monitoring === 'object' ? ((fixed) => () => fixed)(options.monitoring) : () => monitoringView.config,
     });
     const approvals = new ApprovalService({ view, commands, follower, ttlSeconds: options.approvalTtlSeconds ?? 300, notify: (a) => notifier.notify(a) });
     const shutDown = async () => {
@@ -198,6 +221,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     };
     try {
       await bootstrapPolicies(options, policies, commands, follower);
+      await bootstrapMonitoring(options, monitoringView, commands, follower);
       // A key of its own before it serves: other nodes learn it from the log (and the broadcast).
       await signer.rotate();
     } catch (err) {
@@ -211,7 +235,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
         publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
-        humanPins: options.humanPins ?? null, approvals, monitor,
+        humanPins: options.humanPins ?? null, approvals, monitor, monitoring: monitoringView,
       });
     } catch (err) {
       await shutDown();

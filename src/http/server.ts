@@ -31,6 +31,8 @@ import { approvalRoutes } from './routes/approvals.ts';
 import { searchRoutes } from './routes/search.ts';
 import type { ApprovalService } from '../approvals/approval-service.ts';
 import type { Monitor } from '../monitoring/monitor.ts';
+import type { MonitoringView } from '../monitoring/monitoring-config.ts';
+import { monitoringRoutes } from './routes/monitoring.ts';
 
 export interface ServerDeps {
   store: EventStore;
@@ -59,6 +61,8 @@ export interface ServerDeps {
   approvals: ApprovalService;
   /** The detectors on this node's decisions (monitoring/monitor.ts). */
   monitor: Monitor;
+  /** The detectors' configuration in force, folded from the log. */
+  monitoring: MonitoringView;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -153,6 +157,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(policyRoutes, deps);
   await app.register(authzenRoutes, deps);
   await app.register(searchRoutes, deps);
+  await app.register(monitoringRoutes, deps);
   await app.register(auditRoutes, deps);
   await app.register(oauthRoutes, deps);
 

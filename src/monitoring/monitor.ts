@@ -6,6 +6,7 @@ import type { Finding } from '../registry/agent.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import { agentAggregate } from '../registry/streams.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
+import type { MonitoringConfig } from './monitoring-config.ts';
 
 // Detectors on the decision stream. Every node counts, per agent, the decisions that matter to a
 // detector (denies; tokens refused as beyond the ceiling) in one-second buckets over the
@@ -18,26 +19,7 @@ import type { CommandHandler } from '../service/command-handler.ts';
 // response as actor `monitor`: `suspend` fenced like any suspension, so every node refuses the
 // agent before the call returns, or `alert` (the finding alone).
 
-export interface DetectorConfig {
-  threshold: number;
-  windowSeconds: number;
-  severity: Finding['severity'];
-}
-
-export interface MonitoringConfig {
-  detectors: { deny_burst: DetectorConfig; ceiling_probe: DetectorConfig };
-  /** What each severity does. */
-  responses: Record<Finding['severity'], Finding['response']>;
-}
-
-/** Defaults: 20 denies in a minute from one agent is critical (suspended); a probe series beyond the ceiling is high (an alert). */
-export const DEFAULT_MONITORING: MonitoringConfig = {
-  detectors: {
-    deny_burst: { threshold: 20, windowSeconds: 60, severity: 'critical' },
-    ceiling_probe: { threshold: 5, windowSeconds: 60, severity: 'high' },
-  },
-  responses: { low: 'alert', medium: 'alert', high: 'alert', critical: 'suspend' },
-};
+export { DEFAULT_MONITORING, type MonitoringConfig } from './monitoring-config.ts';
 
 type Detector = keyof MonitoringConfig['detectors'];
 const DETECTORS: Detector[] = ['deny_burst', 'ceiling_probe'];
@@ -87,8 +69,8 @@ export interface MonitorOptions {
   view: RegistryView;
   commands: CommandHandler;
   cluster: Cluster;
-  /** Default DEFAULT_MONITORING; null: nothing is counted (tests of other things). */
-  config?: MonitoringConfig | null;
+  /** The configuration in force (read at each use: a new version applies at once); null: nothing is counted (tests of other things). */
+  config: (() => MonitoringConfig) | null;
   log: (fields: Record<string, unknown>, message: string) => void;
 }
 
@@ -100,7 +82,7 @@ const MAX_AGENTS_PER_MESSAGE = 10_000;
 const CLOCK_SKEW_SECONDS = 5;
 
 export class Monitor {
-  private readonly config: MonitoringConfig | null;
+  private readonly configNow: (() => MonitoringConfig) | null;
   private readonly windows = new Map<string, Map<Detector, Window>>();
   /** Counted here since the last message: agent → detector → second → count (Maps: an agent id is no object key). */
   private pending = new Map<string, Map<Detector, Map<number, number>>>();
@@ -110,7 +92,7 @@ export class Monitor {
   private readonly acting = new Set<string>();
 
   constructor(private readonly options: MonitorOptions) {
-    this.config = options.config === undefined ? DEFAULT_MONITORING : options.config;
+    this.configNow = options.config;
     this.subject = `leash.${options.deployment}.monitor`;
     const offCounts = options.bus.subscribe(this.subject, (m) => this.onCounts(m as CountsMessage));
     // A contained agent's counts go: re-authorized, it starts afresh, and its retries meanwhile count for nothing.
@@ -131,7 +113,7 @@ export class Monitor {
 
   /** One decision this node made. Resolves once any response it triggered here is in force on every node. */
   async observe(agent: string, d: Decision, at: Date): Promise<void> {
-    if (!this.config) return;
+    if (!this.configNow) return;
     const detectors = countsFor(d);
     // Only an active agent's own requests: one already contained is not found again and again.
     if (detectors.length === 0 || this.options.view.agents.get(agent)?.record.status !== 'active') return;
@@ -156,7 +138,7 @@ export class Monitor {
     }
     let w = byDetector.get(detector);
     if (!w) byDetector.set(detector, (w = new Window()));
-    w.add(second, n, this.config!.detectors[detector].windowSeconds);
+    w.add(second, n, this.configNow!().detectors[detector].windowSeconds);
   }
 
   private scheduleFlush(): void {
@@ -181,7 +163,8 @@ export class Monitor {
    * for ever), sane counts, and at most so many agents and seconds per message.
    */
   private onCounts(m: CountsMessage): void {
-    if (!this.config || !m || m.node === this.options.nodeId || typeof m.counts !== 'object' || m.counts === null || Array.isArray(m.counts)) return;
+    const config = this.configNow?.();
+    if (!config || !m || m.node === this.options.nodeId || typeof m.counts !== 'object' || m.counts === null || Array.isArray(m.counts)) return;
     const now = new Date();
     const nowSecond = Math.floor(now.getTime() / 1000);
     let agents = 0;
@@ -192,7 +175,7 @@ export class Monitor {
       for (const detector of DETECTORS) {
         const bySecond = Object.hasOwn(byDetector, detector) ? byDetector[detector] : undefined;
         if (typeof bySecond !== 'object' || bySecond === null) continue;
-        const { windowSeconds } = this.config.detectors[detector];
+        const { windowSeconds } = config.detectors[detector];
         let entries = 0;
         for (const [text, n] of Object.entries(bySecond)) {
           if (++entries > windowSeconds + CLOCK_SKEW_SECONDS) break;
@@ -209,8 +192,9 @@ export class Monitor {
   /** A count over its threshold: the finding, and the response, once. */
   private async check(agent: string, detectors: Detector[], at: Date): Promise<void> {
     const second = Math.floor(at.getTime() / 1000);
+    const config = this.configNow!();
     for (const detector of detectors) {
-      const { threshold, windowSeconds, severity } = this.config!.detectors[detector];
+      const { threshold, windowSeconds, severity } = config.detectors[detector];
       const n = this.windows.get(agent)?.get(detector)?.sum(second, windowSeconds) ?? 0;
       if (n < threshold) continue;
       const key = `${agent}\n${detector}`;
@@ -218,7 +202,7 @@ export class Monitor {
       if (this.acting.has(key) || (last && at.getTime() - Date.parse(last.at) < windowSeconds * 1000)) continue;
       this.acting.add(key);
       try {
-        await this.respond(agent, { detector, severity, evidence: { count: n, threshold, windowSeconds }, response: this.config!.responses[severity] }, windowSeconds, at);
+        await this.respond(agent, { detector, severity, evidence: { count: n, threshold, windowSeconds }, response: config.responses[severity] }, windowSeconds, at);
       } finally {
         this.acting.delete(key);
       }

@@ -126,7 +126,7 @@ describe('an agent already contained (unit: a Monitor over a fake registry)', ()
     const agents = new Map([['held', { record, version: 5 }]]);
     const commands: string[] = [];
     const monitor = new Monitor({
-      nodeId: 'n1', deployment: 'd', bus: new InProcessBus(), view: { agents, onAgentChange: () => () => {} } as never, config: DEFAULT_MONITORING, log: () => {},
+      nodeId: 'n1', deployment: 'd', bus: new InProcessBus(), view: { agents, onAgentChange: () => () => {} } as never, config: () => DEFAULT_MONITORING, log: () => {},
       commands: { handle: async (_a: unknown, _id: string, c: { type: string }) => { commands.push(c.type); if (c.type === 'SuspendAgent') throw Object.assign(new Error('x'), { code: 'INVALID_TRANSITION' }); return { position: 1 }; } } as never,
       cluster: { fence: async () => ({}) } as never,
     });
