@@ -111,12 +111,15 @@ export class Monitor {
     this.flushTimer = null;
   }
 
-  /** One decision this node made. Resolves once any response it triggered here is in force on every node. */
-  async observe(agent: string, d: Decision, at: Date): Promise<void> {
-    if (!this.configNow) return;
+  /**
+   * One decision this node made. Null when no detector counts it (every allow: nothing to wait
+   * for on the decision path); else resolves once any response it triggered is in force on every node.
+   */
+  observe(agent: string, d: Decision, at: Date): Promise<void> | null {
+    if (!this.configNow) return null;
     const detectors = countsFor(d);
     // Only an active agent's own requests: one already contained is not found again and again.
-    if (detectors.length === 0 || this.options.view.agents.get(agent)?.record.status !== 'active') return;
+    if (detectors.length === 0 || this.options.view.agents.get(agent)?.record.status !== 'active') return null;
     const second = Math.floor(at.getTime() / 1000);
     for (const detector of detectors) {
       this.count(agent, detector, second, 1);
@@ -127,7 +130,7 @@ export class Monitor {
       bySecond.set(second, (bySecond.get(second) ?? 0) + 1);
     }
     this.scheduleFlush();
-    await this.check(agent, detectors, at);
+    return this.check(agent, detectors, at);
   }
 
   private count(agent: string, detector: Detector, second: number, n: number): void {

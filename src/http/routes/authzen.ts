@@ -130,7 +130,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     }
     // A containment these decisions triggered is fenced: every node (this one too, now that the
     // answer is settled) applies it before the answer leaves.
-    await Promise.all(observed);
+    if (observed.length > 0) await Promise.all(observed);
     return answers;
   };
 
@@ -203,7 +203,10 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     // Agents it knows: counted by the detectors (see decide for what waits on them).
     for (const { request, decision, at } of decided) {
       if (decision.code === 'AGENT_UNKNOWN') shadowAgents.seen(request.subject.id, pep, request.subject.properties?.token, at);
-      else if (decision.layer !== 'subject') observed.push(deps.monitor.observe(request.subject.id, decision, at));
+      else if (decision.layer !== 'subject') {
+        const responding = deps.monitor.observe(request.subject.id, decision, at);
+        if (responding) observed.push(responding);
+      }
     }
     return decided.map(({ decision }, i) => view(decision, stored[i]!.id));
   };
