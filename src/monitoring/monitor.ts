@@ -27,10 +27,13 @@ const DETECTORS: Detector[] = ['deny_burst', 'ceiling_probe'];
 /**
  * Which detectors a decision counts for. Only what the agent did counts: a request whose token
  * did not verify (or was refused for the agent's state) could come from anyone holding a PEP's
- * caller token, and must not be a way to get an agent suspended.
+ * caller token, and must not be a way to get an agent suspended; and a request waiting for an
+ * approval is no refusal (a busy payments agent asks for many).
  */
 function countsFor(d: Decision): Detector[] {
   if (d.decision || d.layer === 'token' || d.layer === 'policy-set' || d.code === 'POLICY_EVALUATION_ERROR') return [];
+  // Held back for a person's approval: the policies allow it, once approved. Not a refusal.
+  if (d.code === 'APPROVAL_REQUIRED') return [];
   const out: Detector[] = ['deny_burst'];
   if (d.code === 'DETAILS_BEYOND_CEILING') out.push('ceiling_probe');
   return out;

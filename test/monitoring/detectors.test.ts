@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DEFAULT_MONITORING } from '../../src/monitoring/monitor.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { pay, payToken, registerPayBot } from '../support/payments.ts';
 
 // Detectors on three nodes sharing PostgreSQL and NATS: an agent's denies are counted whole
 // however they are spread over the nodes; the 20th in a minute is a critical deny_burst, and the
@@ -32,6 +33,7 @@ beforeAll(async () => {
   for (const nodeId of ['m1', 'm2', 'm3']) nodes.push(await startTestNode(backend, { nodeId, natsUrl: inject('natsUrl'), monitoring: DEFAULT_MONITORING }));
   await seedPrincipals(nodes[0]!);
   const ceiling = { template: 'ceiling-folder', values: { '?resource': folder('invoices') } };
+  await registerPayBot(nodes[0]!);
   for (const id of ['noisy-bot', 'probing-bot', 'quiet-bot']) {
     expect((await nodes[0]!.api('POST', '/v1/agents', agentBody({ id, ceiling }))).status).toBe(201);
     expect((await nodes[0]!.api('POST', `/v1/agents/${id}/authorize`, { grants: [{ template: 'grant-read-folder', values: { '?resource': folder('invoices') } }] })).status).toBe(200);
@@ -65,6 +67,15 @@ describe('what does not count', () => {
     for (let i = 0; i < 30; i++) expect((await decide(nodes[i % 3]!, 'quiet-bot', garbage, `p-${i}`, 'payroll')).context.layer).toBe('token');
     await spread();
     expect((await nodes[0]!.store.readStream('agent/quiet-bot')).map((e) => e.type)).toEqual(['AgentRegistered', 'AgentAuthorized']);
+  });
+});
+
+describe('approvals are not refusals', () => {
+  it('30 payments over the limit, each waiting for an approval: no finding, the agent still active', async () => {
+    const t = await payToken();
+    for (let i = 0; i < 30; i++) expect((await pay(nodes[i % 3]!, t, 20_000 + i, `inv-a${i}`)).context.code).toBe('APPROVAL_REQUIRED');
+    await spread();
+    expect((await nodes[0]!.store.readStream('agent/pay-bot')).map((e) => e.type)).toEqual(['AgentRegistered', 'AgentAuthorized']);
   });
 });
 
