@@ -288,7 +288,11 @@ permit (principal in Group::"finance-agents", action == Action::"write", resourc
     expect(whatIf.code).toBe(0);
     const report = JSON.parse(whatIf.stdout);
     expect(report.allowToDeny + report.denyToAllow).toBe(made.filter((m) => m.flips).length);
-    const text = await run('--policies', candidate());
+    // The same what-if on one thread (--workers 1: no worker threads, each of which loads
+    // tsx and the deciding code anew), printed for a person; the JSON run above went through
+    // the default, a thread per core, and "in worker threads" shows both give one report.
+    const text = await run('--policies', candidate(), '--workers', '1');
+    expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/would change: \d+ allow→deny, \d+ deny→allow/);
     expect(text.stdout).toMatch(/#2 \S+ agent::"bot-a" read Document::"old-1": allow→deny\n {6}recorded allow \(all: [^)]+\); candidate deny \([a-z]+: archive-is-sealed\)/);
 
