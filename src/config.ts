@@ -42,9 +42,11 @@ export interface Config {
   approvalTtlSeconds: number;
   /** `LEASH_APPROVAL_WEBHOOK`: where pending approvals are POSTed as signed JWTs; null: NATS only. */
   approvalWebhook: string | null;
+  /** `LEASH_MONITORING`: `on` (default) runs the detectors on this node's decisions; `off` runs none (measuring what they cost). */
+  monitoring: boolean;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS' | 'LEASH_APPROVAL_TTL_SECONDS' | 'LEASH_APPROVAL_WEBHOOK', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS' | 'LEASH_APPROVAL_TTL_SECONDS' | 'LEASH_APPROVAL_WEBHOOK' | 'LEASH_MONITORING', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -87,6 +89,8 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     // fetch refuses them, and its refusal quotes the URL: a secret for the receiver goes in the path or query.
     if (url.username || url.password) throw new Error('LEASH_APPROVAL_WEBHOOK must not carry a user name or password (put a secret in its path or query)');
   }
+  const monitoring = env.LEASH_MONITORING || 'on';
+  if (monitoring !== 'on' && monitoring !== 'off') throw new Error(`LEASH_MONITORING must be on or off, got ${JSON.stringify(env.LEASH_MONITORING).slice(0, 40)}`);
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
   return {
@@ -109,6 +113,7 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     humanPins: humanPinsOf(env),
     approvalTtlSeconds,
     approvalWebhook,
+    monitoring: monitoring === 'on',
   };
 }
 

@@ -68,6 +68,8 @@ export interface NodeOptions {
   monitoring?: 'log' | MonitoringConfig | null;
   /** Tests: the webhook's retry delays. */
   approvalBackoffMs?: (attempt: number) => number;
+  /** Tests: the instant decisions are made at (a week of an agent's traffic without sleeping a week); default the system clock. */
+  clock?: () => Date;
 }
 
 export interface LeashNode {
@@ -206,6 +208,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     });
     const monitor = new Monitor({
       nodeId: options.nodeId, deployment, bus, view, commands, cluster, log: (fields, message) => warn(fields, message),
+      ...(options.clock ? { clock: options.clock } : {}),
       config: options.monitoring === null ? null : typeof options.monitoring === 'object' ? ((fixed) => () => fixed)(options.monitoring) : () => monitoringView.config,
     });
     const approvals = new ApprovalService({ view, commands, follower, ttlSeconds: options.approvalTtlSeconds ?? 300, notify: (a) => notifier.notify(a) });
@@ -236,6 +239,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
         publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
         humanPins: options.humanPins ?? null, approvals, monitor, monitoring: monitoringView,
+        ...(options.clock ? { clock: options.clock } : {}),
       });
     } catch (err) {
       await shutDown();

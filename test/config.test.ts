@@ -57,6 +57,13 @@ describe('configuration', () => {
     for (const algs of ['HS256', 'none', 'ES256,HS256', ',']) expect(() => loadConfig({ ...idp, LEASH_HUMAN_JWKS_URI: 'https://idp.example/jwks', LEASH_HUMAN_ALGORITHMS: algs })).toThrow(/LEASH_HUMAN_ALGORITHMS must list/);
   });
 
+  it('LEASH_MONITORING: on by default, off only when said exactly', () => {
+    expect(loadConfig({}).monitoring).toBe(true);
+    expect(loadConfig({ LEASH_MONITORING: 'off' }).monitoring).toBe(false);
+    expect(loadConfig({ LEASH_MONITORING: 'on' }).monitoring).toBe(true);
+    for (const bad of ['OFF', '0', 'false', 'no', ' off']) expect(() => loadConfig({ LEASH_MONITORING: bad }), bad).toThrow(/LEASH_MONITORING must be on or off/);
+  });
+
   it('LEASH_APPROVAL_TTL_SECONDS (default 300, 10..86400) and LEASH_APPROVAL_WEBHOOK (an http(s) URL, named in no error)', () => {
     expect(loadConfig({})).toMatchObject({ approvalTtlSeconds: 300, approvalWebhook: null });
     expect(loadConfig({ LEASH_APPROVAL_TTL_SECONDS: '60', LEASH_APPROVAL_WEBHOOK: 'https://hooks.example/leash?key=k' })).toMatchObject({ approvalTtlSeconds: 60, approvalWebhook: 'https://hooks.example/leash?key=k' });

@@ -61,6 +61,10 @@ for (const verb of ['suspend', 'retire'] as const) {
   client(agents.command(`${verb} <id>`).requiredOption('--reason <text>'))
     .action((id, flags) => call(flags, 'POST', `/v1/agents/${encodeURIComponent(id)}/${verb}`, { reason: flags.reason }));
 }
+client(agents.command('clear-finding <id>').description('clear a monitoring finding (after looking into it): the trust score it took comes back; a contained agent still needs authorize')
+  .addOption(new Option('--detector <name>').choices(['rate_spike', 'deny_burst', 'new_resource', 'new_action', 'off_hours', 'ceiling_probe']).makeOptionMandatory())
+  .requiredOption('--reason <text>'))
+  .action((id, flags) => call(flags, 'POST', `/v1/agents/${encodeURIComponent(id)}/clear-finding`, { detector: flags.detector, reason: flags.reason }));
 const revocation = (cmd: Command) =>
   cmd
     .requiredOption('--reason <text>')

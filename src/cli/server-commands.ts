@@ -27,6 +27,7 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     humanPins: config.humanPins,
     approvalTtlSeconds: config.approvalTtlSeconds,
     approvalWebhook: config.approvalWebhook,
+    monitoring: config.monitoring ? 'log' : null,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {

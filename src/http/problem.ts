@@ -22,6 +22,7 @@ const titles: Record<ErrorCode, string> = {
   GRANT_NOT_FOUND: 'No such grant',
   GROUP_NOT_FOUND: 'No such group',
   APPROVAL_NOT_FOUND: 'No such approval',
+  FINDING_NOT_FOUND: 'No such finding',
   METHOD_NOT_ALLOWED: 'Method not allowed',
   INVALID_TRANSITION: 'This transition is not possible from the current state',
   ALREADY_EXISTS: 'Already exists',

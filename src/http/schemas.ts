@@ -66,6 +66,10 @@ export type RegisterAgentBody = Static<typeof RegisterAgentBody>;
 export const DiscoverAgentBody = Type.Object({ id: Id, source: Text(500), fingerprint: Text(500) }, closed);
 export const AuthorizeAgentBody = Type.Object({ grants: Type.Array(TemplateLink, { maxItems: 100 }) }, closed);
 export const ReasonBody = Type.Object({ reason: Text(1000) }, closed);
+export const ClearFindingBody = Type.Object({
+  detector: Type.Union(['rate_spike', 'deny_burst', 'new_resource', 'new_action', 'off_hours', 'ceiling_probe'].map((d) => Type.Literal(d)), { description: 'the detector whose finding is cleared' }),
+  reason: Text(1000),
+}, closed);
 export const RotateBody = Type.Object({ credentials: Credentials }, closed);
 export const RevokeBody = Type.Object(
   {

@@ -61,6 +61,8 @@ export interface ServerDeps {
   approvals: ApprovalService;
   /** The detectors on this node's decisions (monitoring/monitor.ts). */
   monitor: Monitor;
+  /** Tests: the instant decisions are made at (default the system clock). */
+  clock?: () => Date;
   /** The detectors' configuration in force, folded from the log. */
   monitoring: MonitoringView;
   logger?: FastifyServerOptions['logger'];

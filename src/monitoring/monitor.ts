@@ -1,4 +1,5 @@
-import type { Decision } from '../authz/engine.ts';
+import { randomInt } from 'node:crypto';
+import type { Decision, EvaluationRequest } from '../authz/engine.ts';
 import type { Bus } from '../bus/bus.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import { LeashError } from '../errors.ts';
@@ -6,64 +7,31 @@ import type { Finding } from '../registry/agent.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import { agentAggregate } from '../registry/streams.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
-import type { MonitoringConfig } from './monitoring-config.ts';
+import { Baseline } from './baseline.ts';
+import { Ring } from './counts.ts';
+import type { DetectorName, MonitoringConfig } from './monitoring-config.ts';
+import { Sharing, type Counted } from './sharing.ts';
 
-// Detectors on the decision stream. Every node counts, per agent, the decisions that matter to a
-// detector (denies; tokens refused as beyond the ceiling) in one-second buckets over the
-// detector's window, and shares what it counted with the other nodes of its deployment over
-// NATS (`leash.<deployment>.monitor`, a message at most every 20 ms carrying the counts since the
-// last one): an agent whose traffic is spread over several nodes is counted whole on each, within
-// a few tens of milliseconds, without a write per decision. The node that sees a count cross its
-// threshold records the finding (`AnomalyDetected` on the agent's stream; the stream's version
-// makes it one finding per window however many nodes saw it) and applies the configured
-// response as actor `monitor`: `suspend` fenced like any suspension, so every node refuses the
-// agent before the call returns, or `alert` (the finding alone).
+// Detectors on the decision stream. Every node keeps, per agent, a baseline learned from the
+// agent's own decisions (baseline.ts) and counts over each counting detector's window
+// (counts.ts), and shares what it counted and learned with the other nodes of its deployment
+// over NATS (sharing.ts): an agent whose traffic is spread over several nodes is counted whole
+// on each, within a few tens of milliseconds, without a write per decision.
+//
+// Counting detectors: `deny_burst` (denies in a window), `ceiling_probe` (tokens refused as
+// beyond the ceiling), `rate_spike` (decisions in a window, over a floor and over a multiple of
+// the agent's usual rate). Baseline detectors, once the baseline has warmed up: `new_action`
+// and `new_resource` (allowed for the first time: a resource none of whose parents was used
+// either), `off_hours` (an hour of the day the agent hardly ever works).
+//
+// The node that sees a detector fire records the finding (`AnomalyDetected` on the agent's
+// stream, with the trust score change the configuration gives its severity; the stream's
+// version makes it one finding per detector per window however many nodes saw it) and applies
+// the configured response as actor `monitor`: `suspend` or `quarantine` fenced like any, so
+// every node refuses the agent before the call returns, or `alert` (the finding alone, fenced
+// when it moved the trust score, so policies that read it tighten on every node at once).
 
 export { DEFAULT_MONITORING, type MonitoringConfig } from './monitoring-config.ts';
-
-type Detector = keyof MonitoringConfig['detectors'];
-const DETECTORS: Detector[] = ['deny_burst', 'ceiling_probe'];
-
-/**
- * Which detectors a decision counts for. Only what the agent did counts: a request whose token
- * did not verify (or was refused for the agent's state) could come from anyone holding a PEP's
- * caller token, and must not be a way to get an agent suspended; and a request waiting for an
- * approval is no refusal (a busy payments agent asks for many).
- */
-function countsFor(d: Decision): Detector[] {
-  if (d.decision || d.layer === 'token' || d.layer === 'policy-set' || d.code === 'POLICY_EVALUATION_ERROR') return [];
-  // Held back for a person's approval: the policies allow it, once approved. Not a refusal.
-  if (d.code === 'APPROVAL_REQUIRED') return [];
-  const out: Detector[] = ['deny_burst'];
-  if (d.code === 'DETAILS_BEYOND_CEILING') out.push('ceiling_probe');
-  return out;
-}
-
-/** Counts per one-second bucket (epoch seconds), kept for the longest window. */
-class Window {
-  private readonly buckets = new Map<number, number>();
-
-  add(second: number, n: number, keep: number): void {
-    this.buckets.set(second, (this.buckets.get(second) ?? 0) + n);
-    for (const s of this.buckets.keys()) if (s <= second - keep) this.buckets.delete(s);
-  }
-
-  sum(second: number, windowSeconds: number): number {
-    let n = 0;
-    for (const [s, c] of this.buckets) if (s > second - windowSeconds) n += c;
-    return n;
-  }
-
-  empty(): boolean {
-    return this.buckets.size === 0;
-  }
-}
-
-interface CountsMessage {
-  node: string;
-  /** agent → detector → second → count */
-  counts: Record<string, Partial<Record<Detector, Record<string, number>>>>;
-}
 
 export interface MonitorOptions {
   nodeId: string;
@@ -75,151 +43,193 @@ export interface MonitorOptions {
   /** The configuration in force (read at each use: a new version applies at once); null: nothing is counted (tests of other things). */
   config: (() => MonitoringConfig) | null;
   log: (fields: Record<string, unknown>, message: string) => void;
+  /** The time (tests drive a week of traffic through it); the decisions' own instants are passed in. */
+  clock?: () => Date;
 }
 
-/** Agents whose counts one node keeps at most (those seen longest ago go first). */
+/** Agents whose counts and baselines one node keeps at most (those seen longest ago go first). */
 const MAX_AGENTS = 100_000;
-/** Agents one message from another node may carry counts for (more than a node counts in 20 ms). */
-const MAX_AGENTS_PER_MESSAGE = 10_000;
-/** How far ahead of this node's clock another node's seconds may be. */
-const CLOCK_SKEW_SECONDS = 5;
+/** Parents of the resource looked at (in the request's entities). */
+const MAX_PARENTS = 8;
+/** Longest name (`Type::"id"`) kept in a baseline or a finding. */
+export const MAX_NAME = 256;
+
+/** What one node keeps about one agent. */
+interface Watched {
+  baseline: Baseline;
+  rings: Map<Counted, Ring>;
+}
+
+interface Found {
+  detector: DetectorName;
+  evidence: Record<string, number | string>;
+}
 
 export class Monitor {
   private readonly configNow: (() => MonitoringConfig) | null;
-  private readonly windows = new Map<string, Map<Detector, Window>>();
-  /** Counted here since the last message: agent → detector → second → count (Maps: an agent id is no object key). */
-  private pending = new Map<string, Map<Detector, Map<number, number>>>();
-  private flushTimer: NodeJS.Timeout | null = null;
-  private readonly subject: string;
+  private readonly watched = new Map<string, Watched>();
+  private readonly sharing: Sharing;
   private readonly off: () => void;
   private readonly acting = new Set<string>();
+  private readonly seed = randomInt(2 ** 31);
+  private readonly clock: () => Date;
 
   constructor(private readonly options: MonitorOptions) {
     this.configNow = options.config;
-    this.subject = `leash.${options.deployment}.monitor`;
-    const offCounts = options.bus.subscribe(this.subject, (m) => this.onCounts(m as CountsMessage));
+    this.clock = options.clock ?? (() => new Date());
+    this.sharing = new Sharing({
+      nodeId: options.nodeId, bus: options.bus, subject: `leash.${options.deployment}.monitor`,
+      active: (agent) => this.active(agent), config: () => this.configNow?.() ?? null, clock: this.clock,
+      counted: (agent, detector, second, n) => this.count(agent, detector, second, n),
+      learned: (agent, kind, name) => this.learn(agent, kind, name),
+      done: (agent, detectors) => void this.check(agent, detectors.map((d) => this.crossed(agent, d, this.clock())).filter((f) => f !== null), this.clock())?.catch(() => {}),
+    });
     // A contained agent's counts go: re-authorized, it starts afresh, and its retries meanwhile count for nothing.
     const offAgents = options.view.onAgentChange((id) => {
-      if (options.view.agents.get(id)?.record.status !== 'active') this.windows.delete(id);
+      if (!this.active(id)) this.watched.delete(id);
     });
     this.off = () => {
-      offCounts();
+      this.sharing.stop();
       offAgents();
     };
   }
 
   stop(): void {
     this.off();
-    if (this.flushTimer) clearTimeout(this.flushTimer);
-    this.flushTimer = null;
+  }
+
+  /** Agents this node keeps counts for (tests and the memory benchmark). */
+  get agents(): number {
+    return this.watched.size;
+  }
+
+  private active(agent: string): boolean {
+    return this.options.view.agents.get(agent)?.record.status === 'active';
   }
 
   /**
-   * One decision this node made. Null when no detector counts it (every allow: nothing to wait
-   * for on the decision path); else resolves once any response it triggered is in force on every node.
+   * One decision this node made for an agent. Null when nothing fired (nearly every decision:
+   * nothing to wait for on the decision path); else resolves once the responses are in force
+   * on every node.
    */
-  observe(agent: string, d: Decision, at: Date): Promise<void> | null {
-    if (!this.configNow) return null;
-    const detectors = countsFor(d);
-    // Only an active agent's own requests: one already contained is not found again and again.
-    if (detectors.length === 0 || this.options.view.agents.get(agent)?.record.status !== 'active') return null;
-    const second = Math.floor(at.getTime() / 1000);
-    for (const detector of detectors) {
-      this.count(agent, detector, second, 1);
-      let byDetector = this.pending.get(agent);
-      if (!byDetector) this.pending.set(agent, (byDetector = new Map()));
-      let bySecond = byDetector.get(detector);
-      if (!bySecond) byDetector.set(detector, (bySecond = new Map()));
-      bySecond.set(second, (bySecond.get(second) ?? 0) + 1);
-    }
-    this.scheduleFlush();
-    return this.check(agent, detectors, at);
-  }
-
-  private count(agent: string, detector: Detector, second: number, n: number): void {
-    let byDetector = this.windows.get(agent);
-    if (!byDetector) {
-      if (this.windows.size >= MAX_AGENTS) this.windows.delete(this.windows.keys().next().value!);
-      this.windows.set(agent, (byDetector = new Map()));
-    }
-    let w = byDetector.get(detector);
-    if (!w) byDetector.set(detector, (w = new Window()));
-    w.add(second, n, this.configNow!().detectors[detector].windowSeconds);
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushTimer) return;
-    this.flushTimer = setTimeout(() => {
-      this.flushTimer = null;
-      const counts: CountsMessage['counts'] = Object.create(null);
-      for (const [agent, byDetector] of this.pending) {
-        const out: Partial<Record<Detector, Record<string, number>>> = Object.create(null);
-        for (const [detector, bySecond] of byDetector) out[detector] = Object.fromEntries(bySecond);
-        counts[agent] = out;
-      }
-      this.pending = new Map();
-      this.options.bus.publish(this.subject, { node: this.options.nodeId, counts } satisfies CountsMessage);
-    }, 20);
-    this.flushTimer.unref();
-  }
-
-  /**
-   * Another node's counts. What a message can make this node hold and do is bounded: known active
-   * agents only, seconds within the window (not the future: a bucket from next year would count
-   * for ever), sane counts, and at most so many agents and seconds per message.
-   */
-  private onCounts(m: CountsMessage): void {
+  observe(request: EvaluationRequest, d: Decision, at: Date): Promise<void> | null {
     const config = this.configNow?.();
-    if (!config || !m || m.node === this.options.nodeId || typeof m.counts !== 'object' || m.counts === null || Array.isArray(m.counts)) return;
-    const now = new Date();
-    const nowSecond = Math.floor(now.getTime() / 1000);
-    let agents = 0;
-    for (const [agent, byDetector] of Object.entries(m.counts)) {
-      if (++agents > MAX_AGENTS_PER_MESSAGE) break;
-      if (this.options.view.agents.get(agent)?.record.status !== 'active' || typeof byDetector !== 'object' || byDetector === null) continue;
-      const seen: Detector[] = [];
-      for (const detector of DETECTORS) {
-        const bySecond = Object.hasOwn(byDetector, detector) ? byDetector[detector] : undefined;
-        if (typeof bySecond !== 'object' || bySecond === null) continue;
-        const { windowSeconds } = config.detectors[detector];
-        let entries = 0;
-        for (const [text, n] of Object.entries(bySecond)) {
-          if (++entries > windowSeconds + CLOCK_SKEW_SECONDS) break;
-          const second = Number(text);
-          if (!Number.isSafeInteger(second) || second <= nowSecond - windowSeconds || second > nowSecond + CLOCK_SKEW_SECONDS) continue;
-          if (Number.isSafeInteger(n) && n > 0 && n < 1e6) this.count(agent, detector, second, n);
-        }
-        seen.push(detector);
-      }
-      void this.check(agent, seen, now).catch(() => {});
+    const agent = request.subject.id;
+    // Only what the agent did counts: a request whose token did not verify (or was refused for
+    // the agent's state) could come from anyone holding a PEP's caller token, and must not be a
+    // way to get an agent suspended. Only an active agent's: one contained is not found again and again.
+    if (!config || d.layer === 'subject' || d.layer === 'token' || d.layer === 'policy-set' || d.code === 'POLICY_EVALUATION_ERROR' || !this.active(agent)) return null;
+    const second = Math.floor(at.getTime() / 1000);
+    const counted: Counted[] = ['rate_spike'];
+    // Held back for a person's approval: the policies allow it, once approved. Not a refusal.
+    if (!d.decision && d.code !== 'APPROVAL_REQUIRED') counted.push('deny_burst');
+    if (d.code === 'DETAILS_BEYOND_CEILING') counted.push('ceiling_probe');
+    const watched = this.watch(agent, second);
+    const { baseline } = watched;
+    const found: Found[] = [];
+    const warm = baseline.warm(second, config.warmup);
+    // Judged against the baseline before this decision is learned into it.
+    if (warm && baseline.shareOfHour(second) < config.detectors.off_hours.share) {
+      found.push({ detector: 'off_hours', evidence: { hour: Math.floor(second / 3600) % 24, share: round(baseline.shareOfHour(second)) } });
     }
+    for (const detector of counted) {
+      this.count(agent, detector, second, 1);
+      this.sharing.counted(agent, detector, second);
+    }
+    if (d.decision) found.push(...this.learnUse(agent, watched, request, warm));
+    for (const detector of counted) {
+      const crossed = this.crossed(agent, detector, at);
+      if (crossed) found.push(crossed);
+    }
+    return found.length === 0 ? null : this.check(agent, found, at);
   }
 
-  /** A count over its threshold: the finding, and the response, once. */
-  private async check(agent: string, detectors: Detector[], at: Date): Promise<void> {
-    const second = Math.floor(at.getTime() / 1000);
+  private watch(agent: string, second: number): Watched {
+    let watched = this.watched.get(agent);
+    if (!watched) {
+      if (this.watched.size >= MAX_AGENTS) this.watched.delete(this.watched.keys().next().value!);
+      this.watched.set(agent, (watched = { baseline: new Baseline(second, this.seed), rings: new Map() }));
+    }
+    return watched;
+  }
+
+  /** An allowed decision: its action and resource learned; new ones found once the baseline is warm. */
+  private learnUse(agent: string, watched: Watched, request: EvaluationRequest, warm: boolean): Found[] {
+    const found: Found[] = [];
+    const action = request.action.name.slice(0, MAX_NAME);
+    if (watched.baseline.learnAction(action)) {
+      this.sharing.learned(agent, 'actions', action);
+      if (warm) found.push({ detector: 'new_action', evidence: { action } });
+    }
+    const [resource, ...parents] = namesUsed(request);
+    let known = false;
+    for (const name of [resource!, ...parents]) {
+      if (watched.baseline.resources.add(name)) this.sharing.learned(agent, 'resources', name);
+      else known = true;
+    }
+    if (warm && !known) found.push({ detector: 'new_resource', evidence: { resource: resource!, parents: parents.join(', ').slice(0, MAX_NAME) } });
+    return found;
+  }
+
+  private count(agent: string, detector: Counted, second: number, n: number): void {
+    const config = this.configNow?.();
+    if (!config) return;
+    const watched = this.watch(agent, second);
+    const { windowSeconds } = config.detectors[detector];
+    let ring = watched.rings.get(detector);
+    if (!ring || ring.windowSeconds !== windowSeconds) watched.rings.set(detector, (ring = new Ring(windowSeconds)));
+    ring.add(second, n);
+    if (detector === 'rate_spike') watched.baseline.traffic(second, n);
+  }
+
+  private learn(agent: string, kind: 'actions' | 'resources', name: string): void {
+    const { baseline } = this.watch(agent, Math.floor(this.clock().getTime() / 1000));
+    if (kind === 'actions') baseline.learnAction(name);
+    else baseline.resources.add(name);
+  }
+
+  /** A counting detector over its threshold (and for a rate, over its multiple of the baseline)? */
+  private crossed(agent: string, detector: Counted, at: Date): Found | null {
     const config = this.configNow!();
-    for (const detector of detectors) {
-      const { threshold, windowSeconds, severity } = config.detectors[detector];
-      const n = this.windows.get(agent)?.get(detector)?.sum(second, windowSeconds) ?? 0;
-      if (n < threshold) continue;
+    const watched = this.watched.get(agent);
+    const second = Math.floor(at.getTime() / 1000);
+    const { threshold, windowSeconds } = config.detectors[detector];
+    const count = watched?.rings.get(detector)?.sum(second) ?? 0;
+    if (!watched || count < threshold) return null;
+    if (detector !== 'rate_spike') return { detector, evidence: { count, threshold, windowSeconds } };
+    if (!watched.baseline.warm(second, config.warmup)) return null;
+    const usual = watched.baseline.perMinute() * (windowSeconds / 60);
+    const { factor } = config.detectors.rate_spike;
+    return count > factor * usual ? { detector, evidence: { count, threshold, windowSeconds, usual: round(usual), factor } } : null;
+  }
+
+  /** Findings not yet recorded in their window: each recorded, and responded to, once. */
+  private check(agent: string, found: Found[], at: Date): Promise<void> | null {
+    const config = this.configNow!();
+    const record = this.options.view.agents.get(agent)?.record;
+    const todo = found.filter(({ detector }) => {
+      const last = record?.findings?.[detector];
+      return !this.acting.has(`${agent}\n${detector}`) && !(last && at.getTime() - Date.parse(last.at) < config.detectors[detector].windowSeconds * 1000);
+    });
+    if (todo.length === 0) return null;
+    return Promise.all(todo.map(async ({ detector, evidence }) => {
       const key = `${agent}\n${detector}`;
-      const last = this.options.view.agents.get(agent)?.record.findings?.[detector];
-      if (this.acting.has(key) || (last && at.getTime() - Date.parse(last.at) < windowSeconds * 1000)) continue;
       this.acting.add(key);
       try {
-        await this.respond(agent, { detector, severity, evidence: { count: n, threshold, windowSeconds }, response: config.responses[severity] }, windowSeconds, at);
+        const { severity, windowSeconds } = config.detectors[detector];
+        await this.respond(agent, { detector, severity, evidence, response: config.responses[severity] }, windowSeconds, config.trustScore[severity], at);
       } finally {
         this.acting.delete(key);
       }
-    }
+    })).then(() => {});
   }
 
-  private async respond(agent: string, finding: Finding, windowSeconds: number, at: Date): Promise<void> {
+  private async respond(agent: string, finding: Finding, windowSeconds: number, trustScoreDelta: number, at: Date): Promise<void> {
     const { commands, cluster, log } = this.options;
-    const now = new Date(Math.max(at.getTime(), Date.now()));
+    const now = new Date(Math.max(at.getTime(), this.clock().getTime()));
+    let recorded;
     try {
-      await commands.handle(agentAggregate, agent, { type: 'RecordFinding', data: { ...finding, windowSeconds }, metadata: { now } }, { now, actor: 'monitor' });
+      recorded = await commands.handle(agentAggregate, agent, { type: 'RecordFinding', data: { ...finding, windowSeconds, trustScoreDelta }, metadata: { now } }, { now, actor: 'monitor' });
     } catch (err) {
       // Found already (on another node, within the window), or the agent is past being found: nothing more to do here.
       if (err instanceof LeashError && (err.code === 'ALREADY_EXISTS' || err.code === 'INVALID_TRANSITION' || err.code === 'AGENT_NOT_FOUND')) return;
@@ -227,9 +237,14 @@ export class Monitor {
       return;
     }
     log({ agent, detector: finding.detector, severity: finding.severity, response: finding.response, evidence: finding.evidence }, 'anomaly detected');
-    if (finding.response === 'alert') return;
     try {
-      const reason = `${finding.detector}: ${finding.evidence.count} in ${windowSeconds} s (threshold ${finding.evidence.threshold})`;
+      if (finding.response === 'alert') {
+        // A lower trust score is in force on every node before the answer that caused it leaves.
+        const state = recorded.state;
+        if (state.status !== 'none' && (state.findings?.[finding.detector]?.trustScoreChange ?? 0) !== 0) await cluster.fence(recorded.position);
+        return;
+      }
+      const reason = `${finding.detector}: ${describe(finding)}`;
       const command = finding.response === 'suspend'
         ? { type: 'SuspendAgent' as const, data: { reason }, metadata: { now } }
         : { type: 'RevokeAgent' as const, data: { mode: 'quarantine' as const, reason }, metadata: { now } };
@@ -240,4 +255,27 @@ export class Monitor {
       log({ err: (err as Error).message, agent }, 'containing an agent after a finding failed');
     }
   }
+}
+
+/** The evidence in words, for a suspension's reason. */
+function describe({ evidence: e }: Finding): string {
+  if (typeof e.count === 'number') return `${e.count} in ${e.windowSeconds} s (threshold ${e.threshold})`;
+  return Object.entries(e).map(([k, v]) => `${k} ${v}`).join(', ');
+}
+
+const round = (n: number): number => Math.round(n * 1000) / 1000;
+
+const uid = (e: unknown): string | null => {
+  const { type, id } = (e ?? {}) as { type?: unknown; id?: unknown };
+  return typeof type === 'string' && typeof id === 'string' ? `${type}::${JSON.stringify(id)}`.slice(0, MAX_NAME) : null;
+};
+
+/** The resource (`Type::"id"`), then its parents as the request's entities give them. */
+function namesUsed(request: EvaluationRequest): string[] {
+  const resource = uid(request.resource)!;
+  const entities = (request.context as { entities?: unknown } | undefined)?.entities;
+  if (!Array.isArray(entities)) return [resource];
+  const own = entities.find((e) => uid((e as { uid?: unknown } | null)?.uid) === resource) as { parents?: unknown } | undefined;
+  const parents = Array.isArray(own?.parents) ? own.parents.slice(0, MAX_PARENTS).map(uid).filter((p): p is string => p !== null) : [];
+  return [resource, ...parents];
 }

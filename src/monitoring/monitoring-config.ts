@@ -14,38 +14,90 @@ import type { StoredEvent } from '../store/event-store.ts';
 
 const Severity = Type.Union([Type.Literal('low'), Type.Literal('medium'), Type.Literal('high'), Type.Literal('critical')]);
 const Response = Type.Union([Type.Literal('alert'), Type.Literal('suspend'), Type.Literal('quarantine')]);
-const Detector = Type.Object({
-  threshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
-  windowSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600 })),
-  severity: Type.Optional(Severity),
-}, { additionalProperties: false });
+const severity = Type.Optional(Severity);
+/** A counting detector's window (kept in memory per agent) is an hour at most; the others' (one finding per window) a day. */
+const window = (maximum: number) => Type.Optional(Type.Integer({ minimum: 1, maximum }));
+const windowSeconds = window(3600);
+const threshold = Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 }));
+const perSeverity = <T extends ReturnType<typeof Type.Integer> | typeof Response>(value: T) => Type.Optional(Type.Object(
+  { low: Type.Optional(value), medium: Type.Optional(value), high: Type.Optional(value), critical: Type.Optional(value) },
+  { additionalProperties: false },
+));
+const strict = { additionalProperties: false } as const;
 
 /** What a configuration document may say (everything optional: defaults fill the rest). */
 export const MonitoringDocument = Type.Object({
-  detectors: Type.Optional(Type.Object({ deny_burst: Type.Optional(Detector), ceiling_probe: Type.Optional(Detector) }, { additionalProperties: false })),
-  responses: Type.Optional(Type.Object({ low: Type.Optional(Response), medium: Type.Optional(Response), high: Type.Optional(Response), critical: Type.Optional(Response) }, { additionalProperties: false })),
-}, { additionalProperties: false });
+  detectors: Type.Optional(Type.Object({
+    deny_burst: Type.Optional(Type.Object({ threshold, windowSeconds, severity }, strict)),
+    ceiling_probe: Type.Optional(Type.Object({ threshold, windowSeconds, severity }, strict)),
+    rate_spike: Type.Optional(Type.Object({
+      threshold, windowSeconds, severity,
+      factor: Type.Optional(Type.Number({ minimum: 1.5, maximum: 1000, description: 'times the baseline rate' })),
+    }, strict)),
+    new_action: Type.Optional(Type.Object({ windowSeconds: window(86_400), severity }, strict)),
+    new_resource: Type.Optional(Type.Object({ windowSeconds: window(86_400), severity }, strict)),
+    off_hours: Type.Optional(Type.Object({
+      windowSeconds: window(86_400), severity,
+      share: Type.Optional(Type.Number({ minimum: 0, maximum: 0.5, description: "an hour of the day with less than this share of the agent's decisions is off its hours" })),
+    }, strict)),
+  }, strict)),
+  warmup: Type.Optional(Type.Object({
+    hours: Type.Optional(Type.Integer({ minimum: 0, maximum: 8760 })),
+    decisions: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+  }, strict)),
+  responses: perSeverity(Response),
+  trustScore: perSeverity(Type.Integer({ minimum: -100, maximum: 0, description: 'change to the trust score' })),
+}, strict);
 export type MonitoringDocument = Static<typeof MonitoringDocument>;
 
+export type Severity = 'low' | 'medium' | 'high' | 'critical';
+
 export interface DetectorConfig {
+  /** How many in the window make a finding (counting detectors). */
   threshold: number;
+  /** The window counted over; also: one finding per detector per window. */
   windowSeconds: number;
-  severity: 'low' | 'medium' | 'high' | 'critical';
+  severity: Severity;
 }
 
 export interface MonitoringConfig {
-  detectors: { deny_burst: DetectorConfig; ceiling_probe: DetectorConfig };
+  detectors: {
+    deny_burst: DetectorConfig;
+    ceiling_probe: DetectorConfig;
+    /** `threshold`: decisions in the window at least; `factor`: and more than this many times the agent's usual rate. */
+    rate_spike: DetectorConfig & { factor: number };
+    new_action: Omit<DetectorConfig, 'threshold'>;
+    new_resource: Omit<DetectorConfig, 'threshold'>;
+    off_hours: Omit<DetectorConfig, 'threshold'> & { share: number };
+  };
+  /** A baseline is learned this long, and from this many decisions, before the baseline detectors judge by it. */
+  warmup: { hours: number; decisions: number };
   /** What each severity does. */
-  responses: Record<DetectorConfig['severity'], 'alert' | 'suspend' | 'quarantine'>;
+  responses: Record<Severity, 'alert' | 'suspend' | 'quarantine'>;
+  /** How each severity moves the agent's trust score (0 to -100; the score stays within 0..100). */
+  trustScore: Record<Severity, number>;
 }
 
-/** Defaults: 20 denies in a minute from one agent is critical (suspended); a probe series beyond the ceiling is high (an alert). */
+export type DetectorName = keyof MonitoringConfig['detectors'];
+
+/**
+ * Defaults from common practice: 20 denies in a minute from one agent is critical (suspended);
+ * a probe series beyond the ceiling, or five times the usual rate, is high; an action never
+ * used before, or work at an hour the agent never works, medium; a resource never used, low.
+ * All but critical are alerts. A baseline learns for a week (and 100 decisions) first.
+ */
 export const DEFAULT_MONITORING: MonitoringConfig = {
   detectors: {
     deny_burst: { threshold: 20, windowSeconds: 60, severity: 'critical' },
     ceiling_probe: { threshold: 5, windowSeconds: 60, severity: 'high' },
+    rate_spike: { threshold: 30, windowSeconds: 60, severity: 'high', factor: 5 },
+    new_action: { windowSeconds: 600, severity: 'medium' },
+    new_resource: { windowSeconds: 600, severity: 'low' },
+    off_hours: { windowSeconds: 3600, severity: 'medium', share: 0.01 },
   },
+  warmup: { hours: 168, decisions: 100 },
   responses: { low: 'alert', medium: 'alert', high: 'alert', critical: 'suspend' },
+  trustScore: { low: 0, medium: -5, high: -10, critical: -25 },
 };
 
 /** A document over the defaults; refused (400, naming the place) when it is not one. */
@@ -54,13 +106,18 @@ export function configOf(document: unknown): MonitoringConfig {
     const first = [...Value.Errors(MonitoringDocument, document)][0];
     throw new LeashError('VALIDATION_FAILED', `the monitoring configuration is not valid${first ? ` at ${first.instancePath || '/'}: ${first.message}` : ''}`);
   }
-  const d = document as MonitoringDocument;
+  return filled(document as MonitoringDocument);
+}
+
+/** The defaults under what a document (or a version recorded before a setting existed) says. */
+function filled(d: MonitoringDocument): MonitoringConfig {
+  const detectors = Object.fromEntries(Object.entries(DEFAULT_MONITORING.detectors).map(([name, defaults]) =>
+    [name, { ...defaults, ...d.detectors?.[name as DetectorName] }])) as unknown as MonitoringConfig['detectors'];
   return {
-    detectors: {
-      deny_burst: { ...DEFAULT_MONITORING.detectors.deny_burst, ...d.detectors?.deny_burst },
-      ceiling_probe: { ...DEFAULT_MONITORING.detectors.ceiling_probe, ...d.detectors?.ceiling_probe },
-    },
+    detectors,
+    warmup: { ...DEFAULT_MONITORING.warmup, ...d.warmup },
     responses: { ...DEFAULT_MONITORING.responses, ...d.responses },
+    trustScore: { ...DEFAULT_MONITORING.trustScore, ...d.trustScore },
   };
 }
 
@@ -102,6 +159,6 @@ export class MonitoringView {
   apply(e: StoredEvent): void {
     if (e.streamType !== MONITORING_STREAM_TYPE || e.type !== MONITORING_CONFIGURED) return;
     this.version = e.version;
-    this.config = (e.data as MonitoringEvent['data']).config;
+    this.config = filled((e.data as MonitoringEvent['data']).config);
   }
 }

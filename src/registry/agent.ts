@@ -55,7 +55,11 @@ export type AgentEvent =
   | { type: 'AgentRevoked'; data: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number; tokensNotBefore: string } }
   | { type: 'AgentRetired'; data: { reason: string } }
   /** A detector's finding (monitoring/): what it saw, how bad, and what was done about it. */
-  | { type: 'AnomalyDetected'; data: Finding };
+  | { type: 'AnomalyDetected'; data: Finding }
+  /** A person (or the operator) looked into a finding and cleared it; the trust score it took is given back. */
+  | { type: 'FindingCleared'; data: { detector: string; reason: string } }
+  /** Policies read the score (`principal.trustScore`): a finding lowers it, clearing the finding restores it. */
+  | { type: 'TrustScoreChanged'; data: { from: number; to: number; reason: string } };
 
 /** A monitoring finding, as recorded on the agent's stream. */
 export interface Finding {
@@ -65,6 +69,8 @@ export interface Finding {
   evidence: Record<string, number | string>;
   /** What the configuration says to do: `alert`, `suspend` or `quarantine`. */
   response: 'alert' | 'suspend' | 'quarantine';
+  /** How much the finding moved the trust score (0 or less), given back when it is cleared. */
+  trustScoreChange?: number;
 }
 
 export type AgentEventType = AgentEvent['type'];
@@ -81,7 +87,8 @@ export type AgentCommand =
   | { type: 'RotateCredentials'; data: { credentials: CredentialPins }; metadata: CommandMetadata }
   | { type: 'RevokeAgent'; data: { mode: RevocationMode; reason: string; gracePeriodSeconds?: number }; metadata: CommandMetadata }
   | { type: 'RetireAgent'; data: { reason: string }; metadata: CommandMetadata }
-  | { type: 'RecordFinding'; data: Finding & { windowSeconds: number }; metadata: CommandMetadata };
+  | { type: 'RecordFinding'; data: Omit<Finding, 'trustScoreChange'> & { windowSeconds: number; trustScoreDelta: number }; metadata: CommandMetadata }
+  | { type: 'ClearFinding'; data: { detector: string; reason: string }; metadata: CommandMetadata };
 
 export type AgentRegistration = Extract<AgentEvent, { type: 'AgentRegistered' }>['data'];
 
@@ -118,6 +125,7 @@ export const allowedFrom: Record<AgentCommand['type'], readonly (AgentStatus | '
   RevokeAgent: ['discovered', 'registered', 'active', 'suspended', 'quarantined'],
   RetireAgent: ['discovered', 'registered', 'active', 'suspended', 'revoked', 'quarantined'],
   RecordFinding: ['active', 'suspended', 'quarantined', 'revoked'],
+  ClearFinding: ['registered', 'active', 'suspended', 'quarantined', 'revoked', 'retired'],
 };
 
 /**
@@ -166,12 +174,25 @@ export function decideAgent(command: AgentCommand, state: AgentState): AgentEven
       return [{ type: 'AgentRetired', data: command.data }];
     case 'RecordFinding': {
       // One finding per detector per window, however many nodes saw it cross the line.
-      const { windowSeconds, ...finding } = command.data;
-      const last = state.status === 'none' ? undefined : state.findings?.[finding.detector];
+      const { windowSeconds, trustScoreDelta, ...finding } = command.data;
+      if (state.status === 'none') throw refused(command.type, from);
+      const last = state.findings?.[finding.detector];
       if (last && command.metadata.now.getTime() - Date.parse(last.at) < windowSeconds * 1000) {
         throw new LeashError('ALREADY_EXISTS', `${finding.detector} was already found on this agent at ${last.at}`);
       }
-      return [{ type: 'AnomalyDetected', data: finding }];
+      const to = Math.max(0, state.trustScore + Math.min(0, trustScoreDelta));
+      const found: AgentEvent = { type: 'AnomalyDetected', data: { ...finding, trustScoreChange: to - state.trustScore } };
+      if (to === state.trustScore) return [found];
+      return [found, { type: 'TrustScoreChanged', data: { from: state.trustScore, to, reason: `${finding.detector} (${finding.severity})` } }];
+    }
+    case 'ClearFinding': {
+      if (state.status === 'none') throw refused(command.type, from);
+      const finding = state.findings?.[command.data.detector];
+      if (!finding) throw new LeashError('FINDING_NOT_FOUND', `this agent has no ${command.data.detector} finding to clear`);
+      const cleared: AgentEvent = { type: 'FindingCleared', data: command.data };
+      const to = Math.min(100, state.trustScore - (finding.trustScoreChange ?? 0));
+      if (to === state.trustScore) return [cleared];
+      return [cleared, { type: 'TrustScoreChanged', data: { from: state.trustScore, to, reason: `${command.data.detector} cleared` } }];
     }
     default:
       return assertNever(command);
@@ -241,6 +262,12 @@ export function evolveAgent(state: AgentState, event: AgentEvent, at: Date): Age
       return { ...next, status: 'retired', retirement: { reason: event.data.reason, at: when } };
     case 'AnomalyDetected':
       return { ...next, findings: { ...state.findings, [event.data.detector]: { ...event.data, at: when } } };
+    case 'FindingCleared': {
+      const { [event.data.detector]: _cleared, ...findings } = state.findings ?? {};
+      return { ...next, findings };
+    }
+    case 'TrustScoreChanged':
+      return { ...next, trustScore: event.data.to };
     default:
       return assertNever(event);
   }

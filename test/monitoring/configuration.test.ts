@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_MONITORING, MonitoringView } from '../../src/monitoring/monitoring-config.ts';
 import { startNode } from '../../src/node.ts';
 import { freshPglite } from '../support/backends.ts';
 import { ADMIN_TOKEN, CEDAR_DIR, PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
@@ -54,6 +55,11 @@ describe('the detectors\' configuration', () => {
   it('cedar/monitoring.json is version 1, over the defaults; the detectors count by it', async () => {
     const got = await node.api('GET', '/v1/monitoring');
     expect(got.body).toMatchObject({ version: 1, detectors: { deny_burst: { threshold: 3, windowSeconds: 60, severity: 'critical' }, ceiling_probe: { threshold: 5 } }, responses: { critical: 'suspend' } });
+    // What the document leaves out has its default, the baseline detectors' too.
+    expect(got.body).toMatchObject({
+      detectors: { rate_spike: { threshold: 30, factor: 5, windowSeconds: 60, severity: 'high' }, new_action: { severity: 'medium' }, off_hours: { share: 0.01 } },
+      warmup: { hours: 168, decisions: 100 }, trustScore: { low: 0, medium: -5, high: -10, critical: -25 },
+    });
     await denyPayroll('first-bot', 3);
     expect(status('first-bot')).toBe('suspended');
   });
@@ -73,7 +79,9 @@ describe('the detectors\' configuration', () => {
     const before = await node.eventCount();
     for (const body of [
       { detectors: { deny_burst: { threshold: 0 } } }, { detectors: { deny_burst: { threshold: 1.5 } } }, { detectors: { deny_burst: { windowSeconds: 3601 } } },
-      { detectors: { deny_burst: { severity: 'dire' } } }, { detectors: { rate_spike: {} } }, { responses: { critical: 'explode' } }, { other: 1 }, [], 'x',
+      { detectors: { deny_burst: { severity: 'dire' } } }, { detectors: { sneaky: {} } }, { detectors: { rate_spike: { factor: 1 } } },
+      { detectors: { rate_spike: { windowSeconds: 3601 } } }, { detectors: { new_action: { threshold: 3 } } }, { detectors: { off_hours: { share: 0.9 } } },
+      { detectors: { off_hours: { windowSeconds: 86_401 } } }, { warmup: { hours: -1 } }, { warmup: { decisions: '5' } }, { trustScore: { low: 5 } }, { trustScore: { high: -101 } }, { responses: { critical: 'explode' } }, { other: 1 }, [], 'x',
     ]) {
       const res = await node.api('PUT', '/v1/monitoring', body);
       expect(res.status, JSON.stringify(body)).toBe(400);
@@ -81,6 +89,14 @@ describe('the detectors\' configuration', () => {
     }
     expect(await node.eventCount()).toBe(before);
     expect((await node.api('GET', '/v1/monitoring', undefined, {}, null)).status).toBe(401);
+  });
+
+  it('a version recorded before the baseline detectors existed reads with their defaults', () => {
+    const view = new MonitoringView();
+    const old = { deny_burst: { threshold: 7, windowSeconds: 60, severity: 'critical' }, ceiling_probe: { threshold: 5, windowSeconds: 60, severity: 'high' } };
+    view.apply({ streamType: 'monitoring', type: 'MonitoringConfigured', version: 3, data: { config: { detectors: old, responses: DEFAULT_MONITORING.responses } } } as never);
+    expect(view.version).toBe(3);
+    expect(view.config).toEqual({ ...DEFAULT_MONITORING, detectors: { ...DEFAULT_MONITORING.detectors, deny_burst: old.deny_burst } });
   });
 
   it('a cedar/monitoring.json that is not valid stops the start, saying why', async () => {

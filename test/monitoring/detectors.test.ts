@@ -54,10 +54,11 @@ describe('deny_burst', () => {
     // The next request, on any node: refused, the agent no longer active.
     for (const n of nodes) expect(await decide(n, 'noisy-bot', t, 'inv-1', 'invoices')).toMatchObject({ decision: false, context: { layer: 'token', code: 'AGENT_NOT_ACTIVE' } });
     const events = (await nodes[0]!.store.readStream('agent/noisy-bot')).slice(2);
-    expect(events.map((e) => [e.type, e.metadata?.actor])).toEqual([['AnomalyDetected', 'monitor'], ['AgentSuspended', 'monitor']]);
-    expect(events[0]!.data).toMatchObject({ detector: 'deny_burst', severity: 'critical', response: 'suspend', evidence: { threshold: 20, windowSeconds: 60 } });
+    expect(events.map((e) => [e.type, e.metadata?.actor])).toEqual([['AnomalyDetected', 'monitor'], ['TrustScoreChanged', 'monitor'], ['AgentSuspended', 'monitor']]);
+    expect(events[0]!.data).toMatchObject({ detector: 'deny_burst', severity: 'critical', response: 'suspend', evidence: { threshold: 20, windowSeconds: 60 }, trustScoreChange: -25 });
     expect((events[0]!.data as { evidence: { count: number } }).evidence.count).toBeGreaterThanOrEqual(20);
-    expect(events[1]!.data).toMatchObject({ reason: expect.stringMatching(/^deny_burst: \d+ in 60 s/) });
+    expect(events[1]!.data).toEqual({ from: 60, to: 35, reason: 'deny_burst (critical)' });
+    expect(events[2]!.data).toMatchObject({ reason: expect.stringMatching(/^deny_burst: \d+ in 60 s/) });
   });
 });
 

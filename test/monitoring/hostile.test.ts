@@ -114,7 +114,7 @@ describe('an agent named __proto__', () => {
     delete (Object.prototype as Record<string, unknown>).deny_burst;
     off();
     const mine = published.filter((m) => m.node !== 'evil');
-    expect(mine.map((m) => JSON.stringify(m.counts)).join(' ')).toMatch(/"other-bot":\{"deny_burst":\{"\d+":1\}/);
+    expect(mine.map((m) => JSON.stringify(m.counts)).join(' ')).toMatch(/"other-bot":\{("rate_spike":\{"\d+":1\},)?"deny_burst":\{"\d+":1\}/);
   });
 });
 
@@ -133,7 +133,7 @@ describe('an agent already contained (unit: a Monitor over a fake registry)', ()
     // The suspended agent (or a PEP naming it) keeps asking; every answer is AGENT_NOT_ACTIVE.
     const notActive = { decision: false, layer: 'token', code: 'AGENT_NOT_ACTIVE', reasons: [], errors: [], policyVersion: 1, position: 1 } as never;
     for (let minute = 1; minute <= 5; minute++) {
-      for (let i = 0; i < 20; i++) await monitor.observe('held', notActive, new Date(t0 + minute * 61_000 + i * 100));
+      for (let i = 0; i < 20; i++) await monitor.observe({ subject: { type: 'agent', id: 'held' }, action: { name: 'read' }, resource: { type: 'Document', id: 'd' } }, notActive, new Date(t0 + minute * 61_000 + i * 100));
     }
     monitor.stop();
     expect(commands).toEqual([]); // seen: a RecordFinding (and a refused SuspendAgent) every window while it is suspended

@@ -150,6 +150,57 @@ describe('agent decider: what the events carry', () => {
   });
 });
 
+describe('agent decider: findings and the trust score', () => {
+  const find = (detector: string, trustScoreDelta: number, at = now): AgentCommand => ({
+    type: 'RecordFinding', data: { detector, severity: 'high', evidence: { count: 5 }, response: 'alert', windowSeconds: 60, trustScoreDelta }, metadata: { now: at },
+  });
+  const apply = (state: AgentState, events: AgentEvent[]) => events.reduce((s, e) => evolveAgent(s, e, now), state);
+
+  it('a finding lowers the score by its delta, never below 0, and records how much it took', () => {
+    const active = given(histories.active!);
+    expect(decideAgent(find('rate_spike', -10), active)).toEqual([
+      { type: 'AnomalyDetected', data: { detector: 'rate_spike', severity: 'high', evidence: { count: 5 }, response: 'alert', trustScoreChange: -10 } },
+      { type: 'TrustScoreChanged', data: { from: 60, to: 50, reason: 'rate_spike (high)' } },
+    ]);
+    const low = apply(active, decideAgent(find('deny_burst', -55), active));
+    expect(low).toMatchObject({ trustScore: 5, findings: { deny_burst: { trustScoreChange: -55 } } });
+    const floor = decideAgent(find('off_hours', -25), low);
+    expect(floor[0]!.data).toMatchObject({ trustScoreChange: -5 });
+    expect(floor[1]).toEqual({ type: 'TrustScoreChanged', data: { from: 5, to: 0, reason: 'off_hours (high)' } });
+    // A delta of 0 (or a score already at 0): the finding alone. A positive delta is taken as 0.
+    expect(decideAgent(find('new_resource', 0), active)).toHaveLength(1);
+    expect(decideAgent(find('new_resource', 30), active)).toHaveLength(1);
+  });
+
+  it('one finding per detector per window; another detector, or after the window, is a new one', () => {
+    const found = apply(given(histories.active!), decideAgent(find('rate_spike', -10), given(histories.active!)));
+    expect(() => decideAgent(find('rate_spike', -10, new Date(now.getTime() + 59_000)), found)).toThrow(expect.objectContaining({ code: 'ALREADY_EXISTS' }));
+    expect(decideAgent(find('rate_spike', -10, new Date(now.getTime() + 61_000)), found)[0]!.type).toBe('AnomalyDetected');
+    expect(decideAgent(find('new_action', -10), found)[0]!.type).toBe('AnomalyDetected');
+  });
+
+  it('clearing a finding gives back what it took (never above 100); one that is not there is FINDING_NOT_FOUND', () => {
+    const clear = (detector: string): AgentCommand => ({ type: 'ClearFinding', data: { detector, reason: 'looked into' }, metadata: { now } });
+    const active = given(histories.active!);
+    const found = apply(active, decideAgent(find('rate_spike', -10), active));
+    const events = decideAgent(clear('rate_spike'), found);
+    expect(events).toEqual([
+      { type: 'FindingCleared', data: { detector: 'rate_spike', reason: 'looked into' } },
+      { type: 'TrustScoreChanged', data: { from: 50, to: 60, reason: 'rate_spike cleared' } },
+    ]);
+    const cleared = apply(found, events);
+    expect(cleared).toMatchObject({ trustScore: 60, findings: {} });
+    expect(() => decideAgent(clear('rate_spike'), cleared)).toThrow(expect.objectContaining({ code: 'FINDING_NOT_FOUND' }));
+    // Raised meanwhile (a new registration would): capped at 100.
+    const raised = apply(found, [{ type: 'TrustScoreChanged', data: { from: 50, to: 95, reason: 'test' } }]);
+    expect(decideAgent(clear('rate_spike'), raised)[1]).toEqual({ type: 'TrustScoreChanged', data: { from: 95, to: 100, reason: 'rate_spike cleared' } });
+    // A suspended agent's finding is cleared too; it stays suspended until authorized again.
+    const suspended = apply(found, [ev.suspended]);
+    expect(apply(suspended, decideAgent(clear('rate_spike'), suspended)).status).toBe('suspended');
+    expect(() => decideAgent(clear('rate_spike'), initialAgentState())).toThrow(expect.objectContaining({ code: 'AGENT_NOT_FOUND' }));
+  });
+});
+
 describe('human and group deciders', () => {
   it('registers a human once; a second registration is ALREADY_EXISTS', () => {
     const cmd = { type: 'RegisterHuman' as const, data: { id: 'alice', email: 'alice@example.com', groups: [] }, metadata: { now } };

@@ -6,7 +6,7 @@ import { agentAggregate, streamId } from '../../registry/streams.ts';
 import type { CommandResult } from '../../service/command-handler.ts';
 import { checkPins } from '../../tokens/pins.ts';
 import {
-  AgentListQuery, AgentView, AuthorizeAgentBody, DiscoverAgentBody, EventView, FenceFields, FencedAgentView, IdParams, KillSwitchBody, Problem, ReasonBody,
+  AgentListQuery, AgentView, AuthorizeAgentBody, ClearFindingBody, DiscoverAgentBody, EventView, FenceFields, FencedAgentView, IdParams, KillSwitchBody, Problem, ReasonBody,
   RegisterAgentBody, RevokeBody, RotateBody, WriteHeaders,
 } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -93,7 +93,7 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
    * The transitions on an existing agent share one shape: POST /v1/agents/{id}/<verb>.
    * Containment (`fenced`) returns only once every live node has applied the change.
    */
-  const transition = <B extends typeof AuthorizeAgentBody | typeof ReasonBody | typeof RotateBody | typeof RevokeBody>(
+  const transition = <B extends typeof AuthorizeAgentBody | typeof ClearFindingBody | typeof ReasonBody | typeof RotateBody | typeof RevokeBody>(
     verb: string,
     body: B,
     toCommand: (input: any, now: Date) => AgentCommand,
@@ -125,6 +125,9 @@ export async function agentRoutes(app: App, deps: ServerDeps): Promise<void> {
   transition('rotate', RotateBody, (input, now) => ({ type: 'RotateCredentials', data: input, metadata: { now } }), { fenced: true, check: (input) => checkPins(input.credentials) });
   transition('retire', ReasonBody, (input, now) => ({ type: 'RetireAgent', data: input, metadata: { now } }), { fenced: true });
   transition('revoke', RevokeBody, (input, now) => ({ type: 'RevokeAgent', data: input, metadata: { now } }), { fenced: true });
+  // Someone looked into a monitoring finding: the trust score it took comes back, on every node
+  // before the call returns. A contained agent stays contained until it is authorized again.
+  transition('clear-finding', ClearFindingBody, (input, now) => ({ type: 'ClearFinding', data: input, metadata: { now } }), { fenced: true });
 
   const KillSwitchResult = Type.Object({
     revoked: Type.Array(Type.String(), { description: 'agents revoked by this call' }),

@@ -142,7 +142,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   const decideOne = async (request: EvaluationRequest, id: string) => {
     for (let attempt = 1; ; attempt++) {
       // The record carries the instant the decision was made at, so replay can decide at it too.
-      const at = new Date();
+      const at = deps.clock?.() ?? new Date();
       const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches, tokens });
       if (!decision.approval) return { request, decision, at, id, durable: null };
       let settled;
@@ -204,7 +204,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     for (const { request, decision, at } of decided) {
       if (decision.code === 'AGENT_UNKNOWN') shadowAgents.seen(request.subject.id, pep, request.subject.properties?.token, at);
       else if (decision.layer !== 'subject') {
-        const responding = deps.monitor.observe(request.subject.id, decision, at);
+        const responding = deps.monitor.observe(request, decision, at);
         if (responding) observed.push(responding);
       }
     }

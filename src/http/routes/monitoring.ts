@@ -8,12 +8,15 @@ import { etag, writeOptions } from './write-options.ts';
 // The detectors' configuration (monitoring/monitoring-config.ts): read the one in force, or
 // publish the next version (fenced: every node counts by it before the call returns).
 
-const Detector = Type.Object({ threshold: Type.Integer(), windowSeconds: Type.Integer(), severity: Type.String() });
+const open = { additionalProperties: true } as const;
+const Detector = Type.Object({ windowSeconds: Type.Integer(), severity: Type.String(), threshold: Type.Optional(Type.Integer()) }, open);
 const ConfigView = Type.Object({
   version: Type.Integer({ description: '0: the defaults, nothing published yet' }),
-  detectors: Type.Object({ deny_burst: Detector, ceiling_probe: Detector }),
+  detectors: Type.Record(Type.String(), Detector),
+  warmup: Type.Object({ hours: Type.Integer(), decisions: Type.Integer() }),
   responses: Type.Record(Type.String(), Type.String()),
-}, { additionalProperties: true });
+  trustScore: Type.Record(Type.String(), Type.Integer()),
+}, open);
 const errors = { 400: Problem, 401: Problem, 403: Problem, 412: Problem, 413: Problem };
 
 export async function monitoringRoutes(app: App, deps: ServerDeps): Promise<void> {
