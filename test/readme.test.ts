@@ -119,7 +119,11 @@ describe('the README', () => {
       [false, 'agent', 'APPROVAL_REQUIRED'], // over it
       [true, 'all', 'APPROVED'], // once alice approved it
       [false, 'agent', 'APPROVAL_REQUIRED'], // and only once
+      [false, 'token', 'AGENT_NOT_ACTIVE'], // pay-bot, suspended by the monitor after 20 denies
     ]);
+    // The monitor's finding, the trust score it took, the suspension; sam's clearing gave the score back.
+    expect(stdout).toMatch(/"type": "AnomalyDetected"[\s\S]*"type": "TrustScoreChanged"[\s\S]*"type": "AgentSuspended"/);
+    expect(stdout).toMatch(/^\s*"trustScore": 70,$/m);
     // The approval named alice; the second ask after it was spent is a new approval.
     const asked = decisions.filter((d) => d.context.code === 'APPROVAL_REQUIRED').map((d) => (d.context as { approval?: { id: string; approvers: string[] } }).approval!);
     expect(asked[0]!.approvers).toEqual(['human:alice']);
@@ -138,7 +142,7 @@ describe('the README', () => {
     expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
     expect(decisions[7]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
     expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
-    expect(stdout).toMatch(/all 15 came out the same/);
+    expect(stdout).toMatch(/all 36 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
   }, 300_000);

@@ -54,24 +54,31 @@ export class Bloom {
   constructor(private readonly seed: number) {}
 
   has(name: string): boolean {
-    const [a, b] = hashes(name, this.seed);
-    for (let i = 0; i < BLOOM_HASHES; i++) {
-      const bit = (a + i * b) >>> 0;
-      if ((this.bits[(bit >>> 5) % (BLOOM_BITS / 32)]! & (1 << (bit & 31))) === 0) return false;
-    }
-    return true;
+    return this.test(name, false);
   }
 
   /** Adds the name; true when it was new. */
   add(name: string): boolean {
-    if (this.has(name)) return false;
-    const [a, b] = hashes(name, this.seed);
-    for (let i = 0; i < BLOOM_HASHES; i++) {
-      const bit = (a + i * b) >>> 0;
-      this.bits[(bit >>> 5) % (BLOOM_BITS / 32)]! |= 1 << (bit & 31);
-    }
+    if (this.test(name, true)) return false;
     this.size++;
     return true;
+  }
+
+  /** Were all the name's bits set? When `set`, they are afterwards. */
+  private test(name: string, set: boolean): boolean {
+    const [a, b] = hashes(name, this.seed);
+    let all = true;
+    for (let i = 0; i < BLOOM_HASHES; i++) {
+      const bit = (a + i * b) >>> 0;
+      const word = (bit >>> 5) % (BLOOM_BITS / 32);
+      const mask = 1 << (bit & 31);
+      if ((this.bits[word]! & mask) === 0) {
+        all = false;
+        if (!set) return false;
+        this.bits[word]! |= mask;
+      }
+    }
+    return all;
   }
 }
 
