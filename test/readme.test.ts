@@ -55,6 +55,11 @@ function script(blocks: Block[], port: number): string {
     'leash_wait_ready() { for _ in $(seq 300); do command curl -sf localhost:$PORT/readyz >/dev/null && return 0; sleep 0.1; done; echo "the server did not become ready" >&2; cat server.log >&2; return 1; }',
     'leash_stop() { if [ -n "${LEASH_SERVER:-}" ]; then kill -TERM "$LEASH_SERVER"; wait "$LEASH_SERVER" || true; LEASH_SERVER=; fi; }',
     'trap leash_stop EXIT',
+    // `npx leash` is the package's own bin: resolved through npx once here, then run directly
+    // (npx's own start-up is over a second of CPU a call, and the walkthrough makes dozens).
+    'command npx leash --help > /dev/null',
+    'LEASH_BIN="$PWD/src/cli/leash.js"', // package.json's bin
+    'npx() { if [ "${1:-}" = leash ]; then shift; node "$LEASH_BIN" "$@"; else command npx "$@"; fi; }',
   ];
   for (const b of blocks) {
     const code = b.code.replaceAll('localhost:8080', `localhost:${port}`);
@@ -81,6 +86,8 @@ describe('the README', () => {
     expect(walkthrough.filter((b) => b.mark === 'stop-server')).toHaveLength(1);
     expect(walkthrough.filter((b) => b.mark === 'run').length).toBeGreaterThanOrEqual(7);
     expect(README).not.toMatch(/SPEC §/);
+    // The run below calls the bin directly after one real `npx leash`: it must be the one npx runs.
+    expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).bin).toEqual({ leash: './src/cli/leash.js' });
   });
 
   it('runs as written, top to bottom, on a fresh directory', async () => {

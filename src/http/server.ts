@@ -21,6 +21,7 @@ import { accessControl, type RouteAccess } from './access.ts';
 import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { auditRoutes } from './routes/audit.ts';
+import { decisionRoutes } from './routes/decisions.ts';
 import { authzenRoutes } from './routes/authzen.ts';
 import { policyRoutes } from './routes/policy-set.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -161,6 +162,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(searchRoutes, deps);
   await app.register(monitoringRoutes, deps);
   await app.register(auditRoutes, deps);
+  await app.register(decisionRoutes, deps);
   await app.register(oauthRoutes, deps);
 
   app.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger());
