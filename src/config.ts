@@ -44,9 +44,11 @@ export interface Config {
   approvalWebhook: string | null;
   /** `LEASH_MONITORING`: `on` (default) runs the detectors on this node's decisions; `off` runs none (measuring what they cost). */
   monitoring: boolean;
+  /** `LEASH_METRICS_TOKEN`: a token that reads `GET /metrics` and nothing else; null: the operator token only. */
+  metricsToken: string | null;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS' | 'LEASH_APPROVAL_TTL_SECONDS' | 'LEASH_APPROVAL_WEBHOOK' | 'LEASH_MONITORING', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS' | 'LEASH_APPROVAL_TTL_SECONDS' | 'LEASH_APPROVAL_WEBHOOK' | 'LEASH_MONITORING' | 'LEASH_METRICS_TOKEN', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -91,6 +93,8 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   }
   const monitoring = env.LEASH_MONITORING || 'on';
   if (monitoring !== 'on' && monitoring !== 'off') throw new Error(`LEASH_MONITORING must be on or off, got ${JSON.stringify(env.LEASH_MONITORING).slice(0, 40)}`);
+  const metricsToken = env.LEASH_METRICS_TOKEN || null;
+  if (metricsToken !== null && !/^[\x21-\x7e]{16,4096}$/.test(metricsToken)) throw new Error('LEASH_METRICS_TOKEN must be 16 to 4096 visible ASCII characters');
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   if (pepTokens.some((t) => t.length < 16)) throw new Error('each LEASH_PEP_TOKENS entry must be at least 16 characters');
   return {
@@ -114,6 +118,7 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     approvalTtlSeconds,
     approvalWebhook,
     monitoring: monitoring === 'on',
+    metricsToken,
   };
 }
 

@@ -16,7 +16,9 @@ import { CommandHandler } from './service/command-handler.ts';
 import { ApprovalService } from './approvals/approval-service.ts';
 import { approvalAggregate } from './approvals/approval.ts';
 import { ApprovalNotifier } from './approvals/notify.ts';
+import { Metrics } from './metrics/metrics.ts';
 import { Monitor } from './monitoring/monitor.ts';
+import { approvalStatus } from './approvals/approval.ts';
 import { MonitoringView, monitoringAggregate, readMonitoringFile, type MonitoringConfig } from './monitoring/monitoring-config.ts';
 import { listenForCommits } from './store/commit-listener.ts';
 import { connect, type Backend, type Connection } from './store/connect.ts';
@@ -70,6 +72,8 @@ export interface NodeOptions {
   approvalBackoffMs?: (attempt: number) => number;
   /** Tests: the instant decisions are made at (a week of an agent's traffic without sleeping a week); default the system clock. */
   clock?: () => Date;
+  /** `LEASH_METRICS_TOKEN`: a token that reads `/metrics` and nothing else (default: the operator token only). */
+  metricsToken?: string | null;
 }
 
 export interface LeashNode {
@@ -183,6 +187,17 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     });
     const offCommit = store.onCommit((_, events) => cluster.broadcast(events));
     cluster.start();
+    const metrics = new Metrics({
+      nodesLive: () => cluster.liveNodes().length,
+      approvalsPending: () => {
+        const now = new Date();
+        let n = 0;
+        for (const { record } of view.approvals.values()) if (approvalStatus(record, now) === 'pending') n++;
+        return n;
+      },
+    });
+    store.timed = (s) => metrics.eventAppendSeconds.observe(s);
+    cluster.timed = { fence: (s) => metrics.fenceSeconds.observe(s), lag: (s) => metrics.broadcastLagSeconds.observe(s) };
     // Without NATS, nodes sharing a Postgres still hear each other's commits by NOTIFY
     // (fences then count this node only); PGlite has one node only.
     const listener = options.backend.kind === 'postgres' && bus instanceof InProcessBus ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
@@ -209,6 +224,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const monitor = new Monitor({
       nodeId: options.nodeId, deployment, bus, view, commands, cluster, log: (fields, message) => warn(fields, message),
       ...(options.clock ? { clock: options.clock } : {}),
+      found: (detector) => metrics.anomalies.inc({ detector }),
       config: options.monitoring === null ? null : typeof options.monitoring === 'object' ? ((fixed) => () => fixed)(options.monitoring) : () => monitoringView.config,
     });
     const approvals = new ApprovalService({ view, commands, follower, ttlSeconds: options.approvalTtlSeconds ?? 300, notify: (a) => notifier.notify(a) });
@@ -232,13 +248,14 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       throw err;
     }
     const decisions = new DecisionLog(connection.db);
+    decisions.timed = (s) => metrics.decisionLogCommitSeconds.observe(s);
     let app: App;
     try {
       app = await buildServer({
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
         publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
-        humanPins: options.humanPins ?? null, approvals, monitor, monitoring: monitoringView,
+        humanPins: options.humanPins ?? null, approvals, monitor, monitoring: monitoringView, metrics, metricsToken: options.metricsToken ?? null,
         ...(options.clock ? { clock: options.clock } : {}),
       });
     } catch (err) {

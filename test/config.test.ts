@@ -57,6 +57,14 @@ describe('configuration', () => {
     for (const algs of ['HS256', 'none', 'ES256,HS256', ',']) expect(() => loadConfig({ ...idp, LEASH_HUMAN_JWKS_URI: 'https://idp.example/jwks', LEASH_HUMAN_ALGORITHMS: algs })).toThrow(/LEASH_HUMAN_ALGORITHMS must list/);
   });
 
+  it('LEASH_METRICS_TOKEN: none by default; 16 or more visible characters, never echoed in the error', () => {
+    expect(loadConfig({}).metricsToken).toBeNull();
+    expect(loadConfig({ LEASH_METRICS_TOKEN: 'scrape-0123456789abcdef' }).metricsToken).toBe('scrape-0123456789abcdef');
+    for (const bad of ['short', 'has a space 0123456789', 'tab\there-0123456789', 'x'.repeat(4097)]) {
+      expect(() => loadConfig({ LEASH_METRICS_TOKEN: bad }), bad).toThrow(/^LEASH_METRICS_TOKEN must be 16 to 4096 visible ASCII characters$/);
+    }
+  });
+
   it('LEASH_MONITORING: on by default, off only when said exactly', () => {
     expect(loadConfig({}).monitoring).toBe(true);
     expect(loadConfig({ LEASH_MONITORING: 'off' }).monitoring).toBe(false);

@@ -28,6 +28,7 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     approvalTtlSeconds: config.approvalTtlSeconds,
     approvalWebhook: config.approvalWebhook,
     monitoring: config.monitoring ? 'log' : null,
+    metricsToken: config.metricsToken,
     logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
   });
   if (generatedAt) {

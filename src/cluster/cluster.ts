@@ -120,6 +120,8 @@ export class Cluster {
   private acked = 0;
   /** Confirmations this node owes, by subject: the highest position asked for at each. */
   private readonly owed = new Map<string, number>();
+  /** Told how long each fence took, and how old each event was when its broadcast arrived (the metrics). */
+  timed: { fence: (seconds: number) => void; lag: (seconds: number) => void } | null = null;
 
   constructor(options: ClusterOptions) {
     this.nodeId = options.nodeId;
@@ -171,6 +173,15 @@ export class Cluster {
    * reads the log before every decision (or refuses, if it cannot).
    */
   async fence(position: number): Promise<FenceResult> {
+    const started = performance.now();
+    try {
+      return await this.awaitConfirmations(position);
+    } finally {
+      this.timed?.fence((performance.now() - started) / 1000);
+    }
+  }
+
+  private async awaitConfirmations(position: number): Promise<FenceResult> {
     const expected = this.liveNodes();
     // Long enough for every node that stays silent to have passed its own staleness bound.
     const slowest = Math.max(0, ...expected.map((id) => (this.peers.get(id)?.stalenessMs ?? 0) + 2 * this.heartbeatMs));
@@ -262,6 +273,7 @@ export class Cluster {
     this.heard(message.last);
     if (typeof message.replyTo === 'string' && message.node !== this.nodeId) this.owed.set(message.replyTo, Math.max(message.last, this.owed.get(message.replyTo) ?? 0));
     const events = message.events?.map((e) => ({ ...e, at: new Date(e.at) }));
+    if (events && this.timed && message.node !== this.nodeId) for (const e of events) this.timed.lag(Math.max(0, Date.now() - e.at.getTime()) / 1000);
     // Applied at once when the events continue this node's fold; anything else is a gap.
     if (!events || !this.follower.offer(events)) this.catchUp();
     this.confirm();

@@ -13,11 +13,12 @@ import type { RegistryState } from '../registry/registry-view.ts';
 //   operator  the operator token, or (where the route declares its admin decision) a human's
 //             token from the organisation's identity provider, whose call Cedar then decides
 //             (humans/admin.ts)
+//   metrics   the operator token or the metrics token (LEASH_METRICS_TOKEN): `/metrics` only
 //
 // A route that states nothing cannot be registered, and a request that matched no route
 // (a 404) needs the operator token too: nothing is open unless it says so.
 
-export type Access = 'public' | 'decider' | 'operator';
+export type Access = 'public' | 'decider' | 'operator' | 'metrics';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -36,7 +37,7 @@ export interface RouteAccess {
   access: Access;
 }
 
-const ACCESS: readonly Access[] = ['public', 'decider', 'operator'];
+const ACCESS: readonly Access[] = ['public', 'decider', 'operator', 'metrics'];
 
 const digest = (s: string): Buffer => hash('sha256', s, 'buffer');
 
@@ -66,9 +67,10 @@ export interface HumanSignIn {
   registry: RegistryState;
 }
 
-export function accessControl(tokens: { operator: string; deciders: string[]; humans?: HumanSignIn | null }): AccessControl {
+export function accessControl(tokens: { operator: string; deciders: string[]; humans?: HumanSignIn | null; metrics?: string | null }): AccessControl {
   const operator = [digest(tokens.operator)];
   const deciders = [...operator, ...tokens.deciders.map(digest)];
+  const scrapers = tokens.metrics ? [...operator, digest(tokens.metrics)] : operator;
   const routes: RouteAccess[] = [];
   return {
     routes,
@@ -79,7 +81,7 @@ export function accessControl(tokens: { operator: string; deciders: string[]; hu
       }
       for (const method of [route.method].flat()) routes.push({ method, url: route.url, access: access as Access });
       // The OpenAPI document says the same (the default there is the operator token).
-      if (route.schema && access !== 'operator') (route.schema as { security?: unknown }).security = access === 'public' ? [] : [{ operator: [] }, { caller: [] }];
+      if (route.schema && access !== 'operator') (route.schema as { security?: unknown }).security = access === 'public' ? [] : [{ operator: [] }, { [access === 'metrics' ? 'metrics' : 'caller']: [] }];
     },
     async check(request) {
       const access: Access = request.routeOptions.config?.access ?? 'operator';
@@ -89,11 +91,11 @@ export function accessControl(tokens: { operator: string; deciders: string[]; hu
       const match = BEARER.exec(header);
       // Compare digests in constant time; the token itself is never logged or echoed.
       const given = match ? digest(match[1]!) : null;
-      const accepted = access === 'decider' ? deciders : operator;
+      const accepted = access === 'decider' ? deciders : access === 'metrics' ? scrapers : operator;
       const at = given ? accepted.findIndex((token) => timingSafeEqual(given, token)) : -1;
       if (at >= 0) {
         if (access === 'operator') request.caller = { kind: 'operator' };
-        else request.pep = at === 0 ? 'operator' : `pep-${at}`;
+        else if (access === 'decider') request.pep = at === 0 ? 'operator' : `pep-${at}`;
         return;
       }
       // A person's token, on an admin route that says what Cedar is to decide.

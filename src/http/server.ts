@@ -22,6 +22,7 @@ import { errorHandler, problem } from './problem.ts';
 import { agentRoutes } from './routes/agents.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { decisionRoutes } from './routes/decisions.ts';
+import { metricsRoutes } from './routes/metrics.ts';
 import { authzenRoutes } from './routes/authzen.ts';
 import { policyRoutes } from './routes/policy-set.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -31,6 +32,7 @@ import { principalRoutes } from './routes/principals.ts';
 import { approvalRoutes } from './routes/approvals.ts';
 import { searchRoutes } from './routes/search.ts';
 import type { ApprovalService } from '../approvals/approval-service.ts';
+import type { Metrics } from '../metrics/metrics.ts';
 import type { Monitor } from '../monitoring/monitor.ts';
 import type { MonitoringView } from '../monitoring/monitoring-config.ts';
 import { monitoringRoutes } from './routes/monitoring.ts';
@@ -64,6 +66,10 @@ export interface ServerDeps {
   monitor: Monitor;
   /** Tests: the instant decisions are made at (default the system clock). */
   clock?: () => Date;
+  /** What `GET /metrics` shows (metrics/metrics.ts). */
+  metrics: Metrics;
+  /** `LEASH_METRICS_TOKEN`: a token that reads `/metrics` and nothing else; null: the operator token only. */
+  metricsToken?: string | null;
   /** The detectors' configuration in force, folded from the log. */
   monitoring: MonitoringView;
   logger?: FastifyServerOptions['logger'];
@@ -130,7 +136,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
 
   // Who may call what: each route declares it, the matched route decides (access.ts).
   const humans = deps.humanPins ? { verify: humanTokenVerifier(deps.humanPins), registry: deps.view } : null;
-  const access = accessControl({ operator: deps.adminToken, deciders: deps.pepTokens, humans });
+  const access = accessControl({ operator: deps.adminToken, deciders: deps.pepTokens, humans, metrics: deps.metricsToken ?? null });
   app.addHook('onRoute', (route) => access.declare(route));
   app.addHook('onRequest', async (request) => access.check(request));
   // A human's admin call is a Cedar decision, recorded, once the body is validated (humans/admin.ts).
@@ -146,6 +152,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
         securitySchemes: {
           operator: { type: 'http', scheme: 'bearer', description: 'the operator token (LEASH_ADMIN_TOKEN)' },
           caller: { type: 'http', scheme: 'bearer', description: 'a decision caller\'s token (LEASH_PEP_TOKENS)' },
+          metrics: { type: 'http', scheme: 'bearer', description: 'the metrics token (LEASH_METRICS_TOKEN): reads /metrics only' },
         },
       },
       security: [{ operator: [] }],
@@ -163,6 +170,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(monitoringRoutes, deps);
   await app.register(auditRoutes, deps);
   await app.register(decisionRoutes, deps);
+  await app.register(metricsRoutes, deps);
   await app.register(oauthRoutes, deps);
 
   app.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger());

@@ -45,6 +45,8 @@ export interface MonitorOptions {
   log: (fields: Record<string, unknown>, message: string) => void;
   /** The time (tests drive a week of traffic through it); the decisions' own instants are passed in. */
   clock?: () => Date;
+  /** Told of each finding this node recorded (the metrics). */
+  found?: (detector: string) => void;
 }
 
 /** Agents whose counts and baselines one node keeps at most (those seen longest ago go first). */
@@ -236,6 +238,7 @@ export class Monitor {
       log({ err: (err as Error).message, agent }, 'recording a finding failed');
       return;
     }
+    this.options.found?.(finding.detector);
     log({ agent, detector: finding.detector, severity: finding.severity, response: finding.response, evidence: finding.evidence }, 'anomaly detected');
     try {
       if (finding.response === 'alert') {

@@ -69,6 +69,8 @@ export class EventStore {
   private readonly listeners = new Set<(position: number, events: StoredEvent[]) => void>();
   /** The log's head as this node last saw it; null until known, or after a failed append. */
   private head: { position: number; hash: string } | null = null;
+  /** Told how long each append took to be durable, or to fail (the metrics). */
+  timed: ((seconds: number) => void) | null = null;
 
   constructor(
     readonly db: Kysely<Database>,
@@ -92,7 +94,10 @@ export class EventStore {
 
   append(request: AppendRequest): Promise<AppendOutcome> {
     if (request.events.length === 0) return Promise.reject(new Error('append needs at least one event'));
-    return this.committer.submit(request);
+    const timed = this.timed;
+    if (!timed) return this.committer.submit(request);
+    const started = performance.now();
+    return this.committer.submit(request).finally(() => timed((performance.now() - started) / 1000));
   }
 
   /** Called after each commit made by this process, with its last position and its events in order. */

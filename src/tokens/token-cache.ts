@@ -17,6 +17,10 @@ export class VerifiedTokenCache {
   /** Entries by the agent they were verified for and by every agent in their `act` chain. */
   private readonly index = new KeyIndex();
 
+  /** Lookups answered from here, and those that were not (read by the metrics at scrape). */
+  hits = 0;
+  misses = 0;
+
   constructor(private readonly max = 10_000) {}
 
   static key(token: string, agentId: string, agentVersion: number): string {
@@ -25,11 +29,12 @@ export class VerifiedTokenCache {
 
   get(key: string, nowMs: number): Claims | undefined {
     const hit = this.entries.get(key);
-    if (!hit) return undefined;
-    if (hit.until <= nowMs) {
-      this.delete(key);
+    if (!hit || hit.until <= nowMs) {
+      if (hit) this.delete(key);
+      this.misses++;
       return undefined;
     }
+    this.hits++;
     return hit.claims;
   }
 

@@ -71,6 +71,7 @@ describe('every route declares who may call it', () => {
     expect(routes.find((r) => r.url === '/oauth/introspect')).toMatchObject({ method: 'POST', access: 'decider' });
     expect(routes.filter((r) => r.url.startsWith('/access/')).every((r) => r.access === 'decider')).toBe(true);
     expect(routes.filter((r) => r.url.startsWith('/v1/')).every((r) => r.access === 'operator')).toBe(true);
+    expect(routes.filter((r) => r.access === 'metrics').map((r) => `${r.method} ${r.url}`)).toEqual(['GET /metrics', 'HEAD /metrics']);
   });
 
   it('a route that does not state its access is refused when it is registered', () => {
@@ -102,7 +103,8 @@ describe('every route declares who may call it', () => {
       const path = route.url.replace(/:(\w+)/g, '{$1}');
       const op = doc.paths[path][route.method.toLowerCase()];
       const security = op.security ?? doc.security;
-      expect(security, `${route.method} ${route.url}`).toEqual(route.access === 'public' ? [] : route.access === 'decider' ? [{ operator: [] }, { caller: [] }] : [{ operator: [] }]);
+      const expected = { public: [], decider: [{ operator: [] }, { caller: [] }], metrics: [{ operator: [] }, { metrics: [] }], operator: [{ operator: [] }] }[route.access];
+      expect(security, `${route.method} ${route.url}`).toEqual(expected);
     }
   });
 });

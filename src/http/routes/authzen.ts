@@ -108,6 +108,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     });
   });
   const caches = new DecisionCaches();
+  deps.metrics.tokenCaches.push(caches.tokens);
   const shadowAgents = new ShadowAgents({ view: deps.view, commands: deps.commands, log: (fields, message) => app.log.warn(fields, message) });
   // Agents' own tokens through their pins; the ones Leash issued through Leash's keys (every node's).
   const tokens = tokenVerifier(leashTokens(deps));
@@ -143,7 +144,9 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       // The record carries the instant the decision was made at, so replay can decide at it too.
       const at = deps.clock?.() ?? new Date();
+      const started = performance.now();
       const decision = await decideAny(request, deps.policies.current(), deps.view, at, { caches, tokens });
+      deps.metrics.decided(decision.decision, decision.layer, (performance.now() - started) / 1000);
       if (!decision.approval) return { request, decision, at, id, durable: null };
       let settled;
       try {

@@ -101,6 +101,7 @@ export async function oauthRoutes(app: App, deps: ServerDeps): Promise<void> {
       },
     }, async (request, reply) => {
       const issued = await service.issue(request.body as TokenForm);
+      deps.metrics.tokensIssued.inc();
       void reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
       return issued;
     });
