@@ -4,6 +4,7 @@ import './registry-commands.ts';
 import './audit-commands.ts';
 import './token-commands.ts';
 import './approval-commands.ts';
+import './suggest-command.ts';
 
 export { program };
 

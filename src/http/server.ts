@@ -33,6 +33,7 @@ import type { ApprovalService } from '../approvals/approval-service.ts';
 import type { Monitor } from '../monitoring/monitor.ts';
 import type { MonitoringView } from '../monitoring/monitoring-config.ts';
 import { monitoringRoutes } from './routes/monitoring.ts';
+import { suggestionRoutes } from './routes/suggestion.ts';
 
 export interface ServerDeps {
   store: EventStore;
@@ -158,6 +159,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(authzenRoutes, deps);
   await app.register(searchRoutes, deps);
   await app.register(monitoringRoutes, deps);
+  await app.register(suggestionRoutes, deps);
   await app.register(auditRoutes, deps);
   await app.register(oauthRoutes, deps);
 
