@@ -180,13 +180,16 @@ export async function readDecisions(db: Kysely<Database>, afterSeq: number, limi
  * order: the subject is the request's, so this reads through migration 0010's index.
  */
 export async function readSubjectDecisions(db: Kysely<Database>, subject: string, since: Date, afterSeq: number, limit: number): Promise<StoredDecision[]> {
-  const rows = await db.selectFrom('decisions').selectAll()
+  return (await subjectDecisionsQuery(db, subject, since, afterSeq, limit).execute()).map(toStoredDecision);
+}
+
+/** The query of `readSubjectDecisions` (tests explain it: it must read through the index). */
+export const subjectDecisionsQuery = (db: Kysely<Database>, subject: string, since: Date, afterSeq: number, limit: number) =>
+  db.selectFrom('decisions').selectAll()
     .where(sql<string>`request #>> '{subject,id}'`, '=', subject)
     .where('seq', '>', String(afterSeq))
     .where('recorded_at', '>=', since)
-    .orderBy(sql`request #>> '{subject,id}'`).orderBy('seq').limit(limit).execute();
-  return rows.map(toStoredDecision);
-}
+    .orderBy('seq').limit(limit);
 
 function toStoredDecision(r: Selectable<DecisionsTable>): StoredDecision {
   return {
