@@ -150,7 +150,11 @@ export function changeFor(use: GrantUse, seen: Sightings, collapse: boolean): Gr
   if (slot === '==') return kept('it names one resource already');
   if (slot !== 'in' || !on) return kept('its template has no `resource in ?resource` to narrow');
   const to = narrowTo(use.used, on, seen, collapse);
-  if (to.some((r) => entityKey(r) === entityKey(on))) return kept(`the requests used ${entityKey(on)} itself`);
+  if (to.some((r) => entityKey(r) === entityKey(on))) {
+    const itself = use.used.some((r) => entityKey(r) === entityKey(on));
+    const why = itself ? `the requests used ${entityKey(on)} itself` : collapse ? `collapsed as asked: the resources used share ${entityKey(on)}` : `every child of ${entityKey(on)} the window saw was used`;
+    return kept(why);
+  }
   const proposed = to.map((r) => ({ template: link.template, values: { ...link.values, [RESOURCE]: r } }));
   return {
     grant: link, kind: 'narrowed', proposed,

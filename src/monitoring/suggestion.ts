@@ -97,7 +97,7 @@ async function observe(source: SubjectSource, history: History, request: Suggest
         out.capped = true;
         break outer;
       }
-      read++;
+      if (++read % 500 === 0) await yieldToLoop();
       out.lastSeq = d.seq;
       if (d.decision) out.allowed++;
       else out.denied++;
@@ -114,7 +114,6 @@ async function observe(source: SubjectSource, history: History, request: Suggest
         const at = d.reasons.includes(grantPolicyId(record.id, i)) ? current.indexOf(linkKey(link)) : -1;
         if (at >= 0) out.used[at]!.set(entityKey(resource), resource);
       });
-      if (read % 500 === 0) await yieldToLoop();
     }
   }
   return out;

@@ -95,7 +95,7 @@ describe('GET /v1/agents/{id}/suggestion', () => {
   it('collapse=true proposes the folder the documents share, though d3 in it went unused', async () => {
     const s = (await suggestion('reader-bot', '?collapse=true')).body;
     expect(s.proposed).toEqual([readGrant(folder('invoices'))]);
-    expect(s.changes[0]).toMatchObject({ kind: 'kept', removes: expect.stringContaining('nothing is removed') });
+    expect(s.changes[0]).toMatchObject({ kind: 'kept', removes: 'grant-read-folder on Folder::"invoices": kept as is (collapsed as asked: the resources used share Folder::"invoices"); nothing is removed' });
   });
 
   it('collapses by itself to a folder whose every child seen in the window was used, and no further', async () => {
@@ -119,6 +119,15 @@ describe('GET /v1/agents/{id}/suggestion', () => {
     const report = await replay(source, { grants: { agent: 'reader-bot', links: [readGrant(doc('d1'))] } });
     expect(report).toMatchObject({ mode: 'what-if', decisions: 3, allowToDeny: 1, denyToAllow: 0 });
     expect(report.records.map((r) => [r.resource.id, r.change])).toEqual([['d2', 'allow→deny']]);
+  });
+
+  it('past the cap on decisions read, the window is cut short and the answer says so', async () => {
+    const { suggestGrants } = await import('../../src/monitoring/suggestion.ts');
+    const agent = node.view.agents.get('tidy-bot')!;
+    const s = await suggestGrants(node.connection.db, { agent, policies: node.policies.current()!, days: 30, collapse: false, now: new Date(), maxDecisions: 1 });
+    expect(s).toMatchObject({ capped: true, decisions: { allowed: 1, denied: 0 }, proposed: [readGrant(doc('d4'))], whatIf: { decisions: 1, allowToDeny: 0 } });
+    expect(s.note).toBe('only the first 1 decisions of the window were read');
+    expect((await suggestion('tidy-bot')).body.capped).toBe(false);
   });
 
   it('bad days: 400 VALIDATION_FAILED, never a 500', async () => {
