@@ -29,16 +29,20 @@ function table(s: Suggestion): string {
 /**
  * The proposal as the agent's grants: authorize takes an agent that is not active, so an active
  * one is suspended first; both calls carry the version the proposal was made from onwards
- * (If-Match), so grants changed meanwhile refuse the apply (412) instead of being overwritten.
+ * (If-Match; --if-match gives another), so grants changed meanwhile refuse the apply (412)
+ * instead of being overwritten.
  */
-async function apply(flags: ClientFlags, s: Suggestion): Promise<void> {
+async function apply(given: ClientFlags, s: Suggestion): Promise<void> {
+  // Two writes: each gets its own If-Match below, and an idempotency key would be reused by the second.
+  const flags = { ...given, ifMatch: undefined, idempotencyKey: undefined };
   if (s.whatIf.allowToDeny > 0 || s.whatIf.undecidable > 0) {
     throw new Error(`not applied: the proposal would deny ${s.whatIf.allowToDeny} recorded allow(s) (${s.whatIf.undecidable} undecidable); see the what-if above`);
   }
   const path = `/v1/agents/${encodeURIComponent(s.agent)}`;
   const agent = await send(flags, 'GET', path);
   if (!agent.ok) return print(agent);
-  let version = s.version;
+  // --if-match: the caller's own expectation of the version (412 if the agent is elsewhere).
+  let version = given.ifMatch ? Number(given.ifMatch) : s.version;
   if ((agent.json as { status?: string }).status === 'active') {
     const suspended = await send(flags, 'POST', `${path}/suspend`, { reason: 'applying a least-privilege suggestion (leash suggest --apply)' }, { 'if-match': `"${version}"` });
     if (!suspended.ok) return print(suspended);
@@ -62,5 +66,5 @@ client(
   const suggestion = answer.json as Suggestion;
   if (flags.json) print(answer);
   else process.stdout.write(table(suggestion));
-  if (flags.apply) await apply({ ...flags, ifMatch: undefined }, suggestion);
+  if (flags.apply) await apply(flags, suggestion);
 });

@@ -183,4 +183,11 @@ describe('applying a proposal', () => {
     expect(again.changes.map((c: { kind: string }) => c.kind)).toEqual(['kept', 'kept']);
     expect(again.whatIf).toMatchObject({ decisions: 6, allowToDeny: 0, denyToAllow: 0 });
   });
+
+  it('leash suggest --apply at a version the agent has moved past: 412, and the agent is left as it was', async () => {
+    const failed = await run(process.execPath, [LEASH, 'suggest', 'idle-bot', '--apply', '--if-match', '1', '--url', url, '--token', ADMIN_TOKEN]).then(() => null, (err) => err);
+    expect(failed?.code).toBe(1);
+    expect(failed.stderr).toContain('VERSION_MISMATCH');
+    expect((await node.api('GET', '/v1/agents/idle-bot')).body).toMatchObject({ status: 'active', version: 2, grants: [readGrant(folder('invoices'))] });
+  });
 });
