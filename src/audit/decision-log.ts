@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 import { canonicalJson } from '../canonical-json.ts';
 import { runStatement } from '../store/connect.ts';
 import type { Database, DecisionsTable } from '../store/events.table.ts';
@@ -182,6 +182,22 @@ export async function readDecisions(db: Kysely<Database>, afterSeq: number, limi
   const rows = await db.selectFrom('decisions').selectAll().where('seq', '>', String(afterSeq)).orderBy('seq').limit(limit).execute();
   return rows.map(toStoredDecision);
 }
+
+/**
+ * One subject's decisions recorded at or after `since`, after sequence number `afterSeq`, in
+ * order: the subject is the request's, so this reads through migration 0010's index.
+ */
+export async function readSubjectDecisions(db: Kysely<Database>, subject: string, since: Date, afterSeq: number, limit: number): Promise<StoredDecision[]> {
+  return (await subjectDecisionsQuery(db, subject, since, afterSeq, limit).execute()).map(toStoredDecision);
+}
+
+/** The query of `readSubjectDecisions` (tests explain it: it must read through the index). */
+export const subjectDecisionsQuery = (db: Kysely<Database>, subject: string, since: Date, afterSeq: number, limit: number) =>
+  db.selectFrom('decisions').selectAll()
+    .where(sql<string>`request #>> '{subject,id}'`, '=', subject)
+    .where('seq', '>', String(afterSeq))
+    .where('recorded_at', '>=', since)
+    .orderBy('seq').limit(limit);
 
 function toStoredDecision(r: Selectable<DecisionsTable>): StoredDecision {
   return {

@@ -6,7 +6,9 @@ import { Lru } from '../authz/combined.ts';
 import type { Decision, EvaluationRequest } from '../authz/engine.ts';
 import { compilePolicySet, type CompiledPolicySet, type PolicySetSource } from '../authz/policy-set.ts';
 import { PolicyHistory } from '../authz/policy-view.ts';
-import { RegistryHistory } from '../registry/registry-view.ts';
+import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
+import { agentEntity } from '../registry/cedar-entities.ts';
+import { RegistryHistory, Versioned, type Lookup, type RegistryState } from '../registry/registry-view.ts';
 import { ADMIN_RECORD_KIND } from '../humans/admin.ts';
 import { EXCHANGE_RECORD_KIND } from '../tokens/token-exchange.ts';
 import { recordedTokenVerifier } from '../tokens/verify.ts';
@@ -30,6 +32,8 @@ export interface ReplayRange {
 export interface ReplayOptions extends ReplayRange {
   /** What-if: decide against this set instead of the recorded versions. */
   candidate?: PolicySetSource;
+  /** What-if: decide with this agent's grants replaced by these at every position (see `withGrants`). */
+  grants?: AsIfGrants;
   /** Stop after this many decisions (the report says where to continue). */
   maxDecisions?: number;
   /** How many differing records the report lists (all are counted). Default 1,000. */
@@ -84,8 +88,46 @@ export interface ReplayReport {
 
 /** The registry and the policy versions at every position, folded once from the source's events. */
 export interface History {
-  registry: RegistryHistory;
+  registry: Pick<RegistryHistory, 'position' | 'at'>;
   policies: PolicyHistory;
+}
+
+/** One agent's grants as if it had been authorized with these instead (a proposal to try out). */
+export interface AsIfGrants {
+  agent: string;
+  links: TemplateLink[];
+}
+
+/**
+ * The history with one agent's grants replaced at every position, everything else as it was:
+ * the what-if of a grant change. The agent's states keep their versions (a token checked
+ * against one still matches it); the combined Cedar sets are keyed by the grants too.
+ */
+export function withGrants(history: History, asIf: AsIfGrants): History {
+  const replaced = new WeakMap<Versioned<AgentRecord>, Versioned<AgentRecord>>();
+  const agentsAt = (agents: Lookup<AgentRecord>): Lookup<AgentRecord> => ({
+    get(id) {
+      const found = agents.get(id);
+      if (!found || id !== asIf.agent) return found;
+      let hit = replaced.get(found);
+      if (!hit) replaced.set(found, (hit = new Versioned({ ...found.record, grants: asIf.links }, found.version, agentEntity)));
+      return hit;
+    },
+    has: (id) => agents.has(id),
+  });
+  const { registry } = history;
+  return {
+    policies: history.policies,
+    registry: {
+      get position() {
+        return registry.position;
+      },
+      at(position: number): RegistryState {
+        const state = registry.at(position);
+        return { ...state, agents: agentsAt(state.agents) };
+      },
+    },
+  };
 }
 
 export async function loadHistory(source: AuditSource, progress?: ReplayOptions['progress']): Promise<History> {
@@ -117,9 +159,9 @@ function differences(recorded: Outcome, replayed: Outcome): string {
   return out.join('; ');
 }
 
-/** Records that are not AuthZEN requests: token exchanges (token-exchange.ts) and admin calls (humans/admin.ts). */
+/** Records that are not AuthZEN requests (`isReplayable` is false): token exchanges (token-exchange.ts) and admin calls (humans/admin.ts). */
 const NOT_REPLAYED: ReadonlySet<unknown> = new Set([EXCHANGE_RECORD_KIND, ADMIN_RECORD_KIND]);
-const isReplayable = (request: unknown): boolean => !NOT_REPLAYED.has((request as { kind?: unknown } | null)?.kind);
+export const isReplayable = (request: unknown): boolean => !NOT_REPLAYED.has((request as { kind?: unknown } | null)?.kind);
 
 /** Is this an agent request whose token was refused before its claims could be trusted? */
 function tokenFromRecord(request: EvaluationRequest): boolean {
@@ -200,13 +242,15 @@ async function requestOf(d: StoredDecision, contexts?: SharedContexts): Promise<
 export async function replay(source: AuditSource, options: ReplayOptions = {}, history?: History): Promise<ReplayReport> {
   // Compile the candidate before any work: an invalid set is refused with Cedar's diagnostics.
   const candidate = options.candidate ? compilePolicySet(options.candidate, 0) : null;
-  const loaded = history ?? (await loadHistory(source, options.progress));
+  const folded = history ?? (await loadHistory(source, options.progress));
+  const loaded = options.grants ? withGrants(folded, options.grants) : folded;
+  const whatIf = candidate !== null || options.grants !== undefined;
   const keep = options.keep ?? 1_000;
   const max = options.maxDecisions ?? Infinity;
   const caches = new DecisionCaches();
   const contexts = new SharedContexts(source);
   const report: ReplayReport = {
-    mode: candidate ? 'what-if' : 'replay', decisions: 0, tokenFromRecord: 0, differing: 0, allowToDeny: 0, denyToAllow: 0, records: [],
+    mode: whatIf ? 'what-if' : 'replay', decisions: 0, tokenFromRecord: 0, differing: 0, allowToDeny: 0, denyToAllow: 0, records: [],
     range: { from: null, to: null }, next: null, memory: caches.answerStats,
   };
   const total = (await source.heads()).decisions;
@@ -233,7 +277,7 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
       const { outcome: replayed, problem } = await reevaluate(d, loaded, candidate, caches, contexts);
       const recorded = outcome(d);
       let change: string;
-      if (candidate) {
+      if (whatIf) {
         if (replayed && replayed.decision === recorded.decision) continue;
         change = !replayed ? `${recorded.decision ? 'allow' : 'deny'}→error: ${problem}` : recorded.decision ? 'allow→deny' : 'deny→allow';
         if (replayed?.decision === false) report.allowToDeny++;

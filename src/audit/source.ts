@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import { toStoredEvent, type StoredEvent } from '../store/event-store.ts';
 import type { Database } from '../store/events.table.ts';
-import { readDecisions, type StoredDecision } from './decision-log.ts';
+import { readDecisions, readSubjectDecisions, type StoredDecision } from './decision-log.ts';
 
 // Where the audit trail is read from (SPEC §8): PostgreSQL, archive files, or both. Replay and
 // trace read records through this and do not care which.
@@ -61,5 +61,38 @@ export class PostgresSource implements AuditSource {
   async decision(id: string): Promise<StoredDecision | undefined> {
     const seq = await this.db.selectFrom('decisions').select('seq').where('id', '=', id).executeTakeFirst();
     return seq ? (await readDecisions(this.db, Number(seq.seq) - 1, 1))[0] : undefined;
+  }
+}
+
+/** The database, with only one subject's decisions recorded at or after `since` (an agent's window). */
+export class SubjectSource implements AuditSource {
+  readonly describe: string;
+  private readonly all: PostgresSource;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly subject: string,
+    private readonly since: Date,
+    private readonly pageSize = 5_000,
+  ) {
+    this.all = new PostgresSource(db, pageSize);
+    this.describe = `the database (decisions of ${subject})`;
+  }
+
+  events(after = 0): AsyncIterable<StoredEvent[]> {
+    return this.all.events(after);
+  }
+
+  decisions(after = 0): AsyncIterable<StoredDecision[]> {
+    return paged((a, n) => readSubjectDecisions(this.db, this.subject, this.since, a, n), (d) => d.seq, after, this.pageSize);
+  }
+
+  heads(): Promise<{ events: number; decisions: number }> {
+    return this.all.heads();
+  }
+
+  /** Any decision: a batch item's shared context may be held by another subject's record. */
+  decision(id: string): Promise<StoredDecision | undefined> {
+    return this.all.decision(id);
   }
 }

@@ -173,9 +173,7 @@ async function decideLayers(
   // forbid that holds: the agent layer has decided it with a principal it was written for.
   const humanMayAct = principalTypesOf(policies, action).has('Human');
 
-  const grants = agent.grants
-    .filter((g) => linkFits(policies, g, 'grant'))
-    .map((link, i) => ({ link: bindPrincipal(policies, link, A), newId: `grant:${agent.id}:${i}` }));
+  const grants = grantsInUse(policies, agent).map((link, i) => ({ link: bindPrincipal(policies, link, A), newId: grantPolicyId(agent.id, i) }));
 
   // 3–5 in one Cedar call when the outcome is plain from its diagnostics (see combined.ts).
   // The human is the owner (an autonomous agent) or a delegating human named by the token.
@@ -251,6 +249,12 @@ async function decideLayers(
 
   return allowed([{ layer: 'ceiling', ...ceilingResult }, { layer: 'agent', ...agentResult }, { layer: 'human', ...humanResult }]);
 }
+
+/** The agent's grants a decision under this policy set uses: those that still fit it, in the order given at authorize. */
+export const grantsInUse = (policies: CompiledPolicySet, agent: AgentRecord) => agent.grants.filter((g) => linkFits(policies, g, 'grant'));
+
+/** The id a decision's reasons name the agent's `i`-th grant in use by (`grantsInUse`). */
+export const grantPolicyId = (agentId: string, i: number): string => `grant:${agentId}:${i}`;
 
 /** One entry point for the API: agents through the layers, everyone else once. */
 export async function decide(request: EvaluationRequest, policies: CompiledPolicySet | null, view: RegistryState, now: Date, options: AgentDecisionOptions = {}): Promise<Decision> {

@@ -1,6 +1,7 @@
 import * as cedar from './cedar.ts';
 import type { EntityUid } from '../registry/cedar-entities.ts';
 import { entityKey } from './engine.ts';
+import { jsonOf } from './call-inputs.ts';
 
 // One Cedar call for the ceiling, agent and human layers of an agent decision (SPEC §3).
 //
@@ -335,8 +336,11 @@ function preparsedFor<T extends { preparsedId: string; generation: number }>(key
 /** The combined set for this agent and human under this policy version, built on first use. */
 export function combinedSetFor(source: CombinableSource, input: CombinedInput): CombinedSet | null {
   const { agent, human } = input;
+  // The grants are in the key, not only the agent's version: a what-if decides one agent
+  // version with other grants (audit/replay.ts `withGrants`), and must never share its set.
   const key = [
     source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(','), entityKey(human.uid), human.via, [...human.ancestors].sort().join(','),
+    ...input.grants.map((g) => `${g.template}${jsonOf(g.values)}`),
   ].join('\n');
   return preparsedFor<CombinedSet>(key, () => {
     const origin: CombinedSet['origin'] = new Map();

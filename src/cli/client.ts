@@ -28,12 +28,14 @@ export function operatorToken(flags: ClientFlags): string {
   }
 }
 
-export async function call(flags: ClientFlags, method: string, path: string, body?: unknown): Promise<void> {
+/** One admin call: its status and its body (parsed when it is JSON). */
+export async function send(flags: ClientFlags, method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}): Promise<{ ok: boolean; status: number; text: string; json: unknown }> {
   const base = baseUrl(flags);
   const headers: Record<string, string> = { authorization: `Bearer ${operatorToken(flags)}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (flags.ifMatch) headers['if-match'] = `"${flags.ifMatch}"`;
   if (flags.idempotencyKey) headers['idempotency-key'] = flags.idempotencyKey;
+  Object.assign(headers, extraHeaders);
   let url: URL;
   try {
     url = new URL(path, base);
@@ -47,13 +49,24 @@ export async function call(flags: ClientFlags, method: string, path: string, bod
     throw new Error(`cannot reach ${base} (${unreachable(err)}); is the server running? (set --url or LEASH_URL)`);
   }
   const text = await response.text();
-  const out = response.ok ? process.stdout : process.stderr;
+  let json: unknown;
   try {
-    out.write(`${JSON.stringify(JSON.parse(text), null, 2)}\n`);
+    json = JSON.parse(text);
   } catch {
-    out.write(`${text}\n`);
+    json = undefined;
   }
-  if (!response.ok) process.exitCode = 1;
+  return { ok: response.ok, status: response.status, text, json };
+}
+
+/** Prints an answer: stdout when it succeeded, stderr and exit code 1 when not. */
+export function print(answer: { ok: boolean; text: string; json: unknown }): void {
+  const out = answer.ok ? process.stdout : process.stderr;
+  out.write(`${answer.json === undefined ? answer.text : JSON.stringify(answer.json, null, 2)}\n`);
+  if (!answer.ok) process.exitCode = 1;
+}
+
+export async function call(flags: ClientFlags, method: string, path: string, body?: unknown): Promise<void> {
+  print(await send(flags, method, path, body));
 }
 
 /** Why fetch could not get an answer, in words: it throws "fetch failed" with the reason as the cause. */

@@ -5,6 +5,7 @@ import './audit-commands.ts';
 import './token-commands.ts';
 import './approval-commands.ts';
 import './decision-commands.ts';
+import './suggest-command.ts';
 
 export { program };
 

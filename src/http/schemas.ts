@@ -158,3 +158,40 @@ export const EventView = Type.Object({
   actor: Type.Optional(Type.String({ description: 'who caused it: `human:<id>` (a person\'s admin call, decided by Cedar), `operator` (the operator token), `operator:kill-switch`, …' })),
   breakGlass: Type.Optional(Type.Boolean({ description: 'true when the operator token (the break-glass way in) caused it' })),
 }, open);
+
+/** SPEC §9: GET /v1/agents/{id}/suggestion's query. */
+export const SuggestionQuery = Type.Object(
+  {
+    days: Type.Optional(Type.String({ pattern: '^(?:[1-9]|[1-8][0-9]|90)$', description: 'the window: the last 1..90 days, default 30' })),
+    collapse: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'true: resources sharing a folder are proposed as that folder even when the window saw other children of it unused' })),
+  },
+  closed,
+);
+
+const Uid = Type.Object({ type: Type.String(), id: Type.String() });
+const Link = Type.Object({ template: Type.String(), values: Type.Record(Type.String(), Type.Unknown(), { description: 'slot (?resource) → entity uid {type, id}' }) });
+
+/** SPEC §9: the narrowest grants that cover what the agent was allowed in the window, and their what-if. */
+export const SuggestionView = Type.Object({
+  agent: Type.String(),
+  version: Type.Integer({ description: 'the agent\'s version the proposal was made from: send it as If-Match when applying' }),
+  window: Type.Object({ since: Type.String(), until: Type.String(), days: Type.Integer() }),
+  decisions: Type.Object({ allowed: Type.Integer(), denied: Type.Integer() }, { description: 'the agent\'s AuthZEN decisions read in the window' }),
+  current: Type.Array(Link, { description: 'the agent\'s grants today' }),
+  proposed: Type.Array(Link, { description: 'the grants proposed instead: the body of POST /v1/agents/{id}/authorize' }),
+  changes: Type.Array(Type.Object({
+    grant: Link,
+    kind: Type.Union([Type.Literal('narrowed'), Type.Literal('removed'), Type.Literal('kept')]),
+    proposed: Type.Array(Link, { description: 'what replaces this grant' }),
+    removes: Type.String({ description: 'what the change takes away from today\'s rights, in words' }),
+  }), { description: 'one per current grant' }),
+  whatIf: Type.Object({
+    decisions: Type.Integer({ description: 'the window\'s decisions decided again with the proposal as the agent\'s grants' }),
+    allowToDeny: Type.Integer({ description: 'recorded allows the proposal would deny: 0 for a proposal that covers the window' }),
+    denyToAllow: Type.Integer(),
+    undecidable: Type.Integer({ description: 'records that could not be decided again' }),
+    flips: Type.Array(Type.Object({ id: Type.String(), seq: Type.Integer(), at: Type.String(), action: Type.String(), resource: Uid, change: Type.String() })),
+  }),
+  capped: Type.Boolean({ description: 'true: the window held more decisions than one suggestion reads (100,000); the first ones were used' }),
+  note: Type.Optional(Type.String()),
+});

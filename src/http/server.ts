@@ -36,6 +36,7 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { Monitor } from '../monitoring/monitor.ts';
 import type { MonitoringView } from '../monitoring/monitoring-config.ts';
 import { monitoringRoutes } from './routes/monitoring.ts';
+import { suggestionRoutes } from './routes/suggestion.ts';
 
 export interface ServerDeps {
   store: EventStore;
@@ -168,6 +169,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(authzenRoutes, deps);
   await app.register(searchRoutes, deps);
   await app.register(monitoringRoutes, deps);
+  await app.register(suggestionRoutes, deps);
   await app.register(auditRoutes, deps);
   await app.register(decisionRoutes, deps);
   await app.register(metricsRoutes, deps);
