@@ -127,7 +127,13 @@ describe('the README', () => {
       [true, 'all', 'APPROVED'], // once alice approved it
       [false, 'agent', 'APPROVAL_REQUIRED'], // and only once
       [false, 'token', 'AGENT_NOT_ACTIVE'], // pay-bot, suspended by the monitor after 20 denies
+      [false, 'token', 'AGENT_NOT_ACTIVE'], // reader-bot, suspended: inv-9 seen, not used
+      [true, 'all', null], // after the suggestion was applied: inv-8, which it used
+      [false, 'agent', null], // and inv-9, which it never did
     ]);
+    // The suggestion narrowed the folder to the two documents used, and its what-if flipped nothing.
+    expect(stdout).toMatch(/grant-read-folder on Folder::"invoices" → Document::"inv-7", Document::"inv-8"/);
+    expect(stdout).toMatch(/0 allow→deny/);
     // The monitor's finding, the trust score it took, the suspension; sam's clearing gave the score back.
     expect(stdout).toMatch(/"type": "AnomalyDetected"[\s\S]*"type": "TrustScoreChanged"[\s\S]*"type": "AgentSuspended"/);
     expect(stdout).toMatch(/^\s*"trustScore": 70,$/m);
@@ -149,7 +155,7 @@ describe('the README', () => {
     expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
     expect(decisions[7]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
     expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
-    expect(stdout).toMatch(/all 36 came out the same/);
+    expect(stdout).toMatch(/all 39 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
   }, 300_000);
