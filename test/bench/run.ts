@@ -47,7 +47,7 @@ const APPROVAL_ROUNDS = Number(process.env.BENCH_APPROVAL_ROUNDS ?? 500);
 const MONITOR_AGENTS = Number(process.env.BENCH_MONITOR_AGENTS ?? 100_000);
 /** In-process decisions timed each way, with the detectors and without. */
 const MONITOR_DECISIONS = Number(process.env.BENCH_MONITOR_DECISIONS ?? 3000);
-/** Blocks each of LEASH_MONITORING=on and =off get over HTTP, alternating (BENCH_HTTP_SECONDS in all, each). */
+/** Blocks each of LEASH_MONITORING=on and =off get over HTTP, alternating, half on each of two pairs of servers (BENCH_HTTP_SECONDS in all, each; even). */
 const MONITOR_HTTP_BLOCKS = Number(process.env.BENCH_MONITOR_HTTP_BLOCKS ?? 4);
 /** Agents driven to containment (deny_burst) on three nodes. */
 const CONTAINMENT_AGENTS = Number(process.env.BENCH_CONTAINMENT_AGENTS ?? 30);
@@ -503,12 +503,12 @@ async function benchMonitoringRows(adminUrl: string): Promise<void> {
   }
 
   const connections = HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!;
-  const http = await benchMonitoringHttp([(await freshDatabase(adminUrl)).url, (await freshDatabase(adminUrl)).url], { seconds: HTTP_SECONDS, connections, blocks: MONITOR_HTTP_BLOCKS });
+  const http = await benchMonitoringHttp(async () => (await freshDatabase(adminUrl)).url, { seconds: HTTP_SECONDS, connections, blocks: MONITOR_HTTP_BLOCKS });
   if (!http.allowed) throw new Error('the HTTP benchmark request was not allowed');
   for (const r of [http.on, http.off]) mustAnswer(r);
   rows.push({
     key: 'POST /access/v1/evaluation, same token (cached), LEASH_MONITORING=on,',
-    what: `POST /access/v1/evaluation, same token (cached), LEASH_MONITORING=on, ${connections} connections, ${http.blocks} blocks of ${http.blockSeconds} s alternating with =off, decision log durable`,
+    what: `POST /access/v1/evaluation, same token (cached), LEASH_MONITORING=on, ${connections} connections, ${http.blocks} blocks of ${http.blockSeconds} s alternating with =off (two pairs of servers, each setting started first once), decision log durable`,
     backend: 'PostgreSQL',
     figure: `${fmt(http.on.perSecond)} decisions/s (${((100 * http.on.perSecond) / http.off.perSecond).toFixed(1)}% of =off's)${cpuText(http.on, 'decision')}`,
     median: httpMs(http.on.p50),
@@ -763,8 +763,8 @@ function howToRead(): string {
   three calls. The baseline is three plain decisions in a row (a payment under the limit, allowed),
   so the difference is what the approval costs beyond three round trips; the two in ${APPROVAL_ROUNDS / 10}-round
   blocks alternating, after 50 of each to warm up.
-- **monitor memory**: a \`Monitor\` (src/monitoring/monitor.ts) over ${fmt(MONITOR_AGENTS)} agents, in a process of its own
-  started with \`--expose-gc\`, on an in-process bus, with nothing to record (no detector fires).
+- **monitor memory**: a \`Monitor\` (src/monitoring/monitor.ts) over ${fmt(MONITOR_AGENTS)} agents, in a process
+  of its own started with \`--expose-gc\`, on an in-process bus, with nothing to record (no detector fires).
   The registry view is a stand-in: a Map of active records with no findings, which is all the
   monitor reads of it. Each agent is fed 30 decisions through \`monitor.observe\`, parsed from JSON
   text as the server gets them: 4 actions, 20 documents in 4 folders (each document's folder
@@ -774,9 +774,9 @@ function howToRead(): string {
   each after a forced GC: before anything, with the stand-in registry alone (the baseline,
   reported beside), and with the monitor holding every agent; per agent is the monitor's share
   divided by the agents. The figure adds how much the process's resident set grew meanwhile
-  (what the allocator spends on the many small array buffers is only there; noisier, as the
-  heap may keep pages it freed). What it holds per agent: its baseline (24 hour counters, the actions
-  allowed, a 512-byte Bloom filter of resources and their parents) and one ring of 60 buckets
+  (what the allocator spends on the many small array buffers shows only there; noisier, as
+  the heap may keep pages it freed). What it holds per agent: its baseline (24 hour counters,
+  the actions allowed, a 512-byte Bloom filter of resources and their parents), one ring of 60 buckets
   per counting detector that has counted it (rate_spike for every decision, deny_burst once it
   was denied), with the Maps that index them; the decisions themselves are not kept.
 - **detectors in process**: the agent decision rows' request (all five layers, token cached,
@@ -794,11 +794,15 @@ function howToRead(): string {
 - **detectors over HTTP**: two \`leash serve\` processes on the same PostgreSQL, each with a
   database of its own, one with \`LEASH_MONITORING=on\` (the default) and one with \`=off\` (no
   detector runs on its decisions), both up throughout; autocannon sends the HTTP rows' cached-token
-  decision to each in turn with the same connections, in ${MONITOR_HTTP_BLOCKS} alternating blocks each (on, off,
-  then off, on, …), so that what else the machine does meanwhile falls on both: the rate over the
-  blocks, their mean p50 and worst p99, CPU per decision as for the HTTP rows. One agent asks
-  for one document over and over, so after its first decision the monitor only counts (the
-  action and the resource are known); no NATS, so the counts go out on the in-process bus.
+  decision to each in turn with the same connections, in alternating blocks (on, off, then off,
+  on, …), so that what else the machine does meanwhile falls on both. Then the same again with a
+  new pair started in the other order (off first): of two identical servers (both =off) started
+  one after the other, the second answered 14% more decisions a second in a trial on this machine,
+  more than the difference measured here, so each setting is started first once. In all
+  ${MONITOR_HTTP_BLOCKS} blocks of each: the rate over the blocks, their mean p50 and worst p99, CPU per
+  decision as for the HTTP rows. One agent asks for one document over and over, so after its
+  first decision the monitor only counts (the action and the resource are known); no NATS, so
+  the counts go out on the in-process bus.
 - **containment**: three \`leash serve\` processes share the PostgreSQL server and one nats-server
   (GOMAXPROCS=1, as for revoke), with the default monitoring configuration (deny_burst: 20
   denies in 60 s is critical, and critical suspends). Every agent is warm on every node first
