@@ -53,7 +53,12 @@ const stats = (xs: number[]) => {
   return { median: xs[Math.floor(xs.length / 2)]!, p99: xs[Math.floor(xs.length * 0.99)]! };
 };
 
-export async function benchDecisions(iterations = 3000, options: { counts?: number[]; largeSetIterations?: number; leashOnly?: boolean } = {}): Promise<DecisionRow[]> {
+/**
+ * One agent (`bot`, in finance-agents, its ceiling the invoices folder) in a registry view, a
+ * cached-token request maker and the policy sets: what an in-process decision benchmark needs
+ * (these rows, and the monitoring section's decisions with and without the detectors).
+ */
+export async function decisionFixture() {
   const keys = await generateKeyPair('ES256', { extractable: true });
   const jwk = { ...(await exportJWK(keys.publicKey)), alg: 'ES256', kid: 'k1' };
   const view = new RegistryView();
@@ -86,9 +91,15 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
     };
   };
 
+  const policySet = (n: number) => compilePolicySet({ schema, policies: policiesOf(n) }, n);
+  return { view, requestFor, policySet };
+}
+
+export async function benchDecisions(iterations = 3000, options: { counts?: number[]; largeSetIterations?: number; leashOnly?: boolean } = {}): Promise<DecisionRow[]> {
+  const { view, requestFor, policySet } = await decisionFixture();
   const rows: DecisionRow[] = [];
   for (const n of options.counts ?? [10, 10_000]) {
-    const set = compilePolicySet({ schema, policies: policiesOf(n) }, n);
+    const set = policySet(n);
     const runs = n > 10 && options.largeSetIterations !== undefined ? options.largeSetIterations : iterations;
     for (const kind of n === 10 ? (['distinct', 'alike', 'repeated'] as const) : (['distinct'] as const)) {
       const caches = new DecisionCaches();

@@ -127,18 +127,19 @@ export async function seed(url: string, agents = 1): Promise<{ privateKey: Crypt
   return { privateKey: seeded[0]!.privateKey, agents: seeded };
 }
 
-export const mint = (privateKey: CryptoKey, i: number) => {
+export const mint = (privateKey: CryptoKey, i: number, agent = 'invoice-bot') => {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({ authorization_details: READ_INVOICES, jti: `bench-${i}` })
-    .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject('invoice-bot')
+    .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject(agent)
     .setIssuedAt(now).setExpirationTime(now + 600).sign(privateKey);
 };
 
-export const body = (token: string) => JSON.stringify({
-  subject: { type: 'agent', id: 'invoice-bot', properties: { token } },
+/** The benchmark's decision: the agent reads a document of a folder (by default one its token and ceiling cover). */
+export const body = (token: string, agent = 'invoice-bot', doc = 'inv-42', folder = 'invoices') => JSON.stringify({
+  subject: { type: 'agent', id: agent, properties: { token } },
   action: { name: 'read' },
-  resource: { type: 'Document', id: 'inv-42' },
-  context: { entities: [{ uid: { type: 'Document', id: 'inv-42' }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] }, { uid: { type: 'Folder', id: 'invoices' }, attrs: {}, parents: [] }] },
+  resource: { type: 'Document', id: doc },
+  context: { entities: [{ uid: { type: 'Document', id: doc }, attrs: {}, parents: [{ type: 'Folder', id: folder }] }, { uid: { type: 'Folder', id: folder }, attrs: {}, parents: [] }] },
 });
 
 export function load(options: autocannon.Options): Promise<HttpResult> {
@@ -191,7 +192,7 @@ export async function benchHttpTwoNodes(databaseUrl: string, options: { seconds:
 const LEASH_TOKEN_BLOCKS = 2;
 
 /** Runs of equal length as one: their mean rate, mean p50, worst p99, summed failures, CPU per request over all. */
-function merged(runs: HttpResult[]): HttpResult {
+export function merged(runs: HttpResult[]): HttpResult {
   const sum = (f: (r: HttpResult) => number) => runs.reduce((a, r) => a + f(r), 0);
   const answered = sum((r) => r.perSecond);
   const cpu = (f: (c: NonNullable<HttpResult['cpu']>) => number) => Math.round(sum((r) => (r.cpu ? f(r.cpu) * r.perSecond : 0)) / answered);

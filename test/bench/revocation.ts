@@ -41,7 +41,7 @@ export interface RevocationRun {
 
 /** Keep-alive node:http (fetch's own overhead here is ~0.4 ms a request, more than a tenth of what is measured). */
 const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-function request(url: string, method: string, headers: Record<string, string>, body?: string): Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }> {
+export function request(url: string, method: string, headers: Record<string, string>, body?: string): Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, agent, headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
       let text = '';

@@ -21,6 +21,7 @@ import { benchHttp, benchHttpTwoNodes, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
 import { benchTokens } from './tokens.ts';
 import { benchApprovals } from './approvals.ts';
+import { benchContainment, benchMonitoringHttp, type MemoryRun, type ObserveRun } from './monitoring.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -42,6 +43,14 @@ const TOKEN_AGENTS = Number(process.env.BENCH_TOKEN_AGENTS ?? 32);
 const FLOOR_SECONDS = Number(process.env.BENCH_FLOOR_SECONDS ?? 5);
 /** Approval round trips measured (after 50 of warm-up), in 10 blocks alternating with the baseline's. */
 const APPROVAL_ROUNDS = Number(process.env.BENCH_APPROVAL_ROUNDS ?? 500);
+/** Agents the monitor's memory is measured at (the target is at 100,000, the most a node keeps). */
+const MONITOR_AGENTS = Number(process.env.BENCH_MONITOR_AGENTS ?? 100_000);
+/** In-process decisions timed each way, with the detectors and without. */
+const MONITOR_DECISIONS = Number(process.env.BENCH_MONITOR_DECISIONS ?? 3000);
+/** Blocks each of LEASH_MONITORING=on and =off get over HTTP, alternating, half on each of two pairs of servers (BENCH_HTTP_SECONDS in all, each; even). */
+const MONITOR_HTTP_BLOCKS = Number(process.env.BENCH_MONITOR_HTTP_BLOCKS ?? 4);
+/** Agents driven to containment (deny_burst) on three nodes. */
+const CONTAINMENT_AGENTS = Number(process.env.BENCH_CONTAINMENT_AGENTS ?? 30);
 /**
  * Sections to run (comma-separated); unset: all, and BENCHMARKS.md is rewritten. Set: only the
  * rows those sections produce are replaced in BENCHMARKS.md (see updateInPlace).
@@ -448,6 +457,84 @@ async function benchAuditRows(): Promise<void> {
   }
 }
 
+/** One in-process monitoring measurement in a fresh process (monitoring-run.ts): its RESULT line. */
+function monitoringRun<T>(mode: 'memory' | 'decisions', n: number): T {
+  const out = execFileSync(process.execPath, ['--expose-gc', '--import', 'tsx', new URL('./monitoring-run.ts', import.meta.url).pathname, mode, String(n)], { maxBuffer: 16 * 1024 * 1024 }).toString();
+  const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+  if (!line) throw new Error(`monitoring benchmark (${mode}) printed no result:\n${out}`);
+  return JSON.parse(line.slice(7)) as T;
+}
+
+/** The detectors' cost: memory per agent, in-process decisions, HTTP throughput, and containment on three nodes. */
+async function benchMonitoringRows(adminUrl: string): Promise<void> {
+  const memory = monitoringRun<MemoryRun>('memory', MONITOR_AGENTS);
+  const bytes = (b: number) => `${fmt(b)} B`;
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  const monitorBytes = memory.monitor.heap + memory.monitor.arrayBuffers;
+  const registryBytes = memory.registry.heap + memory.registry.arrayBuffers;
+  rows.push({
+    key: 'memory per monitored agent:',
+    what: `memory per monitored agent: a Monitor keeping ${fmt(memory.watched)} agents, each fed ${memory.decisionsPerAgent} decisions (4 actions, 20 documents in 4 folders, 4 denied) through monitor.observe; V8 heap used + array buffers after a forced GC`,
+    backend: 'in-process',
+    figure: `${bytes(monitorBytes / memory.agents)} per agent (${bytes(memory.monitor.heap / memory.agents)} heap + ${bytes(memory.monitor.arrayBuffers / memory.agents)} typed arrays), ${mib(monitorBytes)} in all; resident set grew ${bytes(memory.monitor.rss / memory.agents)} per agent; fed in ${memory.seconds.toFixed(1)} s`,
+    median: '—', p99: '—',
+    baseline: `the stand-in registry it watches, alone (${fmt(memory.agents)} active records in a Map), same process: ${mib(registryBytes)}, ${bytes(registryBytes / memory.agents)} per agent`,
+    target: '≤ 4 KB (4,096 B) per agent at 100,000 agents',
+  });
+  console.log(rows[rows.length - 1]);
+
+  const described = {
+    distinct: 'a different document each time, each in a folder of its own (Cedar runs every time)',
+    alike: 'a different document of one folder each time (one remembered answer serves them)',
+  };
+  const µs = (x: number) => `${(x / 1000).toFixed(3)} ms`;
+  for (const r of monitoringRun<ObserveRun[]>('decisions', MONITOR_DECISIONS)) {
+    rows.push({
+      key: `agent decision with the detectors (monitor.observe after each), cached token, 10 policies, ${described[r.kind]}`,
+      what: `agent decision with the detectors (monitor.observe after each), cached token, 10 policies, ${described[r.kind]} (${fmt(MONITOR_DECISIONS)} runs each way, in-process)`,
+      backend: 'cedar-wasm',
+      figure: `${r.with.median >= r.without.median ? '+' : ''}${((100 * (r.with.median - r.without.median)) / r.without.median).toFixed(1)}% on the median; observe itself: median ${µs(r.observe.median)}, p99 ${µs(r.observe.p99)}`,
+      median: µs(r.with.median),
+      p99: µs(r.with.p99),
+      baseline: `the same decisions without the detectors, in blocks of 50 alternating with them: median ${µs(r.without.median)}, p99 ${µs(r.without.p99)}`,
+      target: r.kind === 'distinct' ? '≤ +10% on the median' : '(reported beside)',
+    });
+    console.log(rows[rows.length - 1]);
+  }
+
+  const connections = HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!;
+  const http = await benchMonitoringHttp(async () => (await freshDatabase(adminUrl)).url, { seconds: HTTP_SECONDS, connections, blocks: MONITOR_HTTP_BLOCKS });
+  if (!http.allowed) throw new Error('the HTTP benchmark request was not allowed');
+  for (const r of [http.on, http.off]) mustAnswer(r);
+  rows.push({
+    key: 'POST /access/v1/evaluation, same token (cached), LEASH_MONITORING=on,',
+    what: `POST /access/v1/evaluation, same token (cached), LEASH_MONITORING=on, ${connections} connections, ${http.blocks} blocks of ${http.blockSeconds} s alternating with =off (two pairs of servers, each setting started first once), decision log durable`,
+    backend: 'PostgreSQL',
+    figure: `${fmt(http.on.perSecond)} decisions/s (${((100 * http.on.perSecond) / http.off.perSecond).toFixed(1)}% of =off's)${cpuText(http.on, 'decision')}`,
+    median: httpMs(http.on.p50),
+    p99: httpMs(http.on.p99),
+    baseline: `LEASH_MONITORING=off (no detector runs), a second server on a database of its own, same load, in the blocks alternating with it: ${line(http.off)}${cpuText(http.off, 'decision')}`,
+    target: '≥ 95% of the baseline\'s rate',
+  });
+  console.log(rows[rows.length - 1]);
+
+  const c = await benchContainment((await freshDatabase(adminUrl)).url, { agents: CONTAINMENT_AGENTS });
+  const contained = sorted(c.containment);
+  const plain = sorted(c.plainDeny);
+  const before = sorted(c.before);
+  rows.push({
+    key: 'detection → containment:',
+    what: `detection → containment: the 20th deny in 60 s of each of ${fmt(c.agents)} agents (deny_burst, default: suspend), its 19 before spread over ${c.nodes} \`leash serve\` nodes (one Postgres, nats-server); the 20th answers once the suspension is fenced on every node`,
+    backend: 'PostgreSQL + NATS',
+    figure: `${c.contained} of ${c.agents} contained at their 20th deny (refused AGENT_NOT_ACTIVE by all ${c.nodes} nodes right after); ${c.nodesRefusing} of ${c.agents * c.nodes} nodes refusing; the 19 denies before, back to back: median ${ms(pct(before, 50))}, p99 ${ms(pct(before, 99))}`,
+    median: ms(pct(contained, 50)),
+    p99: ms(pct(contained, 99)),
+    baseline: `a plain deny (another agent, below the threshold) on the same node after the same 100 ms pause: median ${ms(pct(plain, 50))}, p99 ${ms(pct(plain, 99))}`,
+    target: 'median ≤ 50 ms, p99 ≤ 200 ms',
+  });
+  console.log(rows[rows.length - 1]);
+}
+
 async function main(): Promise<void> {
   const started = new Date();
   const server = await startPostgres({ durable: true });
@@ -474,6 +561,7 @@ async function main(): Promise<void> {
     await section('tokens', () => benchTokenRows(server.url));
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
     await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
+    await section('monitoring', () => benchMonitoringRows(server.url));
     await section('audit', benchAuditRows);
     await section('appends', async () => {
       await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
@@ -514,7 +602,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -675,6 +763,60 @@ function howToRead(): string {
   three calls. The baseline is three plain decisions in a row (a payment under the limit, allowed),
   so the difference is what the approval costs beyond three round trips; the two in ${APPROVAL_ROUNDS / 10}-round
   blocks alternating, after 50 of each to warm up.
+- **monitor memory**: a \`Monitor\` (src/monitoring/monitor.ts) over ${fmt(MONITOR_AGENTS)} agents, in a process
+  of its own started with \`--expose-gc\`, on an in-process bus, with nothing to record (no detector fires).
+  The registry view is a stand-in: a Map of active records with no findings, which is all the
+  monitor reads of it. Each agent is fed 30 decisions through \`monitor.observe\`, parsed from JSON
+  text as the server gets them: 4 actions, 20 documents in 4 folders (each document's folder
+  given as its parent in the request's entities), 4 of the 30 denied, seven seconds apart; the
+  counts go out on the bus every 20 ms as on a node with traffic. Memory is V8's heap in use
+  plus array buffers (the rings' and the Bloom filter's typed arrays are held outside the heap),
+  each after a forced GC: before anything, with the stand-in registry alone (the baseline,
+  reported beside), and with the monitor holding every agent; per agent is the monitor's share
+  divided by the agents. The figure adds how much the process's resident set grew meanwhile
+  (what the allocator spends on the many small array buffers shows only there; noisier, as
+  the heap may keep pages it freed). What it holds per agent: its baseline (24 hour counters,
+  the actions allowed, a 512-byte Bloom filter of resources and their parents), one ring of 60 buckets
+  per counting detector that has counted it (rate_spike for every decision, deny_burst once it
+  was denied), with the Maps that index them; the decisions themselves are not kept.
+- **detectors in process**: the agent decision rows' request (all five layers, token cached,
+  10 ordinary policies, \`decide\` from src/authz/agent-decision.ts) in a process of its own,
+  timed with \`monitor.observe\` called after each decision and without it, in alternating blocks
+  of 50 (${fmt(MONITOR_DECISIONS)} each way, after 1,000 of each to warm up), every request for a
+  document of its own so that neither side decides what the other has (its answer
+  remembered). The monitor is the real one over the real registry view, with the default
+  configuration; the agent's baseline is not warm (no baseline detector judges), so each
+  decision is counted, learned (a new document and folder each time) and checked against the
+  counting detectors, and fires nothing. The figure is what the detectors add to the median,
+  and \`observe\` timed alone inside the same decisions. The target is measured where Cedar runs
+  every time; the row with documents of one folder (one remembered answer serves them) shows
+  the monitor against the cheapest decision Leash makes.
+- **detectors over HTTP**: two \`leash serve\` processes on the same PostgreSQL, each with a
+  database of its own, one with \`LEASH_MONITORING=on\` (the default) and one with \`=off\` (no
+  detector runs on its decisions), both up throughout; autocannon sends the HTTP rows' cached-token
+  decision to each in turn with the same connections, in alternating blocks (on, off, then off,
+  on, …), so that what else the machine does meanwhile falls on both. Then the same again with a
+  new pair started in the other order (off first): of two identical servers (both =off) started
+  one after the other, the second answered 14% more decisions a second in a trial on this machine,
+  more than the difference measured here, so each setting is started first once. In all
+  ${MONITOR_HTTP_BLOCKS} blocks of each: the rate over the blocks, their mean p50 and worst p99, CPU per
+  decision as for the HTTP rows. One agent asks for one document over and over, so after its
+  first decision the monitor only counts (the action and the resource are known); no NATS, so
+  the counts go out on the in-process bus.
+- **containment**: three \`leash serve\` processes share the PostgreSQL server and one nats-server
+  (GOMAXPROCS=1, as for revoke), with the default monitoring configuration (deny_burst: 20
+  denies in 60 s is critical, and critical suspends). Every agent is warm on every node first
+  (token verified, one allowed read decided on each). Then, for each of ${CONTAINMENT_AGENTS} agents in turn, from one
+  keep-alive \`node:http\` client: 19 denied reads (a folder its token does not cover) spread
+  over the three nodes, a pause of 100 ms (the nodes share their counts every 20 ms), a plain
+  denied read of another agent (its only deny) on the node the 20th goes to, another 100 ms, and
+  the 20th denied read, timed. That node counts 20 (its own and the two others'), records the
+  finding (\`AnomalyDetected\` with the trust score change), suspends the agent and waits for every
+  node to confirm it (the fence) before it answers: the latency is that answer's round trip.
+  Right after it every node is asked an allowed read for the agent: the figure counts the
+  agents all three refused (\`AGENT_NOT_ACTIVE\`) and the refusals among the nodes asked. The
+  baseline is the plain deny's round trip on the same node after the same pause; the 19 denies
+  before, sent back to back, are in the figure. All of it shares the 2 cores.
 - **revoke**: ${REVOCATION_NODES} \`leash serve\` processes share the PostgreSQL server and one nats-server (run with
   GOMAXPROCS=1: one thread for its Go code, as it shares the 2 cores with everything else);
   every agent is warm on every node (token verified and decided once on each). Revokes go one at
