@@ -1,4 +1,4 @@
-import { Bloom } from './counts.ts';
+import { Bloom, BLOOM_WORDS } from './counts.ts';
 import type { MonitoringConfig } from './monitoring-config.ts';
 
 // An agent's behaviour baseline, learned from its own decisions: how many it asks for in a
@@ -15,13 +15,16 @@ export class Baseline {
   decisions = 0;
   private activeMinutes = 0;
   private lastMinute = -1;
-  private readonly hours = new Uint32Array(24);
+  /** Decisions per hour of the day, then the resources' Bloom filter: one buffer. */
+  private readonly hours: Uint32Array;
   readonly actions = new Set<string>();
   readonly resources: Bloom;
 
   constructor(second: number, seed: number) {
     this.since = second;
-    this.resources = new Bloom(seed);
+    const cells = new Uint32Array(24 + BLOOM_WORDS);
+    this.hours = cells.subarray(0, 24);
+    this.resources = new Bloom(seed, cells.subarray(24));
   }
 
   /** Decisions the agent asked for in this second (on this node or another). */

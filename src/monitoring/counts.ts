@@ -10,9 +10,8 @@ const BUCKETS = 60;
  * window, or for a bucket this ring has moved past, is dropped.
  */
 export class Ring {
-  private readonly counts = new Uint32Array(BUCKETS);
-  /** The bucket number (seconds / width) each slot holds; -1: none yet. */
-  private readonly slots = new Float64Array(BUCKETS).fill(-1);
+  /** One buffer: 60 counts, then the bucket number (seconds / width, 0: none yet) each count is for. */
+  private readonly cells = new Uint32Array(2 * BUCKETS);
   private readonly width: number;
 
   constructor(readonly windowSeconds: number) {
@@ -22,10 +21,11 @@ export class Ring {
   add(second: number, n: number): void {
     const bucket = Math.floor(second / this.width);
     const slot = bucket % BUCKETS;
-    if (this.slots[slot] === bucket) this.counts[slot] = Math.min(0xffffffff, this.counts[slot]! + n);
-    else if (this.slots[slot]! < bucket) {
-      this.slots[slot] = bucket;
-      this.counts[slot] = Math.min(0xffffffff, n);
+    const held = this.cells[BUCKETS + slot]!;
+    if (held === bucket) this.cells[slot] = Math.min(0xffffffff, this.cells[slot]! + n);
+    else if (held < bucket) {
+      this.cells[BUCKETS + slot] = bucket;
+      this.cells[slot] = Math.min(0xffffffff, n);
     }
   }
 
@@ -34,12 +34,17 @@ export class Ring {
     const last = Math.floor(second / this.width);
     const first = last - Math.ceil(this.windowSeconds / this.width) + 1;
     let n = 0;
-    for (let i = 0; i < BUCKETS; i++) if (this.slots[i]! >= first && this.slots[i]! <= last) n += this.counts[i]!;
+    for (let i = 0; i < BUCKETS; i++) {
+      const bucket = this.cells[BUCKETS + i]!;
+      if (bucket >= first && bucket <= last) n += this.cells[i]!;
+    }
     return n;
   }
 }
 
 const BLOOM_BITS = 4096;
+/** The 32-bit words a Bloom filter's bits take (for a caller that gives it part of a buffer of its own). */
+export const BLOOM_WORDS = BLOOM_BITS / 32;
 const BLOOM_HASHES = 4;
 
 /**
@@ -48,10 +53,12 @@ const BLOOM_HASHES = 4;
  * Hashed with a seed of this process's own, so nobody outside can pick names that collide.
  */
 export class Bloom {
-  private readonly bits = new Uint32Array(BLOOM_BITS / 32);
   size = 0;
 
-  constructor(private readonly seed: number) {}
+  constructor(
+    private readonly seed: number,
+    private readonly bits = new Uint32Array(BLOOM_WORDS),
+  ) {}
 
   has(name: string): boolean {
     return this.test(name, false);

@@ -59,7 +59,8 @@ export const MAX_NAME = 256;
 /** What one node keeps about one agent. */
 interface Watched {
   baseline: Baseline;
-  rings: Map<Counted, Ring>;
+  /** One per counting detector that counted for the agent (the keys are the detectors' names, never a caller's). */
+  rings: { deny_burst?: Ring; ceiling_probe?: Ring; rate_spike?: Ring };
 }
 
 interface Found {
@@ -148,10 +149,14 @@ export class Monitor {
 
   private watch(agent: string, second: number): Watched {
     let watched = this.watched.get(agent);
-    if (!watched) {
+    if (watched) {
+      // Moved to the back: the agent seen longest ago is at the front, and goes first.
+      this.watched.delete(agent);
+    } else {
       if (this.watched.size >= MAX_AGENTS) this.watched.delete(this.watched.keys().next().value!);
-      this.watched.set(agent, (watched = { baseline: new Baseline(second, this.seed), rings: new Map() }));
+      watched = { baseline: new Baseline(second, this.seed), rings: {} };
     }
+    this.watched.set(agent, watched);
     return watched;
   }
 
@@ -163,9 +168,10 @@ export class Monitor {
       this.sharing.learned(agent, 'actions', action);
       if (warm) found.push({ detector: 'new_action', evidence: { action } });
     }
-    const [resource, ...parents] = namesUsed(request);
+    const names = namesUsed(request);
+    const [resource, ...parents] = names;
     let known = false;
-    for (const name of [resource!, ...parents]) {
+    for (const name of names) {
       if (watched.baseline.resources.add(name)) this.sharing.learned(agent, 'resources', name);
       else known = true;
     }
@@ -178,8 +184,8 @@ export class Monitor {
     if (!config) return;
     const watched = this.watch(agent, second);
     const { windowSeconds } = config.detectors[detector];
-    let ring = watched.rings.get(detector);
-    if (!ring || ring.windowSeconds !== windowSeconds) watched.rings.set(detector, (ring = new Ring(windowSeconds)));
+    let ring = watched.rings[detector];
+    if (!ring || ring.windowSeconds !== windowSeconds) watched.rings[detector] = ring = new Ring(windowSeconds);
     ring.add(second, n);
     if (detector === 'rate_spike') watched.baseline.traffic(second, n);
   }
@@ -196,7 +202,7 @@ export class Monitor {
     const watched = this.watched.get(agent);
     const second = Math.floor(at.getTime() / 1000);
     const { threshold, windowSeconds } = config.detectors[detector];
-    const count = watched?.rings.get(detector)?.sum(second) ?? 0;
+    const count = watched?.rings[detector]?.sum(second) ?? 0;
     if (!watched || count < threshold) return null;
     if (detector !== 'rate_spike') return { detector, evidence: { count, threshold, windowSeconds } };
     if (!watched.baseline.warm(second, config.warmup)) return null;
@@ -268,17 +274,25 @@ function describe({ evidence: e }: Finding): string {
 
 const round = (n: number): number => Math.round(n * 1000) / 1000;
 
-const uid = (e: unknown): string | null => {
-  const { type, id } = (e ?? {}) as { type?: unknown; id?: unknown };
+type Ref = { type?: unknown; id?: unknown } | null | undefined;
+
+const uid = (e: Ref): string | null => {
+  const { type, id } = e ?? {};
   return typeof type === 'string' && typeof id === 'string' ? `${type}::${JSON.stringify(id)}`.slice(0, MAX_NAME) : null;
 };
 
 /** The resource (`Type::"id"`), then its parents as the request's entities give them. */
 function namesUsed(request: EvaluationRequest): string[] {
-  const resource = uid(request.resource)!;
+  const { type, id } = request.resource;
+  const names = [uid(request.resource)!];
   const entities = (request.context as { entities?: unknown } | undefined)?.entities;
-  if (!Array.isArray(entities)) return [resource];
-  const own = entities.find((e) => uid((e as { uid?: unknown } | null)?.uid) === resource) as { parents?: unknown } | undefined;
-  const parents = Array.isArray(own?.parents) ? own.parents.slice(0, MAX_PARENTS).map(uid).filter((p): p is string => p !== null) : [];
-  return [resource, ...parents];
+  if (!Array.isArray(entities)) return names;
+  // Compared field by field: no name is built for the entities that are not the resource.
+  const own = entities.find((e) => (e as { uid?: Ref } | null)?.uid?.type === type && (e as { uid: Ref }).uid?.id === id) as { parents?: unknown } | undefined;
+  if (!Array.isArray(own?.parents)) return names;
+  for (const parent of own.parents.slice(0, MAX_PARENTS)) {
+    const name = uid(parent as Ref);
+    if (name !== null) names.push(name);
+  }
+  return names;
 }
