@@ -155,6 +155,9 @@ describe('leash serve + CLI on the embedded default', () => {
     }
     const shown = /Leash operator token \(shown once, stored in (\S+)\):\r?\n\r?\n {2}(lsh_[\w-]+)/.exec(output);
     expect(shown?.slice(1)).toEqual([tokenFile, readFileSync(tokenFile, 'utf8').trim()]);
+    // On a terminal the log is for a person (pino-pretty): a level and a message, not JSON lines.
+    expect(output).toMatch(/INFO[^\n]*leash is serving/);
+    expect(output).not.toMatch(/^\{"level"/m);
     const leash = descendants(child.pid!).find((p) => p.cmdline.includes('leash.js serve'));
     expect(leash).toBeDefined();
     const exited = new Promise((resolve) => child.once('exit', resolve));

@@ -29,7 +29,11 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     approvalWebhook: config.approvalWebhook,
     monitoring: config.monitoring ? 'log' : null,
     metricsToken: config.metricsToken,
-    logger: { level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'] },
+    // JSON lines for a log collector; on a terminal, pino-pretty makes them readable (same fields, same redaction).
+    logger: {
+      level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'],
+      ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } } : {}),
+    },
   });
   if (generatedAt) {
     // Shown once, and only to a person at a terminal (never through the logger): piped or

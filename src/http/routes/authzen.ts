@@ -1,5 +1,6 @@
 import { hash, randomUUID } from 'node:crypto';
 import { Type } from 'typebox';
+import type { FastifyReply } from 'fastify';
 import { decide as decideAny } from '../../authz/agent-decision.ts';
 import { DecisionCaches } from '../../authz/decision-caches.ts';
 import type { Decision, EvaluationRequest } from '../../authz/engine.ts';
@@ -227,15 +228,23 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     };
   });
 
-  app.post('/access/v1/evaluation', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request) =>
-    (await decide(request.pep ?? 'operator', [request.body as EvaluationRequest]))[0]!,
+  /** The request's log lines (its "request completed" too) name the decisions it made: the first ten of a batch, and how many. */
+  const logged = <T extends { context: { id: string } }>(reply: FastifyReply, answers: T[]): T[] => {
+    reply.log = answers.length === 1
+      ? reply.log.child({ decisionId: answers[0]!.context.id })
+      : reply.log.child({ decisions: answers.length, decisionIds: answers.slice(0, 10).map((a) => a.context.id) });
+    return answers;
+  };
+
+  app.post('/access/v1/evaluation', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationBody, response: { 200: DecisionView, ...errors } } }, async (request, reply) =>
+    logged(reply, await decide(request.pep ?? 'operator', [request.body as EvaluationRequest]))[0]!,
   );
 
-  app.post('/access/v1/evaluations', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request) => {
+  app.post('/access/v1/evaluations', { config: { access: 'decider', exactValues: true }, schema: { tags: ['authzen'], body: EvaluationsBody, response: { 200: Type.Union([Type.Object({ evaluations: Type.Array(DecisionView) }), DecisionView]), ...errors } } }, async (request, reply) => {
     const { evaluations, options, ...defaults } = request.body;
     if (!evaluations || evaluations.length === 0) {
       // The spec: without an evaluations array this is a single evaluation.
-      return (await decide(request.pep ?? 'operator', [complete(defaults)]))[0]!;
+      return logged(reply, await decide(request.pep ?? 'operator', [complete(defaults)]))[0]!;
     }
     const semantic = options?.evaluations_semantic ?? 'execute_all';
     const merged = evaluations.map((item) =>
@@ -244,7 +253,7 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
     const stopAt = semantic === 'deny_on_first_deny' ? (d: Decision) => !d.decision : semantic === 'permit_on_first_permit' ? (d: Decision) => d.decision : undefined;
     checkLogBytes(merged);
     checkBatchWork(merged);
-    const results = await decide(request.pep ?? 'operator', merged, stopAt, defaults.context);
+    const results = logged(reply, await decide(request.pep ?? 'operator', merged, stopAt, defaults.context));
     return { evaluations: results };
   });
 }
