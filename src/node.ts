@@ -17,6 +17,7 @@ import { ApprovalService } from './approvals/approval-service.ts';
 import { approvalAggregate } from './approvals/approval.ts';
 import { ApprovalNotifier } from './approvals/notify.ts';
 import { Metrics } from './metrics/metrics.ts';
+import { recentDecisionsOf } from './audit/decision-query.ts';
 import { Monitor } from './monitoring/monitor.ts';
 import { approvalStatus } from './approvals/approval.ts';
 import { MonitoringView, monitoringAggregate, readMonitoringFile, type MonitoringConfig } from './monitoring/monitoring-config.ts';
@@ -225,6 +226,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       nodeId: options.nodeId, deployment, bus, view, commands, cluster, log: (fields, message) => warn(fields, message),
       ...(options.clock ? { clock: options.clock } : {}),
       found: (detector) => metrics.anomalies.inc({ detector }),
+      history: (agent, since, until, limit) => recentDecisionsOf(connection.db, agent, since, until, limit),
       config: options.monitoring === null ? null : typeof options.monitoring === 'object' ? ((fixed) => () => fixed)(options.monitoring) : () => monitoringView.config,
     });
     const approvals = new ApprovalService({ view, commands, follower, ttlSeconds: options.approvalTtlSeconds ?? 300, notify: (a) => notifier.notify(a) });

@@ -60,3 +60,21 @@ export async function listDecisions(db: Kysely<Database>, f: DecisionFilter): Pr
   }));
   return { decisions: page, next: rows.length > f.limit ? page[page.length - 1]!.seq : null };
 }
+
+/** A decision as the detectors learn a baseline from it. */
+export interface PastDecision {
+  at: Date;
+  decision: boolean;
+  layer: string;
+  code: string | null;
+  request: unknown;
+}
+
+/** A subject's latest `limit` decisions recorded in [since, until), oldest first. */
+export async function recentDecisionsOf(db: Kysely<Database>, subject: string, since: Date, until: Date, limit: number): Promise<PastDecision[]> {
+  const rows = await db.selectFrom('decisions').select(['recorded_at', 'decision', 'layer', 'code', 'request'])
+    .where(sql<string>`request #>> '{subject,id}'`, '=', subject)
+    .where('recorded_at', '>=', since).where('recorded_at', '<', until)
+    .orderBy('seq', 'desc').limit(limit).execute();
+  return rows.reverse().map((r) => ({ at: r.recorded_at instanceof Date ? r.recorded_at : new Date(r.recorded_at), decision: r.decision, layer: r.layer, code: r.code, request: r.request }));
+}

@@ -10,11 +10,13 @@ import type { MonitoringConfig } from './monitoring-config.ts';
 export const MAX_ACTIONS = 64;
 
 export class Baseline {
-  /** The first second this node saw the agent's traffic (its own or counted by another node). */
-  readonly since: number;
+  /** The first second of the agent's traffic this baseline knows (seen here, counted by another node, or read from the log). */
+  since: number;
   decisions = 0;
   private activeMinutes = 0;
   private lastMinute = -1;
+  /** The last minute of past traffic learned (the log's, oldest first, before anything seen live). */
+  private lastPastMinute = -1;
   /** Decisions per hour of the day, then the resources' Bloom filter: one buffer. */
   private readonly hours: Uint32Array;
   readonly actions = new Set<string>();
@@ -35,6 +37,18 @@ export class Baseline {
     if (minute > this.lastMinute) {
       this.activeMinutes++;
       this.lastMinute = minute;
+    }
+  }
+
+  /** A decision from before this node saw the agent (the decision log's), learned in time order. */
+  past(second: number): void {
+    this.decisions++;
+    this.hours[hourOf(second)]!++;
+    this.since = Math.min(this.since, second);
+    const minute = Math.floor(second / 60);
+    if (minute > this.lastPastMinute) {
+      this.activeMinutes++;
+      this.lastPastMinute = minute;
     }
   }
 

@@ -7,6 +7,7 @@ import type { Finding } from '../registry/agent.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import { agentAggregate } from '../registry/streams.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
+import type { PastDecision } from '../audit/decision-query.ts';
 import { Baseline } from './baseline.ts';
 import { Ring } from './counts.ts';
 import type { DetectorName, MonitoringConfig } from './monitoring-config.ts';
@@ -47,6 +48,11 @@ export interface MonitorOptions {
   clock?: () => Date;
   /** Told of each finding this node recorded (the metrics). */
   found?: (detector: string) => void;
+  /**
+   * The agent's recorded decisions in [since, until), the latest `limit`, oldest first: a node
+   * that starts (or first sees an agent) learns its baseline from the log instead of from scratch.
+   */
+  history?: (agent: string, since: Date, until: Date, limit: number) => Promise<PastDecision[]>;
 }
 
 /** Agents whose counts and baselines one node keeps at most (those seen longest ago go first). */
@@ -56,9 +62,16 @@ const MAX_PARENTS = 8;
 /** Longest name (`Type::"id"`) kept in a baseline or a finding. */
 export const MAX_NAME = 256;
 
+/** Decisions read from the log to learn a baseline from, per agent, at most. */
+const HISTORY_LIMIT = 2_000;
+/** Agents whose history is read at once; the others wait their turn (not judged by their baseline meanwhile). */
+const HISTORY_READS = 4;
+
 /** What one node keeps about one agent. */
 interface Watched {
   baseline: Baseline;
+  /** False while the agent's history is being read: its baseline judges nothing yet. */
+  ready: boolean;
   /** One per counting detector that counted for the agent (the keys are the detectors' names, never a caller's). */
   rings: { deny_burst?: Ring; ceiling_probe?: Ring; rate_spike?: Ring };
 }
@@ -76,6 +89,8 @@ export class Monitor {
   private readonly acting = new Set<string>();
   private readonly seed = randomInt(2 ** 31);
   private readonly clock: () => Date;
+  private readonly historyQueue: (() => Promise<void>)[] = [];
+  private historyReads = 0;
 
   constructor(private readonly options: MonitorOptions) {
     this.configNow = options.config;
@@ -121,7 +136,7 @@ export class Monitor {
     // Only what the agent did counts: a request whose token did not verify (or was refused for
     // the agent's state) could come from anyone holding a PEP's caller token, and must not be a
     // way to get an agent suspended. Only an active agent's: one contained is not found again and again.
-    if (!config || d.layer === 'subject' || d.layer === 'token' || d.layer === 'policy-set' || d.code === 'POLICY_EVALUATION_ERROR' || !this.active(agent)) return null;
+    if (!config || !countsAsOwn(d) || !this.active(agent)) return null;
     const second = Math.floor(at.getTime() / 1000);
     const counted: Counted[] = ['rate_spike'];
     // Held back for a person's approval: the policies allow it, once approved. Not a refusal.
@@ -130,7 +145,7 @@ export class Monitor {
     const watched = this.watch(agent, second);
     const { baseline } = watched;
     const found: Found[] = [];
-    const warm = baseline.warm(second, config.warmup);
+    const warm = watched.ready && baseline.warm(second, config.warmup);
     // Judged against the baseline before this decision is learned into it.
     if (warm && baseline.shareOfHour(second) < config.detectors.off_hours.share) {
       found.push({ detector: 'off_hours', evidence: { hour: Math.floor(second / 3600) % 24, share: round(baseline.shareOfHour(second)) } });
@@ -154,10 +169,48 @@ export class Monitor {
       this.watched.delete(agent);
     } else {
       if (this.watched.size >= MAX_AGENTS) this.watched.delete(this.watched.keys().next().value!);
-      watched = { baseline: new Baseline(second, this.seed), rings: {} };
+      watched = { baseline: new Baseline(second, this.seed), ready: !this.options.history, rings: {} };
+      if (!watched.ready) this.learnHistory(agent, watched, second);
     }
     this.watched.set(agent, watched);
     return watched;
+  }
+
+  /** The agent's decisions from the log before `second`, learned into its baseline (a few agents at a time). */
+  private learnHistory(agent: string, watched: Watched, second: number): void {
+    const config = this.configNow?.();
+    const history = this.options.history!;
+    const until = new Date(second * 1000);
+    const since = new Date((second - ((config?.warmup.hours ?? 168) + 24) * 3600) * 1000);
+    const read = async () => {
+      try {
+        for (const d of await history(agent, since, until, HISTORY_LIMIT)) {
+          if (!countsAsOwn(d) || (d.request as EvaluationRequest | null)?.subject?.id !== agent) continue;
+          const request = d.request as EvaluationRequest;
+          watched.baseline.past(Math.floor(d.at.getTime() / 1000));
+          if (!d.decision) continue;
+          if (typeof request.action?.name === 'string') watched.baseline.learnAction(request.action.name.slice(0, MAX_NAME));
+          if (uid(request.resource) !== null) for (const name of namesUsed(request)) watched.baseline.resources.add(name);
+        }
+      } catch (err) {
+        this.options.log({ err: (err as Error).message, agent }, 'reading an agent\'s decisions for its baseline failed; it learns from now on');
+      } finally {
+        watched.ready = true;
+      }
+    };
+    this.historyQueue.push(read);
+    this.nextHistory();
+  }
+
+  private nextHistory(): void {
+    while (this.historyReads < HISTORY_READS && this.historyQueue.length > 0) {
+      const read = this.historyQueue.shift()!;
+      this.historyReads++;
+      void read().finally(() => {
+        this.historyReads--;
+        this.nextHistory();
+      });
+    }
   }
 
   /** An allowed decision: its action and resource learned; new ones found once the baseline is warm. */
@@ -205,7 +258,7 @@ export class Monitor {
     const count = watched?.rings[detector]?.sum(second) ?? 0;
     if (!watched || count < threshold) return null;
     if (detector !== 'rate_spike') return { detector, evidence: { count, threshold, windowSeconds } };
-    if (!watched.baseline.warm(second, config.warmup)) return null;
+    if (!watched.ready || !watched.baseline.warm(second, config.warmup)) return null;
     const usual = watched.baseline.perMinute() * (windowSeconds / 60);
     const { factor } = config.detectors.rate_spike;
     return count > factor * usual ? { detector, evidence: { count, threshold, windowSeconds, usual: round(usual), factor } } : null;
@@ -273,6 +326,10 @@ function describe({ evidence: e }: Finding): string {
 }
 
 const round = (n: number): number => Math.round(n * 1000) / 1000;
+
+/** Decided on what the agent asked for: not refused before its token was trusted, nor for want of policies. */
+const countsAsOwn = (d: { layer: string; code?: string | null }): boolean =>
+  d.layer !== 'subject' && d.layer !== 'token' && d.layer !== 'policy-set' && d.code !== 'POLICY_EVALUATION_ERROR';
 
 type Ref = { type?: unknown; id?: unknown } | null | undefined;
 

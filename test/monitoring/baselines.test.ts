@@ -22,6 +22,8 @@ const DAY = 24 * HOUR;
 const start = Math.ceil((Date.now() + 2 * DAY) / DAY) * DAY;
 let now = start;
 let node: TestNode;
+let backend: ReturnType<typeof freshPglite>;
+let cedarDir: string;
 
 const cedar = () => {
   const dir = mkdtempSync(join(tmpdir(), 'leash-cedar-'));
@@ -59,7 +61,9 @@ const at = (day: number, hour: number, minute = 0) => {
 };
 
 beforeAll(async () => {
-  node = await startTestNode(freshPglite(), { cedarDir: cedar(), monitoring: DEFAULT_MONITORING, humanPins: peoplePins, clock: () => new Date(now) });
+  backend = freshPglite();
+  cedarDir = cedar();
+  node = await startTestNode(backend, { cedarDir, monitoring: DEFAULT_MONITORING, humanPins: peoplePins, clock: () => new Date(now) });
   await seedPrincipals(node);
   for (const [url, body] of [['/v1/groups', { id: 'security', parents: [] }], ['/v1/humans', { id: 'sam', email: 'sam@example.com', groups: ['security'] }]] as const) {
     expect((await node.api('POST', url, body)).status).toBe(201);
@@ -151,6 +155,25 @@ describe('after the week', () => {
     expect((await decide('read', 'inv-7-22')).decision).toBe(true);
     expect((await history()).filter((e) => e.type === 'AnomalyDetected').at(-1)!.data).toMatchObject({ detector: 'off_hours', severity: 'medium', evidence: { hour: 22, share: 0 } });
     expect(trust()).toBe(50);
+  });
+});
+
+describe('a node that restarts', () => {
+  it('learns the baseline back from the decision log: judged at once, the known left alone, the new found', async () => {
+    await node.close();
+    node = await startTestNode(backend, { cedarDir, monitoring: DEFAULT_MONITORING, humanPins: peoplePins, clock: () => new Date(now) });
+    const before = (await findings()).length;
+    at(8, 10);
+    // Its first decision here starts the read of its history; judged once that is in.
+    expect((await decide('read', 'inv-8-10')).decision).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    at(8, 10, 1);
+    expect((await decide('write', 'inv-8-10-1')).decision).toBe(true); // an action it used before the restart
+    at(8, 10, 2);
+    const sub = [{ uid: folder('contracts-2027'), attrs: {}, parents: [folder('invoices')] }];
+    expect((await decide('read', 'c-1', [folder('contracts-2027')], sub)).decision).toBe(true);
+    // Without its history the node would still be warming up (a week) and find nothing.
+    expect((await findings()).slice(before)).toEqual(['new_resource']);
   });
 });
 
