@@ -7,7 +7,8 @@ import type { Finding } from '../registry/agent.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import { agentAggregate } from '../registry/streams.ts';
 import type { CommandHandler } from '../service/command-handler.ts';
-import type { PastDecision } from '../audit/decision-query.ts';
+import { History, type ReadHistory } from './history.ts';
+import { countsAsOwn, MAX_NAME, namesUsed } from './uses.ts';
 import { Baseline } from './baseline.ts';
 import { Ring } from './counts.ts';
 import type { DetectorName, MonitoringConfig } from './monitoring-config.ts';
@@ -52,20 +53,11 @@ export interface MonitorOptions {
    * The agent's recorded decisions in [since, until), the latest `limit`, oldest first: a node
    * that starts (or first sees an agent) learns its baseline from the log instead of from scratch.
    */
-  history?: (agent: string, since: Date, until: Date, limit: number) => Promise<PastDecision[]>;
+  history?: ReadHistory;
 }
 
 /** Agents whose counts and baselines one node keeps at most (those seen longest ago go first). */
 const MAX_AGENTS = 100_000;
-/** Parents of the resource looked at (in the request's entities). */
-const MAX_PARENTS = 8;
-/** Longest name (`Type::"id"`) kept in a baseline or a finding. */
-export const MAX_NAME = 256;
-
-/** Decisions read from the log to learn a baseline from, per agent, at most. */
-const HISTORY_LIMIT = 2_000;
-/** Agents whose history is read at once; the others wait their turn (not judged by their baseline meanwhile). */
-const HISTORY_READS = 4;
 
 /** What one node keeps about one agent. */
 interface Watched {
@@ -89,12 +81,12 @@ export class Monitor {
   private readonly acting = new Set<string>();
   private readonly seed = randomInt(2 ** 31);
   private readonly clock: () => Date;
-  private readonly historyQueue: (() => Promise<void>)[] = [];
-  private historyReads = 0;
+  private readonly history: History | null;
 
   constructor(private readonly options: MonitorOptions) {
     this.configNow = options.config;
     this.clock = options.clock ?? (() => new Date());
+    this.history = options.history ? new History(options.history, options.log) : null;
     this.sharing = new Sharing({
       nodeId: options.nodeId, bus: options.bus, subject: `leash.${options.deployment}.monitor`,
       active: (agent) => this.active(agent), config: () => this.configNow?.() ?? null, clock: this.clock,
@@ -170,47 +162,13 @@ export class Monitor {
     } else {
       if (this.watched.size >= MAX_AGENTS) this.watched.delete(this.watched.keys().next().value!);
       watched = { baseline: new Baseline(second, this.seed), ready: !this.options.history, rings: {} };
-      if (!watched.ready) this.learnHistory(agent, watched, second);
+      if (!watched.ready) {
+        const ready = watched;
+        this.history!.learn(agent, ready.baseline, second, this.configNow?.().warmup.hours ?? 168, () => (ready.ready = true));
+      }
     }
     this.watched.set(agent, watched);
     return watched;
-  }
-
-  /** The agent's decisions from the log before `second`, learned into its baseline (a few agents at a time). */
-  private learnHistory(agent: string, watched: Watched, second: number): void {
-    const config = this.configNow?.();
-    const history = this.options.history!;
-    const until = new Date(second * 1000);
-    const since = new Date((second - ((config?.warmup.hours ?? 168) + 24) * 3600) * 1000);
-    const read = async () => {
-      try {
-        for (const d of await history(agent, since, until, HISTORY_LIMIT)) {
-          if (!countsAsOwn(d) || (d.request as EvaluationRequest | null)?.subject?.id !== agent) continue;
-          const request = d.request as EvaluationRequest;
-          watched.baseline.past(Math.floor(d.at.getTime() / 1000));
-          if (!d.decision) continue;
-          if (typeof request.action?.name === 'string') watched.baseline.learnAction(request.action.name.slice(0, MAX_NAME));
-          if (uid(request.resource) !== null) for (const name of namesUsed(request)) watched.baseline.resources.add(name);
-        }
-      } catch (err) {
-        this.options.log({ err: (err as Error).message, agent }, 'reading an agent\'s decisions for its baseline failed; it learns from now on');
-      } finally {
-        watched.ready = true;
-      }
-    };
-    this.historyQueue.push(read);
-    this.nextHistory();
-  }
-
-  private nextHistory(): void {
-    while (this.historyReads < HISTORY_READS && this.historyQueue.length > 0) {
-      const read = this.historyQueue.shift()!;
-      this.historyReads++;
-      void read().finally(() => {
-        this.historyReads--;
-        this.nextHistory();
-      });
-    }
   }
 
   /** An allowed decision: its action and resource learned; new ones found once the baseline is warm. */
@@ -326,30 +284,3 @@ function describe({ evidence: e }: Finding): string {
 }
 
 const round = (n: number): number => Math.round(n * 1000) / 1000;
-
-/** Decided on what the agent asked for: not refused before its token was trusted, nor for want of policies. */
-const countsAsOwn = (d: { layer: string; code?: string | null }): boolean =>
-  d.layer !== 'subject' && d.layer !== 'token' && d.layer !== 'policy-set' && d.code !== 'POLICY_EVALUATION_ERROR';
-
-type Ref = { type?: unknown; id?: unknown } | null | undefined;
-
-const uid = (e: Ref): string | null => {
-  const { type, id } = e ?? {};
-  return typeof type === 'string' && typeof id === 'string' ? `${type}::${JSON.stringify(id)}`.slice(0, MAX_NAME) : null;
-};
-
-/** The resource (`Type::"id"`), then its parents as the request's entities give them. */
-function namesUsed(request: EvaluationRequest): string[] {
-  const { type, id } = request.resource;
-  const names = [uid(request.resource)!];
-  const entities = (request.context as { entities?: unknown } | undefined)?.entities;
-  if (!Array.isArray(entities)) return names;
-  // Compared field by field: no name is built for the entities that are not the resource.
-  const own = entities.find((e) => (e as { uid?: Ref } | null)?.uid?.type === type && (e as { uid: Ref }).uid?.id === id) as { parents?: unknown } | undefined;
-  if (!Array.isArray(own?.parents)) return names;
-  for (const parent of own.parents.slice(0, MAX_PARENTS)) {
-    const name = uid(parent as Ref);
-    if (name !== null) names.push(name);
-  }
-  return names;
-}
