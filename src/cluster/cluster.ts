@@ -2,50 +2,14 @@ import type { Bus } from '../bus/bus.ts';
 import { LeashError } from '../errors.ts';
 import type { StoredEvent } from '../store/event-store.ts';
 import type { Follower } from '../store/follower.ts';
+import { MAX_INLINE_BYTES, subjectsOf, type EventsMessage, type NodeMessage } from './messages.ts';
+
+export { SUBJECTS, subjectsOf } from './messages.ts';
 
 // SPEC §6. Every commit is broadcast with its log positions; every node applies it (or, on a
 // gap, catches up from the log) and confirms to the committing node which position it has applied. A containment call
 // returns once every live node has said so: the fence. Live nodes are known from heartbeats,
 // which carry positions too, so a lost message is noticed within one heartbeat.
-
-/**
- * The broadcast's subjects. A deployment's nodes talk under its own id (`leash.<deployment>.…`,
- * the id its database holds): two deployments on one NATS never take each other's events,
- * heartbeats or confirmations for their own.
- */
-export const subjectsOf = (deployment?: string) => {
-  const prefix = deployment ? `leash.${deployment}` : 'leash';
-  return {
-    events: `${prefix}.events`,
-    nodes: `${prefix}.nodes`,
-    /** Where a node's own commits are confirmed to it: only the committing node waits on them. */
-    acks: (node: string) => `${prefix}.acks.${node}`,
-  } as const;
-};
-
-/** The subjects of a cluster made without a deployment id (tests of the broadcast itself). */
-export const SUBJECTS = subjectsOf();
-
-/** Events travel inline up to this size; beyond it only their positions do (NATS' default limit is 1 MiB). */
-const MAX_INLINE_BYTES = 256 * 1024;
-
-interface EventsMessage {
-  node: string;
-  first: number;
-  last: number;
-  /** Where to confirm once applied (the committing node's ack subject). */
-  replyTo?: string;
-  /** Absent when too large to send: receivers read them from the log. */
-  events?: (Omit<StoredEvent, 'at'> & { at: string })[];
-}
-
-interface NodeMessage {
-  kind: 'heartbeat' | 'applied' | 'leaving';
-  node: string;
-  position: number;
-  /** The sender's staleness bound (heartbeats): a fence waits at least that long for it. */
-  stalenessMs?: number;
-}
 
 export interface ClusterOptions {
   nodeId: string;
