@@ -24,13 +24,17 @@ export type GrantEvent =
   | { type: 'DelegationGranted'; data: Omit<GrantRecord, 'status' | 'grantedAt' | 'revokedAt' | 'revokedBy' | 'reason'> }
   | { type: 'DelegationRevoked'; data: { id: string; revokedBy: string; reason: string } };
 
-/** A human keeps at most this many grants (active or not): the record every node holds stays small. */
+/**
+ * A human has at most this many grants in force, and the record every node holds keeps at most
+ * this many: a new grant pushes out the longest-ended ones (revoked or expired; their events
+ * stay in the log). A grant a human gives every day never runs into the limit.
+ */
 export const MAX_GRANTS_PER_HUMAN = 200;
 
-export function decideGrant(grants: readonly GrantRecord[], human: string, command: GrantEvent): GrantEvent[] {
+export function decideGrant(grants: readonly GrantRecord[], human: string, command: GrantEvent, now: Date): GrantEvent[] {
   if (command.type === 'DelegationGranted') {
     if (grants.some((g) => g.id === command.data.id)) throw new LeashError('ALREADY_EXISTS', `grant ${command.data.id} exists`);
-    if (grants.length >= MAX_GRANTS_PER_HUMAN) throw new LeashError('LIMIT_EXCEEDED', `${human} already has ${MAX_GRANTS_PER_HUMAN} grants`);
+    if (grants.filter((g) => grantInForce(g, now)).length >= MAX_GRANTS_PER_HUMAN) throw new LeashError('LIMIT_EXCEEDED', `${human} already has ${MAX_GRANTS_PER_HUMAN} grants in force`);
     return [command];
   }
   const grant = grants.find((g) => g.id === command.data.id);
@@ -40,10 +44,20 @@ export function decideGrant(grants: readonly GrantRecord[], human: string, comma
 }
 
 export function evolveGrants(grants: readonly GrantRecord[], event: GrantEvent, at: Date): GrantRecord[] {
-  if (event.type === 'DelegationGranted') return [...grants, { ...event.data, grantedAt: at.toISOString(), status: 'active' }];
+  if (event.type === 'DelegationGranted') {
+    const added = [...grants, { ...event.data, grantedAt: at.toISOString(), status: 'active' as const }];
+    if (added.length <= MAX_GRANTS_PER_HUMAN) return added;
+    // Over the limit: the ended grants that ended first go (at most as many as needed).
+    const ended = added.filter((g) => !grantInForce(g, at)).sort((a, b) => endOf(a) - endOf(b)).slice(0, added.length - MAX_GRANTS_PER_HUMAN);
+    const gone = new Set(ended);
+    return added.filter((g) => !gone.has(g));
+  }
   const { id, revokedBy, reason } = event.data;
   return grants.map((g) => (g.id === id ? { ...g, status: 'revoked', revokedAt: at.toISOString(), revokedBy, reason } : g));
 }
+
+/** When a grant ended: its revocation, else its expiry. */
+const endOf = (g: GrantRecord): number => Date.parse(g.revokedAt ?? g.expiresAt);
 
 /** Active and not past its expiry at `now`. */
 export const grantInForce = (g: GrantRecord, now: Date): boolean => g.status === 'active' && now.getTime() < Date.parse(g.expiresAt);

@@ -50,7 +50,7 @@ export function decideHuman(command: HumanCommand, state: HumanState): HumanEven
     case 'RevokeDelegation': {
       if (state.status === 'none') throw new LeashError('HUMAN_NOT_FOUND', 'no such human');
       const event: GrantEvent = command.type === 'GrantDelegation' ? { type: 'DelegationGranted', data: command.data } : { type: 'DelegationRevoked', data: command.data };
-      return decideGrant(state.grants ?? [], state.id, event);
+      return decideGrant(state.grants ?? [], state.id, event, command.metadata.now);
     }
     default:
       return assertNever(command);

@@ -236,5 +236,18 @@ describe('human and group deciders', () => {
     let many = human;
     for (let i = 0; i < 200; i++) many = evolveHuman(many, { type: 'DelegationGranted', data: { ...grant, id: `g${i}` } }, now);
     expect(() => decideHuman({ ...give, data: { ...grant, id: 'one-more' } }, many)).toThrow(expect.objectContaining({ code: 'LIMIT_EXCEEDED' }));
+
+    // Ended grants do not count: once they have expired a new one is taken, and the record
+    // keeps 200, the grant that ended first pushed out (its events stay in the log).
+    const later = new Date('2026-12-02T00:00:00.000Z');
+    let ended = human;
+    for (let i = 0; i < 200; i++) ended = evolveHuman(ended, { type: 'DelegationGranted', data: { ...grant, id: `g${i}`, expiresAt: new Date(Date.parse('2026-12-01T00:00:00.000Z') + i * 1000).toISOString() } }, now);
+    const fresh = { ...grant, id: 'fresh', expiresAt: '2026-12-31T00:00:00.000Z' };
+    const taken = decideHuman({ type: 'GrantDelegation', data: fresh, metadata: { now: later } }, ended);
+    const after = evolveHuman(ended, taken[0]!, later) as { grants: { id: string }[] };
+    expect(after.grants).toHaveLength(200);
+    expect(after.grants.map((g) => g.id)).not.toContain('g0');
+    expect(after.grants.map((g) => g.id)).toContain('g1');
+    expect(after.grants.at(-1)!.id).toBe('fresh');
   });
 });
