@@ -16,26 +16,34 @@ export interface GrantUse {
   used: EntityUid[];
 }
 
-/** What the window's requests showed of the entity hierarchy: each entity's parents, and each parent's children. */
+/**
+ * What the window's requests showed of the entity hierarchy: each entity's parents, and each
+ * parent's children. Keyed by the entities' names, so a history that gives one entity a new
+ * parent in every request costs a look-up per parent, not a scan of those it had.
+ */
 export class Sightings {
-  private readonly parents = new Map<string, EntityUid[]>();
+  private readonly parents = new Map<string, Map<string, EntityUid>>();
   private readonly children = new Map<string, Set<string>>();
+  /** `below` answers, until the next sighting. */
+  private readonly belowCache = new Map<string, Set<string>>();
 
   /** An entity named in a recorded request (its resource, or its context entities), with the parents it was given. */
   saw(uid: EntityUid, parents: EntityUid[]): void {
+    this.belowCache.clear();
     const k = entityKey(uid);
-    const known = this.parents.get(k) ?? [];
+    let known = this.parents.get(k);
+    if (!known) this.parents.set(k, (known = new Map()));
     for (const p of parents) {
-      if (!known.some((q) => entityKey(q) === entityKey(p))) known.push(p);
-      let kids = this.children.get(entityKey(p));
-      if (!kids) this.children.set(entityKey(p), (kids = new Set()));
+      const pk = entityKey(p);
+      if (!known.has(pk)) known.set(pk, p);
+      let kids = this.children.get(pk);
+      if (!kids) this.children.set(pk, (kids = new Set()));
       kids.add(k);
     }
-    this.parents.set(k, known);
   }
 
   parentsOf(uid: EntityUid): EntityUid[] {
-    return this.parents.get(entityKey(uid)) ?? [];
+    return [...(this.parents.get(entityKey(uid))?.values() ?? [])];
   }
 
   childrenOf(uid: EntityUid): ReadonlySet<string> {
@@ -44,17 +52,25 @@ export class Sightings {
 
   /** Is `uid` the same as `ancestor` or below it, as far as the window's requests showed? */
   within(uid: EntityUid, ancestor: EntityUid): boolean {
+    return this.below(ancestor).has(entityKey(uid));
+  }
+
+  /** The names of `ancestor` and of everything the window showed below it (remembered: asked once per grant's value, not once per resource). */
+  below(ancestor: EntityUid): ReadonlySet<string> {
     const target = entityKey(ancestor);
-    const seen = new Set<string>();
-    const pending = [uid];
-    for (let u = pending.pop(); u; u = pending.pop()) {
-      const k = entityKey(u);
-      if (k === target) return true;
-      if (seen.has(k)) continue;
-      seen.add(k);
-      pending.push(...this.parentsOf(u));
+    let found = this.belowCache.get(target);
+    if (found) return found;
+    found = new Set([target]);
+    const pending = [target];
+    for (let k = pending.pop(); k !== undefined; k = pending.pop()) {
+      for (const kid of this.children.get(k) ?? []) {
+        if (found.has(kid)) continue;
+        found.add(kid);
+        pending.push(kid);
+      }
     }
-    return false;
+    this.belowCache.set(target, found);
+    return found;
   }
 }
 
