@@ -1,7 +1,12 @@
+import { execFile } from 'node:child_process';
+import { cp, mkdtemp, appendFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPglite } from '../support/backends.ts';
-import { PEP_TOKEN, agentBody, agentPrivateKey, listeningNode, seedPrincipals, type TestNode } from '../support/node.ts';
+import { ADMIN_TOKEN, CEDAR_DIR, PEP_TOKEN, agentBody, agentPrivateKey, listeningNode, seedPrincipals, type TestNode } from '../support/node.ts';
 
 // Attack review of this session's monitoring, suggestion, decision-browsing and metrics code:
 // each test names the attack and asserts the safe behaviour.
@@ -11,11 +16,16 @@ const doc = (id: string) => ({ type: 'Document', id });
 const readGrant = (on: { type: string; id: string }) => ({ template: 'grant-read-folder', values: { '?resource': on } });
 const ceiling = { template: 'ceiling-folder', values: { '?resource': folder('invoices') } };
 
-let node: TestNode;
+const LEASH = join(import.meta.dirname, '..', '..', 'src', 'cli', 'leash.js');
+const run = promisify(execFile);
 
-async function token(agent: string): Promise<string> {
+let node: TestNode;
+let url: string;
+let cedarDir: string;
+
+async function token(agent: string, within = folder('invoices')): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('invoices') }], jti: crypto.randomUUID() })
+  return new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: within }], jti: crypto.randomUUID() })
     .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.example').setAudience('leash').setSubject(agent)
     .setIssuedAt(now).setExpirationTime(now + 240).sign(agentPrivateKey);
 }
@@ -23,18 +33,26 @@ async function token(agent: string): Promise<string> {
 const evaluate = (agent: string, t: string, resource: unknown, context: unknown) =>
   node.api('POST', '/access/v1/evaluation', { subject: { type: 'agent', id: agent, properties: { token: t } }, action: { name: 'read' }, resource, context }, {}, PEP_TOKEN);
 
-async function register(id: string, grants: unknown[]) {
-  expect((await node.api('POST', '/v1/agents', agentBody({ id, ceiling }))).status).toBe(201);
+async function register(id: string, grants: unknown[], limit = ceiling) {
+  expect((await node.api('POST', '/v1/agents', agentBody({ id, ceiling: limit }))).status).toBe(201);
   expect((await node.api('POST', `/v1/agents/${id}/authorize`, { grants })).status).toBe(200);
 }
 
 beforeAll(async () => {
-  ({ node } = await listeningNode(freshPglite()));
+  // The example policies, and finance reading all of Folder::"root" (so a grant, not the owner, is what keeps wide-bot to invoices).
+  cedarDir = await mkdtemp(join(tmpdir(), 'leash-attack-'));
+  await cp(CEDAR_DIR, cedarDir, { recursive: true });
+  await appendFile(join(cedarDir, 'policies', 'examples.cedar'), '\n@id("finance-reads-root")\npermit (principal in Group::"finance", action == Action::"read", resource in Folder::"root");\n');
+  ({ node, url } = await listeningNode(freshPglite(), { cedarDir }));
   await seedPrincipals(node);
   await register('odd-bot', [readGrant(folder('invoices'))]);
+  await register('wide-bot', [readGrant(folder('invoices'))], { template: 'ceiling-folder', values: { '?resource': folder('root') } });
   await new Promise((r) => setTimeout(r, 1_100));
 });
-afterAll(async () => node?.close());
+afterAll(async () => {
+  await node?.close();
+  await rm(cedarDir, { recursive: true, force: true });
+});
 
 describe('suggestion', () => {
   it('a PEP names entity types that are no Cedar type: refused before anything is recorded, and the suggestion still answers', async () => {
@@ -62,4 +80,23 @@ describe('suggestion', () => {
     // 18,000 parents of one entity: 94 s with a scan of the known parents per new one (the event loop held throughout).
     expect(performance.now() - started).toBeLessThan(5_000);
   }, 120_000);
+
+  it('a folder moved out of the grant during the window: the collapsed proposal would allow a recorded deny, and --apply refuses it', async () => {
+    const t = await token('wide-bot', folder('root'));
+    const tree = (x: string[], leaf: string) => ({ entities: [
+      { uid: folder('root'), attrs: {}, parents: [] }, { uid: folder('invoices'), attrs: {}, parents: [folder('root')] },
+      { uid: folder('x'), attrs: {}, parents: x.map(folder) }, { uid: doc(leaf), attrs: {}, parents: [folder('x')] },
+    ] });
+    // Folder x in invoices: d1 and d2 read. Then x moved to root: e in it is denied (the grant is invoices).
+    expect((await evaluate('wide-bot', t, doc('d1'), tree(['invoices'], 'd1'))).body.decision).toBe(true);
+    expect((await evaluate('wide-bot', t, doc('d2'), tree(['invoices'], 'd2'))).body.decision).toBe(true);
+    expect((await evaluate('wide-bot', t, doc('e'), tree(['root'], 'e'))).body.decision).toBe(false);
+    const s = (await node.api('GET', '/v1/agents/wide-bot/suggestion?days=1&collapse=true')).body;
+    expect(s.proposed).toEqual([readGrant(folder('x'))]);
+    expect(s.whatIf).toMatchObject({ allowToDeny: 0, denyToAllow: 1 });
+    const failed = await run(process.execPath, [LEASH, 'suggest', 'wide-bot', '--collapse', '--apply', '--url', url, '--token', ADMIN_TOKEN]).then(() => null, (err) => err);
+    expect(failed?.code).toBe(1);
+    expect(failed.stderr).toContain('would allow 1 recorded deny(s)');
+    expect((await node.api('GET', '/v1/agents/wide-bot')).body).toMatchObject({ status: 'active', grants: [readGrant(folder('invoices'))] });
+  }, 60_000);
 });
