@@ -93,6 +93,10 @@ async function observe(source: SubjectSource, history: History, request: Suggest
     for (const d of page as StoredDecision[]) {
       contexts.saw(d);
       if (!isReplayable(d.request)) continue;
+      const set = history.policies.set(d.policyVersion);
+      const recorded = d.request as RecordedRequest & EvaluationRequest;
+      // The subject id is the index's key, whatever its type: a person's request under the agent's id is not the agent's.
+      if (uidOf(recorded.subject, set?.source.aliases ?? {})?.type !== 'Agent') continue;
       if (read >= max) {
         out.capped = true;
         break outer;
@@ -101,8 +105,6 @@ async function observe(source: SubjectSource, history: History, request: Suggest
       out.lastSeq = d.seq;
       if (d.decision) out.allowed++;
       else out.denied++;
-      const set = history.policies.set(d.policyVersion);
-      const recorded = d.request as RecordedRequest & EvaluationRequest;
       const context = typeof recorded.contextOf === 'string' ? await contexts.of(recorded.contextOf) : recorded.context;
       const resource = sighted(recorded, context, set?.source.aliases ?? {}, out.seen);
       if (!d.decision || !set || !resource) continue;

@@ -99,4 +99,17 @@ describe('suggestion', () => {
     expect(failed.stderr).toContain('would allow 1 recorded deny(s)');
     expect((await node.api('GET', '/v1/agents/wide-bot')).body).toMatchObject({ status: 'active', grants: [readGrant(folder('invoices'))] });
   }, 60_000);
+
+  it('a PEP asks about another kind of subject with the agent\'s id: not the agent\'s decision, so the suggestion does not read it as one', async () => {
+    await register('twin-bot', [readGrant(folder('invoices'))]);
+    await new Promise((r) => setTimeout(r, 1_100));
+    const t = await token('twin-bot');
+    const tree = { entities: [{ uid: folder('invoices'), attrs: {}, parents: [] }, { uid: doc('t1'), attrs: {}, parents: [folder('invoices')] }, { uid: doc('t2'), attrs: {}, parents: [folder('invoices')] }] };
+    expect((await evaluate('twin-bot', t, doc('t1'), tree)).body.decision).toBe(true);
+    // t2 read under a human subject named twin-bot: recorded, and not twin-bot's.
+    const other = await node.api('POST', '/access/v1/evaluation', { subject: { type: 'human', id: 'twin-bot' }, action: { name: 'read' }, resource: doc('t3'), context: tree }, {}, PEP_TOKEN);
+    expect(other.status).toBe(200);
+    const s = (await node.api('GET', '/v1/agents/twin-bot/suggestion?days=1')).body;
+    expect(s.decisions).toEqual({ allowed: 1, denied: 0 });
+  });
 });
