@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_MONITORING } from '../../src/monitoring/monitor.ts';
 import { freshPglite } from '../support/backends.ts';
 import { ADMIN_TOKEN, CEDAR_DIR, PEP_TOKEN, agentBody, agentPrivateKey, listeningNode, seedPrincipals, type TestNode } from '../support/node.ts';
 
@@ -43,7 +44,7 @@ beforeAll(async () => {
   cedarDir = await mkdtemp(join(tmpdir(), 'leash-attack-'));
   await cp(CEDAR_DIR, cedarDir, { recursive: true });
   await appendFile(join(cedarDir, 'policies', 'examples.cedar'), '\n@id("finance-reads-root")\npermit (principal in Group::"finance", action == Action::"read", resource in Folder::"root");\n');
-  ({ node, url } = await listeningNode(freshPglite(), { cedarDir }));
+  ({ node, url } = await listeningNode(freshPglite(), { cedarDir, monitoring: DEFAULT_MONITORING }));
   await seedPrincipals(node);
   await register('odd-bot', [readGrant(folder('invoices'))]);
   await register('wide-bot', [readGrant(folder('invoices'))], { template: 'ceiling-folder', values: { '?resource': folder('root') } });
@@ -111,5 +112,18 @@ describe('suggestion', () => {
     expect(other.status).toBe(200);
     const s = (await node.api('GET', '/v1/agents/twin-bot/suggestion?days=1')).body;
     expect(s.decisions).toEqual({ allowed: 1, denied: 0 });
+  });
+});
+
+describe('monitoring', () => {
+  it('a person\'s denied requests under the id of an agent (alice the human, alice the agent) do not count towards the agent\'s deny_burst', async () => {
+    expect((await node.api('POST', '/v1/agents', agentBody({ id: 'alice', ceiling }))).status).toBe(201);
+    expect((await node.api('POST', '/v1/agents/alice/authorize', { grants: [readGrant(folder('invoices'))] })).status).toBe(200);
+    for (let i = 0; i < 21; i++) {
+      const res = await node.api('POST', '/access/v1/evaluation', { subject: { type: 'human', id: 'alice' }, action: { name: 'read' }, resource: folder('payroll') }, {}, PEP_TOKEN);
+      expect(res.body).toMatchObject({ decision: false, context: { layer: 'subject' } });
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await node.api('GET', '/v1/agents/alice')).body.status).toBe('active');
   });
 });
