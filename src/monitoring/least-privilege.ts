@@ -16,30 +16,54 @@ export interface GrantUse {
   used: EntityUid[];
 }
 
+/** Entities and entity → parent links one suggestion holds (a few hundred bytes each). */
+export const MAX_LINKS = 1_000_000;
+
 /**
  * What the window's requests showed of the entity hierarchy: each entity's parents, and each
  * parent's children. Keyed by the entities' names, so a history that gives one entity a new
  * parent in every request costs a look-up per parent, not a scan of those it had.
  */
 export class Sightings {
+  /**
+   * Set once the window described more links than are held: the hierarchy is then known only in
+   * part, so no folder is proposed (a folder "all of whose children were used" might have others).
+   */
+  full = false;
+  private links = 0;
   private readonly parents = new Map<string, Map<string, EntityUid>>();
   private readonly children = new Map<string, Set<string>>();
   /** `below` answers, until the next sighting. */
   private readonly belowCache = new Map<string, Set<string>>();
 
+  /** At most `maxLinks` entities and entity → parent links are held (a PEP describes the hierarchy, 1,000 links a request). */
+  constructor(private readonly maxLinks = MAX_LINKS) {}
+
   /** An entity named in a recorded request (its resource, or its context entities), with the parents it was given. */
   saw(uid: EntityUid, parents: EntityUid[]): void {
+    if (this.full) return;
     this.belowCache.clear();
     const k = entityKey(uid);
     let known = this.parents.get(k);
-    if (!known) this.parents.set(k, (known = new Map()));
+    if (!known) {
+      if (this.over()) return;
+      this.parents.set(k, (known = new Map()));
+    }
     for (const p of parents) {
       const pk = entityKey(p);
-      if (!known.has(pk)) known.set(pk, p);
+      if (known.has(pk)) continue;
+      if (this.over()) return;
+      known.set(pk, p);
       let kids = this.children.get(pk);
       if (!kids) this.children.set(pk, (kids = new Set()));
       kids.add(k);
     }
+  }
+
+  /** One more entity or link: past the bound, the hierarchy is full. */
+  private over(): boolean {
+    if (++this.links > this.maxLinks) this.full = true;
+    return this.full;
   }
 
   parentsOf(uid: EntityUid): EntityUid[] {
@@ -136,7 +160,7 @@ function narrowTo(used: EntityUid[], within: EntityUid, seen: Sightings, collaps
   }
   // The folders covering most first; a resource already covered by one is not linked again.
   const folders = [...candidates.values()]
-    .filter((c) => c.children.length >= 2 && (collapse || [...seen.childrenOf(c.folder)].every((k) => usedKeys.has(k))))
+    .filter((c) => !seen.full && c.children.length >= 2 && (collapse || [...seen.childrenOf(c.folder)].every((k) => usedKeys.has(k))))
     .sort((a, b) => b.children.length - a.children.length || byKey(a.folder, b.folder));
   const covered = new Set<string>();
   const out: EntityUid[] = [];

@@ -9,7 +9,7 @@ import { SubjectSource } from '../audit/source.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { EntityUid } from '../registry/cedar-entities.ts';
 import type { Database } from '../store/events.table.ts';
-import { changeFor, linkKey, proposalOf, Sightings, type GrantChange } from './least-privilege.ts';
+import { changeFor, linkKey, MAX_LINKS, proposalOf, Sightings, type GrantChange } from './least-privilege.ts';
 
 // SPEC §9 least privilege: read an agent's recorded decisions in a window (through the
 // decision log's per-agent index), see which of its grants each allowed request used and on
@@ -141,6 +141,7 @@ export async function suggestGrants(db: Kysely<Database>, request: SuggestionReq
   const notes = [
     read === 0 ? `no decisions of ${record.id} recorded in the last ${request.days} days: nothing shows what it uses, so the proposal is empty (a longer window may show more)` : '',
     seen.capped ? `only the first ${max.toLocaleString('en')} decisions of the window were read` : '',
+    seen.seen.full ? `the window's requests describe more than ${MAX_LINKS.toLocaleString('en')} entities and links to parents, more than one suggestion holds: no folder is proposed, only the resources used` : '',
   ].filter(Boolean);
   return {
     agent: record.id, version,

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { changeFor, Sightings } from '../../src/monitoring/least-privilege.ts';
 import { DEFAULT_MONITORING } from '../../src/monitoring/monitor.ts';
 import { freshPglite } from '../support/backends.ts';
 import { ADMIN_TOKEN, CEDAR_DIR, PEP_TOKEN, agentBody, agentPrivateKey, listeningNode, seedPrincipals, type TestNode } from '../support/node.ts';
@@ -125,5 +126,31 @@ describe('monitoring', () => {
     }
     await new Promise((r) => setTimeout(r, 200));
     expect((await node.api('GET', '/v1/agents/alice')).body.status).toBe('active');
+  });
+});
+
+describe('the hierarchy a suggestion holds', () => {
+  // A window of 100,000 decisions, each describing 1,000 new links, held whole, is gigabytes.
+  const template = { json: { effect: 'permit', action: { op: '==', entity: { type: 'Action', id: 'read' } }, resource: { op: 'in', slot: '?resource' } } } as never;
+  const feed = (seen: Sightings) => {
+    seen.saw(folder('q'), [folder('invoices')]);
+    for (const id of ['a', 'b']) seen.saw(doc(id), [folder('q')]);
+    for (let i = 0; i < 50; i++) seen.saw(doc(`other-${i}`), [folder(`elsewhere-${i}`)]);
+  };
+  const use = { link: readGrant(folder('invoices')), template, used: [doc('a'), doc('b')] };
+
+  it('within its bound: the folder whose children were all used is proposed', () => {
+    const seen = new Sightings();
+    feed(seen);
+    expect(seen.full).toBe(false);
+    expect(changeFor(use, seen, true).proposed).toEqual([readGrant(folder('q'))]);
+  });
+
+  it('past its bound: it stops holding more, and proposes no folder (it may not have seen them whole), only the resources used', () => {
+    const seen = new Sightings(20);
+    feed(seen);
+    expect(seen.full).toBe(true);
+    expect(changeFor(use, seen, true).proposed).toEqual([readGrant(doc('a')), readGrant(doc('b'))]);
+    expect(changeFor(use, seen, false).proposed).toEqual([readGrant(doc('a')), readGrant(doc('b'))]);
   });
 });
