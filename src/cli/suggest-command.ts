@@ -35,8 +35,10 @@ function table(s: Suggestion): string {
 async function apply(given: ClientFlags, s: Suggestion): Promise<void> {
   // Two writes: each gets its own If-Match below, and an idempotency key would be reused by the second.
   const flags = { ...given, ifMatch: undefined, idempotencyKey: undefined };
-  if (s.whatIf.allowToDeny > 0 || s.whatIf.undecidable > 0) {
-    throw new Error(`not applied: the proposal would deny ${s.whatIf.allowToDeny} recorded allow(s) (${s.whatIf.undecidable} undecidable); see the what-if above`);
+  // A recorded deny the proposal would allow is a widening (the hierarchy the PEPs described
+  // changed in the window: a folder proposed inside the grant was seen outside it too).
+  if (s.whatIf.allowToDeny > 0 || s.whatIf.denyToAllow > 0 || s.whatIf.undecidable > 0) {
+    throw new Error(`not applied: the proposal would deny ${s.whatIf.allowToDeny} recorded allow(s) and would allow ${s.whatIf.denyToAllow} recorded deny(s) (${s.whatIf.undecidable} undecidable); see the what-if above`);
   }
   const path = `/v1/agents/${encodeURIComponent(s.agent)}`;
   const agent = await send(flags, 'GET', path);

@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { LeashError } from '../errors.ts';
 import { agentStatuses } from '../registry/agent.ts';
 import { MAX_CLOCK_SKEW_SECONDS, pinnableAlgorithms } from '../tokens/pins.ts';
 
@@ -6,6 +7,17 @@ import { MAX_CLOCK_SKEW_SECONDS, pinnableAlgorithms } from '../tokens/pins.ts';
 // 400, never silently dropped.
 
 const closed = { additionalProperties: false } as const;
+
+/**
+ * A `format: 'date-time'` value as an instant. The format admits a leap second
+ * (`…T23:59:60Z`), which Date cannot hold: that is a 400 naming where, not an Invalid Date
+ * for the database to refuse with a 500.
+ */
+export function instantOf(text: string, where: string): Date {
+  const at = new Date(text);
+  if (Number.isNaN(at.getTime())) throw new LeashError('VALIDATION_FAILED', `${where} is not an instant Leash can use (a leap second?)`);
+  return at;
+}
 
 /** SPEC §2: ids match [A-Za-z0-9._:@-]{1,128}; so no quotes, slashes, spaces or unicode. */
 // Never __proto__, constructor or prototype: an id is a key in many places, and those three mean something else there.

@@ -16,26 +16,58 @@ export interface GrantUse {
   used: EntityUid[];
 }
 
-/** What the window's requests showed of the entity hierarchy: each entity's parents, and each parent's children. */
+/** Entities and entity → parent links one suggestion holds (a few hundred bytes each). */
+export const MAX_LINKS = 1_000_000;
+
+/**
+ * What the window's requests showed of the entity hierarchy: each entity's parents, and each
+ * parent's children. Keyed by the entities' names, so a history that gives one entity a new
+ * parent in every request costs a look-up per parent, not a scan of those it had.
+ */
 export class Sightings {
-  private readonly parents = new Map<string, EntityUid[]>();
+  /**
+   * Set once the window described more links than are held: the hierarchy is then known only in
+   * part, so no folder is proposed (a folder "all of whose children were used" might have others).
+   */
+  full = false;
+  private links = 0;
+  private readonly parents = new Map<string, Map<string, EntityUid>>();
   private readonly children = new Map<string, Set<string>>();
+  /** `below` answers, until the next sighting. */
+  private readonly belowCache = new Map<string, Set<string>>();
+
+  /** At most `maxLinks` entities and entity → parent links are held (a PEP describes the hierarchy, 1,000 links a request). */
+  constructor(private readonly maxLinks = MAX_LINKS) {}
 
   /** An entity named in a recorded request (its resource, or its context entities), with the parents it was given. */
   saw(uid: EntityUid, parents: EntityUid[]): void {
+    if (this.full) return;
+    this.belowCache.clear();
     const k = entityKey(uid);
-    const known = this.parents.get(k) ?? [];
+    let known = this.parents.get(k);
+    if (!known) {
+      if (this.over()) return;
+      this.parents.set(k, (known = new Map()));
+    }
     for (const p of parents) {
-      if (!known.some((q) => entityKey(q) === entityKey(p))) known.push(p);
-      let kids = this.children.get(entityKey(p));
-      if (!kids) this.children.set(entityKey(p), (kids = new Set()));
+      const pk = entityKey(p);
+      if (known.has(pk)) continue;
+      if (this.over()) return;
+      known.set(pk, p);
+      let kids = this.children.get(pk);
+      if (!kids) this.children.set(pk, (kids = new Set()));
       kids.add(k);
     }
-    this.parents.set(k, known);
+  }
+
+  /** One more entity or link: past the bound, the hierarchy is full. */
+  private over(): boolean {
+    if (++this.links > this.maxLinks) this.full = true;
+    return this.full;
   }
 
   parentsOf(uid: EntityUid): EntityUid[] {
-    return this.parents.get(entityKey(uid)) ?? [];
+    return [...(this.parents.get(entityKey(uid))?.values() ?? [])];
   }
 
   childrenOf(uid: EntityUid): ReadonlySet<string> {
@@ -44,17 +76,25 @@ export class Sightings {
 
   /** Is `uid` the same as `ancestor` or below it, as far as the window's requests showed? */
   within(uid: EntityUid, ancestor: EntityUid): boolean {
+    return this.below(ancestor).has(entityKey(uid));
+  }
+
+  /** The names of `ancestor` and of everything the window showed below it (remembered: asked once per grant's value, not once per resource). */
+  below(ancestor: EntityUid): ReadonlySet<string> {
     const target = entityKey(ancestor);
-    const seen = new Set<string>();
-    const pending = [uid];
-    for (let u = pending.pop(); u; u = pending.pop()) {
-      const k = entityKey(u);
-      if (k === target) return true;
-      if (seen.has(k)) continue;
-      seen.add(k);
-      pending.push(...this.parentsOf(u));
+    let found = this.belowCache.get(target);
+    if (found) return found;
+    found = new Set([target]);
+    const pending = [target];
+    for (let k = pending.pop(); k !== undefined; k = pending.pop()) {
+      for (const kid of this.children.get(k) ?? []) {
+        if (found.has(kid)) continue;
+        found.add(kid);
+        pending.push(kid);
+      }
     }
-    return false;
+    this.belowCache.set(target, found);
+    return found;
   }
 }
 
@@ -120,7 +160,7 @@ function narrowTo(used: EntityUid[], within: EntityUid, seen: Sightings, collaps
   }
   // The folders covering most first; a resource already covered by one is not linked again.
   const folders = [...candidates.values()]
-    .filter((c) => c.children.length >= 2 && (collapse || [...seen.childrenOf(c.folder)].every((k) => usedKeys.has(k))))
+    .filter((c) => !seen.full && c.children.length >= 2 && (collapse || [...seen.childrenOf(c.folder)].every((k) => usedKeys.has(k))))
     .sort((a, b) => b.children.length - a.children.length || byKey(a.folder, b.folder));
   const covered = new Set<string>();
   const out: EntityUid[] = [];

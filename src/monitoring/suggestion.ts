@@ -9,7 +9,7 @@ import { SubjectSource } from '../audit/source.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import type { EntityUid } from '../registry/cedar-entities.ts';
 import type { Database } from '../store/events.table.ts';
-import { changeFor, linkKey, proposalOf, Sightings, type GrantChange } from './least-privilege.ts';
+import { changeFor, linkKey, MAX_LINKS, proposalOf, Sightings, type GrantChange } from './least-privilege.ts';
 
 // SPEC §9 least privilege: read an agent's recorded decisions in a window (through the
 // decision log's per-agent index), see which of its grants each allowed request used and on
@@ -93,6 +93,10 @@ async function observe(source: SubjectSource, history: History, request: Suggest
     for (const d of page as StoredDecision[]) {
       contexts.saw(d);
       if (!isReplayable(d.request)) continue;
+      const set = history.policies.set(d.policyVersion);
+      const recorded = d.request as RecordedRequest & EvaluationRequest;
+      // The subject id is the index's key, whatever its type: a person's request under the agent's id is not the agent's.
+      if (uidOf(recorded.subject, set?.source.aliases ?? {})?.type !== 'Agent') continue;
       if (read >= max) {
         out.capped = true;
         break outer;
@@ -101,8 +105,6 @@ async function observe(source: SubjectSource, history: History, request: Suggest
       out.lastSeq = d.seq;
       if (d.decision) out.allowed++;
       else out.denied++;
-      const set = history.policies.set(d.policyVersion);
-      const recorded = d.request as RecordedRequest & EvaluationRequest;
       const context = typeof recorded.contextOf === 'string' ? await contexts.of(recorded.contextOf) : recorded.context;
       const resource = sighted(recorded, context, set?.source.aliases ?? {}, out.seen);
       if (!d.decision || !set || !resource) continue;
@@ -139,6 +141,7 @@ export async function suggestGrants(db: Kysely<Database>, request: SuggestionReq
   const notes = [
     read === 0 ? `no decisions of ${record.id} recorded in the last ${request.days} days: nothing shows what it uses, so the proposal is empty (a longer window may show more)` : '',
     seen.capped ? `only the first ${max.toLocaleString('en')} decisions of the window were read` : '',
+    seen.seen.full ? `the window's requests describe more than ${MAX_LINKS.toLocaleString('en')} entities and links to parents, more than one suggestion holds: no folder is proposed, only the resources used` : '',
   ].filter(Boolean);
   return {
     agent: record.id, version,

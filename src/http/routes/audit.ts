@@ -3,7 +3,7 @@ import { replay } from '../../audit/replay.ts';
 import { PostgresSource } from '../../audit/source.ts';
 import { traceDecision } from '../../audit/trace.ts';
 import { LeashError } from '../../errors.ts';
-import { Problem } from '../schemas.ts';
+import { instantOf, Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 import { adminOn } from '../../humans/admin.ts';
 
@@ -64,7 +64,7 @@ function rangeOf(body: RangeInput) {
   if (body.from !== undefined && body.to !== undefined && body.to < body.from) throw new LeashError('VALIDATION_FAILED', '`to` is before `from`');
   return {
     ...(body.from !== undefined ? { from: body.from } : {}), ...(body.to !== undefined ? { to: body.to } : {}),
-    ...(body.since ? { since: new Date(body.since) } : {}), ...(body.until ? { until: new Date(body.until) } : {}),
+    ...(body.since ? { since: instantOf(body.since, '/body/since') } : {}), ...(body.until ? { until: instantOf(body.until, '/body/until') } : {}),
     maxDecisions: body.maxDecisions ?? MAX_DECISIONS, keep: body.limit ?? 1_000, yieldEvery: 200,
   };
 }

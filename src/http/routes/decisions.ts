@@ -2,7 +2,7 @@ import { Type } from 'typebox';
 import { listDecisions } from '../../audit/decision-query.ts';
 import { LeashError } from '../../errors.ts';
 import { adminOn } from '../../humans/admin.ts';
-import { Id, Problem } from '../schemas.ts';
+import { Id, instantOf, Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 
 // GET /v1/decisions: the decision log, newest first, for an operator looking for a decision to
@@ -31,8 +31,8 @@ export async function decisionRoutes(app: App, deps: ServerDeps): Promise<void> 
     schema: { tags: ['audit'], querystring: DecisionsQuery, response: { 200: Type.Object({ decisions: Type.Array(DecisionSummary), next: Type.Optional(Type.String()) }), 400: Problem, 401: Problem, 403: Problem } },
   }, async (request) => {
     const q = request.query;
-    const since = q.since ? new Date(q.since) : undefined;
-    const until = q.until ? new Date(q.until) : undefined;
+    const since = q.since ? instantOf(q.since, 'querystring/since') : undefined;
+    const until = q.until ? instantOf(q.until, 'querystring/until') : undefined;
     if (since && until && until <= since) throw new LeashError('VALIDATION_FAILED', '`until` is not after `since`');
     const page = await listDecisions(deps.decisions.db, {
       limit: q.limit ? Number(q.limit) : 100,
