@@ -186,7 +186,11 @@ export interface MonitoringHttpRun {
  * after the other, the second answered 14% more decisions a second in a trial on this machine,
  * more than what is measured here.
  */
-export async function benchMonitoringHttp(freshDatabase: () => Promise<string>, options: { seconds: number; connections: number; blocks: number }): Promise<MonitoringHttpRun> {
+/**
+ * `control`: both servers of each pair run with the detectors (the "off" results come from the
+ * second one), the same design otherwise: what the comparison reads when nothing differs.
+ */
+export async function benchMonitoringHttp(freshDatabase: () => Promise<string>, options: { seconds: number; connections: number; blocks: number; control?: boolean }): Promise<MonitoringHttpRun> {
   const blockSeconds = Math.max(1, Math.round(options.seconds / options.blocks));
   const runs = { on: [] as HttpResult[], off: [] as HttpResult[] };
   let allowed = true;
@@ -195,7 +199,7 @@ export async function benchMonitoringHttp(freshDatabase: () => Promise<string>, 
     try {
       for (const mode of order) {
         const databaseUrl = await freshDatabase();
-        const server = await startServer({ DATABASE_URL: databaseUrl, LEASH_MONITORING: mode });
+        const server = await startServer({ DATABASE_URL: databaseUrl, LEASH_MONITORING: options.control ? 'on' : mode });
         servers.push({ mode, server, databaseUrl, token: '' });
       }
       for (const s of servers) {
