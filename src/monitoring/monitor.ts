@@ -143,7 +143,7 @@ export class Monitor {
       found.push({ detector: 'off_hours', evidence: { hour: Math.floor(second / 3600) % 24, share: round(baseline.shareOfHour(second)) } });
     }
     for (const detector of counted) {
-      this.count(agent, detector, second, 1);
+      this.count(agent, detector, second, 1, watched);
       this.sharing.counted(agent, detector, second);
     }
     if (d.decision) found.push(...this.learnUse(agent, watched, request, warm));
@@ -190,10 +190,10 @@ export class Monitor {
     return found;
   }
 
-  private count(agent: string, detector: Counted, second: number, n: number): void {
+  /** `watched`: the agent's, when the caller holds it already (a decision here); else looked up (another node's counts). */
+  private count(agent: string, detector: Counted, second: number, n: number, watched = this.watch(agent, second)): void {
     const config = this.configNow?.();
     if (!config) return;
-    const watched = this.watch(agent, second);
     const { windowSeconds } = config.detectors[detector];
     let ring = watched.rings[detector];
     if (!ring || ring.windowSeconds !== windowSeconds) watched.rings[detector] = ring = new Ring(windowSeconds);
