@@ -31,6 +31,8 @@ import { NodeSigner } from './tokens/node-signer.ts';
 import { RevokedTokens } from './tokens/revoked-tokens.ts';
 import { configureTokens } from './tokens/settings.ts';
 import { signingKeyAggregate } from './tokens/signing-key-stream.ts';
+import { StreamsView } from './ssf/stream.ts';
+import { Transmitter } from './ssf/transmitter.ts';
 
 export interface NodeOptions {
   backend: Backend;
@@ -75,6 +77,8 @@ export interface NodeOptions {
   clock?: () => Date;
   /** `LEASH_METRICS_TOKEN`: a token that reads `/metrics` and nothing else (default: the operator token only). */
   metricsToken?: string | null;
+  /** Tests: security event push retry delays, and how long a poll waits for an event. */
+  ssf?: { backoffMs?: (attempt: number) => number; longPollMs?: number };
 }
 
 export interface LeashNode {
@@ -92,15 +96,20 @@ export interface LeashNode {
   close(): Promise<void>;
 }
 
-/** Everything a node folds from the log: the registry, the policy set in force, the signing keys and revoked tokens. */
+/** Everything a node folds from the log: the registry, the policy set in force, the signing keys, revoked tokens and event streams. */
 class NodeFold {
   position = 0;
+  /** Told (once per turn of the event loop) that the fold moved on: the security event transmitter looks again. */
+  moved: (() => void) | null = null;
+  private told = false;
+
   constructor(
     readonly registry: RegistryView,
     readonly policies: PolicyView,
     readonly keys: LeashKeys,
     readonly revokedTokens: RevokedTokens,
     readonly monitoring: MonitoringView,
+    readonly streams: StreamsView,
   ) {}
 
   apply(e: StoredEvent): void {
@@ -109,7 +118,15 @@ class NodeFold {
     this.policies.apply(e);
     this.keys.apply(e);
     this.revokedTokens.apply(e);
+    this.streams.apply(e);
     this.position = e.position;
+    if (this.moved && !this.told) {
+      this.told = true;
+      queueMicrotask(() => {
+        this.told = false;
+        this.moved?.();
+      });
+    }
   }
 }
 
@@ -170,7 +187,9 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const keys = new LeashKeys();
     const revokedTokens = new RevokedTokens();
     const monitoringView = new MonitoringView();
-    const follower = new Follower(store, new NodeFold(view, policies, keys, revokedTokens, monitoringView), options.pollMs === undefined ? {} : { pollMs: options.pollMs });
+    const streams = new StreamsView();
+    const nodeFold = new NodeFold(view, policies, keys, revokedTokens, monitoringView, streams);
+    const follower = new Follower(store, nodeFold, options.pollMs === undefined ? {} : { pollMs: options.pollMs });
     // A token naming a key not folded yet may come from a node that published it a moment ago.
     keys.onUnknownKey(() => follower.sync());
     await follower.start();
@@ -230,7 +249,16 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       config: options.monitoring === null ? null : typeof options.monitoring === 'object' ? ((fixed) => () => fixed)(options.monitoring) : () => monitoringView.config,
     });
     const approvals = new ApprovalService({ view, commands, follower, ttlSeconds: options.approvalTtlSeconds ?? 300, notify: (a) => notifier.notify(a) });
+    const transmitter = new Transmitter({
+      db: connection.db, store, streams, signer, issuer: options.publicUrl ?? 'http://127.0.0.1:8080', nodeId: options.nodeId,
+      allowPrivateUrls: options.allowPrivateUrls ?? false, head: () => nodeFold.position, log: (fields, message) => warn(fields, message),
+      delivered: () => metrics.setsDelivered.inc(),
+      ...(options.ssf?.backoffMs ? { backoffMs: options.ssf.backoffMs } : {}),
+      ...(options.ssf?.longPollMs !== undefined ? { longPollMs: options.ssf.longPollMs } : {}),
+    });
+    nodeFold.moved = () => transmitter.wake();
     const shutDown = async () => {
+      await transmitter.stop();
       monitor.stop();
       await notifier.stop();
       signer.stop();
@@ -257,7 +285,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         store, view, policies, follower, commands, decisions, cluster,
         adminToken: options.adminToken, pepTokens: options.pepTokens ?? [], nodeId: options.nodeId, logger: options.logger,
         publicUrl: options.publicUrl ?? 'http://127.0.0.1:8080', keys, revokedTokens, signer, tokenAudience: options.tokenAudience ?? 'leash',
-        humanPins: options.humanPins ?? null, approvals, monitor, monitoring: monitoringView, metrics, metricsToken: options.metricsToken ?? null,
+        humanPins: options.humanPins ?? null, approvals, monitor, monitoring: monitoringView, metrics, metricsToken: options.metricsToken ?? null, streams, transmitter,
         ...(options.clock ? { clock: options.clock } : {}),
       });
     } catch (err) {
@@ -265,6 +293,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       throw err;
     }
     warn = (fields, message) => app.log.warn(fields, message);
+    transmitter.start();
     return {
       app,
       connection,

@@ -37,6 +37,9 @@ import type { Monitor } from '../monitoring/monitor.ts';
 import type { MonitoringView } from '../monitoring/monitoring-config.ts';
 import { monitoringRoutes } from './routes/monitoring.ts';
 import { suggestionRoutes } from './routes/suggestion.ts';
+import { ssfRoutes } from './routes/ssf.ts';
+import type { StreamsView } from '../ssf/stream.ts';
+import type { Transmitter } from '../ssf/transmitter.ts';
 
 export interface ServerDeps {
   store: EventStore;
@@ -73,6 +76,10 @@ export interface ServerDeps {
   metricsToken?: string | null;
   /** The detectors' configuration in force, folded from the log. */
   monitoring: MonitoringView;
+  /** The security event streams (Shared Signals), folded from the log. */
+  streams: StreamsView;
+  /** Delivers them: push loops, and the poll endpoint's work. */
+  transmitter: Transmitter;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -174,6 +181,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(decisionRoutes, deps);
   await app.register(metricsRoutes, deps);
   await app.register(oauthRoutes, deps);
+  await app.register(ssfRoutes, deps);
 
   app.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger());
   return app;

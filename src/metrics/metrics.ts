@@ -32,6 +32,7 @@ export class Metrics {
   readonly tokensIssued = new Counter({ name: 'leash_tokens_issued_total', help: 'Access tokens this node issued at POST /oauth/token.', registers: [this.registry] });
   /** The token caches this node's routes decide with (authzen.ts adds its own). */
   readonly tokenCaches: CacheCounts[] = [];
+  readonly setsDelivered = new Counter({ name: 'leash_ssf_sets_delivered_total', help: 'Security events this node pushed to a receiver that took them.', registers: [this.registry] });
   readonly anomalies = new Counter({ name: 'leash_anomalies_total', help: 'Findings this node recorded, by detector.', labelNames: ['detector'] as const, registers: [this.registry] });
 
   constructor(sources: MetricSources) {

@@ -51,10 +51,32 @@ export interface ClientAssertionJtisTable {
   expires_at: ColumnType<Date, Date | string, Date | string>;
 }
 
+/** Where each security event stream's delivery stands, and who pushes it (migration 0012). */
+export interface SsfDeliveriesTable {
+  stream_id: string;
+  position: ColumnType<string, string | number, string | number>;
+  owner: string | null;
+  lease_until: ColumnType<Date | null, Date | string | null, Date | string | null>;
+}
+
+export interface SsfAcksTable {
+  stream_id: string;
+  position: ColumnType<string, string | number, never>;
+}
+
+export interface SsfPushCredentialsTable {
+  id: string;
+  stream_id: string;
+  authorization_header: string;
+}
+
 export interface Database {
   events: EventsTable;
   decisions: DecisionsTable;
   audit_archive: AuditArchiveTable;
   client_assertion_jtis: ClientAssertionJtisTable;
+  ssf_deliveries: SsfDeliveriesTable;
+  ssf_acks: SsfAcksTable;
+  ssf_push_credentials: SsfPushCredentialsTable;
   deployment: { one: boolean; id: string; created_at: Date };
 }

@@ -118,24 +118,44 @@ export interface OutboundOptions {
 export const OUTBOUND_TIMEOUT_MS = 2_000;
 export const OUTBOUND_MAX_BYTES = 64 * 1024;
 
+/** The URL checked and its host resolved and vetted, under one deadline: where exactly a request may go. */
+async function vetted(href: string, options: OutboundOptions, given?: AbortSignal) {
+  const { allowPrivateUrls, timeoutMs = OUTBOUND_TIMEOUT_MS, maxBytes = OUTBOUND_MAX_BYTES, resolve = systemResolver } = options;
+  const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(given ? [given] : [])]);
+  const url = new URL(href);
+  const problem = urlProblem(url, allowPrivateUrls);
+  if (problem) throw new OutboundFailure(`the URL ${problem}`);
+  // (Resolved as written, a trailing dot included: that is the name the URL means.)
+  const addresses = await vettedAddresses(url.hostname.replace(/^\[(.*)\]$/, '$1'), allowPrivateUrls, resolve, signal);
+  return { url, addresses, signal, maxBytes };
+}
+
 /**
  * GET `href` under the rules above and give back its 200 response, fully read, as a fetch
  * `Response` (the shape jose's `customFetch` expects). Any other outcome throws, with an
  * `OutboundFailure` whose message says why (for the log).
  */
 export async function outboundGet(href: string, init: { headers?: Headers | Record<string, string>; signal?: AbortSignal }, options: OutboundOptions): Promise<Response> {
-  const { allowPrivateUrls, timeoutMs = OUTBOUND_TIMEOUT_MS, maxBytes = OUTBOUND_MAX_BYTES, resolve = systemResolver } = options;
-  const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(init.signal ? [init.signal] : [])]);
-  const url = new URL(href);
-  const problem = urlProblem(url, allowPrivateUrls);
-  if (problem) throw new OutboundFailure(`the URL ${problem}`);
-  // (Resolved as written, a trailing dot included: that is the name the URL means.)
-  const addresses = await vettedAddresses(url.hostname.replace(/^\[(.*)\]$/, '$1'), allowPrivateUrls, resolve, signal);
-  const { status, headers, body } = await get(url, addresses, new Headers(init.headers), signal, maxBytes);
+  const { url, addresses, signal, maxBytes } = await vetted(href, options, init.signal);
+  const { status, headers, body } = await exchange(url, addresses, { method: 'GET', headers: new Headers(init.headers), readErrorBody: false }, signal, maxBytes);
   // A redirect is refused, not followed: its target never went through these checks.
   if (status >= 300 && status < 400) throw new OutboundFailure(`HTTP ${status}: redirects are not followed`);
   if (status !== 200) throw new OutboundFailure(`HTTP ${status}`);
   return new Response(body, { status, headers: { 'content-type': String(headers['content-type'] ?? '') } });
+}
+
+/**
+ * POST `body` to `href` under the same rules (a security event pushed to its receiver):
+ * whatever the status, it comes back with at most `maxBytes` of the response body; a redirect
+ * is a status like any other, never followed. Throws an `OutboundFailure` when no answer came
+ * (refused URL or address, timeout, connection failure).
+ */
+export async function outboundPost(href: string, init: { headers: Record<string, string>; body: string; signal?: AbortSignal }, options: OutboundOptions): Promise<{ status: number; body: Buffer }> {
+  const { url, addresses, signal, maxBytes } = await vetted(href, options, init.signal);
+  const headers = new Headers(init.headers);
+  headers.set('content-length', String(Buffer.byteLength(init.body)));
+  const { status, body } = await exchange(url, addresses, { method: 'POST', headers, body: init.body, readErrorBody: true }, signal, maxBytes);
+  return { status, body };
 }
 
 /** What the host resolves to, every address public (or private ones allowed): else refused. */
@@ -168,8 +188,17 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-/** One GET to exactly `addresses` (the name is kept for the Host header, SNI and the certificate check). */
-function get(url: URL, addresses: LookupAddress[], headers: Headers, signal: AbortSignal, maxBytes: number): Promise<{ status: number; headers: IncomingMessage['headers']; body: Buffer }> {
+interface Exchange {
+  method: 'GET' | 'POST';
+  headers: Headers;
+  body?: string;
+  /** Read the body of a response other than 200 too (else only its status counts). */
+  readErrorBody: boolean;
+}
+
+/** One request to exactly `addresses` (the name is kept for the Host header, SNI and the certificate check). */
+function exchange(url: URL, addresses: LookupAddress[], request: Exchange, signal: AbortSignal, maxBytes: number): Promise<{ status: number; headers: IncomingMessage['headers']; body: Buffer }> {
+  const { headers } = request;
   // Node asks `lookup` for the name it was given; the answer is the addresses checked above,
   // whatever DNS would say now. (For an address literal Node does not ask at all.)
   const pinned: LookupFunction = (_hostname, lookupOptions, callback) => {
@@ -186,7 +215,7 @@ function get(url: URL, addresses: LookupAddress[], headers: Headers, signal: Abo
       reject(new OutboundFailure(reason));
     };
     const req = send(url, {
-      method: 'GET',
+      method: request.method,
       headers: Object.fromEntries(headers),
       lookup: pinned,
       agent: false, // a fresh connection: no pooled socket from an earlier, differently checked fetch
@@ -198,7 +227,7 @@ function get(url: URL, addresses: LookupAddress[], headers: Headers, signal: Abo
     req.on('error', (err: NodeJS.ErrnoException) => fail(`request failed: ${err.code ?? err.message}`));
     req.once('response', (res) => {
       const length = Number(res.headers['content-length']);
-      if (res.statusCode !== 200) {
+      if (res.statusCode !== 200 && !request.readErrorBody) {
         // Nothing of the body is wanted: the status decides.
         settled = true;
         req.destroy();
@@ -218,9 +247,9 @@ function get(url: URL, addresses: LookupAddress[], headers: Headers, signal: Abo
       res.once('end', () => {
         if (settled) return;
         settled = true;
-        resolve({ status: 200, headers: res.headers, body: Buffer.concat(chunks) });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
       });
     });
-    req.end();
+    req.end(request.body);
   });
 }

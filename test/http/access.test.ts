@@ -19,7 +19,7 @@ beforeAll(async () => {
 });
 afterAll(async () => node?.close());
 
-const PUBLIC = ['/healthz', '/readyz', '/.well-known/authzen-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json', '/openapi.json'];
+const PUBLIC = ['/healthz', '/readyz', '/.well-known/authzen-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json', '/.well-known/ssf-configuration', '/openapi.json'];
 /** Public, and POST: the client assertion in the body is the authentication (at /oauth/revoke, or the operator token, checked by the route). */
 const PUBLIC_POST = ['/oauth/revoke', '/oauth/token'];
 

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LeashError } from '../../src/errors.ts';
 import { checkPins } from '../../src/tokens/pins.ts';
 import { configureTokens, tokenSettings } from '../../src/tokens/settings.ts';
@@ -24,6 +24,8 @@ const privateHosts = [
 ];
 
 describe('a jwksUri at registration', () => {
+  // The settings are the process's: start from the defaults whatever ran before in this worker.
+  beforeEach(() => configureTokens());
   afterEach(() => configureTokens());
 
   it.each(privateHosts)('%s is INVALID_CREDENTIALS without LEASH_ALLOW_PRIVATE_URLS, accepted with it', async (jwksUri) => {
