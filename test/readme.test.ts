@@ -158,5 +158,9 @@ describe('the README', () => {
     expect(stdout).toMatch(/all 39 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);
+    // The security event stream: the revoke polled as a CAEP session-revoked SET, then acknowledged; a Prometheus scrape.
+    expect(stdout).toMatch(/^temp-bot https:\/\/schemas\.openid\.net\/secevent\/caep\/event-type\/session-revoked end of the demo$/m);
+    expect(stdout).toMatch(/^\{"sets":\{\},"moreAvailable":false\}$/m);
+    expect(stdout).toMatch(/^leash_decisions_total\{decision="allow",layer="all"\} \d+$/m);
   }, 300_000);
 });
