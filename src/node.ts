@@ -93,6 +93,8 @@ export interface LeashNode {
   keys: LeashKeys;
   /** This node's own signing key (its private half never leaves this object). */
   signer: NodeSigner;
+  /** The security event streams, folded from the log. */
+  streams: StreamsView;
   close(): Promise<void>;
 }
 
@@ -304,6 +306,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       cluster,
       keys,
       signer,
+      streams,
       async close() {
         // Stop answering first (in-flight requests finish), then leave the broadcast: a node
         // that others no longer wait for must not be deciding any more.

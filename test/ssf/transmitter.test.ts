@@ -395,4 +395,30 @@ describe('delivery survives a receiver down and a transmitter restart (real Post
       await receiver.stop();
     }
   }, 40_000);
+
+  it('two nodes on one database: one of them pushes the stream, and each SET arrives once, whichever node made the change', async () => {
+    const backend = await freshPostgres();
+    const receiver = new PushReceiver();
+    const endpoint = await receiver.start();
+    const a = await startTestNode(backend, { nodeId: 'a' });
+    const b = await startTestNode(backend, { nodeId: 'b' });
+    try {
+      await seedPrincipals(a);
+      const stream = (await a.api('POST', '/ssf/stream', { delivery: { method: 'urn:ietf:rfc:8935', endpoint_url: endpoint }, events_requested: [SESSION_REVOKED] })).body.stream_id;
+      await eventually(() => b.streams.get(stream), 3000);
+      const ids = ['t1', 't2', 't3', 't4', 't5', 't6'];
+      for (const [i, id] of ids.entries()) {
+        const node = i % 2 === 0 ? a : b;
+        await register(node, id);
+        expect((await revoke(node, id)).status).toBe(200);
+      }
+      await eventually(() => receiver.received.length >= 6, 5000);
+      await new Promise((r) => setTimeout(r, 500));
+      const claims = await claimsOf(a, receiver.received.map((r) => r.body), stream);
+      expect(claims.map((c) => c.sub_id.id)).toEqual(ids);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await receiver.stop();
+    }
+  });
 });
