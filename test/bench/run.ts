@@ -20,7 +20,9 @@ import type { DecisionRow } from './decisions.ts';
 import { benchHttp, benchHttpTwoNodes, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
 import { benchTokens } from './tokens.ts';
+import { fileURLToPath } from 'node:url';
 import { benchApprovals } from './approvals.ts';
+import { benchSetDelivery } from './ssf.ts';
 import { benchContainment, benchMonitoringHttp, type MemoryRun, type ObserveRun } from './monitoring.ts';
 
 const CLIENTS = 32;
@@ -43,6 +45,7 @@ const TOKEN_AGENTS = Number(process.env.BENCH_TOKEN_AGENTS ?? 32);
 const FLOOR_SECONDS = Number(process.env.BENCH_FLOOR_SECONDS ?? 5);
 /** Approval round trips measured (after 50 of warm-up), in 10 blocks alternating with the baseline's. */
 const APPROVAL_ROUNDS = Number(process.env.BENCH_APPROVAL_ROUNDS ?? 500);
+const SET_DELIVERIES = Number(process.env.BENCH_SET_DELIVERIES ?? 300);
 /** Agents the monitor's memory is measured at (the target is at 100,000, the most a node keeps). */
 const MONITOR_AGENTS = Number(process.env.BENCH_MONITOR_AGENTS ?? 100_000);
 /** In-process decisions timed each way, with the detectors and without. */
@@ -418,6 +421,21 @@ async function benchApprovalRow(databaseUrl: string): Promise<void> {
   console.log(rows[rows.length - 1]);
 }
 
+async function benchSetDeliveryRow(databaseUrl: string): Promise<void> {
+  const run = await benchSetDelivery(databaseUrl, fileURLToPath(new URL('../../cedar', import.meta.url)), SET_DELIVERIES);
+  rows.push({
+    key: 'security event delivery (push):',
+    what: `security event delivery (push): ${fmt(run.sets)} agents revoked one at a time, each SET pushed to a receiver on loopback; from the commit of the revocation to the receiver holding the SET`,
+    backend: 'PostgreSQL',
+    figure: `${fmt(run.sets)} SETs`,
+    median: ms(run.delivery.median),
+    p99: ms(run.delivery.p99),
+    baseline: `the outbound POST alone of a body the same size, same receiver, same run: median ${ms(run.baseline.median)}, p99 ${ms(run.baseline.p99)}`,
+    target: '≤ 100 ms p99',
+  });
+  console.log(rows[rows.length - 1]);
+}
+
 async function benchAuditRows(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'leash-bench-audit-'));
   try {
@@ -565,6 +583,7 @@ async function main(): Promise<void> {
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
     await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
     await section('monitoring', () => benchMonitoringRows(server.url));
+    await section('ssf', async () => benchSetDeliveryRow((await freshDatabase(server.url)).url));
     await section('audit', benchAuditRows);
     await section('appends', async () => {
       await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
@@ -605,7 +624,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], ssf: ['security event delivery'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -766,6 +785,15 @@ function howToRead(): string {
   three calls. The baseline is three plain decisions in a row (a payment under the limit, allowed),
   so the difference is what the approval costs beyond three round trips; the two in ${APPROVAL_ROUNDS / 10}-round
   blocks alternating, after 50 of each to warm up.
+- **security event delivery**: one node in the benchmark's process on PostgreSQL, the example
+  policies of \`cedar/\`, one push stream (RFC 8935) to a node:http receiver on loopback that
+  answers 202. ${fmt(SET_DELIVERIES)} agents (after 20 to warm up) are revoked one at a time, the next once the
+  previous SET has arrived; each latency runs from the node's own commit of the \`AgentRevoked\`
+  event (its commit listener, the moment the event is durable) to the receiver having read the
+  SET: the delivery loop woken, the log read from the stream's cursor, the SET signed (ES256) and
+  POSTed, the cursor moved after the 202 counts for the next one, not this one. The baseline is
+  the outbound POST alone (the same rules: address vetting, a fresh connection) of a body the size
+  of a SET to the same receiver, in the same run.
 - **monitor memory**: a \`Monitor\` (src/monitoring/monitor.ts) over ${fmt(MONITOR_AGENTS)} agents, in a process
   of its own started with \`--expose-gc\`, on an in-process bus, with nothing to record (no detector fires).
   The registry view is a stand-in: a Map of active records with no findings, which is all the
