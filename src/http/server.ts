@@ -38,6 +38,7 @@ import type { MonitoringView } from '../monitoring/monitoring-config.ts';
 import { monitoringRoutes } from './routes/monitoring.ts';
 import { suggestionRoutes } from './routes/suggestion.ts';
 import { ssfRoutes } from './routes/ssf.ts';
+import { consoleRoutes } from './routes/console.ts';
 import type { StreamsView } from '../ssf/stream.ts';
 import type { Transmitter } from '../ssf/transmitter.ts';
 
@@ -182,6 +183,7 @@ export async function buildServer(deps: ServerDeps): Promise<App> {
   await app.register(metricsRoutes, deps);
   await app.register(oauthRoutes, deps);
   await app.register(ssfRoutes, deps);
+  await app.register(consoleRoutes);
 
   app.get('/openapi.json', { config: { access: 'public' }, schema: { hide: true } }, async () => app.swagger());
   return app;

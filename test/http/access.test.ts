@@ -19,7 +19,8 @@ beforeAll(async () => {
 });
 afterAll(async () => node?.close());
 
-const PUBLIC = ['/healthz', '/readyz', '/.well-known/authzen-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json', '/.well-known/ssf-configuration', '/openapi.json'];
+const PUBLIC = ['/healthz', '/readyz', '/.well-known/authzen-configuration', '/.well-known/oauth-authorization-server', '/.well-known/jwks.json', '/.well-known/ssf-configuration', '/openapi.json',
+  '/console/', '/console/app.js', '/console/style.css', '/console/vendor/preact.mjs', '/console/vendor/hooks.mjs', '/console/vendor/htm.mjs'];
 /** Public, and POST: the client assertion in the body is the authentication (at /oauth/revoke, or the operator token, checked by the route). */
 const PUBLIC_POST = ['/oauth/revoke', '/oauth/token'];
 
@@ -63,10 +64,11 @@ function disguises(url: string): string[] {
 }
 
 describe('every route declares who may call it', () => {
-  it('the router knows every route with its access, and only health, readiness, the metadata documents, the JWKS, the token and revocation endpoints are public', () => {
+  it('the router knows every route with its access, and only health, readiness, the metadata documents, the JWKS, the token and revocation endpoints and the console\'s static files are public', () => {
     const routes = node.app.routeAccess;
     expect(routes.length).toBeGreaterThan(20);
-    expect([...new Set(routes.filter((r) => r.access === 'public').map((r) => r.url))].sort()).toEqual([...PUBLIC, ...PUBLIC_POST].sort());
+    expect([...new Set(routes.filter((r) => r.access === 'public').map((r) => r.url))].sort()).toEqual([...PUBLIC, ...PUBLIC_POST, '/console'].sort());
+    expect(routes.filter((r) => r.url.startsWith('/ssf/')).every((r) => r.access === 'operator')).toBe(true);
     expect(routes.filter((r) => PUBLIC_POST.includes(r.url)).map((r) => r.method)).toEqual(['POST', 'POST']);
     expect(routes.find((r) => r.url === '/oauth/introspect')).toMatchObject({ method: 'POST', access: 'decider' });
     expect(routes.filter((r) => r.url.startsWith('/access/')).every((r) => r.access === 'decider')).toBe(true);
@@ -99,7 +101,8 @@ describe('every route declares who may call it', () => {
   it('the OpenAPI document states the same access as the router', async () => {
     const doc = (await node.api('GET', '/openapi.json', undefined, {}, null)).body;
     for (const route of node.app.routeAccess) {
-      if (route.url === '/openapi.json' || route.method === 'HEAD') continue;
+      // The document itself, and the console's static files, are not API.
+      if (route.url === '/openapi.json' || route.url.startsWith('/console') || route.method === 'HEAD') continue;
       const path = route.url.replace(/:(\w+)/g, '{$1}');
       const op = doc.paths[path][route.method.toLowerCase()];
       const security = op.security ?? doc.security;
@@ -172,6 +175,7 @@ describe('bearer tokens', () => {
 
   it('public routes answer without a token, however their path is spelled', async () => {
     for (const url of PUBLIC) expect((await node.api('GET', url, undefined, {}, null)).status, url).toBe(200);
+    expect((await node.api('GET', '/console', undefined, {}, null)).headers.location).toBe('/console/');
     expect((await node.api('GET', '/health%7A', undefined, {}, null)).status).toBe(200);
   });
 });

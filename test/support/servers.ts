@@ -4,11 +4,11 @@ import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-// Real PostgreSQL and nats-server for tests and benchmarks: Debian packages, free ports,
-// temp dirs, stopped afterwards. Installed on the spot when running as root with apt;
+// Real PostgreSQL and nats-server for tests and benchmarks (and Chromium for the console's
+// browser tests): Debian packages, free ports, temp dirs, stopped afterwards. Installed on the spot when running as root with apt;
 // otherwise the error names the exact command to run. Never skipped, never mocked.
 
-const APT_PACKAGES = ['postgresql', 'nats-server'];
+const APT_PACKAGES = ['postgresql', 'nats-server', 'chromium'];
 const INSTALL_HINT = `sudo apt-get update && sudo apt-get install -y ${APT_PACKAGES.join(' ')}`;
 
 const isRoot = () => process.getuid?.() === 0;
@@ -29,12 +29,15 @@ function natsServerBin(): string | null {
   return null;
 }
 
-/** Makes sure both servers are installed, installing them with apt when we may. */
-export function ensureServerPackages(): { pgBin: string; natsBin: string } {
+const chromiumBin = (): string | null => ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p)) ?? null;
+
+/** Makes sure the servers and the browser are installed, installing them with apt when we may. */
+export function ensureServerPackages(): { pgBin: string; natsBin: string; chromium: string } {
   let pgBin = postgresBinDir();
   let natsBin = natsServerBin();
-  if (pgBin && natsBin) return { pgBin, natsBin };
-  const missing = [!pgBin && 'postgresql', !natsBin && 'nats-server'].filter(Boolean).join(' and ');
+  let chromium = chromiumBin();
+  if (pgBin && natsBin && chromium) return { pgBin, natsBin, chromium };
+  const missing = [!pgBin && 'postgresql', !natsBin && 'nats-server', !chromium && 'chromium'].filter(Boolean).join(' and ');
   if (!isRoot() || !existsSync('/usr/bin/apt-get')) {
     throw new Error(`The integration tests need ${missing} (Debian packages). Install them with:\n\n  ${INSTALL_HINT}\n`);
   }
@@ -44,8 +47,9 @@ export function ensureServerPackages(): { pgBin: string; natsBin: string } {
   execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...APT_PACKAGES], { stdio: 'inherit', env });
   pgBin = postgresBinDir();
   natsBin = natsServerBin();
-  if (!pgBin || !natsBin) throw new Error(`apt-get finished but ${missing} is still missing; try: ${INSTALL_HINT}`);
-  return { pgBin, natsBin };
+  chromium = chromiumBin();
+  if (!pgBin || !natsBin || !chromium) throw new Error(`apt-get finished but ${missing} is still missing; try: ${INSTALL_HINT}`);
+  return { pgBin, natsBin, chromium };
 }
 
 export function freePort(): Promise<number> {
