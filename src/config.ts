@@ -46,9 +46,11 @@ export interface Config {
   monitoring: boolean;
   /** `LEASH_METRICS_TOKEN`: a token that reads `GET /metrics` and nothing else; null: the operator token only. */
   metricsToken: string | null;
+  /** `LEASH_METRICS`: `on` (default) keeps the metrics `GET /metrics` shows; `off` keeps none (measuring what they cost). */
+  metrics: boolean;
 }
 
-export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS' | 'LEASH_APPROVAL_TTL_SECONDS' | 'LEASH_APPROVAL_WEBHOOK' | 'LEASH_MONITORING' | 'LEASH_METRICS_TOKEN', string>>;
+export type ConfigInput = Partial<Record<'PORT' | 'HOST' | 'DATABASE_URL' | 'NATS_URL' | 'LEASH_DATA_DIR' | 'LEASH_CEDAR_DIR' | 'LEASH_NODE_ID' | 'LEASH_ADMIN_TOKEN' | 'LEASH_PEP_TOKENS' | 'LOG_LEVEL' | 'LEASH_STALENESS_MS' | 'LEASH_WATCHDOG_MS' | 'LEASH_ALLOW_PRIVATE_URLS' | 'LEASH_MAX_DELEGATION_DEPTH' | 'LEASH_PUBLIC_URL' | 'LEASH_TOKEN_AUDIENCE' | 'LEASH_HUMAN_ISSUER' | 'LEASH_HUMAN_AUDIENCE' | 'LEASH_HUMAN_JWKS_URI' | 'LEASH_HUMAN_JWKS_FILE' | 'LEASH_HUMAN_ALGORITHMS' | 'LEASH_APPROVAL_TTL_SECONDS' | 'LEASH_APPROVAL_WEBHOOK' | 'LEASH_MONITORING' | 'LEASH_METRICS_TOKEN' | 'LEASH_METRICS', string>>;
 
 /** Reads SPEC §1 settings; CLI flags arrive here under the same names as the env vars. */
 export function loadConfig(env: ConfigInput = process.env): Config {
@@ -93,6 +95,8 @@ export function loadConfig(env: ConfigInput = process.env): Config {
   }
   const monitoring = env.LEASH_MONITORING || 'on';
   if (monitoring !== 'on' && monitoring !== 'off') throw new Error(`LEASH_MONITORING must be on or off, got ${JSON.stringify(env.LEASH_MONITORING).slice(0, 40)}`);
+  const metrics = env.LEASH_METRICS || 'on';
+  if (metrics !== 'on' && metrics !== 'off') throw new Error(`LEASH_METRICS must be on or off, got ${JSON.stringify(env.LEASH_METRICS).slice(0, 40)}`);
   const metricsToken = env.LEASH_METRICS_TOKEN || null;
   if (metricsToken !== null && !/^[\x21-\x7e]{16,4096}$/.test(metricsToken)) throw new Error('LEASH_METRICS_TOKEN must be 16 to 4096 visible ASCII characters');
   const pepTokens = (env.LEASH_PEP_TOKENS ?? '').split(',').map((t) => t.trim()).filter(Boolean);
@@ -119,6 +123,7 @@ export function loadConfig(env: ConfigInput = process.env): Config {
     approvalWebhook,
     monitoring: monitoring === 'on',
     metricsToken,
+    metrics: metrics === 'on',
   };
 }
 

@@ -77,6 +77,8 @@ export interface NodeOptions {
   clock?: () => Date;
   /** `LEASH_METRICS_TOKEN`: a token that reads `/metrics` and nothing else (default: the operator token only). */
   metricsToken?: string | null;
+  /** `LEASH_METRICS`: false keeps no metrics (`GET /metrics` is a 404), to measure what they cost (default true). */
+  metrics?: boolean;
   /** Tests: security event push retry delays, and how long a poll waits for an event. */
   ssf?: { backoffMs?: (attempt: number) => number; longPollMs?: number };
 }
@@ -209,7 +211,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     });
     const offCommit = store.onCommit((_, events) => cluster.broadcast(events));
     cluster.start();
-    const metrics = new Metrics({
+    const metrics = new Metrics(options.metrics ?? true, {
       nodesLive: () => cluster.liveNodes().length,
       approvalsPending: () => {
         const now = new Date();
@@ -218,8 +220,10 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         return n;
       },
     });
-    store.timed = (s) => metrics.eventAppendSeconds.observe(s);
-    cluster.timed = { fence: (s) => metrics.fenceSeconds.observe(s), lag: (s) => metrics.broadcastLagSeconds.observe(s) };
+    if (metrics.enabled) {
+      store.timed = (s) => metrics.eventAppendSeconds.observe(s);
+      cluster.timed = { fence: (s) => metrics.fenceSeconds.observe(s), lag: (s) => metrics.broadcastLagSeconds.observe(s) };
+    }
     // Without NATS, nodes sharing a Postgres still hear each other's commits by NOTIFY
     // (fences then count this node only); PGlite has one node only.
     const listener = options.backend.kind === 'postgres' && bus instanceof InProcessBus ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
@@ -280,7 +284,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       throw err;
     }
     const decisions = new DecisionLog(connection.db);
-    decisions.timed = (s) => metrics.decisionLogCommitSeconds.observe(s);
+    if (metrics.enabled) decisions.timed = (s) => metrics.decisionLogCommitSeconds.observe(s);
     let app: App;
     try {
       app = await buildServer({

@@ -72,6 +72,12 @@ describe('configuration', () => {
     for (const bad of ['OFF', '0', 'false', 'no', ' off']) expect(() => loadConfig({ LEASH_MONITORING: bad }), bad).toThrow(/LEASH_MONITORING must be on or off/);
   });
 
+  it('LEASH_METRICS: on by default, off only when said exactly', () => {
+    expect(loadConfig({}).metrics).toBe(true);
+    expect(loadConfig({ LEASH_METRICS: 'off' }).metrics).toBe(false);
+    for (const bad of ['OFF', '0', 'false', ' on']) expect(() => loadConfig({ LEASH_METRICS: bad }), bad).toThrow(/LEASH_METRICS must be on or off/);
+  });
+
   it('LEASH_APPROVAL_TTL_SECONDS (default 300, 10..86400) and LEASH_APPROVAL_WEBHOOK (an http(s) URL, named in no error)', () => {
     expect(loadConfig({})).toMatchObject({ approvalTtlSeconds: 300, approvalWebhook: null });
     expect(loadConfig({ LEASH_APPROVAL_TTL_SECONDS: '60', LEASH_APPROVAL_WEBHOOK: 'https://hooks.example/leash?key=k' })).toMatchObject({ approvalTtlSeconds: 60, approvalWebhook: 'https://hooks.example/leash?key=k' });

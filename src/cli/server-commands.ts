@@ -29,6 +29,7 @@ withServerFlags(program.command('serve').description('run a Leash node (embedded
     approvalWebhook: config.approvalWebhook,
     monitoring: config.monitoring ? 'log' : null,
     metricsToken: config.metricsToken,
+    metrics: config.metrics,
     // JSON lines for a log collector; on a terminal, pino-pretty makes them readable (same fields, same redaction).
     logger: {
       level: config.logLevel, redact: ['req.headers.authorization', 'req.headers["idempotency-key"]'],

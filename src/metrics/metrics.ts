@@ -35,7 +35,9 @@ export class Metrics {
   readonly setsDelivered = new Counter({ name: 'leash_ssf_sets_delivered_total', help: 'Security events this node pushed to a receiver that took them.', registers: [this.registry] });
   readonly anomalies = new Counter({ name: 'leash_anomalies_total', help: 'Findings this node recorded, by detector.', labelNames: ['detector'] as const, registers: [this.registry] });
 
-  constructor(sources: MetricSources) {
+  /** `enabled` false (LEASH_METRICS=off): nothing is kept, `decided` does nothing and the hooks are not wired (node.ts). */
+  constructor(readonly enabled: boolean, sources: MetricSources) {
+    if (!enabled) return;
     collectDefaultMetrics({ register: this.registry });
     new Gauge({ name: 'leash_nodes_live', help: 'Nodes this node counts in its fences (itself included).', registers: [this.registry], collect() { this.set(sources.nodesLive()); } });
     new Gauge({ name: 'leash_approvals_pending', help: 'Approvals waiting for an answer.', registers: [this.registry], collect() { this.set(sources.approvalsPending()); } });
@@ -53,6 +55,7 @@ export class Metrics {
   }
 
   decided(decision: boolean, layer: string, seconds: number): void {
+    if (!this.enabled) return;
     const key = `${decision}\n${layer}`;
     let child = this.byOutcome.get(key);
     if (!child) this.byOutcome.set(key, (child = this.decisions.labels(decision ? 'allow' : 'deny', layer)));

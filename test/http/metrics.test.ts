@@ -120,4 +120,16 @@ describe('GET /metrics', () => {
       expect(res.statusCode, url).toBe(401);
     }
   });
+
+  it('LEASH_METRICS=off: the node keeps none, and /metrics is a 404 that says so', async () => {
+    const off = await startTestNode(freshPglite(), { metrics: false });
+    try {
+      const res = await off.api('GET', '/metrics');
+      expect(res.status).toBe(404);
+      expect(res.body).toMatchObject({ code: 'NOT_FOUND', detail: expect.stringMatching(/LEASH_METRICS=off/) });
+      expect((await off.api('GET', '/metrics', undefined, {}, null)).status).toBe(401);
+    } finally {
+      await off.close();
+    }
+  });
 });

@@ -1,3 +1,4 @@
+import { LeashError } from '../../errors.ts';
 import type { App, ServerDeps } from '../server.ts';
 
 // GET /metrics: Prometheus' text format, for the operator token or the metrics token
@@ -5,6 +6,7 @@ import type { App, ServerDeps } from '../server.ts';
 
 export async function metricsRoutes(app: App, deps: ServerDeps): Promise<void> {
   app.get('/metrics', { config: { access: 'metrics' }, schema: { tags: ['operations'], description: 'Prometheus text exposition format' } }, async (_request, reply) => {
+    if (!deps.metrics.enabled) throw new LeashError('NOT_FOUND', 'this node keeps no metrics (LEASH_METRICS=off)');
     void reply.header('content-type', deps.metrics.contentType).header('cache-control', 'no-store');
     return deps.metrics.text();
   });
