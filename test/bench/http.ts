@@ -10,7 +10,8 @@ import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'j
 import { grantToken, requestToken } from '../../src/tokens/request.ts';
 import { serveLeash, type ServeProcess } from '../support/serve.ts';
 
-const ADMIN = 'bench-operator-token-0123456789';
+export const BENCH_ADMIN = 'bench-operator-token-0123456789';
+const ADMIN = BENCH_ADMIN;
 export const PEP = 'bench-pep-token-0123456789abcdef';
 
 export interface HttpResult {

@@ -191,6 +191,17 @@ export interface MonitoringHttpRun {
  * second one), the same design otherwise: what the comparison reads when nothing differs.
  */
 export async function benchMonitoringHttp(freshDatabase: () => Promise<string>, options: { seconds: number; connections: number; blocks: number; control?: boolean }): Promise<MonitoringHttpRun> {
+  return benchHttpPair(freshDatabase, { ...options, env: (mode) => ({ LEASH_MONITORING: options.control ? 'on' : mode }) });
+}
+
+/**
+ * Two `leash serve` processes that differ by `env(mode)` (and what `prepare` does to the "on"
+ * one), compared as described above: the design of the monitoring row, for any setting.
+ */
+export async function benchHttpPair(
+  freshDatabase: () => Promise<string>,
+  options: { seconds: number; connections: number; blocks: number; env: (mode: 'on' | 'off') => Record<string, string>; prepare?: (url: string, mode: 'on' | 'off') => Promise<void> },
+): Promise<MonitoringHttpRun> {
   const blockSeconds = Math.max(1, Math.round(options.seconds / options.blocks));
   const runs = { on: [] as HttpResult[], off: [] as HttpResult[] };
   let allowed = true;
@@ -199,11 +210,12 @@ export async function benchMonitoringHttp(freshDatabase: () => Promise<string>, 
     try {
       for (const mode of order) {
         const databaseUrl = await freshDatabase();
-        const server = await startServer({ DATABASE_URL: databaseUrl, LEASH_MONITORING: options.control ? 'on' : mode });
+        const server = await startServer({ DATABASE_URL: databaseUrl, ...options.env(mode) });
         servers.push({ mode, server, databaseUrl, token: '' });
       }
       for (const s of servers) {
         s.token = await mint((await seed(s.server.url)).privateKey, 0);
+        await options.prepare?.(s.server.url, s.mode);
         const probe = await request(`${s.server.url}/access/v1/evaluation`, 'POST', { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body(s.token));
         allowed &&= (JSON.parse(probe.text) as { decision?: boolean }).decision === true;
       }

@@ -20,10 +20,12 @@ import type { DecisionRow } from './decisions.ts';
 import { benchHttp, benchHttpTwoNodes, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
 import { benchTokens } from './tokens.ts';
+import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { benchApprovals } from './approvals.ts';
 import { benchSetDelivery } from './ssf.ts';
-import { benchContainment, benchMonitoringHttp, type MemoryRun, type ObserveRun } from './monitoring.ts';
+import { benchContainment, benchHttpPair, benchMonitoringHttp, type MemoryRun, type ObserveRun } from './monitoring.ts';
+import { BENCH_ADMIN } from './http.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -421,8 +423,8 @@ async function benchApprovalRow(databaseUrl: string): Promise<void> {
   console.log(rows[rows.length - 1]);
 }
 
-async function benchSetDeliveryRow(databaseUrl: string): Promise<void> {
-  const run = await benchSetDelivery(databaseUrl, fileURLToPath(new URL('../../cedar', import.meta.url)), SET_DELIVERIES);
+async function benchOperationsRows(adminUrl: string): Promise<void> {
+  const run = await benchSetDelivery((await freshDatabase(adminUrl)).url, fileURLToPath(new URL('../../cedar', import.meta.url)), SET_DELIVERIES);
   rows.push({
     key: 'security event delivery (push):',
     what: `security event delivery (push): ${fmt(run.sets)} agents revoked one at a time, each SET pushed to a receiver on loopback; from the commit of the revocation to the receiver holding the SET`,
@@ -434,6 +436,38 @@ async function benchSetDeliveryRow(databaseUrl: string): Promise<void> {
     target: '≤ 100 ms p99',
   });
   console.log(rows[rows.length - 1]);
+
+  // Metrics kept and a push stream configured (its receiver answers 202), against neither.
+  const receiver = createServer((req, res) => req.resume().on('end', () => res.writeHead(202).end()));
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const endpoint = `http://127.0.0.1:${(receiver.address() as { port: number }).port}/events`;
+  try {
+    const connections = HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!;
+    const http = await benchHttpPair(async () => (await freshDatabase(adminUrl)).url, {
+      seconds: HTTP_SECONDS, connections, blocks: MONITOR_HTTP_BLOCKS,
+      env: (mode) => ({ LEASH_METRICS: mode, LEASH_ALLOW_PRIVATE_URLS: '1' }),
+      prepare: async (url, mode) => {
+        if (mode === 'off') return;
+        const res = await fetch(`${url}/ssf/stream`, { method: 'POST', headers: { authorization: `Bearer ${BENCH_ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ delivery: { method: 'urn:ietf:rfc:8935', endpoint_url: endpoint } }) });
+        if (res.status !== 201) throw new Error(`creating the push stream: ${res.status} ${await res.text()}`);
+      },
+    });
+    if (!http.allowed) throw new Error('the HTTP benchmark request was not allowed');
+    for (const r of [http.on, http.off]) mustAnswer(r);
+    rows.push({
+      key: 'POST /access/v1/evaluation, same token (cached), LEASH_METRICS=on and one push stream,',
+      what: `POST /access/v1/evaluation, same token (cached), LEASH_METRICS=on and one push stream, ${connections} connections, ${http.blocks} blocks of ${http.blockSeconds} s alternating with LEASH_METRICS=off and no stream (two pairs of servers, each started first once), decision log durable`,
+      backend: 'PostgreSQL',
+      figure: `${fmt(http.on.perSecond)} decisions/s (${((100 * http.on.perSecond) / http.off.perSecond).toFixed(1)}% of the other's)${cpuText(http.on, 'decision')}`,
+      median: httpMs(http.on.p50),
+      p99: httpMs(http.on.p99),
+      baseline: `LEASH_METRICS=off and no stream, a second server on a database of its own, same load, in the blocks alternating with it: ${line(http.off)}${cpuText(http.off, 'decision')}`,
+      target: '≥ 95% of the baseline\'s rate',
+    });
+    console.log(rows[rows.length - 1]);
+  } finally {
+    await new Promise<void>((resolve) => receiver.close(() => resolve()));
+  }
 }
 
 async function benchAuditRows(): Promise<void> {
@@ -583,7 +617,7 @@ async function main(): Promise<void> {
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
     await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
     await section('monitoring', () => benchMonitoringRows(server.url));
-    await section('ssf', async () => benchSetDeliveryRow((await freshDatabase(server.url)).url));
+    await section('operations', () => benchOperationsRows(server.url));
     await section('audit', benchAuditRows);
     await section('appends', async () => {
       await benchAppends(await freshDatabase(server.url), 'PostgreSQL', '≥ 2,000 events/s');
@@ -624,7 +658,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], ssf: ['security event delivery'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -794,6 +828,14 @@ function howToRead(): string {
   POSTed, the cursor moved after the 202 counts for the next one, not this one. The baseline is
   the outbound POST alone (the same rules: address vetting, a fresh connection) of a body the size
   of a SET to the same receiver, in the same run.
+- **metrics and a push stream over HTTP**: the design of the detectors' HTTP row (below): two
+  \`leash serve\` processes on the same PostgreSQL, each on a database of its own, the same
+  cached-token decision load on each in alternating blocks, two such pairs started in either
+  order. One keeps its metrics (\`LEASH_METRICS=on\`, the default) and has one push stream to a
+  receiver on loopback that answers 202; the other keeps none (\`LEASH_METRICS=off\`) and has no
+  stream. Decisions are not events of the log the stream reads, so its delivery loop sleeps
+  (renewing its lease every 2 s) and no SET goes out: the difference is what keeping the metrics
+  costs every decision, and what an idle stream costs.
 - **monitor memory**: a \`Monitor\` (src/monitoring/monitor.ts) over ${fmt(MONITOR_AGENTS)} agents, in a process
   of its own started with \`--expose-gc\`, on an in-process bus, with nothing to record (no detector fires).
   The registry view is a stand-in: a Map of active records with no findings, which is all the
