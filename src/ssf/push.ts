@@ -86,10 +86,12 @@ export class PushDelivery {
         continue;
       }
       try {
-        const cursor = await this.lease();
+        // The lease is renewed once half of it has run (not on every commit); while another node
+        // holds it, this one looks again every IDLE_MS, not on every commit either.
+        const cursor = scan && Date.now() < this.leaseUntil - LEASE_MS / 2 ? scan.position : await this.lease();
         if (cursor === null) {
           scan = null;
-          await this.deps.nextCommit(IDLE_MS);
+          await this.pause(IDLE_MS);
           continue;
         }
         if (!scan || scan.position !== cursor) scan = await StreamScan.at(this.deps, this.stream, cursor);
