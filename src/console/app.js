@@ -105,7 +105,7 @@ function Agents() {
 }
 
 /** A button that asks for a reason, and a typed confirmation for what cannot be undone. */
-function Confirmed({ label, danger, confirmWord, onConfirm }) {
+function Confirmed({ label, danger, confirmWord, fields = [], onConfirm }) {
   const [open, setOpen] = useState(false);
   const [error, setError] = useState(null);
   const submit = async (e) => {
@@ -113,7 +113,7 @@ function Confirmed({ label, danger, confirmWord, onConfirm }) {
     const form = new FormData(e.target);
     if (confirmWord && form.get('confirm') !== confirmWord) return setError(`Type ${confirmWord} to confirm.`);
     try {
-      await onConfirm(form.get('reason'));
+      await onConfirm(form.get('reason'), form);
       setOpen(false);
       setError(null);
     } catch (err) {
@@ -123,6 +123,7 @@ function Confirmed({ label, danger, confirmWord, onConfirm }) {
   if (!open) return html`<button class=${danger ? 'danger' : ''} onClick=${() => setOpen(true)}>${label}</button>`;
   return html`<form class="row" onSubmit=${submit} aria-label=${label}>
     <label>Reason <input name="reason" required maxlength="1000" /></label>
+    ${fields.map((f) => html`<label>${f.label} <input name=${f.name} maxlength="128" /></label>`)}
     ${confirmWord && html`<label>Type ${confirmWord} <input name="confirm" autocomplete="off" /></label>`}
     <button type="submit" class=${danger ? 'danger' : ''}>Confirm: ${label}</button>
     <button type="button" class="plain" onClick=${() => setOpen(false)}>Cancel</button>
@@ -204,8 +205,11 @@ function Decision({ id }) {
 
 function Approvals() {
   const [page, error, reload] = useApi('/v1/approvals?status=pending');
-  const answer = (id, verb) => async (reason) => {
-    await api('POST', `/v1/approvals/${encodeURIComponent(id)}/${verb}`, { reason });
+  // A designated approver answers as themselves; the operator token must name the approver it answers for.
+  const approver = [{ name: 'approver', label: 'Approver (with the operator token)' }];
+  const answer = (id, verb) => async (reason, form) => {
+    const named = form.get('approver');
+    await api('POST', `/v1/approvals/${encodeURIComponent(id)}/${verb}`, { reason, ...(named ? { approver: named } : {}) });
     reload();
   };
   return html`<h1>Approvals waiting</h1>
@@ -213,7 +217,7 @@ function Approvals() {
     ${page && html`<table><thead><tr><th>asked</th><th>agent</th><th>for</th><th>action</th><th>resource</th><th>approvers</th><th></th></tr></thead>
       <tbody>${page.approvals.map((a) => html`<tr><td>${when(a.requestedAt)}</td><td>${a.agent}</td><td>${a.human ?? '—'}</td><td>${a.action}</td>
         <td>${JSON.stringify(a.resource)}</td><td>${a.approvers.join(', ')}</td>
-        <td><${Confirmed} label="Approve" onConfirm=${answer(a.id, 'approve')} /> <${Confirmed} label="Deny" danger onConfirm=${answer(a.id, 'deny')} /></td></tr>`)}</tbody></table>
+        <td><${Confirmed} label="Approve" fields=${approver} onConfirm=${answer(a.id, 'approve')} /> <${Confirmed} label="Deny" danger fields=${approver} onConfirm=${answer(a.id, 'deny')} /></td></tr>`)}</tbody></table>
     ${page.approvals.length === 0 && html`<p class="note">Nothing waits.</p>`}`}`;
 }
 
@@ -269,13 +273,24 @@ function KillSwitch() {
 function Delegation() {
   const [humans, error] = useApi('/v1/humans');
   const [agents] = useApi('/v1/agents?limit=1000');
+  // Sub-agents are the ones a parent's token was exchanged for: the allowed `delegate` decisions.
+  const [exchanges] = useApi('/v1/decisions?decision=true&limit=1000');
   if (error) return html`<${Failure} error=${error} />`;
-  if (!humans || !agents) return html`<p class="note">Loading…</p>`;
+  if (!humans || !agents || !exchanges) return html`<p class="note">Loading…</p>`;
+  const children = new Map();
+  for (const d of exchanges.decisions) {
+    if (d.action !== 'delegate' || !d.subject || !d.resource) continue;
+    if (!children.has(d.subject.id)) children.set(d.subject.id, new Set());
+    children.get(d.subject.id).add(d.resource.id);
+  }
+  const status = new Map(agents.agents.map((a) => [a.id, a.status]));
+  const agentItem = (id, how, seen) => html`<li data-agent=${id}>${how} ${link(`/agents/${encodeURIComponent(id)}`, id)} <${Status} of=${status.get(id) ?? 'unknown'} />
+    ${children.has(id) && !seen.has(id) && html`<ul class="tree">${[...children.get(id)].map((child) => agentItem(child, 'delegated to', new Set([...seen, id])))}</ul>`}</li>`;
   const owned = (human) => agents.agents.filter((a) => a.owner === human);
   return html`<h1>Delegation</h1>
-    <p class="note">Each person, the agents they own, and the agents acting for them under their grants.</p>
+    <p class="note">Each person, the agents they own and the sub-agents those delegated to (by token exchange), and the agents acting for them under their grants.</p>
     <ul class="tree">${humans.humans.map((person) => html`<li data-human=${person.id}><strong>${person.id}</strong>
-      <ul class="tree">${owned(person.id).map((a) => html`<li>owns ${link(`/agents/${encodeURIComponent(a.id)}`, a.id)} <${Status} of=${a.status} /></li>`)}
+      <ul class="tree">${owned(person.id).map((a) => agentItem(a.id, 'owns', new Set()))}
         <${Grants} human=${person.id} /></ul></li>`)}</ul>`;
 }
 

@@ -6,6 +6,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPglite } from '../support/backends.ts';
 import { ADMIN_TOKEN, PEP_TOKEN, agentBody, agentPrivateKey, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { pay, payToken, registerPayBot } from '../support/payments.ts';
 import { ensureServerPackages } from '../support/servers.ts';
 
 // The console in a real Chromium (Debian's, driven by playwright-core; nothing downloaded),
@@ -33,10 +34,11 @@ describe('the console', () => {
     await node.app.listen({ port: 0, host: '127.0.0.1' });
     url = `http://127.0.0.1:${(node.app.server.address() as { port: number }).port}`;
     await seedPrincipals(node);
-    for (const id of ['invoice-bot', 'report-bot']) {
+    for (const id of ['invoice-bot', 'report-bot', 'helper-bot']) {
       expect((await node.api('POST', '/v1/agents', agentBody({ id, ceiling: { template: 'ceiling-folder', values: { '?resource': folder('invoices') } } }))).status).toBe(201);
       expect((await node.api('POST', `/v1/agents/${id}/authorize`, { grants: [{ template: 'grant-read-folder', values: { '?resource': folder('invoices') } }] })).status).toBe(200);
     }
+    await registerPayBot(node);
     await new Promise((r) => setTimeout(r, 1100)); // tokens issued after the authorize (whole seconds)
     const now = Math.floor(Date.now() / 1000);
     const token = await new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('invoices') }], jti: crypto.randomUUID() })
@@ -48,6 +50,22 @@ describe('the console', () => {
       }, {}, PEP_TOKEN);
       expect(res.body.decision).toBe(true);
     }
+    // report-bot hands part of its token to helper-bot (token exchange; both in finance-agents).
+    const assertion = (agent: string) => new SignJWT({ iss: agent, sub: agent, aud: 'http://127.0.0.1:8080', jti: crypto.randomUUID() })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuedAt(now).setExpirationTime(now + 60).sign(agentPrivateKey);
+    const oauth = async (form: Record<string, string>) => {
+      const res = await fetch(`${url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
+      expect(res.status).toBe(200);
+      return (await res.json()) as { access_token: string };
+    };
+    const details = JSON.stringify([{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('invoices') }]);
+    const bearer = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+    const parent = await oauth({ grant_type: 'client_credentials', client_assertion_type: bearer, client_assertion: await assertion('report-bot'), authorization_details: details });
+    await oauth({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', client_assertion_type: bearer, client_assertion: await assertion('report-bot'),
+      subject_token: parent.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      actor_token: await assertion('helper-bot'), actor_token_type: 'urn:ietf:params:oauth:token-type:jwt', authorization_details: details,
+    });
     browser = await chromium.launch({ executablePath, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.on('request', (r) => {
@@ -122,6 +140,30 @@ describe('the console', () => {
     expect(await page.locator('p.summary').textContent()).toMatch(/^3 decisions replayed: 3 would change \(3 allow→deny, 0 deny→allow\)\.$/);
     expect(await page.locator('table.flips tbody tr').count()).toBe(3);
     await shot('what-if');
+  });
+
+  it('shows the delegation: alice, the agents she owns, and the sub-agent report-bot handed its token to', async () => {
+    await page.getByRole('link', { name: 'Delegation' }).click();
+    const alice = page.locator('li[data-human="alice"]');
+    await alice.waitFor();
+    await alice.locator('li[data-agent="report-bot"] li[data-agent="helper-bot"]').waitFor();
+    expect(await alice.locator('li[data-agent="invoice-bot"] li[data-agent]').count()).toBe(0);
+    await shot('delegation');
+  });
+
+  it('approves a payment waiting for alice, naming her as the operator token must, and the payment goes through', async () => {
+    const token = await payToken();
+    const held = await pay(node, token, 25_000);
+    expect(held.context.code).toBe('APPROVAL_REQUIRED');
+    await page.getByRole('link', { name: 'Approvals' }).click();
+    await page.getByRole('heading', { name: 'Approvals waiting' }).waitFor();
+    await page.getByRole('button', { name: 'Approve' }).click();
+    await page.getByLabel('Reason').fill('invoice checked');
+    await page.getByLabel(/Approver/).fill('alice');
+    await page.getByRole('button', { name: 'Confirm: Approve' }).click();
+    await page.getByText('Nothing waits.').waitFor();
+    await shot('approvals');
+    expect((await pay(node, token, 25_000, 'inv-1', { approvalId: held.context.approval!.id })).context.code).toBe('APPROVED');
   });
 
   it('every API call the console made carried the signed-in token', () => {
