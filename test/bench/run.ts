@@ -828,7 +828,7 @@ function howToRead(): string {
   POSTed, the cursor moved after the 202 counts for the next one, not this one. The baseline is
   the outbound POST alone (the same rules: address vetting, a fresh connection) of a body the size
   of a SET to the same receiver, in the same run.
-- **metrics and a push stream over HTTP**: the design of the detectors' HTTP row (below): two
+- **metrics and a push stream over HTTP**: the design of the detectors' HTTP row (above): two
   \`leash serve\` processes on the same PostgreSQL, each on a database of its own, the same
   cached-token decision load on each in alternating blocks, two such pairs started in either
   order. One keeps its metrics (\`LEASH_METRICS=on\`, the default) and has one push stream to a
