@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPglite, freshPostgres } from '../support/backends.ts';
-import { agentBody, ADMIN_TOKEN, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { agentBody, ADMIN_TOKEN, clientAssertionOf, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { pay, payToken, registerPayBot } from '../support/payments.ts';
 import { PushReceiver, verifySet } from './receiver.ts';
 
 // Leash as a Shared Signals transmitter: streams managed over the SSF API, SETs pushed to a
@@ -257,6 +258,63 @@ describe('the transmitter, polled (RFC 8936)', () => {
   });
 });
 
+describe('what the log\'s events become on a stream that asks for everything', () => {
+  it('the kill switch, an approval asked and answered, a grant change and one Leash token revoked, each as its SET, in order', async () => {
+    const node = await startTestNode(freshPglite());
+    try {
+      await seedPrincipals(node);
+      const stream = (await node.api('POST', '/ssf/stream', {})).body.stream_id;
+      await registerPayBot(node);
+      const invoices = { type: 'Folder', id: 'invoices' };
+      expect((await node.api('POST', '/v1/agents', agentBody({ id: 'reader', ceiling: { template: 'ceiling-folder', values: { '?resource': invoices } } }))).status).toBe(201);
+      expect((await node.api('POST', '/v1/agents/reader/authorize', { grants: [{ template: 'grant-read-folder', values: { '?resource': invoices } }] })).status).toBe(200);
+      for (const id of ['fleet-1', 'fleet-2']) expect((await node.api('POST', '/v1/agents', agentBody({ id, tags: ['fleet'] }))).status).toBe(201);
+      const killed = await node.api('POST', '/v1/kill-switch', { scope: { tag: 'fleet' }, mode: 'immediate', reason: 'fleet compromised' });
+      expect(killed.body.revoked).toEqual(['fleet-1', 'fleet-2']);
+      await new Promise((r) => setTimeout(r, 1100)); // pay-bot's tokens from after its authorize (whole seconds)
+      const held = await pay(node, await payToken(), 25_000);
+      expect(held.context.code).toBe('APPROVAL_REQUIRED');
+      expect((await node.api('POST', `/v1/approvals/${held.context.approval!.id}/approve`, { reason: 'checked', approver: 'alice' })).status).toBe(200);
+      // A token Leash issued, revoked by the operator (RFC 7009).
+      const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
+      const issued = await node.app.inject({ method: 'POST', url: '/oauth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form({
+        grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertionOf('reader'),
+        authorization_details: JSON.stringify([{ type: 'leash:cedar', actions: ['read'], resourceIn: invoices }]),
+      }) });
+      expect(issued.statusCode, issued.body).toBe(200);
+      const accessToken = issued.json().access_token as string;
+      const jti = JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString()).jti as string;
+      const revoked = await node.app.inject({ method: 'POST', url: '/oauth/revoke', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${ADMIN_TOKEN}` }, payload: form({ token: accessToken }) });
+      expect(revoked.statusCode).toBe(200);
+
+      const polled = await node.api('POST', `/ssf/poll/${stream}`, { returnImmediately: true });
+      const claims = await claimsOf(node, Object.values(polled.body.sets), stream);
+      const seen = claims.map((c) => {
+        const [type, event] = Object.entries(c.events)[0]!;
+        return [type.replace(/^.*\//, ''), c.sub_id, (event as { status?: string; agent_status?: string }).status ?? (event as { agent_status?: string }).agent_status ?? null];
+      });
+      expect(seen).toEqual([
+        ['token-claims-change', { format: 'opaque', id: 'pay-bot' }, null], // authorized, with its grants
+        ['token-claims-change', { format: 'opaque', id: 'reader' }, null],
+        ['session-revoked', { format: 'opaque', id: 'fleet-1' }, 'revoked'],
+        ['session-revoked', { format: 'opaque', id: 'fleet-2' }, 'revoked'],
+        ['urn:leash:secevent:approval', { format: 'opaque', id: 'pay-bot' }, 'pending'],
+        ['urn:leash:secevent:approval', { format: 'opaque', id: 'pay-bot' }, 'approved'],
+        ['session-revoked', { format: 'jwt_id', iss: ISSUER, jti }, null],
+      ]);
+      const kill = claims[2]!.events[SESSION_REVOKED]!;
+      expect(kill).toMatchObject({ initiating_entity: 'admin', reason_admin: { en: 'fleet compromised' } });
+      expect(claims[5]!.events['urn:leash:secevent:approval']).toMatchObject({ approval: held.context.approval!.id, approver: 'human:alice', initiating_entity: 'admin' });
+      expect(claims[0]!.events[TOKEN_CLAIMS_CHANGE]).toMatchObject({ claims: { grants: [] } });
+      expect(claims[1]!.events[TOKEN_CLAIMS_CHANGE]).toMatchObject({ claims: { grants: [{ template: 'grant-read-folder', values: { '?resource': invoices } }] } });
+      // One log event, one SET: the txn names it, and the two kill-switch SETs are two events.
+      expect(new Set(claims.map((c) => c.txn)).size).toBe(claims.length);
+    } finally {
+      await node.close();
+    }
+  });
+});
+
 describe('the stream management API under hostile input', () => {
   let node: TestNode;
   let streamId: string;
@@ -374,8 +432,12 @@ describe('delivery survives a receiver down and a transmitter restart (real Post
       await eventually(() => receiver.received.length === 1, 2000);
       await receiver.stop();
       const down = Date.now();
-      await revoke(node, 's2');
-      await revoke(node, 's3');
+      // A receiver that is down holds up no revocation.
+      for (const id of ['s2', 's3']) {
+        const started = performance.now();
+        expect((await revoke(node, id)).status).toBe(200);
+        expect(performance.now() - started).toBeLessThan(1000);
+      }
       await new Promise((r) => setTimeout(r, 1500));
       // The node goes away with SETs undelivered; a new process takes over from the cursor.
       await node.close();
