@@ -64,7 +64,8 @@ describe('two nodes sharing one PostgreSQL', () => {
   it('readyz turns 503 while the event log cannot be read, without exposing why, and recovers', async () => {
     const node = await startTestNode(await freshPostgres(), { pollMs: 20 });
     try {
-      expect((await node.api('GET', '/readyz', undefined, {}, null)).body).toMatchObject({ ready: true });
+      const ready = (await node.api('GET', '/readyz', undefined, {}, null)).body;
+      expect(ready, JSON.stringify(ready)).toMatchObject({ ready: true });
       await sql`alter table events rename to events_away`.execute(node.connection.db);
       await eventually(() => node.follower.status.lastError !== null, 3000);
       const down = await node.api('GET', '/readyz', undefined, {}, null);
