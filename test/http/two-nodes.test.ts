@@ -64,8 +64,11 @@ describe('two nodes sharing one PostgreSQL', () => {
   it('readyz turns 503 while the event log cannot be read, without exposing why, and recovers', async () => {
     const node = await startTestNode(await freshPostgres(), { pollMs: 20 });
     try {
-      const ready = (await node.api('GET', '/readyz', undefined, {}, null)).body;
-      expect(ready, JSON.stringify(ready)).toMatchObject({ ready: true });
+      // Ready once it has heard its own broadcast (a start on a busy machine may take a moment).
+      await vi.waitFor(async () => {
+        const ready = (await node.api('GET', '/readyz', undefined, {}, null)).body;
+        expect(ready, JSON.stringify(ready)).toMatchObject({ ready: true });
+      }, { timeout: 5000, interval: 50 });
       await sql`alter table events rename to events_away`.execute(node.connection.db);
       await eventually(() => node.follower.status.lastError !== null, 3000);
       const down = await node.api('GET', '/readyz', undefined, {}, null);
