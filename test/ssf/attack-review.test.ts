@@ -1,0 +1,81 @@
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freshPglite } from '../support/backends.ts';
+import { agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+
+// Attack review of the Shared Signals transmitter: each test names what a caller or a receiver
+// could do, and asserts the safe behaviour.
+
+const PUSH = 'urn:ietf:rfc:8935';
+const SESSION_REVOKED = 'https://schemas.openid.net/secevent/caep/event-type/session-revoked';
+
+async function eventually<T>(check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A receiver whose every answer `respond` writes; keeps the SETs it was sent. */
+async function receiverAnswering(respond: (res: ServerResponse) => void): Promise<{ url: string; sets: string[]; server: Server }> {
+  const sets: string[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      sets.push(body);
+      respond(res);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/events`, sets, server };
+}
+
+const jtiOf = (set: string) => (decodeJwt(set) as { jti: string }).jti;
+
+const closeServer = (server: Server) => {
+  server.closeAllConnections();
+  return new Promise<void>((resolve) => server.close(() => resolve()));
+};
+
+describe('a push receiver that took the SET but answers oddly', () => {
+  let node: TestNode;
+  beforeAll(async () => {
+    node = await startTestNode(freshPglite(), { ssf: { backoffMs: () => 50 } });
+    await seedPrincipals(node);
+  });
+  afterAll(async () => node?.close());
+
+  // A receiver's 2xx with a body over the 4 KB cap (an HTML page), or one that never ends, was a
+  // failed push: the SET was sent again every backoff, forever, and nothing after it went out.
+  it.each([
+    ['a 200 with a 10 KB page', (res: ServerResponse) => res.writeHead(200, { 'content-type': 'text/html' }).end('x'.repeat(10_000))],
+    ['a 202 whose body never ends', (res: ServerResponse) => {
+      res.writeHead(202, { 'content-type': 'text/plain' });
+      res.write('still going');
+    }],
+  ])('%s: delivered once, and the next SET follows', async (name, respond) => {
+    const receiver = await receiverAnswering(respond);
+    try {
+      const stream = (await node.api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: receiver.url }, events_requested: [SESSION_REVOKED] })).body.stream_id;
+      const agents = name.startsWith('a 200') ? ['odd-1', 'odd-2'] : ['odd-3', 'odd-4'];
+      for (const id of agents) {
+        expect((await node.api('POST', '/v1/agents', agentBody({ id }))).status).toBe(201);
+        expect((await node.api('POST', `/v1/agents/${id}/revoke`, { mode: 'immediate', reason: 'x' })).status).toBe(200);
+      }
+      // (Within the push timeout of 5 s: a body that never ends would have timed the first out.)
+      await eventually(() => receiver.sets.length >= 2, 3000);
+      // With backoff at 50 ms, a SET taken for a failure would have come back many times by now.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(receiver.sets.length).toBe(2);
+      expect(new Set(receiver.sets.map(jtiOf)).size).toBe(2);
+      await node.api('DELETE', `/ssf/stream?stream_id=${stream}`);
+    } finally {
+      await closeServer(receiver.server);
+    }
+  }, 20_000);
+});
