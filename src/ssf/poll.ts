@@ -29,6 +29,8 @@ export interface PollDeps extends ScanDeps {
   nextCommit: (ms: number) => Promise<void>;
   log: (fields: Record<string, unknown>, message: string) => void;
   longPollMs: number;
+  /** True once the transmitter is stopping: a waiting poll answers at once instead of waiting on. */
+  stopped: () => boolean;
 }
 
 export const DEFAULT_MAX_EVENTS = 100;
@@ -52,7 +54,8 @@ export async function pollStream(deps: PollDeps, stream: string, request: PollRe
   for (;;) {
     const found = await pending(deps, stream, cursor, maxEvents);
     cursor = found.cursor;
-    if (Object.keys(found.sets).length > 0 || maxEvents === 0 || Date.now() >= deadline) return { sets: found.sets, moreAvailable: found.more };
+    // (Once the node is closing, nextCommit no longer waits: looking again would spin until the deadline.)
+    if (Object.keys(found.sets).length > 0 || maxEvents === 0 || Date.now() >= deadline || deps.stopped()) return { sets: found.sets, moreAvailable: found.more };
     await deps.nextCommit(Math.max(0, deadline - Date.now()));
   }
 }

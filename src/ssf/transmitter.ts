@@ -34,7 +34,8 @@ export interface TransmitterOptions {
 export class Transmitter {
   private readonly pushes = new Map<string, PushDelivery>();
   private waiters = new Set<() => void>();
-  private stopped = false;
+  /** Set by `stop()`: no loop waits any more, and a waiting poll answers with what it has. */
+  stopped = false;
 
   constructor(private readonly options: TransmitterOptions) {}
 
@@ -51,9 +52,10 @@ export class Transmitter {
   }
 
   poll(stream: string, request: PollRequest): Promise<{ sets: Record<string, string>; moreAvailable: boolean }> {
-    return pollStream({ ...this.deps(), head: this.options.head, longPollMs: this.options.longPollMs ?? 10_000 }, stream, request);
+    return pollStream({ ...this.deps(), head: this.options.head, longPollMs: this.options.longPollMs ?? 10_000, stopped: () => this.stopped }, stream, request);
   }
 
+  /** Ends every push loop and every waiting poll (the node is closing); a second call only waits for the first. */
   async stop(): Promise<void> {
     this.stopped = true;
     const stopping = [...this.pushes.values()].map((p) => p.stop());

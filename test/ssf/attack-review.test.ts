@@ -1,8 +1,8 @@
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPglite } from '../support/backends.ts';
-import { agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { ADMIN_TOKEN, agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
 // Attack review of the Shared Signals transmitter: each test names what a caller or a receiver
 // could do, and asserts the safe behaviour.
@@ -76,6 +76,54 @@ describe('a push receiver that took the SET but answers oddly', () => {
       await node.api('DELETE', `/ssf/stream?stream_id=${stream}`);
     } finally {
       await closeServer(receiver.server);
+    }
+  }, 20_000);
+});
+
+describe('node.close() with a poll waiting', () => {
+  // A poll without returnImmediately waits up to the long-poll time; it held node.close() (and
+  // the process's shutdown) that long, plus the idle keep-alive after it. Once the transmitter
+  // stopped, nextCommit no longer waited, so a poll still waiting would have spun on the
+  // database until its deadline.
+  it('answers the waiting poll at once and closes promptly', async () => {
+    const node = await startTestNode(freshPglite(), { ssf: { longPollMs: 8000 } });
+    const stream = (await node.api('POST', '/ssf/stream', {})).body.stream_id;
+    await node.app.listen({ port: 0, host: '127.0.0.1' });
+    const port = (node.app.server.address() as { port: number }).port;
+    const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: `/ssf/poll/${stream}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' } }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const started = performance.now();
+    await node.close();
+    expect(performance.now() - started).toBeLessThan(2000);
+    const res = await answered;
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ sets: {}, moreAvailable: false });
+  }, 20_000);
+
+  it('closes promptly while a push is retrying against a receiver that never answers', async () => {
+    const hanging = createServer(() => {});
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    const node = await startTestNode(freshPglite(), { ssf: { backoffMs: () => 10 } });
+    try {
+      await seedPrincipals(node);
+      const url = `http://127.0.0.1:${(hanging.address() as { port: number }).port}/events`;
+      await node.api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: url }, events_requested: [SESSION_REVOKED] });
+      await node.api('POST', '/v1/agents', agentBody({ id: 'hang-1' }));
+      await node.api('POST', '/v1/agents/hang-1/revoke', { mode: 'immediate', reason: 'x' });
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      const started = performance.now();
+      await node.close();
+      expect(performance.now() - started).toBeLessThan(2000);
+      await closeServer(hanging);
     }
   }, 20_000);
 });
