@@ -1,6 +1,7 @@
 import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cursorOf, takeLease } from '../../src/ssf/delivery-store.ts';
 import { freshPglite } from '../support/backends.ts';
 import { ADMIN_TOKEN, agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
@@ -126,4 +127,32 @@ describe('node.close() with a poll waiting', () => {
       await closeServer(hanging);
     }
   }, 20_000);
+});
+
+describe('a deleted stream', () => {
+  // DELETE dropped the stream's cursor row; a node whose view had not applied the deletion yet
+  // (another node, a moment behind) took the lease, which made the row again at the stream's
+  // creation: it pushed every SET since then a second time, to a stream that no longer exists,
+  // and left the row behind for good. The cursor now stays, moved past every position.
+  it('stays ended for a node that has not heard of its deletion yet', async () => {
+    const node = await startTestNode(freshPglite());
+    const receiver = await receiverAnswering((res) => res.writeHead(202).end());
+    try {
+      await seedPrincipals(node);
+      const stream = (await node.api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: receiver.url, authorization_header: 'Bearer gone-4711' }, events_requested: [SESSION_REVOKED] })).body.stream_id;
+      await node.api('POST', '/v1/agents', agentBody({ id: 'del-1' }));
+      await node.api('POST', '/v1/agents/del-1/revoke', { mode: 'immediate', reason: 'x' });
+      await eventually(() => receiver.sets.length === 1, 3000);
+      const createdAt = (await node.store.readStream(`ssf-stream/${stream}`))[0]!.position;
+      expect((await node.api('DELETE', `/ssf/stream?stream_id=${stream}`)).status).toBe(204);
+      const db = node.connection.db;
+      // What a lagging node's push loop and poll do first.
+      expect(await takeLease(db, stream, createdAt, 'lagging-node', new Date(), 10_000)).toBeNull();
+      expect(await cursorOf(db, stream, createdAt)).toBeGreaterThan(await node.eventCount());
+      expect(await db.selectFrom('ssf_push_credentials').selectAll().execute()).toEqual([]);
+    } finally {
+      await node.close();
+      await closeServer(receiver.server);
+    }
+  });
 });
