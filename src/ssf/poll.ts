@@ -54,8 +54,10 @@ export async function pollStream(deps: PollDeps, stream: string, request: PollRe
   for (;;) {
     const found = await pending(deps, stream, cursor, maxEvents);
     cursor = found.cursor;
-    // (Once the node is closing, nextCommit no longer waits: looking again would spin until the deadline.)
-    if (Object.keys(found.sets).length > 0 || maxEvents === 0 || Date.now() >= deadline || deps.stopped()) return { sets: found.sets, moreAvailable: found.more };
+    // More to read already (the scan reached its bound) is an answer now: the receiver polls
+    // again at once, rather than after a wait for a commit. (Once the node is closing,
+    // nextCommit no longer waits: looking again would spin until the deadline.)
+    if (Object.keys(found.sets).length > 0 || found.more || maxEvents === 0 || Date.now() >= deadline || deps.stopped()) return { sets: found.sets, moreAvailable: found.more };
     await deps.nextCommit(Math.max(0, deadline - Date.now()));
   }
 }

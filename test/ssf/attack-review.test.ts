@@ -156,3 +156,28 @@ describe('a deleted stream', () => {
     }
   });
 });
+
+describe('a poll far behind', () => {
+  // A poll looks at 10,000 log events at most. When they held nothing for the stream, the poll
+  // said moreAvailable, but a long poll first waited out its whole wait for a commit, though
+  // there was more to read at once: a receiver 100,000 events behind waited ten long polls.
+  it('answers moreAvailable at once, without the long-poll wait, and the next poll reads on', async () => {
+    const node = await startTestNode(freshPglite(), { ssf: { longPollMs: 4000 } });
+    try {
+      const stream = (await node.api('POST', '/ssf/stream', { events_requested: [SESSION_REVOKED] })).body.stream_id;
+      // Events no stream hears of, appended as they are: quicker than 10,500 commands.
+      for (let i = 0; i < 6; i++) {
+        await node.store.append({ streamId: `noise/${i}`, streamType: 'noise', expectedVersion: 0, at: new Date(), events: Array.from({ length: 1750 }, (_, n) => ({ type: 'Noise', data: { n } })) });
+      }
+      await node.follower.sync();
+      const started = performance.now();
+      const first = await node.api('POST', `/ssf/poll/${stream}`, {});
+      expect(first.body).toEqual({ sets: {}, moreAvailable: true });
+      expect(performance.now() - started).toBeLessThan(2000);
+      const second = await node.api('POST', `/ssf/poll/${stream}`, { returnImmediately: true });
+      expect(second.body).toEqual({ sets: {}, moreAvailable: false });
+    } finally {
+      await node.close();
+    }
+  }, 30_000);
+});
