@@ -181,3 +181,48 @@ describe('a poll far behind', () => {
     }
   }, 30_000);
 });
+
+describe('a push receiver that refuses the stream rather than the SET', () => {
+  // A 400 was taken as the receiver refusing that SET for good, whatever it named. RFC 8935's
+  // invalid_key is what a receiver says while it has not fetched the signing key yet (each node
+  // signs with its own: a lease moving to another node brings a new one), and
+  // authentication_failed while the stream's header is stale: every SET meanwhile was dropped.
+  it.each(['invalid_key', 'authentication_failed', 'invalid_audience'])('400 %s: the SET waits and is delivered once the receiver takes it; invalid_request still drops it', async (code) => {
+    const node = await startTestNode(freshPglite(), { ssf: { backoffMs: () => 50 } });
+    let refusing = 3;
+    const receiver = await receiverAnswering((res) => {
+      if (refusing > 0) {
+        refusing--;
+        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ err: code, description: 'not yet' }));
+      } else res.writeHead(202).end();
+    });
+    try {
+      await seedPrincipals(node);
+      await node.api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: receiver.url }, events_requested: [SESSION_REVOKED] });
+      for (const id of ['ref-1', 'ref-2']) {
+        await node.api('POST', '/v1/agents', agentBody({ id }));
+        await node.api('POST', `/v1/agents/${id}/revoke`, { mode: 'immediate', reason: 'x' });
+      }
+      // Three refusals, then both SETs: the first was retried, not dropped.
+      await eventually(() => receiver.sets.length >= 5, 5000);
+      const jtis = receiver.sets.map(jtiOf);
+      expect(new Set(jtis.slice(0, 4)).size).toBe(1);
+      expect(jtis[4]).not.toBe(jtis[0]);
+      // A refusal of the SET itself still moves on.
+      const before = receiver.sets.length;
+      refusing = 1;
+      code = 'invalid_request';
+      await node.api('POST', '/v1/agents', agentBody({ id: 'ref-3' }));
+      await node.api('POST', '/v1/agents/ref-3/revoke', { mode: 'immediate', reason: 'x' });
+      await node.api('POST', '/v1/agents', agentBody({ id: 'ref-4' }));
+      await node.api('POST', '/v1/agents/ref-4/revoke', { mode: 'immediate', reason: 'x' });
+      await eventually(() => receiver.sets.length >= before + 2, 5000);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(receiver.sets.length).toBe(before + 2);
+      expect(jtiOf(receiver.sets[before]!)).not.toBe(jtiOf(receiver.sets[before + 1]!));
+    } finally {
+      await node.close();
+      await closeServer(receiver.server);
+    }
+  }, 20_000);
+});
