@@ -57,15 +57,17 @@ export async function pollStream(deps: PollDeps, stream: string, request: PollRe
     // More to read already (the scan reached its bound) is an answer now: the receiver polls
     // again at once, rather than after a wait for a commit. (Once the node is closing,
     // nextCommit no longer waits: looking again would spin until the deadline.)
-    if (Object.keys(found.sets).length > 0 || found.more || maxEvents === 0 || Date.now() >= deadline || deps.stopped()) return { sets: found.sets, moreAvailable: found.more };
+    // A stream deleted, or made a push stream, while the poll waited has nothing more for it.
+    if (Object.keys(found.sets).length > 0 || found.more || found.ended || maxEvents === 0 || Date.now() >= deadline || deps.stopped()) return { sets: found.sets, moreAvailable: found.more };
     await deps.nextCommit(Math.max(0, deadline - Date.now()));
   }
 }
 
 /** Up to `maxEvents` SETs not acknowledged yet, signed; the cursor moved over the acknowledged ones in front. */
-async function pending(deps: PollDeps, stream: string, from: number, maxEvents: number): Promise<{ sets: Record<string, string>; more: boolean; cursor: number }> {
+async function pending(deps: PollDeps, stream: string, from: number, maxEvents: number): Promise<{ sets: Record<string, string>; more: boolean; cursor: number; ended?: true }> {
   const entry = deps.streams.get(stream);
-  if (!entry || entry.state.status !== 'enabled') return { sets: {}, more: false, cursor: from };
+  if (!entry || entry.state.config!.delivery.method !== POLL) return { sets: {}, more: false, cursor: from, ended: true };
+  if (entry.state.status !== 'enabled') return { sets: {}, more: false, cursor: from };
   const scan = await StreamScan.at(deps, stream, from);
   const acked = await acksOf(deps.db, stream, from, Number.MAX_SAFE_INTEGER);
   const sets: Record<string, string> = {};

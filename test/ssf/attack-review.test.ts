@@ -226,3 +226,29 @@ describe('a push receiver that refuses the stream rather than the SET', () => {
     }
   }, 20_000);
 });
+
+describe('a poll waiting on a stream that goes away', () => {
+  // A long poll on a stream deleted meanwhile kept its connection until the long-poll wait ran
+  // out; on one made a push stream it went on handing out SETs the push loop now delivers.
+  it.each(['deleted', 'made a push stream'])('answers at once when the stream is %s', async (what) => {
+    const node = await startTestNode(freshPglite(), { ssf: { longPollMs: 5000 } });
+    const receiver = await receiverAnswering((res) => res.writeHead(202).end());
+    try {
+      await seedPrincipals(node);
+      const stream = (await node.api('POST', '/ssf/stream', { events_requested: [SESSION_REVOKED] })).body.stream_id;
+      await node.api('POST', '/v1/agents', agentBody({ id: 'gone-1' }));
+      const waiting = node.api('POST', `/ssf/poll/${stream}`, {});
+      await new Promise((r) => setTimeout(r, 300));
+      const started = performance.now();
+      if (what === 'deleted') expect((await node.api('DELETE', `/ssf/stream?stream_id=${stream}`)).status).toBe(204);
+      else expect((await node.api('PATCH', '/ssf/stream', { stream_id: stream, delivery: { method: PUSH, endpoint_url: receiver.url } })).status).toBe(200);
+      await node.api('POST', '/v1/agents/gone-1/revoke', { mode: 'immediate', reason: 'x' });
+      const res = await waiting;
+      expect(performance.now() - started).toBeLessThan(2000);
+      expect(res.body).toEqual({ sets: {}, moreAvailable: false });
+    } finally {
+      await node.close();
+      await closeServer(receiver.server);
+    }
+  }, 20_000);
+});
