@@ -47,7 +47,10 @@ export async function pollStream(deps: PollDeps, stream: string, request: PollRe
   const errs = Object.entries(request.setErrs ?? {});
   for (const [jti, { err }] of errs.slice(0, 10)) deps.log({ stream, jti, err }, 'the poll receiver reports a security event it could not use');
   const taken = [...(request.ack ?? []), ...errs.map(([jti]) => jti)].map((jti) => positionOfJti(stream, jti)).filter((p): p is number => p !== null);
-  await recordAcks(deps.db, stream, taken, cursor, deps.head());
+  // A SET handed out lies within SCAN_BOUND positions of the cursor (the log has no gaps, and a
+  // poll looks no further; the cursor only moves on): an id past that was never handed out, and
+  // kept, it would only make every later poll read it (a receiver could fill the table up to the log's length).
+  await recordAcks(deps.db, stream, taken, cursor, Math.min(deps.head(), cursor + SCAN_BOUND));
 
   const maxEvents = request.maxEvents ?? DEFAULT_MAX_EVENTS;
   const deadline = Date.now() + (request.returnImmediately === false || request.returnImmediately === undefined ? deps.longPollMs : 0);

@@ -252,3 +252,29 @@ describe('a poll waiting on a stream that goes away', () => {
     }
   }, 20_000);
 });
+
+describe('poll acknowledgements of ids never handed out', () => {
+  // An acknowledgement was kept for any position up to the node's head: a receiver stuck on one
+  // SET (or anyone allowed to poll) could store one row per log event, 1,000 a request, and
+  // every later poll read them all. A poll hands out nothing past 10,000 positions from the cursor.
+  it('keeps none past what a poll can have handed out', async () => {
+    const node = await startTestNode(freshPglite());
+    try {
+      const stream = (await node.api('POST', '/ssf/stream', { events_requested: [SESSION_REVOKED] })).body.stream_id;
+      const cursor = (await node.store.readStream(`ssf-stream/${stream}`))[0]!.position;
+      for (let i = 0; i < 6; i++) {
+        await node.store.append({ streamId: `noise/${i}`, streamType: 'noise', expectedVersion: 0, at: new Date(), events: Array.from({ length: 1750 }, (_, n) => ({ type: 'Noise', data: { n } })) });
+      }
+      await node.follower.sync();
+      // Paused, so the poll moves no cursor over them: what it keeps stays to be seen.
+      await node.api('POST', '/ssf/status', { stream_id: stream, status: 'paused' });
+      const near = Array.from({ length: 10 }, (_, i) => `${stream}.${cursor + 9_991 + i}`);
+      const far = Array.from({ length: 500 }, (_, i) => `${stream}.${cursor + 10_001 + i}`);
+      expect((await node.api('POST', `/ssf/poll/${stream}`, { ack: [...near, ...far], maxEvents: 0 })).status).toBe(200);
+      const kept = await node.connection.db.selectFrom('ssf_acks').select('position').where('stream_id', '=', stream).execute();
+      expect(kept.map((r) => Number(r.position)).sort((a, b) => a - b)).toEqual(near.map((j) => Number(j.split('.')[1])));
+    } finally {
+      await node.close();
+    }
+  }, 30_000);
+});
