@@ -21,19 +21,21 @@ async function eventually<T>(check: () => T | undefined | false, timeoutMs = 500
   }
 }
 
-/** A receiver whose every answer `respond` writes; keeps the SETs it was sent. */
-async function receiverAnswering(respond: (res: ServerResponse) => void): Promise<{ url: string; sets: string[]; server: Server }> {
+/** A receiver whose every answer `respond` writes; keeps the SETs it was sent, and the Authorization header each came with. */
+async function receiverAnswering(respond: (res: ServerResponse) => void): Promise<{ url: string; sets: string[]; authorizations: (string | undefined)[]; server: Server }> {
   const sets: string[] = [];
+  const authorizations: (string | undefined)[] = [];
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
       sets.push(body);
+      authorizations.push(req.headers.authorization);
       respond(res);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/events`, sets, server };
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/events`, sets, authorizations, server };
 }
 
 const jtiOf = (set: string) => (decodeJwt(set) as { jti: string }).jti;
@@ -277,4 +279,38 @@ describe('poll acknowledgements of ids never handed out', () => {
       await node.close();
     }
   }, 30_000);
+});
+
+describe('PATCH of a push stream\'s delivery', () => {
+  // PATCH changes only what it names (SSF 1.0 §8.1.1.3), but a delivery given again as it was
+  // (to change nothing, or beside another member) silently dropped the receiver's header: every
+  // push after it went without, and the receiver refused them. The header is kept for the same
+  // URL, and still never follows the stream to another one.
+  it('keeps the header for the same URL, and drops it for another', async () => {
+    const node = await startTestNode(freshPglite());
+    const ok = (res: ServerResponse) => res.writeHead(202).end();
+    const first = await receiverAnswering(ok);
+    const second = await receiverAnswering(ok);
+    try {
+      await seedPrincipals(node);
+      const stream = (await node.api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: first.url, authorization_header: 'Bearer kept-4711' }, events_requested: [SESSION_REVOKED] })).body.stream_id;
+      const revoke = async (id: string) => {
+        await node.api('POST', '/v1/agents', agentBody({ id }));
+        await node.api('POST', `/v1/agents/${id}/revoke`, { mode: 'immediate', reason: 'x' });
+      };
+      expect((await node.api('PATCH', '/ssf/stream', { stream_id: stream, delivery: { method: PUSH, endpoint_url: first.url }, description: 'renamed' })).status).toBe(200);
+      await revoke('patch-1');
+      await eventually(() => first.sets.length === 1, 3000);
+      expect(first.authorizations).toEqual(['Bearer kept-4711']);
+      expect((await node.api('PATCH', '/ssf/stream', { stream_id: stream, delivery: { method: PUSH, endpoint_url: second.url } })).status).toBe(200);
+      await revoke('patch-2');
+      await eventually(() => second.sets.length === 1, 3000);
+      expect(second.authorizations).toEqual([undefined]);
+      expect(await node.connection.db.selectFrom('ssf_push_credentials').selectAll().execute()).toEqual([]);
+    } finally {
+      await node.close();
+      await closeServer(first.server);
+      await closeServer(second.server);
+    }
+  }, 20_000);
 });
