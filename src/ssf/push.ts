@@ -145,26 +145,32 @@ export class PushDelivery {
       const delivery = config.delivery as Extract<typeof config.delivery, { method: typeof PUSH }>;
       const now = new Date();
       const set = await this.deps.signer.sign(setClaims(this.stream, this.deps.issuer, config.aud, item.position, item.at, item.event!), now, SET_TYP);
-      let failure: string;
       if (!set) {
-        failure = 'this node has no signing key it may use';
-      } else {
-        const headers: Record<string, string> = { 'content-type': 'application/secevent+jwt', accept: 'application/json' };
-        const authorization = delivery.authorization ? await credentialOf(this.deps.db, delivery.authorization) : null;
-        if (authorization) headers.authorization = authorization;
-        try {
-          const answer = await outboundPost(delivery.endpoint_url, { headers, body: set, signal: this.stopping.signal }, { allowPrivateUrls: this.deps.allowPrivateUrls, timeoutMs: this.deps.timeoutMs, maxBytes: 4096 });
-          if (answer.status >= 200 && answer.status < 300) return true;
-          const err = answer.status === 400 ? refusal(answer.body) : null;
-          if (err !== null && !notTheSet.has(err)) {
-            this.deps.log({ stream: this.stream, position: item.position, err }, 'the push receiver refused a security event; it is not sent again');
-            return true;
-          }
-          failure = err === null ? `HTTP ${answer.status}` : `HTTP 400 ${err}`;
-        } catch (err) {
-          // The reason is ours (outbound-fetch.ts words it without the URL's secrets); anything else reads the same.
-          failure = err instanceof OutboundFailure ? err.message : 'the request failed';
+        // Holding on would starve the stream: this node renews the lease while every other node
+        // stands by. It lets go, and waits long enough for one that can sign to take it (an
+        // idle loop looks every IDLE_MS).
+        this.deps.log({ stream: this.stream, position: item.position }, 'this node has no signing key it may use; it leaves the stream\'s security events to another node');
+        await releaseLease(this.deps.db, this.stream, this.deps.nodeId);
+        this.leaseUntil = 0;
+        await this.pause(2 * IDLE_MS);
+        return false;
+      }
+      let failure: string;
+      const headers: Record<string, string> = { 'content-type': 'application/secevent+jwt', accept: 'application/json' };
+      const authorization = delivery.authorization ? await credentialOf(this.deps.db, delivery.authorization) : null;
+      if (authorization) headers.authorization = authorization;
+      try {
+        const answer = await outboundPost(delivery.endpoint_url, { headers, body: set, signal: this.stopping.signal }, { allowPrivateUrls: this.deps.allowPrivateUrls, timeoutMs: this.deps.timeoutMs, maxBytes: 4096 });
+        if (answer.status >= 200 && answer.status < 300) return true;
+        const err = answer.status === 400 ? refusal(answer.body) : null;
+        if (err !== null && !notTheSet.has(err)) {
+          this.deps.log({ stream: this.stream, position: item.position, err }, 'the push receiver refused a security event; it is not sent again');
+          return true;
         }
+        failure = err === null ? `HTTP ${answer.status}` : `HTTP 400 ${err}`;
+      } catch (err) {
+        // The reason is ours (outbound-fetch.ts words it without the URL's secrets); anything else reads the same.
+        failure = err instanceof OutboundFailure ? err.message : 'the request failed';
       }
       this.deps.log({ stream: this.stream, position: item.position, attempt, failure }, 'security event push failed; retrying');
       await this.pause(this.deps.backoffMs(attempt));

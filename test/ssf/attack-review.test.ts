@@ -1,8 +1,8 @@
 import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
-import { decodeJwt } from 'jose';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cursorOf, takeLease } from '../../src/ssf/delivery-store.ts';
-import { freshPglite } from '../support/backends.ts';
+import { freshPglite, freshPostgres } from '../support/backends.ts';
 import { ADMIN_TOKEN, agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
 // Attack review of the Shared Signals transmitter: each test names what a caller or a receiver
@@ -313,4 +313,34 @@ describe('PATCH of a push stream\'s delivery', () => {
       await closeServer(second.server);
     }
   }, 20_000);
+});
+
+describe('a node that cannot sign', () => {
+  // A node with no signing key it may use (past its signUntil, or another process published a
+  // key under its node id) kept the push lease, renewing it at every retry, while the nodes that
+  // could sign stood by: the stream's SETs went nowhere for as long as that node ran.
+  it('leaves the stream to a node that can (real PostgreSQL, two nodes)', async () => {
+    const backend = await freshPostgres();
+    const receiver = await receiverAnswering((res) => res.writeHead(202).end());
+    const a = await startTestNode(backend, { nodeId: 'a', ssf: { backoffMs: () => 50 } });
+    let b: TestNode | undefined;
+    try {
+      await seedPrincipals(a);
+      await a.api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: receiver.url }, events_requested: [SESSION_REVOKED] });
+      await a.api('POST', '/v1/agents', agentBody({ id: 'sign-1' }));
+      await a.api('POST', '/v1/agents/sign-1/revoke', { mode: 'immediate', reason: 'x' });
+      await eventually(() => receiver.sets.length === 1, 3000);
+      b = await startTestNode(backend, { nodeId: 'b', ssf: { backoffMs: () => 50 } });
+      // What NodeSigner.sign answers when the node's key may not be used.
+      a.signer.sign = async () => null;
+      await a.api('POST', '/v1/agents', agentBody({ id: 'sign-2' }));
+      await a.api('POST', '/v1/agents/sign-2/revoke', { mode: 'immediate', reason: 'x' });
+      await eventually(() => receiver.sets.length === 2, 8000);
+      expect(decodeProtectedHeader(receiver.sets[1]!).kid).toBe(b.signer.kid);
+    } finally {
+      await b?.close();
+      await a.close();
+      await closeServer(receiver.server);
+    }
+  }, 30_000);
 });
