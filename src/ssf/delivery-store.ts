@@ -22,17 +22,18 @@ export async function cursorOf(db: Db, stream: string, createdAt: number): Promi
 }
 
 /**
- * Takes (or keeps) the right to push a stream until `now + leaseMs`: granted when nobody holds
- * it, this node does, or the holder's lease ran out. The cursor when granted; null when
- * another node pushes it.
+ * Takes (or keeps) the right to push a stream for `leaseMs`: granted when nobody holds it, this
+ * node does, or the holder's lease ran out. The cursor when granted; null when another node
+ * pushes it. The lease is timed by the database's clock, the one clock every node shares: by
+ * their own, a node whose clock ran ahead took every lease as run out, and pushed beside its holder.
  */
-export async function takeLease(db: Db, stream: string, createdAt: number, owner: string, now: Date, leaseMs: number): Promise<number | null> {
+export async function takeLease(db: Db, stream: string, createdAt: number, owner: string, leaseMs: number): Promise<number | null> {
   await cursorOf(db, stream, createdAt);
   const row = await db.updateTable('ssf_deliveries')
-    .set({ owner, lease_until: new Date(now.getTime() + leaseMs) })
+    .set({ owner, lease_until: sql<Date>`now() + ${Math.round(leaseMs)}::integer * interval '1 millisecond'` })
     .where('stream_id', '=', stream)
     .where('position', '<', String(ENDED))
-    .where((eb) => eb.or([eb('owner', '=', owner), eb('owner', 'is', null), eb('lease_until', '<', now)]))
+    .where((eb) => eb.or([eb('owner', '=', owner), eb('owner', 'is', null), eb('lease_until', '<', sql<Date>`now()`)]))
     .returning('position')
     .executeTakeFirst();
   return row ? Number(row.position) : null;

@@ -80,9 +80,9 @@ export class PushDelivery {
   /** Keeps the lease fresh; the cursor when this node holds it, null when another node does. */
   private async lease(): Promise<number | null> {
     const entry = this.current()!;
-    const now = new Date();
-    const cursor = await takeLease(this.deps.db, this.stream, entry.state.createdAt, this.deps.nodeId, now, LEASE_MS);
-    this.leaseUntil = cursor === null ? 0 : now.getTime() + LEASE_MS;
+    const asked = Date.now();
+    const cursor = await takeLease(this.deps.db, this.stream, entry.state.createdAt, this.deps.nodeId, LEASE_MS);
+    this.leaseUntil = cursor === null ? 0 : asked + LEASE_MS;
     return cursor;
   }
 

@@ -1,6 +1,6 @@
 import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { cursorOf, takeLease } from '../../src/ssf/delivery-store.ts';
 import { freshPglite, freshPostgres } from '../support/backends.ts';
 import { ADMIN_TOKEN, agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
@@ -149,7 +149,7 @@ describe('a deleted stream', () => {
       expect((await node.api('DELETE', `/ssf/stream?stream_id=${stream}`)).status).toBe(204);
       const db = node.connection.db;
       // What a lagging node's push loop and poll do first.
-      expect(await takeLease(db, stream, createdAt, 'lagging-node', new Date(), 10_000)).toBeNull();
+      expect(await takeLease(db, stream, createdAt, 'lagging-node', 10_000)).toBeNull();
       expect(await cursorOf(db, stream, createdAt)).toBeGreaterThan(await node.eventCount());
       expect(await db.selectFrom('ssf_push_credentials').selectAll().execute()).toEqual([]);
     } finally {
@@ -343,4 +343,26 @@ describe('a node that cannot sign', () => {
       await closeServer(receiver.server);
     }
   }, 30_000);
+});
+
+describe('the push lease between nodes whose clocks differ', () => {
+  // The lease was written and checked by each node's own clock: a node whose clock ran a lease's
+  // length ahead saw every lease as run out, took it from the node pushing, and both pushed.
+  // (PostgreSQL: PGlite runs in this process and would read the faked clock too.)
+  it('a node whose clock runs ahead does not take a lease another node holds (real PostgreSQL)', async () => {
+    const node = await startTestNode(await freshPostgres());
+    try {
+      const stream = (await node.api('POST', '/ssf/stream', {})).body.stream_id;
+      const db = node.connection.db;
+      expect(await takeLease(db, stream, 1, 'on-time', 10_000)).not.toBeNull();
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(Date.now() + 60_000);
+      expect(await takeLease(db, stream, 1, 'ahead', 10_000)).toBeNull();
+      vi.useRealTimers();
+      expect(await takeLease(db, stream, 1, 'on-time', 10_000)).not.toBeNull();
+    } finally {
+      vi.useRealTimers();
+      await node.close();
+    }
+  });
 });
