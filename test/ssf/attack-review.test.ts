@@ -366,3 +366,35 @@ describe('the push lease between nodes whose clocks differ', () => {
     }
   });
 });
+
+describe('many polls waiting at once', () => {
+  // Every commit woke every waiting poll, and each read the stream, its acknowledgements and the
+  // log again: a caller holding open a thousand polls made each commit a thousand rounds of
+  // queries on the database the decisions use. A few may wait on a stream; the rest answer at once.
+  it('past four waiting on a stream, a poll answers at once', async () => {
+    const node = await startTestNode(freshPglite(), { ssf: { longPollMs: 4000 } });
+    try {
+      const stream = (await node.api('POST', '/ssf/stream', {})).body.stream_id;
+      const other = (await node.api('POST', '/ssf/stream', {})).body.stream_id;
+      const started = performance.now();
+      const answeredAt: number[] = [];
+      const polls = Array.from({ length: 10 }, () => node.api('POST', `/ssf/poll/${stream}`, {}).then((res) => {
+        answeredAt.push(performance.now() - started);
+        return res;
+      }));
+      // Another stream's poll still waits: the bound is per stream.
+      const elsewhere = node.api('POST', `/ssf/poll/${other}`, {}).then(() => performance.now() - started);
+      const answers = await Promise.all(polls);
+      expect(answers.every((a) => a.status === 200)).toBe(true);
+      expect(answeredAt.filter((t) => t < 1500)).toHaveLength(6);
+      expect(answeredAt.filter((t) => t >= 3500)).toHaveLength(4);
+      expect(await elsewhere).toBeGreaterThanOrEqual(3500);
+      // Once they answered, polls wait again.
+      const again = performance.now();
+      await node.api('POST', `/ssf/poll/${stream}`, { maxEvents: 1 });
+      expect(performance.now() - again).toBeGreaterThanOrEqual(3500);
+    } finally {
+      await node.close();
+    }
+  }, 30_000);
+});
