@@ -58,9 +58,9 @@ export async function pollStream(deps: PollDeps, stream: string, request: PollRe
     const found = await pending(deps, stream, cursor, maxEvents);
     cursor = found.cursor;
     // More to read already (the scan reached its bound) is an answer now: the receiver polls
-    // again at once, rather than after a wait for a commit. (Once the node is closing,
+    // again at once, rather than after a wait for a commit. A stream deleted, or made a push
+    // stream, while the poll waited has nothing more for it. (Once the node is closing,
     // nextCommit no longer waits: looking again would spin until the deadline.)
-    // A stream deleted, or made a push stream, while the poll waited has nothing more for it.
     if (Object.keys(found.sets).length > 0 || found.more || found.ended || maxEvents === 0 || Date.now() >= deadline || deps.stopped()) return { sets: found.sets, moreAvailable: found.more };
     await deps.nextCommit(Math.max(0, deadline - Date.now()));
   }
@@ -72,7 +72,8 @@ async function pending(deps: PollDeps, stream: string, from: number, maxEvents: 
   if (!entry || entry.state.config!.delivery.method !== POLL) return { sets: {}, more: false, cursor: from, ended: true };
   if (entry.state.status !== 'enabled') return { sets: {}, more: false, cursor: from };
   const scan = await StreamScan.at(deps, stream, from);
-  const acked = await acksOf(deps.db, stream, from, Number.MAX_SAFE_INTEGER);
+  // (What the scan can reach: no acknowledgement past it is read.)
+  const acked = await acksOf(deps.db, stream, from, from + SCAN_BOUND);
   const sets: Record<string, string> = {};
   let count = 0;
   let cursor = from;
