@@ -1,4 +1,5 @@
 import { createServer, request as httpRequest, type Server, type ServerResponse } from 'node:http';
+import { Writable } from 'node:stream';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { cursorOf, takeLease } from '../../src/ssf/delivery-store.ts';
@@ -395,6 +396,56 @@ describe('many polls waiting at once', () => {
       expect(performance.now() - again).toBeGreaterThanOrEqual(3500);
     } finally {
       await node.close();
+    }
+  }, 30_000);
+});
+
+describe('the push receiver\'s header, wherever it might surface', () => {
+  // Not a fix: a check that the secret stays in its table through everything that logs or
+  // answers: creation, an update with a new header, a refused header, and pushes that fail
+  // every way (5xx, 400s, a refused connection), with the log at its most verbose.
+  it('is in no log line, no answer and no event', async () => {
+    const lines: string[] = [];
+    const stream = new Writable({ write(chunk, _enc, done) { lines.push(String(chunk)); done(); } });
+    const node = await startTestNode(freshPglite(), { logger: { level: 'trace', stream } as never, ssf: { backoffMs: () => 20 } });
+    const answers = [503, 400, 401, 302];
+    const receiver = await receiverAnswering((res) => {
+      const status = answers.shift();
+      if (status === 400) res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ err: 'invalid_key', description: `echo ${receiver.authorizations.at(-1)}` }));
+      else if (status === 302) res.writeHead(302, { location: `https://evil.example/?${receiver.authorizations.at(-1)}` }).end();
+      else res.writeHead(status ?? 202).end(status ? `echo ${receiver.authorizations.at(-1)}` : undefined);
+    });
+    const seen: unknown[] = [];
+    const api = async (method: string, url: string, body?: unknown) => {
+      const res = await node.api(method, url, body);
+      seen.push(res.headers, res.body);
+      return res;
+    };
+    try {
+      await seedPrincipals(node);
+      const created = await api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: receiver.url, authorization_header: 'Bearer first-secret-4711' }, events_requested: [SESSION_REVOKED] });
+      const id = created.body.stream_id;
+      await api('PATCH', '/ssf/stream', { stream_id: id, delivery: { method: PUSH, endpoint_url: receiver.url, authorization_header: 'Bearer second-secret-4712' } });
+      await api('PATCH', '/ssf/stream', { stream_id: id, delivery: { method: PUSH, endpoint_url: receiver.url, authorization_header: 'Bearer bad-secret-4713\nX: 1' } });
+      await api('POST', '/ssf/stream', { delivery: { method: PUSH, endpoint_url: 'ftp://x', authorization_header: 'Bearer refused-secret-4714' } });
+      await node.api('POST', '/v1/agents', agentBody({ id: 'leak-1' }));
+      await node.api('POST', '/v1/agents/leak-1/revoke', { mode: 'immediate', reason: 'x' });
+      await eventually(() => receiver.sets.length >= 5, 5000);
+      expect(receiver.authorizations.at(-1)).toBe('Bearer second-secret-4712');
+      // And a receiver gone: connection refused.
+      await closeServer(receiver.server);
+      await node.api('POST', '/v1/agents', agentBody({ id: 'leak-2' }));
+      await node.api('POST', '/v1/agents/leak-2/revoke', { mode: 'immediate', reason: 'x' });
+      await new Promise((r) => setTimeout(r, 300));
+      await api('GET', '/ssf/stream');
+      await api('GET', `/ssf/stream?stream_id=${id}`);
+      const events = await node.connection.db.selectFrom('events').selectAll().execute();
+      const everything = JSON.stringify([lines, seen, events]);
+      expect(lines.join('')).toContain('security event push failed');
+      for (const secret of ['first-secret', 'second-secret', 'bad-secret', 'refused-secret']) expect(everything).not.toContain(secret);
+    } finally {
+      await node.close();
+      await closeServer(receiver.server);
     }
   }, 30_000);
 });
