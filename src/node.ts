@@ -313,7 +313,10 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       streams,
       async close() {
         // Stop answering first (in-flight requests finish), then leave the broadcast: a node
-        // that others no longer wait for must not be deciding any more.
+        // that others no longer wait for must not be deciding any more. A poll waiting for a
+        // security event is in flight too, for up to its long-poll wait: the transmitter stops
+        // first, so it answers now with what it has rather than holding the close up.
+        await transmitter.stop();
         await app.close();
         await shutDown();
         await connection.db.destroy();

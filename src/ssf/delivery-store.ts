@@ -7,6 +7,13 @@ import type { Database } from '../store/events.table.ts';
 
 type Db = Kysely<Database>;
 
+/**
+ * The cursor of a deleted stream: past every position, so nothing more is handed out or pushed
+ * on it. The row stays: a node whose view has not applied the deletion yet would otherwise
+ * create it again at the stream's creation, and push (or hand out) everything since.
+ */
+const ENDED = Number.MAX_SAFE_INTEGER;
+
 /** The cursor of a stream, created at its first use at the log position the stream was created at. */
 export async function cursorOf(db: Db, stream: string, createdAt: number): Promise<number> {
   await db.insertInto('ssf_deliveries').values({ stream_id: stream, position: createdAt }).onConflict((oc) => oc.column('stream_id').doNothing()).execute();
@@ -15,16 +22,18 @@ export async function cursorOf(db: Db, stream: string, createdAt: number): Promi
 }
 
 /**
- * Takes (or keeps) the right to push a stream until `now + leaseMs`: granted when nobody holds
- * it, this node does, or the holder's lease ran out. The cursor when granted; null when
- * another node pushes it.
+ * Takes (or keeps) the right to push a stream for `leaseMs`: granted when nobody holds it, this
+ * node does, or the holder's lease ran out. The cursor when granted; null when another node
+ * pushes it. The lease is timed by the database's clock, the one clock every node shares: by
+ * their own, a node whose clock ran ahead took every lease as run out, and pushed beside its holder.
  */
-export async function takeLease(db: Db, stream: string, createdAt: number, owner: string, now: Date, leaseMs: number): Promise<number | null> {
+export async function takeLease(db: Db, stream: string, createdAt: number, owner: string, leaseMs: number): Promise<number | null> {
   await cursorOf(db, stream, createdAt);
   const row = await db.updateTable('ssf_deliveries')
-    .set({ owner, lease_until: new Date(now.getTime() + leaseMs) })
+    .set({ owner, lease_until: sql<Date>`now() + ${Math.round(leaseMs)}::integer * interval '1 millisecond'` })
     .where('stream_id', '=', stream)
-    .where((eb) => eb.or([eb('owner', '=', owner), eb('owner', 'is', null), eb('lease_until', '<', now)]))
+    .where('position', '<', String(ENDED))
+    .where((eb) => eb.or([eb('owner', '=', owner), eb('owner', 'is', null), eb('lease_until', '<', sql<Date>`now()`)]))
     .returning('position')
     .executeTakeFirst();
   return row ? Number(row.position) : null;
@@ -84,12 +93,13 @@ export async function dropOtherCredentials(db: Db, stream: string, keep: string 
   await query.execute();
 }
 
-/** Everything kept for a deleted stream (its history stays in the log). */
+/** Everything kept for a deleted stream (its history stays in the log), but for its cursor, moved to the end. */
 export async function forgetStream(db: Db, stream: string): Promise<void> {
   await db.transaction().execute(async (trx) => {
     await trx.deleteFrom('ssf_push_credentials').where('stream_id', '=', stream).execute();
     await trx.deleteFrom('ssf_acks').where('stream_id', '=', stream).execute();
-    await trx.deleteFrom('ssf_deliveries').where('stream_id', '=', stream).execute();
+    await trx.insertInto('ssf_deliveries').values({ stream_id: stream, position: ENDED })
+      .onConflict((oc) => oc.column('stream_id').doUpdateSet({ position: ENDED, owner: null, lease_until: null })).execute();
   });
 }
 

@@ -29,6 +29,8 @@ export interface PollDeps extends ScanDeps {
   nextCommit: (ms: number) => Promise<void>;
   log: (fields: Record<string, unknown>, message: string) => void;
   longPollMs: number;
+  /** True once the transmitter is stopping: a waiting poll answers at once instead of waiting on. */
+  stopped: () => boolean;
 }
 
 export const DEFAULT_MAX_EVENTS = 100;
@@ -45,24 +47,33 @@ export async function pollStream(deps: PollDeps, stream: string, request: PollRe
   const errs = Object.entries(request.setErrs ?? {});
   for (const [jti, { err }] of errs.slice(0, 10)) deps.log({ stream, jti, err }, 'the poll receiver reports a security event it could not use');
   const taken = [...(request.ack ?? []), ...errs.map(([jti]) => jti)].map((jti) => positionOfJti(stream, jti)).filter((p): p is number => p !== null);
-  await recordAcks(deps.db, stream, taken, cursor, deps.head());
+  // A SET handed out lies within SCAN_BOUND positions of the cursor (the log has no gaps, and a
+  // poll looks no further; the cursor only moves on): an id past that was never handed out, and
+  // kept, it would only make every later poll read it (a receiver could fill the table up to the log's length).
+  await recordAcks(deps.db, stream, taken, cursor, Math.min(deps.head(), cursor + SCAN_BOUND));
 
   const maxEvents = request.maxEvents ?? DEFAULT_MAX_EVENTS;
   const deadline = Date.now() + (request.returnImmediately === false || request.returnImmediately === undefined ? deps.longPollMs : 0);
   for (;;) {
     const found = await pending(deps, stream, cursor, maxEvents);
     cursor = found.cursor;
-    if (Object.keys(found.sets).length > 0 || maxEvents === 0 || Date.now() >= deadline) return { sets: found.sets, moreAvailable: found.more };
+    // More to read already (the scan reached its bound) is an answer now: the receiver polls
+    // again at once, rather than after a wait for a commit. A stream deleted, or made a push
+    // stream, while the poll waited has nothing more for it. (Once the node is closing,
+    // nextCommit no longer waits: looking again would spin until the deadline.)
+    if (Object.keys(found.sets).length > 0 || found.more || found.ended || maxEvents === 0 || Date.now() >= deadline || deps.stopped()) return { sets: found.sets, moreAvailable: found.more };
     await deps.nextCommit(Math.max(0, deadline - Date.now()));
   }
 }
 
 /** Up to `maxEvents` SETs not acknowledged yet, signed; the cursor moved over the acknowledged ones in front. */
-async function pending(deps: PollDeps, stream: string, from: number, maxEvents: number): Promise<{ sets: Record<string, string>; more: boolean; cursor: number }> {
+async function pending(deps: PollDeps, stream: string, from: number, maxEvents: number): Promise<{ sets: Record<string, string>; more: boolean; cursor: number; ended?: true }> {
   const entry = deps.streams.get(stream);
-  if (!entry || entry.state.status !== 'enabled') return { sets: {}, more: false, cursor: from };
+  if (!entry || entry.state.config!.delivery.method !== POLL) return { sets: {}, more: false, cursor: from, ended: true };
+  if (entry.state.status !== 'enabled') return { sets: {}, more: false, cursor: from };
   const scan = await StreamScan.at(deps, stream, from);
-  const acked = await acksOf(deps.db, stream, from, Number.MAX_SAFE_INTEGER);
+  // (What the scan can reach: no acknowledgement past it is read.)
+  const acked = await acksOf(deps.db, stream, from, from + SCAN_BOUND);
   const sets: Record<string, string> = {};
   let count = 0;
   let cursor = from;

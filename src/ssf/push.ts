@@ -11,8 +11,10 @@ import { PUSH, type StreamsView } from './stream.ts';
 // Push delivery (RFC 8935) of one stream, on the node that holds its lease: each SET POSTed
 // on its own, in log order, the next only once the receiver took this one (2xx), retried with
 // backoff while it does not answer. A 400 is the receiver refusing that SET for good (RFC
-// 8935 §2.4: it names why); it is logged and the stream moves on. None of it is on the path of
-// a decision or a revocation: a dead receiver only makes this loop wait.
+// 8935 §2.4: it names why); it is logged and the stream moves on, unless what it names is not
+// the SET but the stream or the key it was signed with (see `notTheSet`): then it is retried
+// like a receiver that is down. None of it is on the path of a decision or a revocation: a
+// dead receiver only makes this loop wait.
 
 export const SET_TYP = 'secevent+jwt';
 const PAGE = 200;
@@ -35,6 +37,14 @@ export interface PushDeps extends ScanDeps {
   /** Told of each SET the receiver took: the stream and the log position it came from. */
   delivered?: (stream: string, position: number) => void;
 }
+
+/**
+ * RFC 8935 §2.4 codes that fault the stream, not the SET: a key the receiver has not fetched yet
+ * (each node signs with its own, and rotates it), or an issuer, audience or Authorization header
+ * the receiver does not accept (yet). Every SET would be refused the same way until that is put
+ * right, so dropping it would lose the stream's events meanwhile; the SET waits instead.
+ */
+const notTheSet = new Set(['invalid_key', 'invalid_issuer', 'invalid_audience', 'authentication_failed', 'access_denied']);
 
 /** Why a receiver refused a SET: its `err` code only (bounded), never what else it sent. */
 function refusal(body: Buffer): string {
@@ -70,9 +80,9 @@ export class PushDelivery {
   /** Keeps the lease fresh; the cursor when this node holds it, null when another node does. */
   private async lease(): Promise<number | null> {
     const entry = this.current()!;
-    const now = new Date();
-    const cursor = await takeLease(this.deps.db, this.stream, entry.state.createdAt, this.deps.nodeId, now, LEASE_MS);
-    this.leaseUntil = cursor === null ? 0 : now.getTime() + LEASE_MS;
+    const asked = Date.now();
+    const cursor = await takeLease(this.deps.db, this.stream, entry.state.createdAt, this.deps.nodeId, LEASE_MS);
+    this.leaseUntil = cursor === null ? 0 : asked + LEASE_MS;
     return cursor;
   }
 
@@ -137,25 +147,32 @@ export class PushDelivery {
       const delivery = config.delivery as Extract<typeof config.delivery, { method: typeof PUSH }>;
       const now = new Date();
       const set = await this.deps.signer.sign(setClaims(this.stream, this.deps.issuer, config.aud, item.position, item.at, item.event!), now, SET_TYP);
-      let failure: string;
       if (!set) {
-        failure = 'this node has no signing key it may use';
-      } else {
-        const headers: Record<string, string> = { 'content-type': 'application/secevent+jwt', accept: 'application/json' };
-        const authorization = delivery.authorization ? await credentialOf(this.deps.db, delivery.authorization) : null;
-        if (authorization) headers.authorization = authorization;
-        try {
-          const answer = await outboundPost(delivery.endpoint_url, { headers, body: set, signal: this.stopping.signal }, { allowPrivateUrls: this.deps.allowPrivateUrls, timeoutMs: this.deps.timeoutMs, maxBytes: 4096 });
-          if (answer.status >= 200 && answer.status < 300) return true;
-          if (answer.status === 400) {
-            this.deps.log({ stream: this.stream, position: item.position, err: refusal(answer.body) }, 'the push receiver refused a security event; it is not sent again');
-            return true;
-          }
-          failure = `HTTP ${answer.status}`;
-        } catch (err) {
-          // The reason is ours (outbound-fetch.ts words it without the URL's secrets); anything else reads the same.
-          failure = err instanceof OutboundFailure ? err.message : 'the request failed';
+        // Holding on would starve the stream: this node renews the lease while every other node
+        // stands by. It lets go, and waits long enough for one that can sign to take it (an
+        // idle loop looks every IDLE_MS).
+        this.deps.log({ stream: this.stream, position: item.position }, 'this node has no signing key it may use; it leaves the stream\'s security events to another node');
+        await releaseLease(this.deps.db, this.stream, this.deps.nodeId);
+        this.leaseUntil = 0;
+        await this.pause(2 * IDLE_MS);
+        return false;
+      }
+      let failure: string;
+      const headers: Record<string, string> = { 'content-type': 'application/secevent+jwt', accept: 'application/json' };
+      const authorization = delivery.authorization ? await credentialOf(this.deps.db, delivery.authorization) : null;
+      if (authorization) headers.authorization = authorization;
+      try {
+        const answer = await outboundPost(delivery.endpoint_url, { headers, body: set, signal: this.stopping.signal }, { allowPrivateUrls: this.deps.allowPrivateUrls, timeoutMs: this.deps.timeoutMs, maxBytes: 4096 });
+        if (answer.status >= 200 && answer.status < 300) return true;
+        const err = answer.status === 400 ? refusal(answer.body) : null;
+        if (err !== null && !notTheSet.has(err)) {
+          this.deps.log({ stream: this.stream, position: item.position, err }, 'the push receiver refused a security event; it is not sent again');
+          return true;
         }
+        failure = err === null ? `HTTP ${answer.status}` : `HTTP 400 ${err}`;
+      } catch (err) {
+        // The reason is ours (outbound-fetch.ts words it without the URL's secrets); anything else reads the same.
+        failure = err instanceof OutboundFailure ? err.message : 'the request failed';
       }
       this.deps.log({ stream: this.stream, position: item.position, attempt, failure }, 'security event push failed; retrying');
       await this.pause(this.deps.backoffMs(attempt));

@@ -31,10 +31,16 @@ export interface TransmitterOptions {
   delivered?: (stream: string, position: number) => void;
 }
 
+/** Polls that may wait at once on one stream, on one node (a receiver needs one; a few more cover a restart's overlap). */
+export const MAX_WAITING_POLLS = 4;
+
 export class Transmitter {
   private readonly pushes = new Map<string, PushDelivery>();
   private waiters = new Set<() => void>();
-  private stopped = false;
+  /** Long polls waiting, by stream. */
+  private readonly waitingPolls = new Map<string, number>();
+  /** Set by `stop()`: no loop waits any more, and a waiting poll answers with what it has. */
+  stopped = false;
 
   constructor(private readonly options: TransmitterOptions) {}
 
@@ -50,10 +56,28 @@ export class Transmitter {
     for (const resolve of waiting) resolve();
   }
 
-  poll(stream: string, request: PollRequest): Promise<{ sets: Record<string, string>; moreAvailable: boolean }> {
-    return pollStream({ ...this.deps(), head: this.options.head, longPollMs: this.options.longPollMs ?? 10_000 }, stream, request);
+  /**
+   * A poll of `stream`. Every commit wakes every waiting poll, and each reads the log and the
+   * database again: past MAX_WAITING_POLLS waiting on one stream on this node, a poll answers
+   * at once (as with `returnImmediately`) rather than joining them, so no number of open polls
+   * multiplies the work each commit costs.
+   */
+  async poll(stream: string, request: PollRequest): Promise<{ sets: Record<string, string>; moreAvailable: boolean }> {
+    const waiting = this.waitingPolls.get(stream) ?? 0;
+    const waits = request.returnImmediately !== true && waiting < MAX_WAITING_POLLS;
+    if (waits) this.waitingPolls.set(stream, waiting + 1);
+    try {
+      return await pollStream({ ...this.deps(), head: this.options.head, longPollMs: this.options.longPollMs ?? 10_000, stopped: () => this.stopped }, stream, waits ? request : { ...request, returnImmediately: true });
+    } finally {
+      if (waits) {
+        const left = this.waitingPolls.get(stream)! - 1;
+        if (left === 0) this.waitingPolls.delete(stream);
+        else this.waitingPolls.set(stream, left);
+      }
+    }
   }
 
+  /** Ends every push loop and every waiting poll (the node is closing); a second call only waits for the first. */
   async stop(): Promise<void> {
     this.stopped = true;
     const stopping = [...this.pushes.values()].map((p) => p.stop());

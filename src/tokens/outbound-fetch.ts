@@ -137,7 +137,7 @@ async function vetted(href: string, options: OutboundOptions, given?: AbortSigna
  */
 export async function outboundGet(href: string, init: { headers?: Headers | Record<string, string>; signal?: AbortSignal }, options: OutboundOptions): Promise<Response> {
   const { url, addresses, signal, maxBytes } = await vetted(href, options, init.signal);
-  const { status, headers, body } = await exchange(url, addresses, { method: 'GET', headers: new Headers(init.headers), readErrorBody: false }, signal, maxBytes);
+  const { status, headers, body } = await exchange(url, addresses, { method: 'GET', headers: new Headers(init.headers), body: (s) => (s === 200 ? 'whole' : 'none') }, signal, maxBytes);
   // A redirect is refused, not followed: its target never went through these checks.
   if (status >= 300 && status < 400) throw new OutboundFailure(`HTTP ${status}: redirects are not followed`);
   if (status !== 200) throw new OutboundFailure(`HTTP ${status}`);
@@ -145,16 +145,19 @@ export async function outboundGet(href: string, init: { headers?: Headers | Reco
 }
 
 /**
- * POST `body` to `href` under the same rules (a security event pushed to its receiver):
- * whatever the status, it comes back with at most `maxBytes` of the response body; a redirect
- * is a status like any other, never followed. Throws an `OutboundFailure` when no answer came
+ * POST `body` to `href` under the same rules (a security event pushed to its receiver): the
+ * status comes back, and for a status other than 2xx the first `maxBytes` of the response body
+ * (the rest is not read); a 2xx is its status alone, whatever body follows it. A redirect is a
+ * status like any other, never followed. Throws an `OutboundFailure` when no answer came
  * (refused URL or address, timeout, connection failure).
  */
 export async function outboundPost(href: string, init: { headers: Record<string, string>; body: string; signal?: AbortSignal }, options: OutboundOptions): Promise<{ status: number; body: Buffer }> {
   const { url, addresses, signal, maxBytes } = await vetted(href, options, init.signal);
   const headers = new Headers(init.headers);
   headers.set('content-length', String(Buffer.byteLength(init.body)));
-  const { status, body } = await exchange(url, addresses, { method: 'POST', headers, body: init.body, readErrorBody: true }, signal, maxBytes);
+  // The receiver's verdict is its status: a 2xx took the request, whatever it sends after (a
+  // page too large, or a body that never ends, must not make a delivered SET a failure).
+  const { status, body } = await exchange(url, addresses, { method: 'POST', headers, send: init.body, body: (s) => (s >= 200 && s < 300 ? 'none' : 'capped') }, signal, maxBytes);
   return { status, body };
 }
 
@@ -191,9 +194,12 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
 interface Exchange {
   method: 'GET' | 'POST';
   headers: Headers;
-  body?: string;
-  /** Read the body of a response other than 200 too (else only its status counts). */
-  readErrorBody: boolean;
+  send?: string;
+  /**
+   * What of the response body a status calls for: none (the status decides), the whole of it
+   * (more than `maxBytes` is a failure), or its first `maxBytes` (the rest is not read).
+   */
+  body: (status: number) => 'none' | 'whole' | 'capped';
 }
 
 /** One request to exactly `addresses` (the name is kept for the Host header, SNI and the certificate check). */
@@ -227,29 +233,34 @@ function exchange(url: URL, addresses: LookupAddress[], request: Exchange, signa
     req.on('error', (err: NodeJS.ErrnoException) => fail(`request failed: ${err.code ?? err.message}`));
     req.once('response', (res) => {
       const length = Number(res.headers['content-length']);
-      if (res.statusCode !== 200 && !request.readErrorBody) {
-        // Nothing of the body is wanted: the status decides.
+      const status = res.statusCode ?? 0;
+      const wanted = request.body(status);
+      const done = (body: Buffer) => {
         settled = true;
         req.destroy();
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.alloc(0) });
-        return;
-      }
-      if (Number.isFinite(length) && length > maxBytes) return fail(`the response announces ${length} bytes, more than ${maxBytes}`);
+        resolve({ status, headers: res.headers, body });
+      };
+      // Nothing of the body is wanted: the status decides.
+      if (wanted === 'none') return done(Buffer.alloc(0));
+      if (wanted === 'whole' && Number.isFinite(length) && length > maxBytes) return fail(`the response announces ${length} bytes, more than ${maxBytes}`);
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (chunk: Buffer) => {
+        if (settled) return;
         size += chunk.length;
-        if (size > maxBytes) return fail(`the response is larger than ${maxBytes} bytes`);
-        chunks.push(chunk);
+        if (size <= maxBytes) return void chunks.push(chunk);
+        if (wanted === 'whole') return fail(`the response is larger than ${maxBytes} bytes`);
+        chunks.push(chunk.subarray(0, chunk.length - (size - maxBytes)));
+        done(Buffer.concat(chunks));
       });
       res.once('aborted', () => fail('the response was cut off'));
       res.on('error', (err: NodeJS.ErrnoException) => fail(`reading the response failed: ${err.code ?? err.message}`));
       res.once('end', () => {
         if (settled) return;
         settled = true;
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+        resolve({ status, headers: res.headers, body: Buffer.concat(chunks) });
       });
     });
-    req.end(request.body);
+    req.end(request.send);
   });
 }

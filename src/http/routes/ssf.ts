@@ -91,8 +91,13 @@ export async function ssfRoutes(app: App, deps: ServerDeps): Promise<void> {
     return entry;
   };
 
-  /** A delivery as asked, checked; a push header is stored (under a fresh id) before the configuration naming it is written. */
-  const deliveryOf = async (stream: string, asked: Static<typeof DeliveryIn> | undefined): Promise<Delivery> => {
+  /**
+   * A delivery as asked, checked; a push header is stored (under a fresh id) before the
+   * configuration naming it is written. `merging` (PATCH): the delivery in force, whose header
+   * is kept when the update names none and pushes to the same URL, and only then: a header
+   * never follows the stream to a URL it was not given for.
+   */
+  const deliveryOf = async (stream: string, asked: Static<typeof DeliveryIn> | undefined, merging?: Delivery): Promise<Delivery> => {
     if (!asked || asked.method === POLL) {
       if (asked?.endpoint_url !== undefined || asked?.authorization_header !== undefined) {
         throw new LeashError('VALIDATION_FAILED', '/delivery: a polled stream\'s endpoint_url is Leash\'s to give, and it takes no authorization_header');
@@ -109,7 +114,9 @@ export async function ssfRoutes(app: App, deps: ServerDeps): Promise<void> {
     const problem = urlProblem(url, tokenSettings().allowPrivateUrls);
     if (problem) throw new LeashError('VALIDATION_FAILED', `/delivery/endpoint_url ${problem}`);
     let authorization: string | null = null;
-    if (asked.authorization_header !== undefined) {
+    if (asked.authorization_header === undefined && merging?.method === PUSH && merging.endpoint_url === url.href) {
+      authorization = merging.authorization;
+    } else if (asked.authorization_header !== undefined) {
       authorization = randomUUID();
       await putCredential(deps.decisions.db, stream, authorization, asked.authorization_header);
     }
@@ -172,7 +179,7 @@ export async function ssfRoutes(app: App, deps: ServerDeps): Promise<void> {
     const config = entry.state.config!;
     const next: StreamConfig = {
       aud: config.aud,
-      delivery: body.delivery === undefined ? config.delivery : await deliveryOf(body.stream_id, body.delivery),
+      delivery: body.delivery === undefined ? config.delivery : await deliveryOf(body.stream_id, body.delivery, config.delivery),
       events_requested: body.events_requested === undefined ? config.events_requested : body.events_requested,
       description: body.description === undefined ? config.description : body.description,
     };
