@@ -128,5 +128,6 @@ export function errorHandler(err: FastifyError, request: FastifyRequest, reply: 
     }
   }
   if (body.code === 'UNAUTHENTICATED') reply.header('www-authenticate', 'Bearer realm="leash"');
+  if (body.code === 'RATE_LIMITED' && typeof body.retryAfterSeconds === 'number') reply.header('retry-after', String(body.retryAfterSeconds));
   void reply.status(body.status).type('application/problem+json').send(body);
 }

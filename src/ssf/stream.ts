@@ -53,8 +53,12 @@ export type StreamCommand =
   | { type: 'RequestVerification'; data: { state: string | null }; metadata: CommandMetadata }
   | { type: 'DeleteStream'; data: Record<string, never>; metadata: CommandMetadata };
 
-/** A receiver may ask for a verification event this often (seconds); sooner is a 429 (SSF `min_verification_interval`). */
-export const MIN_VERIFICATION_INTERVAL_SECONDS = 1;
+/**
+ * A receiver may ask for a verification event this often (seconds); sooner is a 429 (SSF
+ * `min_verification_interval`). Each one is an event in the shared log, read again by every
+ * scan of its stream: a receiver checking its stream needs one now and then, not a flood.
+ */
+export const MIN_VERIFICATION_INTERVAL_SECONDS = 30;
 
 export const initialStreamState = (): StreamState => ({ id: '', config: null, status: 'enabled', reason: null, deleted: false, createdAt: 0, verifiedAt: 0 });
 
@@ -73,8 +77,9 @@ export function decideStream(command: StreamCommand, state: StreamState): Stream
       if (command.data.status === state.status && command.data.reason === state.reason) return [];
       return [{ type: 'StreamStatusChanged', data: command.data }];
     case 'RequestVerification':
-      if (command.metadata.now.getTime() - state.verifiedAt < MIN_VERIFICATION_INTERVAL_SECONDS * 1000) {
-        throw new LeashError('RATE_LIMITED', `a verification event may be asked for once every ${MIN_VERIFICATION_INTERVAL_SECONDS} s`, { retryAfterSeconds: MIN_VERIFICATION_INTERVAL_SECONDS });
+      const wait = state.verifiedAt + MIN_VERIFICATION_INTERVAL_SECONDS * 1000 - command.metadata.now.getTime();
+      if (wait > 0) {
+        throw new LeashError('RATE_LIMITED', `a verification event may be asked for once every ${MIN_VERIFICATION_INTERVAL_SECONDS} s`, { retryAfterSeconds: Math.ceil(wait / 1000) });
       }
       return [{ type: 'VerificationRequested', data: command.data }];
     case 'DeleteStream':

@@ -3,7 +3,7 @@ import type { FastifyRequest } from 'fastify';
 import { Type, type Static } from 'typebox';
 import { LeashError } from '../../errors.ts';
 import { adminOn } from '../../humans/admin.ts';
-import { dropOtherCredentials, forgetStream, putCredential } from '../../ssf/delivery-store.ts';
+import { advancePolled, cursorOf, dropOtherCredentials, forgetStream, putCredential } from '../../ssf/delivery-store.ts';
 import { DEFAULT_MAX_EVENTS } from '../../ssf/poll.ts';
 import { EVENTS_SUPPORTED, eventsDelivered } from '../../ssf/sets.ts';
 import { MAX_STREAMS, MIN_VERIFICATION_INTERVAL_SECONDS, POLL, PUSH, streamAggregate, type Delivery, type StreamConfig, type StreamEntry, type StreamStatus } from '../../ssf/stream.ts';
@@ -218,7 +218,12 @@ export async function ssfRoutes(app: App, deps: ServerDeps): Promise<void> {
     const { state } = find(id);
     const now = new Date();
     if (state.status !== status || state.reason !== (reason ?? null)) {
-      await deps.commands.handle(streamAggregate, id, { type: 'ChangeStreamStatus', data: { status: status as StreamStatus, reason: reason ?? null }, metadata: { now } }, { now, ...byCaller(request) });
+      const result = await deps.commands.handle(streamAggregate, id, { type: 'ChangeStreamStatus', data: { status: status as StreamStatus, reason: reason ?? null }, metadata: { now } }, { now, ...byCaller(request) });
+      // Disabled holds nothing (SSF): what waited while the stream was paused goes with it.
+      if (status === 'disabled') {
+        await cursorOf(deps.decisions.db, id, state.createdAt);
+        await advancePolled(deps.decisions.db, id, result.position);
+      }
     }
     void reply.header('cache-control', NO_STORE);
     return { stream_id: id, status, ...(reason !== undefined ? { reason } : {}) };
