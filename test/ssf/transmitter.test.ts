@@ -205,7 +205,7 @@ describe('the transmitter, polled (RFC 8936)', () => {
   const poll = (body: Record<string, unknown>) => node.api('POST', `/ssf/poll/${streamId}`, body);
 
   beforeAll(async () => {
-    node = await startTestNode(freshPglite(), { ssf: { longPollMs: 3000 } });
+    node = await startTestNode(await freshPostgres(), { ssf: { longPollMs: 3000 } });
     await seedPrincipals(node);
     const created = await node.api('POST', '/ssf/stream', { events_requested: [SESSION_REVOKED] });
     expect(created.status).toBe(201);
@@ -265,7 +265,7 @@ describe('the transmitter, polled (RFC 8936)', () => {
 
 describe('what the log\'s events become on a stream that asks for everything', () => {
   it('the kill switch, an approval asked and answered, a grant change and one Leash token revoked, each as its SET, in order', async () => {
-    const node = await startTestNode(freshPglite());
+    const node = await startTestNode(await freshPostgres());
     try {
       await seedPrincipals(node);
       const stream = (await node.api('POST', '/ssf/stream', {})).body.stream_id;
@@ -325,7 +325,7 @@ describe('the stream management API under hostile input', () => {
   let streamId: string;
 
   beforeAll(async () => {
-    node = await startTestNode(freshPglite());
+    node = await startTestNode(await freshPostgres());
     streamId = (await node.api('POST', '/ssf/stream', {})).body.stream_id;
   });
   afterAll(async () => node?.close());
@@ -373,7 +373,7 @@ describe('the stream management API under hostile input', () => {
   });
 
   it('a private address is refused unless LEASH_ALLOW_PRIVATE_URLS', async () => {
-    const strict = await startTestNode(freshPglite(), { allowPrivateUrls: false });
+    const strict = await startTestNode(await freshPostgres(), { allowPrivateUrls: false });
     try {
       for (const url of ['https://127.0.0.1/events', 'https://169.254.169.254/latest', 'http://127.0.0.1:9/events', 'https://[::1]/x', 'https://localhost/x']) {
         const res = await strict.api('POST', '/ssf/stream', { delivery: { method: 'urn:ietf:rfc:8935', endpoint_url: url } });

@@ -246,6 +246,10 @@ export async function ssfRoutes(app: App, deps: ServerDeps): Promise<void> {
     },
   }, async (request, reply) => {
     void reply.header('cache-control', NO_STORE);
-    return deps.transmitter.poll(request.params.id, request.body);
+    const answer = await deps.transmitter.poll(request.params.id, request.body);
+    // Answered because the node is stopping: the connection goes too, or the server's close
+    // would wait out its keep-alive (it closes only the connections idle when it starts).
+    if (deps.transmitter.stopped) void reply.header('connection', 'close');
+    return answer;
   });
 }
