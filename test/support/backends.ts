@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { cpSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { inject } from 'vitest';
@@ -23,7 +22,8 @@ export async function freshPostgres(): Promise<Extract<Backend, { kind: 'postgre
 
 /** A new embedded data directory holding a new, empty database: a copy of the one global-setup had PGlite create. */
 export function freshPglite(): Extract<Backend, { kind: 'pglite' }> & { dataDir: string } {
-  const dataDir = mkdtempSync(join(tmpdir(), 'leash-pglite-'));
+  // Under the run's own directory, which the run removes when it ends (global-setup.ts).
+  const dataDir = mkdtempSync(join(inject('runDir'), 'pglite-'));
   cpSync(inject('pgliteTemplate'), dataDir, { recursive: true });
   return { kind: 'pglite', dataDir };
 }
