@@ -173,6 +173,18 @@ describe('bearer tokens', () => {
     });
   });
 
+  it('the console serves its own files and nothing else: a path beside or behind them is a 401 without a token', async () => {
+    for (const url of ['/console/index.html', '/console/../v1/agents', '/console/%2e%2e/v1/agents', '/console/vendor/../../package.json', '/console/vendor/preact.mjs%00.js',
+      '/console/app.js/', '/console/APP.JS', '/console/vendor/', `/console/${'a'.repeat(5000)}`, '/console//app.js']) {
+      const res = await node.api('GET', url, undefined, {}, null);
+      expect(res.status, url).toBe(401);
+      expect(String(res.body)).not.toMatch(/"dependencies"|export function/);
+    }
+    const page = await node.api('GET', '/console/', undefined, {}, null);
+    expect(page.headers['content-security-policy']).toMatch(/frame-ancestors 'none'/);
+    expect(page.headers['x-content-type-options']).toBe('nosniff');
+  });
+
   it('public routes answer without a token, however their path is spelled', async () => {
     for (const url of PUBLIC) expect((await node.api('GET', url, undefined, {}, null)).status, url).toBe(200);
     expect((await node.api('GET', '/console', undefined, {}, null)).headers.location).toBe('/console/');

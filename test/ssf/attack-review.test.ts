@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { cursorOf, takeLease } from '../../src/ssf/delivery-store.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { ADMIN_TOKEN, agentBody, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
+import { eventually } from './receiver.ts';
 
 // Attack review of the Shared Signals transmitter: each test names what a caller or a receiver
 // could do, and asserts the safe behaviour.
@@ -12,15 +13,6 @@ import { ADMIN_TOKEN, agentBody, seedPrincipals, startTestNode, type TestNode } 
 const PUSH = 'urn:ietf:rfc:8935';
 const SESSION_REVOKED = 'https://schemas.openid.net/secevent/caep/event-type/session-revoked';
 
-async function eventually<T>(check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** A receiver whose every answer `respond` writes; keeps the SETs it was sent, and the Authorization header each came with. */
 async function receiverAnswering(respond: (res: ServerResponse) => void): Promise<{ url: string; sets: string[]; authorizations: (string | undefined)[]; server: Server }> {

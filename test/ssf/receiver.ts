@@ -65,3 +65,14 @@ export async function verifySet(set: string, jwks: JSONWebKeySet, expected: { is
   if (!subId || typeof subId.format !== 'string') throw new Error('no sub_id with a format');
   return payload as never;
 }
+
+/** Polls `check` every 10 ms until it gives something truthy (that value), or fails after `timeoutMs`. */
+export async function eventually<T>(check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

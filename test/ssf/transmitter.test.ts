@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPglite, freshPostgres } from '../support/backends.ts';
 import { agentBody, ADMIN_TOKEN, clientAssertionOf, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 import { pay, payToken, registerPayBot } from '../support/payments.ts';
-import { PushReceiver, verifySet } from './receiver.ts';
+import { PushReceiver, verifySet, eventually } from './receiver.ts';
 
 // Leash as a Shared Signals transmitter: streams managed over the SSF API, SETs pushed to a
 // receiver (RFC 8935) or polled (RFC 8936), every one verified as a receiver would, with jose's
@@ -16,15 +16,6 @@ const CREDENTIAL_CHANGE = 'https://schemas.openid.net/secevent/caep/event-type/c
 const VERIFICATION = 'https://schemas.openid.net/secevent/ssf/event-type/verification';
 const examples = JSON.parse(readFileSync(new URL('./spec-examples.json', import.meta.url), 'utf8')).examples as Record<string, Record<string, any>[]>;
 
-async function eventually<T>(check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const register = async (node: TestNode, id: string) => {
   const res = await node.api('POST', '/v1/agents', agentBody({ id }));
