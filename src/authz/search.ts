@@ -3,6 +3,7 @@ import { canonicalJson } from '../canonical-json.ts';
 import { LeashError } from '../errors.ts';
 import type { RegistryView } from '../registry/registry-view.ts';
 import type { TokenVerifier } from '../tokens/verify.ts';
+import { Turns } from '../turns.ts';
 import { decide } from './agent-decision.ts';
 import { actionUid, cedarType, contextEntitiesCost, type AuthzenEntity, type EvaluationRequest } from './engine.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
@@ -40,8 +41,6 @@ export const MAX_EXAMINED = 5000;
  * the bound a batch of evaluations has (MAX_BATCH_WORK): many entities mean fewer candidates a page.
  */
 export const MAX_PAGE_WORK = 20_000;
-/** Candidates decided between turns of the event loop. */
-const YIELD_EVERY = 10;
 
 /** For a candidate agent: a token for exactly this request, its claims as verified (nothing is signed). */
 const asIfTokenFor = (action: string, resource: { type: string; id: string }): TokenVerifier => async (_token, subjectId, agentOf) => {
@@ -70,11 +69,12 @@ export async function search(kind: SearchKind, body: SearchRequest, policies: Co
   const maxExamined = Math.max(1, Math.min(MAX_EXAMINED, Math.floor(MAX_PAGE_WORK / perCandidate)));
   let examined = 0;
   let last: string | null = null;
+  const turns = new Turns();
   for (const c of candidates(kind, body, policies, view)) {
     if (after !== null && c.key <= after) continue;
     if (results.length >= limit || examined >= maxExamined) return { page: { next_token: token(last ?? after ?? '', fingerprint), count: results.length }, results };
     // Other callers (and revocations) get a turn now and then.
-    if (examined > 0 && examined % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
+    await turns.take();
     examined++;
     last = c.key;
     const subjectType = cedarType(c.request.subject.type, aliases);

@@ -2,7 +2,9 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CompiledQuery, Kysely, PostgresDialect, type Transaction } from 'kysely';
 import pg from 'pg';
+import type { PGlite } from '@electric-sql/pglite';
 import type { Database } from './events.table.ts';
+import { PGliteThread } from './pglite-thread.ts';
 
 export type Backend =
   | { kind: 'postgres'; url: string; poolSize?: number }
@@ -54,16 +56,16 @@ export async function connect(backend: Backend): Promise<Connection> {
     pools.set(db, pool);
     return { db, backend, describe: `postgres ${redactUrl(backend.url)}` };
   }
-  const { PGlite } = await import('@electric-sql/pglite');
   const { PGliteDialect } = await import('kysely-pglite-dialect');
-  let client;
-  if (backend.dataDir === null) {
-    client = await PGlite.create();
-  } else {
-    mkdirSync(backend.dataDir, { recursive: true });
-    client = await PGlite.create(join(backend.dataDir, 'pgdata'));
-  }
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(client) });
+  if (backend.dataDir !== null) mkdirSync(backend.dataDir, { recursive: true });
+  // On a thread of its own (pglite-thread.ts), so its work is not the HTTP thread's.
+  const thread = await PGliteThread.start(backend.dataDir === null ? null : join(backend.dataDir, 'pgdata'));
+  // The dialect calls `query` and `close` only, which the thread answers as PGlite does.
+  const calls: Pick<PGlite, 'query' | 'close'> = thread;
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(calls as PGlite) });
+  // kysely's destroy() closes a driver only once it has handed out a connection: take one now
+  // (no statement is sent), so that destroy() always ends the thread.
+  await db.connection().execute(async () => {});
   return { db, backend, describe: `pglite ${backend.dataDir ?? '(memory)'}` };
 }
 

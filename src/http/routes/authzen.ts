@@ -11,6 +11,7 @@ import { MAX_JSON_DEPTH } from '../../json-limits.ts';
 import { ShadowAgents } from '../../monitoring/shadow-agents.ts';
 import { checkApprovalIds, checkBatchWork, checkLogBytes, complete } from './evaluation-limits.ts';
 import { tokenVerifier, type LeashTokens } from '../../tokens/verify.ts';
+import { Turns } from '../../turns.ts';
 import { Problem } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
 
@@ -165,9 +166,10 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
   const decideAndRecord = async (pep: string, requests: EvaluationRequest[], observed: Promise<void>[], stopAt?: (d: Decision) => boolean, shared?: object) => {
     checkApprovalIds(requests);
     const decided: { request: EvaluationRequest; decision: Decision; at: Date; id: string; durable: Promise<void> | null }[] = [];
-    for (const [i, request] of requests.entries()) {
+    const turns = new Turns();
+    for (const request of requests) {
       // A long batch gives other requests (and revocations) a turn now and then.
-      if (i > 0 && i % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
+      await turns.take();
       const one = await decideOne(request, randomUUID());
       decided.push(one);
       if (stopAt?.(one.decision)) break;
@@ -259,4 +261,3 @@ export async function authzenRoutes(app: App, deps: ServerDeps): Promise<void> {
 }
 
 /** Decisions in a batch between turns of the event loop. */
-const YIELD_EVERY = 10;
