@@ -204,8 +204,29 @@ export function merged(runs: HttpResult[]): HttpResult {
   };
 }
 
-const decides = async (url: string, token: string) => {
-  const probe = await fetch(`${url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body: body(token) });
+/**
+ * The same decision with the context a finance deployment sends along: the document's folder
+ * chain up to the company's (four entities) and three more documents and folders beside it.
+ */
+export const financeBody = (token: string) => JSON.stringify({
+  subject: { type: 'agent', id: 'invoice-bot', properties: { token } },
+  action: { name: 'read' },
+  resource: { type: 'Document', id: 'inv-42' },
+  context: {
+    entities: [
+      { uid: { type: 'Document', id: 'inv-42' }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] },
+      { uid: { type: 'Folder', id: 'invoices' }, attrs: {}, parents: [{ type: 'Folder', id: 'finance' }] },
+      { uid: { type: 'Folder', id: 'finance' }, attrs: {}, parents: [{ type: 'Folder', id: 'company' }] },
+      { uid: { type: 'Folder', id: 'company' }, attrs: {}, parents: [] },
+      { uid: { type: 'Document', id: 'inv-43' }, attrs: {}, parents: [{ type: 'Folder', id: 'invoices' }] },
+      { uid: { type: 'Folder', id: 'archive' }, attrs: {}, parents: [{ type: 'Folder', id: 'finance' }] },
+      { uid: { type: 'Document', id: 'inv-2021-7' }, attrs: {}, parents: [{ type: 'Folder', id: 'archive' }] },
+    ],
+  },
+});
+
+const decides = async (url: string, token: string, request = body) => {
+  const probe = await fetch(`${url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body: request(token) });
   return ((await probe.json()) as { decision?: boolean }).decision === true;
 };
 
@@ -213,20 +234,21 @@ const decides = async (url: string, token: string) => {
  * The cached-token run, the /healthz baseline, and as asked: `freshTokens` (> 0) a different
  * self-signed token on every request; `leashToken` the cached run again with one token Leash issued.
  */
-export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number; leashToken?: boolean }): Promise<HttpRun> {
+export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number; leashToken?: boolean; request?: (token: string) => string }): Promise<HttpRun> {
+  const request = options.request ?? ((token: string) => body(token));
   const dataDir = database ? null : mkdtempSync(join(tmpdir(), 'leash-bench-http-'));
   const server = await startServer(database ? { DATABASE_URL: database.url } : { LEASH_DATA_DIR: dataDir! });
   try {
     const { privateKey, agents: [agent] } = await seed(server.url);
     const cachedToken = await mint(privateKey, 0);
-    let allowed = await decides(server.url, cachedToken);
+    let allowed = await decides(server.url, cachedToken, request);
 
     const at = (path: string) => `${server.url}${path}`;
     const common = { connections: options.connections, duration: options.seconds, headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' } };
-    await load({ ...common, url: at('/access/v1/evaluation'), duration: 2, method: 'POST', body: body(cachedToken) }); // warm-up
+    await load({ ...common, url: at('/access/v1/evaluation'), duration: 2, method: 'POST', body: request(cachedToken) }); // warm-up
     const baseline = await load({ ...common, url: at('/healthz'), method: 'GET' });
     const pid = server.child.pid!;
-    const evaluate = (token: string, duration = options.seconds) => measured(pid, { ...common, url: at('/access/v1/evaluation'), method: 'POST', body: body(token), duration }, database?.url);
+    const evaluate = (token: string, duration = options.seconds) => measured(pid, { ...common, url: at('/access/v1/evaluation'), method: 'POST', body: request(token), duration }, database?.url);
 
     let cached: HttpResult;
     let leashCached: HttpResult | undefined;
@@ -235,7 +257,7 @@ export async function benchHttp(database: { url: string } | null, options: { sec
       // One token from POST /oauth/token, as `leash token request` gets it: verified once, then cached.
       const answer = await requestToken({ base: server.url, privateJwk: agent!.privateJwk, agent: agent!.id, details: READ_INVOICES });
       if (!('access_token' in answer)) throw new Error(`POST /oauth/token refused the benchmark agent: ${JSON.stringify(answer)}`);
-      allowed &&= await decides(server.url, answer.access_token);
+      allowed &&= await decides(server.url, answer.access_token, request);
       // And one acting for carol, who is not the agent's owner, under her grant: each decision
       // finds the grant and checks that it covers the token.
       await call(server.url, 'POST', '/v1/humans', { id: 'carol', email: 'carol@example.com', groups: ['finance'] });
@@ -244,7 +266,7 @@ export async function benchHttp(database: { url: string } | null, options: { sec
       }) as { id: string };
       const forCarol = await grantToken({ base: server.url, privateJwk: agent!.privateJwk, agent: agent!.id, details: READ_INVOICES, grant: grant.id });
       if (!('access_token' in forCarol)) throw new Error(`the grant's token exchange refused the benchmark agent: ${JSON.stringify(forCarol)}`);
-      allowed &&= await decides(server.url, forCarol.access_token);
+      allowed &&= await decides(server.url, forCarol.access_token, request);
       // Side by side in alternating blocks (own, Leash's, carol's, own, …), so that a change in
       // what else the machine runs falls on all alike.
       const own: HttpResult[] = [];
@@ -266,7 +288,7 @@ export async function benchHttp(database: { url: string } | null, options: { sec
 
     // A different token on every request: each one is verified (signature and claims) afresh.
     const bodies: string[] = [];
-    for (let i = 1; i <= options.freshTokens; i++) bodies.push(body(await mint(privateKey, i)));
+    for (let i = 1; i <= options.freshTokens; i++) bodies.push(request(await mint(privateKey, i)));
     let next = 0;
     const fresh = await measured(pid, {
       ...common, url: at('/access/v1/evaluation'), method: 'POST',

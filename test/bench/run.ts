@@ -17,7 +17,7 @@ import { migrateToLatest } from '../../src/store/migrate.ts';
 import { startPostgres } from '../support/servers.ts';
 import { AGENTS, DOCUMENTS, makeReplayArchive, makeVerifyArchive } from './audit.ts';
 import type { DecisionRow } from './decisions.ts';
-import { benchHttp, benchHttpTwoNodes, type HttpResult } from './http.ts';
+import { benchHttp, benchHttpTwoNodes, financeBody, type HttpResult } from './http.ts';
 import { benchRevocation } from './revocation.ts';
 import { benchTokens } from './tokens.ts';
 import { createServer } from 'node:http';
@@ -34,6 +34,8 @@ const PGLITE_REBUILD_EVENTS = Number(process.env.BENCH_PGLITE_REBUILD_EVENTS ?? 
 const REBUILD_RUNS = 3;
 const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 10);
 const HTTP_CONNECTIONS = (process.env.BENCH_HTTP_CONNECTIONS ?? '4,8,16').split(',').map(Number);
+/** The embedded default beside PostgreSQL (the target is at 16 and 32). */
+const EMBEDDED_CONNECTIONS = (process.env.BENCH_EMBEDDED_CONNECTIONS ?? '16,32').split(',').map(Number);
 const REVOCATION_NODES = Number(process.env.BENCH_REVOCATION_NODES ?? 8);
 const REVOCATIONS = Number(process.env.BENCH_REVOCATIONS ?? 1000);
 /** Revokes of the same loop before the measured ones, on agents of their own (see "How to read"). */
@@ -42,7 +44,7 @@ const REPLAY_DECISIONS = Number(process.env.BENCH_REPLAY_DECISIONS ?? 1_000_000)
 const RAW_DECISIONS = 20_000;
 const VERIFY_RECORDS = Number(process.env.BENCH_VERIFY_RECORDS ?? 10_000_000);
 /** POST /oauth/token's connection counts (the target is at 16). */
-const TOKEN_CONNECTIONS = (process.env.BENCH_TOKEN_CONNECTIONS ?? '16,4').split(',').map(Number);
+const TOKEN_CONNECTIONS = (process.env.BENCH_TOKEN_CONNECTIONS ?? '16,8,4').split(',').map(Number);
 const TOKEN_AGENTS = Number(process.env.BENCH_TOKEN_AGENTS ?? 32);
 const FLOOR_SECONDS = Number(process.env.BENCH_FLOOR_SECONDS ?? 5);
 /** Approval round trips measured (after 50 of warm-up), in 10 blocks alternating with the baseline's. */
@@ -217,6 +219,34 @@ async function benchHttpRows(fresh: () => Backend | Promise<Backend>, label: str
       });
       console.log(rows[rows.length - 1]);
     }
+  }
+}
+
+/**
+ * The embedded default as `npm start` runs it (PGlite, on a thread of its own) beside the same
+ * node on PostgreSQL, at each connection count, cached token, the finance request with its seven
+ * context entities. Each backend gets a database of its own.
+ */
+async function benchEmbeddedRows(postgres: () => Promise<Backend>, pglite: () => Backend): Promise<void> {
+  for (const connections of EMBEDDED_CONNECTIONS) {
+    const onPostgres = await benchHttp({ url: ((await postgres()) as { url: string }).url }, { seconds: HTTP_SECONDS, connections, freshTokens: 0, request: financeBody });
+    const embedded = await benchHttp(null, { seconds: HTTP_SECONDS, connections, freshTokens: 0, request: financeBody });
+    if (!onPostgres.allowed || !embedded.allowed) throw new Error('the embedded benchmark request was not allowed');
+    mustAnswer(onPostgres.cached);
+    mustAnswer(embedded.cached);
+    const e = embedded.cached;
+    const p = onPostgres.cached;
+    rows.push({
+      key: `POST /access/v1/evaluation, the embedded default (PGlite on its own thread), same token (cached), ${connections} connections,`,
+      what: `POST /access/v1/evaluation, the embedded default (PGlite on its own thread), same token (cached), ${connections} connections, ${HTTP_SECONDS} s, the finance request (7 context entities), decision log durable`,
+      backend: 'PGlite',
+      figure: `${fmt(e.perSecond)} decisions/s (${Math.round((e.perSecond / p.perSecond) * 100)}% of PostgreSQL's)${cpuText(e, 'decision', false)}`,
+      median: httpMs(e.p50),
+      p99: httpMs(e.p99),
+      baseline: `the same node on PostgreSQL, same load, same run: ${fmt(p.perSecond)}/s, p50 ${httpMs(p.p50)}, p99 ${httpMs(p.p99)}${cpuText(p, 'decision', true)}`,
+      target: '≥ 50% of the baseline\'s rate, p99 ≤ 25 ms',
+    });
+    console.log(rows[rows.length - 1]);
   }
 }
 
@@ -613,6 +643,7 @@ async function main(): Promise<void> {
       await benchHttpTwoNodesRow((await freshDatabase(server.url)).url);
       await benchHttpRows(pglite, 'PGlite');
     });
+    await section('embedded', () => benchEmbeddedRows(() => freshDatabase(server.url), pglite));
     await section('tokens', () => benchTokenRows(server.url));
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
     await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
@@ -658,7 +689,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -779,6 +810,14 @@ function howToRead(): string {
   2 cores, so this shows what a second writer costs the log, not what a second machine adds. A
   node that writes alone chains its batches itself; with another writer, each batch is chained
   onto the head inside Postgres (one round trip either way, never a refused append).
+- **embedded default**: \`leash serve\` as \`npm start\` runs it, on PGlite (PostgreSQL compiled to
+  WebAssembly) in a data directory of its own, beside the same node on the PostgreSQL server,
+  one after the other at each connection count, same load as **HTTP** with a request that
+  carries seven context entities (the document, its folder chain up to the company's, and three
+  more documents and folders beside it). PGlite runs on a thread of its own
+  (src/store/pglite-thread.ts): the HTTP thread only sends it statements and takes their answers,
+  and decisions that arrive while a batch is being written go in the next one. Its CPU is in
+  the server's figure (one process); the PostgreSQL baseline's is split between the two.
 - **tokens**: \`leash serve\` on PostgreSQL (one Node process) issues tokens at POST /oauth/token
   to ${TOKEN_AGENTS} agents, each with its own ES256 key pinned inline, from autocannon with N keep-alive
   connections. Every request carries a client assertion of its own (iss = sub = the agent, aud =

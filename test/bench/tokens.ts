@@ -87,7 +87,7 @@ export async function benchTokens(databaseUrl: string, options: { seconds: numbe
       return result;
     };
     // Enough assertions for this rate per second; more would only lengthen the signing before each run.
-    const budget = (seconds: number) => Math.round(seconds * Number(process.env.BENCH_TOKEN_BUDGET_PER_SECOND ?? 2500));
+    const budget = (seconds: number) => Math.round(seconds * Number(process.env.BENCH_TOKEN_BUDGET_PER_SECOND ?? 4500));
     await run(options.connections[0]!, 2, await forms(agents, endpoint, budget(2))); // warm-up
     const runs: TokenRun['runs'] = [];
     for (const connections of options.connections) {
