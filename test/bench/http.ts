@@ -234,12 +234,13 @@ const decides = async (url: string, token: string, request = body) => {
  * The cached-token run, the /healthz baseline, and as asked: `freshTokens` (> 0) a different
  * self-signed token on every request; `leashToken` the cached run again with one token Leash issued.
  */
-export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number; leashToken?: boolean; request?: (token: string) => string }): Promise<HttpRun> {
+export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number; leashToken?: boolean; request?: (token: string) => string; afterSeed?: () => Promise<void> }): Promise<HttpRun> {
   const request = options.request ?? ((token: string) => body(token));
   const dataDir = database ? null : mkdtempSync(join(tmpdir(), 'leash-bench-http-'));
   const server = await startServer(database ? { DATABASE_URL: database.url } : { LEASH_DATA_DIR: dataDir! });
   try {
     const { privateKey, agents: [agent] } = await seed(server.url);
+    await options.afterSeed?.();
     const cachedToken = await mint(privateKey, 0);
     let allowed = await decides(server.url, cachedToken, request);
 

@@ -36,6 +36,8 @@ const HTTP_SECONDS = Number(process.env.BENCH_HTTP_SECONDS ?? 10);
 const HTTP_CONNECTIONS = (process.env.BENCH_HTTP_CONNECTIONS ?? '4,8,16').split(',').map(Number);
 /** The embedded default beside PostgreSQL (the target is at 16 and 32). */
 const EMBEDDED_CONNECTIONS = (process.env.BENCH_EMBEDDED_CONNECTIONS ?? '16,32').split(',').map(Number);
+/** Runs (BENCH_HTTP_SECONDS each) on a database just created, and as many on analyzed ones, alternating. */
+const FRESH_DATABASE_ROUNDS = Number(process.env.BENCH_FRESH_DATABASE_ROUNDS ?? 4);
 const REVOCATION_NODES = Number(process.env.BENCH_REVOCATION_NODES ?? 8);
 const REVOCATIONS = Number(process.env.BENCH_REVOCATIONS ?? 1000);
 /** Revokes of the same loop before the measured ones, on agents of their own (see "How to read"). */
@@ -248,6 +250,61 @@ async function benchEmbeddedRows(postgres: () => Promise<Backend>, pglite: () =>
     });
     console.log(rows[rows.length - 1]);
   }
+}
+
+/**
+ * A node on a database just created (as CREATE DATABASE leaves it: no statistics until
+ * autovacuum's first ANALYZE, a minute or more away) beside the same on a database analyzed
+ * right after the seeding, in alternating rounds, each on a database of its own.
+ */
+async function benchFreshDatabaseRow(postgres: () => Promise<{ url: string }>): Promise<void> {
+  const connections = EMBEDDED_CONNECTIONS[EMBEDDED_CONNECTIONS.length - 1]!;
+  const runs: { fresh: HttpResult[]; analyzed: HttpResult[] } = { fresh: [], analyzed: [] };
+  const onDatabase = async <T>(url: string, f: (c: pg.Client) => Promise<T>): Promise<T> => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      return await f(client);
+    } finally {
+      await client.end();
+    }
+  };
+  // What the fresh databases' hot tables were read by, after each run: index scans, or rows read one by one.
+  const reads = { indexScans: 0, rowsReadSequentially: 0, analyzedBy: 0 };
+  for (let round = 0; round < FRESH_DATABASE_ROUNDS; round++) {
+    // A B B A …: neither kind always goes first.
+    for (const kind of round % 2 === 0 ? (['fresh', 'analyzed'] as const) : (['analyzed', 'fresh'] as const)) {
+      const { url } = await postgres();
+      const afterSeed = kind === 'analyzed' ? () => onDatabase(url, async (c) => void (await c.query('analyze'))) : undefined;
+      const run = await benchHttp({ url }, { seconds: HTTP_SECONDS, connections, freshTokens: 0, request: financeBody, afterSeed });
+      if (!run.allowed) throw new Error('the fresh-database benchmark request was not allowed');
+      mustAnswer(run.cached);
+      runs[kind].push(run.cached);
+      if (kind === 'fresh') {
+        const stats = await onDatabase(url, async (c) => (await c.query<{ idx: string; seq: string; analyzed: string }>(
+          `select sum(idx_scan) as idx, sum(seq_tup_read) as seq, count(last_autoanalyze) as analyzed from pg_stat_user_tables where relname in ('decisions', 'client_assertion_jtis')`)).rows[0]!);
+        reads.indexScans += Number(stats.idx);
+        reads.rowsReadSequentially += Number(stats.seq);
+        reads.analyzedBy += Number(stats.analyzed);
+      }
+    }
+  }
+  const mean = (rs: HttpResult[], f: (r: HttpResult) => number) => rs.reduce((n, r) => n + f(r), 0) / rs.length;
+  const [fresh, analyzed] = [runs.fresh, runs.analyzed].map((rs) => ({ perSecond: mean(rs, (r) => r.perSecond), p50: mean(rs, (r) => r.p50), p99: Math.max(...rs.map((r) => r.p99)) }));
+  const each = (rs: HttpResult[]) => rs.map((r) => fmt(r.perSecond)).join(', ');
+  // Postgres's own CPU per decision says what the plans cost, whatever else the machine was doing.
+  const cpu = (rs: HttpResult[]) => `CPU per decision: server ${fmt(mean(rs, (r) => r.cpu?.server ?? 0))} µs, Postgres ${fmt(mean(rs, (r) => r.cpu?.postgres ?? 0))} µs`;
+  rows.push({
+    key: 'POST /access/v1/evaluation, same token (cached), on a database just created (never analyzed)',
+    what: `POST /access/v1/evaluation, same token (cached), on a database just created (never analyzed), ${connections} connections, ${FRESH_DATABASE_ROUNDS} runs of ${HTTP_SECONDS} s alternating with the baseline's, the finance request (7 context entities), decision log durable`,
+    backend: 'PostgreSQL',
+    figure: `${fmt(fresh!.perSecond)} decisions/s (${Math.round((fresh!.perSecond / analyzed!.perSecond) * 100)}% of the analyzed databases'; runs: ${each(runs.fresh)}); ${cpu(runs.fresh)}; the decision log and jti tables read by ${fmt(reads.indexScans)} index scans and ${fmt(reads.rowsReadSequentially)} rows read sequentially, ${reads.analyzedBy === 0 ? 'never analyzed meanwhile' : `analyzed by autovacuum in ${reads.analyzedBy} of the runs`}`,
+    median: httpMs(Math.round(fresh!.p50 * 10) / 10),
+    p99: httpMs(fresh!.p99),
+    baseline: `the same on databases analyzed after the seeding, a new one each run: ${fmt(analyzed!.perSecond)}/s (runs: ${each(runs.analyzed)}); ${cpu(runs.analyzed)}; p50 ${httpMs(Math.round(analyzed!.p50 * 10) / 10)}, p99 ${httpMs(analyzed!.p99)}`,
+    target: 'within 10% of the baseline',
+  });
+  console.log(rows[rows.length - 1]);
 }
 
 /** Two nodes deciding into one decision log, beside one node with all the connections. */
@@ -644,6 +701,7 @@ async function main(): Promise<void> {
       await benchHttpRows(pglite, 'PGlite');
     });
     await section('embedded', () => benchEmbeddedRows(() => freshDatabase(server.url), pglite));
+    await section('fresh-database', () => benchFreshDatabaseRow(() => freshDatabase(server.url)));
     await section('tokens', () => benchTokenRows(server.url));
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
     await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
@@ -689,7 +747,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -818,6 +876,13 @@ function howToRead(): string {
   (src/store/pglite-thread.ts): the HTTP thread only sends it statements and takes their answers,
   and decisions that arrive while a batch is being written go in the next one. Its CPU is in
   the server's figure (one process); the PostgreSQL baseline's is split between the two.
+- **fresh database**: PostgreSQL keeps no statistics of a table until ANALYZE runs (autovacuum's
+  first pass is a minute or more after the writes begin), and plans made without them can be
+  far from those made with them. The row runs the **embedded default**'s load on PostgreSQL
+  twice in each round: on a database just created, and on one analyzed right after the seeding
+  (before the warm-up), each on a database of its own, the rounds alternating. Leash's hot
+  statements (the appends and the jti claims) are one-row or one-batch statements that
+  reach their rows by primary key or by the head's position whatever the statistics say.
 - **tokens**: \`leash serve\` on PostgreSQL (one Node process) issues tokens at POST /oauth/token
   to ${TOKEN_AGENTS} agents, each with its own ES256 key pinned inline, from autocannon with N keep-alive
   connections. Every request carries a client assertion of its own (iss = sub = the agent, aud =
