@@ -75,6 +75,8 @@ export interface NodeOptions {
   approvalBackoffMs?: (attempt: number) => number;
   /** Tests: the instant decisions are made at (a week of an agent's traffic without sleeping a week); default the system clock. */
   clock?: () => Date;
+  /** Tests: the detectors' resource filters' seed (a Bloom filter now and then takes a new name for a known one; which names, the seed decides). */
+  monitorSeed?: number;
   /** `LEASH_METRICS_TOKEN`: a token that reads `/metrics` and nothing else (default: the operator token only). */
   metricsToken?: string | null;
   /** `LEASH_METRICS`: false keeps no metrics (`GET /metrics` is a 404), to measure what they cost (default true). */
@@ -250,6 +252,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     const monitor = new Monitor({
       nodeId: options.nodeId, deployment, bus, view, commands, cluster, log: (fields, message) => warn(fields, message),
       ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.monitorSeed === undefined ? {} : { seed: options.monitorSeed }),
       found: (detector) => metrics.anomalies.inc({ detector }),
       history: (agent, since, until, limit) => recentDecisionsOf(connection.db, agent, since, until, limit),
       config: options.monitoring === null ? null : typeof options.monitoring === 'object' ? ((fixed) => () => fixed)(options.monitoring) : () => monitoringView.config,

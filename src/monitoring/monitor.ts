@@ -47,6 +47,8 @@ export interface MonitorOptions {
   log: (fields: Record<string, unknown>, message: string) => void;
   /** The time (tests drive a week of traffic through it); the decisions' own instants are passed in. */
   clock?: () => Date;
+  /** The resource filters' hash seed; default a random one of this process's (tests fix it to get one filter's answers every run). */
+  seed?: number;
   /** Told of each finding this node recorded (the metrics). */
   found?: (detector: string) => void;
   /**
@@ -79,13 +81,14 @@ export class Monitor {
   private readonly sharing: Sharing;
   private readonly off: () => void;
   private readonly acting = new Set<string>();
-  private readonly seed = randomInt(2 ** 31);
+  private readonly seed: number;
   private readonly clock: () => Date;
   private readonly history: History | null;
 
   constructor(private readonly options: MonitorOptions) {
     this.configNow = options.config;
     this.clock = options.clock ?? (() => new Date());
+    this.seed = options.seed ?? randomInt(2 ** 31);
     this.history = options.history ? new History(options.history, options.log) : null;
     this.sharing = new Sharing({
       nodeId: options.nodeId, bus: options.bus, subject: `leash.${options.deployment}.monitor`,
