@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT, type JWTPayload } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stackFrames } from '../../src/http/routes/oauth.ts';
 import { claimAssertionJti, pruneAssertionJtis } from '../../src/store/assertion-jtis.ts';
 import { PEP_TOKEN, agentBody, agentPrivateKey, decideOverHttp, seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 
@@ -306,6 +307,24 @@ describe('what is kept and logged', () => {
     expect(keyEvents.length).toBeGreaterThan(0);
     for (const e of keyEvents) expect(Object.keys(e.data.jwk).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
     expect(JSON.stringify(node.signer)).not.toMatch(/"d"/);
+  });
+});
+
+describe('an unexpected failure at the token endpoint, as logged', () => {
+  it('names where it was thrown, never what its message quotes, even a line of it made to look like a frame', () => {
+    const assertion = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl';
+    const err = new Error(`bad form: client_assertion=${assertion}\n    at ${assertion}\n    at also-quoted (${'x'.repeat(10_000)})`);
+    const frames = stackFrames(err);
+    expect(frames.length).toBeGreaterThan(0);
+    expect(frames.join('\n')).not.toContain(assertion);
+    expect(frames.join('\n')).not.toContain('also-quoted');
+    expect(frames.every((f) => f.startsWith('at ') && f.length <= 200)).toBe(true);
+    // A long stack is cut: at most 12 frames.
+    const deep = (n: number): Error => (n === 0 ? new Error('deep') : deep(n - 1));
+    const long = deep(40);
+    long.stack = long.stack!.split('\n').concat(Array.from({ length: 40 }, (_, i) => `    at frame${i} (file.ts:${i})`)).join('\n');
+    expect(stackFrames(long)).toHaveLength(12);
+    expect(stackFrames({ message: 'no stack' })).toEqual([]);
   });
 });
 

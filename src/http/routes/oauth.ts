@@ -143,6 +143,17 @@ export function formOf(body: string): TokenForm {
   return Object.fromEntries(params);
 }
 
+/**
+ * Where an error was thrown, without what it says: the stack's frames only, read after the
+ * message's own lines (a message that quotes the form can hold a line that looks like a
+ * frame), at most 12 of them and 200 characters each.
+ */
+export function stackFrames(err: { message?: unknown; stack?: unknown }): string[] {
+  if (typeof err.stack !== 'string') return [];
+  const messageLines = typeof err.message === 'string' ? err.message.split('\n').length : 1;
+  return err.stack.split('\n').slice(messageLines).filter((l) => l.trimStart().startsWith('at ')).slice(0, 12).map((l) => l.trim().slice(0, 200));
+}
+
 /** Whatever went wrong, the token endpoint answers as OAuth says (RFC 6749 §5.2), and is never cached. */
 export function oauthErrorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   let failure: OAuthError;
@@ -163,7 +174,7 @@ export function oauthErrorHandler(err: FastifyError, request: FastifyRequest, re
   } else {
     // Never the internals to the caller. The log gets where it failed, not what the message
     // says: an unexpected error's message may quote the form, which holds the assertion.
-    request.log.error({ errType: err.name, errCode: err.code, frames: err.stack?.split('\n').filter((l) => l.trimStart().startsWith('at ')).slice(0, 12) }, 'token endpoint failed');
+    request.log.error({ errType: String(err.name).slice(0, 64), errCode: typeof err.code === 'string' ? err.code.slice(0, 64) : undefined, frames: stackFrames(err) }, 'token endpoint failed');
     failure = new OAuthError('server_error', 'an internal error occurred; see the server log');
   }
   void reply.status(failure.status).header('cache-control', 'no-store').header('pragma', 'no-cache').type('application/json').send(failure.body());
