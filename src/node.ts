@@ -228,7 +228,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     }
     // Without NATS, nodes sharing a Postgres still hear each other's commits by NOTIFY
     // (fences then count this node only); PGlite has one node only.
-    const listener = options.backend.kind === 'postgres' && bus instanceof InProcessBus ? listenForCommits(options.backend.url, () => void follower.sync().catch(() => {})) : null;
+    const listener = options.backend.kind === 'postgres' && bus instanceof InProcessBus ? listenForCommits(options.backend.url, () => void follower.catchUp().catch(() => {})) : null;
     // Decided on the view's state where it holds the stream (the append's version check guards a lagging view).
     const commands = new CommandHandler(store, follower, (type, id) => {
       if (type === approvalAggregate.streamType) {

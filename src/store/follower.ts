@@ -1,4 +1,4 @@
-import type { EventStore, StoredEvent } from './event-store.ts';
+import { readHead, type EventStore, type StoredEvent } from './event-store.ts';
 
 export interface Fold {
   position: number;
@@ -89,6 +89,22 @@ export class Follower {
       await this.sync();
       // No progress: an older transaction is still open ahead of us. Back off a little.
       if (this.fold.position === before) await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /**
+   * Reads until the fold holds everything committed by now: for a commit another node
+   * announced (NOTIFY). A read holds back events that a transaction still open elsewhere on the
+   * server could precede; this one is then tried again, backing off up to 100 ms, for up to
+   * `timeoutMs`, rather than waiting for the next poll.
+   */
+  async catchUp(timeoutMs = 5000): Promise<void> {
+    const { position } = await readHead(this.store.db);
+    const deadline = Date.now() + timeoutMs;
+    for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
+      await this.sync();
+      if (this.fold.position >= position || Date.now() > deadline) return;
+      await new Promise((r) => setTimeout(r, pause));
     }
   }
 

@@ -31,6 +31,28 @@ describe('two nodes sharing one PostgreSQL', () => {
     }
   });
 
+  it('a commit held back by a transaction still open elsewhere is read once that one ends, not at the next poll', async () => {
+    const backend = await freshPostgres();
+    const a = await startTestNode(backend, { nodeId: 'a', pollMs: 60_000 });
+    const b = await startTestNode(backend, { nodeId: 'b', pollMs: 60_000 });
+    try {
+      await seedPrincipals(a);
+      await b.follower.sync();
+      // An open transaction with an id older than the next append's: until it ends, a read
+      // cannot tell whether it will add events before that append, so holds the append back.
+      await b.connection.db.transaction().execute(async (trx) => {
+        await sql`select pg_current_xact_id()`.execute(trx);
+        await a.api('POST', '/v1/agents', agentBody({ id: 'held-back' }));
+        await new Promise((r) => setTimeout(r, 300));
+        expect(b.view.agents.get('held-back')).toBeUndefined();
+      });
+      // No other commit, no poll within the minute: only the retried read can bring it.
+      await eventually(() => b.view.agents.get('held-back')?.record.status === 'registered', 3000);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   it('concurrent writes on both nodes keep one gap-free chain and both views agree', async () => {
     const backend = await freshPostgres();
     const nodes: TestNode[] = [await startTestNode(backend, { nodeId: 'a' }), await startTestNode(backend, { nodeId: 'b' })];
