@@ -2,8 +2,8 @@ import type { FastifyServerOptions } from 'fastify';
 import { DecisionLog } from './audit/decision-log.ts';
 import { policyAggregate } from './authz/policy-aggregate.ts';
 import { readPolicyFiles } from './authz/policy-files.ts';
-import { compilePolicySet } from './authz/policy-set.ts';
-import { PolicyView } from './authz/policy-view.ts';
+import { checkOffThread } from './authz/policy-compiler.ts';
+import { PolicyView, type Check } from './authz/policy-view.ts';
 import { InProcessBus, type Bus } from './bus/bus.ts';
 import { NatsBus } from './bus/nats-bus.ts';
 import { Cluster } from './cluster/cluster.ts';
@@ -75,6 +75,8 @@ export interface NodeOptions {
   approvalBackoffMs?: (attempt: number) => number;
   /** Tests: the instant decisions are made at (a week of an agent's traffic without sleeping a week); default the system clock. */
   clock?: () => Date;
+  /** How the node checks a published policy set (default: on a thread of its own); tests hold it back to watch the switch. */
+  policyCheck?: Check;
   /** Tests: the detectors' resource filters' seed (a Bloom filter now and then takes a new name for a known one; which names, the seed decides). */
   monitorSeed?: number;
   /** `LEASH_METRICS_TOKEN`: a token that reads `/metrics` and nothing else (default: the operator token only). */
@@ -146,7 +148,7 @@ async function bootstrapPolicies(options: NodeOptions, policies: PolicyView, com
   const source = readPolicyFiles(options.cedarDir);
   let sha256: string;
   try {
-    sha256 = compilePolicySet(source, 1, { prepare: false }).sha256;
+    sha256 = (await checkOffThread(source)).sha256;
   } catch (err) {
     const diagnostics = isLeashError(err) ? (err.details.diagnostics as string[] | undefined) ?? [] : [];
     throw new Error(`the Cedar policy set in ${options.cedarDir} is invalid: ${(err as Error).message}\n  ${diagnostics.join('\n  ')}`);
@@ -189,7 +191,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     await migrateToLatest(connection.db);
     const store = new EventStore(connection.db);
     const view = new RegistryView();
-    const policies = new PolicyView();
+    const policies = new PolicyView(options.policyCheck);
     const keys = new LeashKeys();
     const revokedTokens = new RevokedTokens();
     const monitoringView = new MonitoringView();
@@ -210,7 +212,9 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
       ...(bus instanceof InProcessBus ? { joinMs: 0 } : {}), // alone: nobody else has to hear it first
       ...(options.stalenessMs === undefined ? {} : { stalenessMs: options.stalenessMs }),
       ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
+      policyVersion: () => policies.versionInForce,
     });
+    policies.switched = () => cluster.policySwitched();
     const offCommit = store.onCommit((_, events) => cluster.broadcast(events));
     cluster.start();
     const metrics = new Metrics(options.metrics ?? true, {
@@ -280,6 +284,8 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     try {
       await bootstrapPolicies(options, policies, commands, follower);
       await bootstrapMonitoring(options, monitoringView, commands, follower);
+      // The policy set in force before the first decision (compiled off the event loop).
+      await policies.settled();
       // A key of its own before it serves: other nodes learn it from the log (and the broadcast).
       await signer.rotate();
     } catch (err) {

@@ -1,10 +1,10 @@
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { canonicalJson } from '../canonical-json.ts';
 import { decide } from '../authz/agent-decision.ts';
 import { DecisionCaches } from '../authz/decision-caches.ts';
-import { Lru } from '../authz/combined.ts';
+import { Lru } from '../authz/preparsed-slots.ts';
 import type { Decision, EvaluationRequest } from '../authz/engine.ts';
-import { compilePolicySet, type CompiledPolicySet, type PolicySetSource } from '../authz/policy-set.ts';
+import { checkOffThread } from '../authz/policy-compiler.ts';
+import { compilePolicySet, prepareCompiled, type CompiledPolicySet, type PolicySetSource } from '../authz/policy-set.ts';
 import { PolicyHistory } from '../authz/policy-view.ts';
 import type { AgentRecord, TemplateLink } from '../registry/agent.ts';
 import { agentEntity } from '../registry/cedar-entities.ts';
@@ -14,6 +14,7 @@ import { EXCHANGE_RECORD_KIND } from '../tokens/token-exchange.ts';
 import { recordedTokenVerifier } from '../tokens/verify.ts';
 import type { RecordedRequest, StoredDecision } from './decision-log.ts';
 import type { AuditSource } from './source.ts';
+import { Turns } from '../turns.ts';
 
 // SPEC §8 replay and what-if. The registry and the policy sets are rebuilt from the event log
 // as of each decision's log position, and the recorded request is decided again at the
@@ -39,8 +40,8 @@ export interface ReplayOptions extends ReplayRange {
   /** How many differing records the report lists (all are counted). Default 1,000. */
   keep?: number;
   progress?: (stage: 'events' | 'decisions', done: number, total: number) => void;
-  /** Give the event loop a turn every this many decisions (a server keeps serving). */
-  yieldEvery?: number;
+  /** Give other callers turns (every 2 ms, turns.ts) while it runs: a server keeps serving. */
+  takeTurns?: boolean;
 }
 
 export interface Outcome {
@@ -130,7 +131,7 @@ export function withGrants(history: History, asIf: AsIfGrants): History {
   };
 }
 
-export async function loadHistory(source: AuditSource, progress?: ReplayOptions['progress']): Promise<History> {
+export async function loadHistory(source: AuditSource, progress?: ReplayOptions['progress'], turns?: Turns): Promise<History> {
   const registry = new RegistryHistory();
   const policies = new PolicyHistory();
   const total = (await source.heads()).events;
@@ -138,6 +139,7 @@ export async function loadHistory(source: AuditSource, progress?: ReplayOptions[
     for (const e of page) {
       registry.apply(e);
       policies.apply(e);
+      await turns?.take();
     }
     progress?.('events', registry.position, Math.max(total, registry.position));
   }
@@ -241,8 +243,10 @@ async function requestOf(d: StoredDecision, contexts?: SharedContexts): Promise<
 /** Replay (no candidate) or what-if (a candidate set) over a range of recorded decisions. */
 export async function replay(source: AuditSource, options: ReplayOptions = {}, history?: History): Promise<ReplayReport> {
   // Compile the candidate before any work: an invalid set is refused with Cedar's diagnostics.
-  const candidate = options.candidate ? compilePolicySet(options.candidate, 0) : null;
-  const folded = history ?? (await loadHistory(source, options.progress));
+  // On a server, checked off the event loop, as a published set is.
+  const turns = options.takeTurns ? new Turns() : undefined;
+  const candidate = !options.candidate ? null : turns ? prepareCompiled(await checkOffThread(options.candidate), 0) : compilePolicySet(options.candidate, 0);
+  const folded = history ?? (await loadHistory(source, options.progress, turns));
   const loaded = options.grants ? withGrants(folded, options.grants) : folded;
   const whatIf = candidate !== null || options.grants !== undefined;
   const keep = options.keep ?? 1_000;
@@ -258,6 +262,8 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
   let lastSeq = first - 1;
   outer: for await (const page of source.decisions(first - 1)) {
     for (const d of page) {
+      // At the top: most decisions leave the loop early (nothing differs).
+      await turns?.take();
       if (options.to !== undefined && d.seq > options.to) break outer;
       lastSeq = d.seq;
       contexts.saw(d);
@@ -274,6 +280,8 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
       report.range.from ??= d.seq;
       report.range.to = d.seq;
       if (tokenFromRecord(d.request as EvaluationRequest)) report.tokenFromRecord++;
+      // On a server, each version the range meets is checked off the event loop first.
+      if (turns && !candidate && d.policyVersion > 0) await loaded.policies.ready(d.policyVersion);
       const { outcome: replayed, problem } = await reevaluate(d, loaded, candidate, caches, contexts);
       const recorded = outcome(d);
       let change: string;
@@ -297,7 +305,6 @@ export async function replay(source: AuditSource, options: ReplayOptions = {}, h
           recorded, replayed, change,
         });
       }
-      if (options.yieldEvery && report.decisions % options.yieldEvery === 0) await yieldToLoop();
     }
     options.progress?.('decisions', lastSeq, Math.max(total, lastSeq));
   }

@@ -2,6 +2,7 @@ import * as cedar from './cedar.ts';
 import type { EntityUid } from '../registry/cedar-entities.ts';
 import { entityKey } from './engine.ts';
 import { jsonOf } from './call-inputs.ts';
+import { preparedFor } from './preparsed-slots.ts';
 
 // One Cedar call for the ceiling, agent and human layers of an agent decision (SPEC §3).
 //
@@ -242,42 +243,6 @@ export function withHuman(context: Record<string, unknown>, human: EntityUid): c
   return { ...context, [HUMAN_ATTR]: { type: human.type, id: human.id } } as cedar.Context;
 }
 
-/** A bounded map that forgets the least recently used entry first. */
-export class Lru<K, V> {
-  private readonly entries = new Map<K, V>();
-  constructor(readonly max: number) {}
-
-  get(key: K): V | undefined {
-    const v = this.entries.get(key);
-    if (v !== undefined) {
-      this.entries.delete(key);
-      this.entries.set(key, v);
-    }
-    return v;
-  }
-
-  delete(key: K): void {
-    this.entries.delete(key);
-  }
-
-  /** Stores the value; returns the entry it pushed out, if any. */
-  set(key: K, value: V): [K, V] | undefined {
-    this.entries.delete(key);
-    let evicted: [K, V] | undefined;
-    if (this.entries.size >= this.max) {
-      const oldest = this.entries.entries().next().value!;
-      this.entries.delete(oldest[0]);
-      evicted = oldest;
-    }
-    this.entries.set(key, value);
-    return evicted;
-  }
-
-  get size(): number {
-    return this.entries.size;
-  }
-}
-
 export type CombinedLayer = 'ceiling' | 'agent' | 'human';
 
 /** A per-agent set in cedar-wasm's preparsed store, and what each of its policy ids stands for. */
@@ -307,42 +272,16 @@ export interface CombinableSource {
   ceilingLayer: string;
 }
 
-// cedar-wasm keeps preparsed sets by id and has no way to drop one, so sets live in a fixed
-// number of slots: a new set reuses (overwrites) the slot of the least recently used one.
-const SLOTS = 8192;
-const slots = new Lru<string, CombinedSet>(SLOTS);
-const freeSlots: string[] = [];
-let slotCount = 0;
-
-/** A set preparsed under `key` (reusing the slot of the least recently used one), or the one already there. */
-let generations = 0;
-
-function preparsedFor<T extends { preparsedId: string; generation: number }>(key: string, build: () => { policies: cedar.PolicySet; extra: Omit<T, 'preparsedId' | 'generation'> }): T | null {
-  const hit = slots.get(key);
-  if (hit) return hit as unknown as T;
-  const { policies, extra } = build();
-  const preparsedId = freeSlots.pop() ?? `combined-${slotCount++}`;
-  const parsed = cedar.preparsePolicySet(preparsedId, policies);
-  if (parsed.type === 'failure') {
-    freeSlots.push(preparsedId);
-    return null;
-  }
-  const set = { preparsedId, generation: ++generations, ...extra } as T;
-  const pushedOut = slots.set(key, set as unknown as CombinedSet);
-  if (pushedOut) freeSlots.push(pushedOut[1].preparsedId);
-  return set;
-}
-
 /** The combined set for this agent and human under this policy version, built on first use. */
 export function combinedSetFor(source: CombinableSource, input: CombinedInput): CombinedSet | null {
   const { agent, human } = input;
   // The grants are in the key, not only the agent's version: a what-if decides one agent
   // version with other grants (audit/replay.ts `withGrants`), and must never share its set.
   const key = [
-    source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(','), entityKey(human.uid), human.via, [...human.ancestors].sort().join(','),
+    'combined', entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(','), entityKey(human.uid), human.via, [...human.ancestors].sort().join(','),
     ...input.grants.map((g) => `${g.template}${jsonOf(g.values)}`),
   ].join('\n');
-  return preparsedFor<CombinedSet>(key, () => {
+  return preparedFor(source.preparsedId, key, () => {
     const origin: CombinedSet['origin'] = new Map();
     const staticPolicies: Record<string, cedar.Policy> = {};
     for (const p of source.statics) {
@@ -380,8 +319,8 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
  * One stateful call instead of a stateless one that parses the schema and template each time.
  */
 export function ceilingSetFor(source: CombinableSource, agent: CombinedInput['agent'], ceiling: CombinedInput['ceiling']): string | null {
-  const key = ['ceiling', source.preparsedId, entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(',')].join('\n');
-  return preparsedFor<{ preparsedId: string; generation: number }>(key, () => {
+  const key = ['ceiling', entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(',')].join('\n');
+  return preparedFor(source.preparsedId, key, () => {
     const staticPolicies: Record<string, cedar.Policy> = {};
     for (const p of source.statics) {
       if (p.layer === source.ceilingLayer && scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) staticPolicies[p.id] = p.text;

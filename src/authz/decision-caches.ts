@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { VerifiedTokenCache } from '../tokens/token-cache.ts';
-import { Lru } from './combined.ts';
+import { Lru } from './preparsed-slots.ts';
 import { KeyIndex } from './key-index.ts';
 import type { LayerResult } from './layer-result.ts';
 

@@ -1,7 +1,7 @@
 import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
 import { carried, unescapeValue } from '../exact-json.ts';
-import { answer } from './layer-result.ts';
+import { preparsed } from './layer-calls.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
@@ -249,19 +249,8 @@ export function evaluate(request: EvaluationRequest, policies: CompiledPolicySet
   if (!policies) return { ...base, decision: false, layer: 'policy-set', reasons: [] };
 
   const { entities: _entities, [APPROVAL_ID]: _approvalId, ...context } = request.context ?? {};
-  const result = answer(
-    cedar.statefulIsAuthorized({
-      principal,
-      action: actionUid(request.action.name),
-      resource,
-      context: context as cedar.Context,
-      entities: [...entitiesFor(view, [{ uid: principal, given: request.subject }, { uid: resource, given: request.resource }], request.context?.entities).values()] as cedar.Entities,
-      preparsedPolicySetId: policies.preparsedId,
-      preparsedSchemaName: policies.schemaName,
-      validateRequest: true,
-    }),
-    (id) => policies.forbidIds.has(id),
-  );
+  const entities = [...entitiesFor(view, [{ uid: principal, given: request.subject }, { uid: resource, given: request.resource }], request.context?.entities).values()];
+  const result = preparsed(policies, policies.preparsedId, principal, { action: actionUid(request.action.name), resource, context: context as Record<string, unknown>, entities }, true);
   // Approvals are for agents' requests: a plain subject that only an `@approval` permit would
   // allow is denied, never allowed without the approval.
   if (result.allow && result.reasons.every((id) => policies.approvals.has(id))) {

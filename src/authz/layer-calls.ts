@@ -3,6 +3,9 @@ import type { TemplateLink } from '../registry/agent.ts';
 import type { CedarEntity, EntityUid } from '../registry/cedar-entities.ts';
 import { answer, type IsForbid, type LayerResult } from './layer-result.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
+import { sliceFor } from './slices.ts';
+import { entityKey } from './engine.ts';
+import { ancestorsOf } from './details.ts';
 
 // The Cedar calls a layer makes, one way for every layer: a preparsed set, per-agent
 // template links evaluated on their own, and two results decided as one.
@@ -21,13 +24,26 @@ export interface Call {
  * request with another principal, which the action need not name.
  */
 export function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call, validate: boolean, links: Link[] = [], isForbid?: IsForbid): LayerResult {
+  // A layer of the set is asked through its slice for this principal, looked up right before the call.
+  const layer = set.layers.get(id);
+  const preparsedPolicySetId = layer ? sliceFor(set.preparsedId, id, layer, principal, ancestorsIn(call.entities, principal)) : id;
+  if (preparsedPolicySetId === null) return { allow: false, reasons: [], errors: ['the policy set cannot be prepared'], failed: [], errored: true };
   return answer(
     cedar.statefulIsAuthorized({
       principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
-      entities: call.entities as cedar.Entities, preparsedPolicySetId: id, preparsedSchemaName: set.schemaName, validateRequest: validate,
+      entities: call.entities as cedar.Entities, preparsedPolicySetId, preparsedSchemaName: set.schemaName, validateRequest: validate,
     }),
     isForbid ?? forbidsOf(set, links),
   );
+}
+
+const byKey = new WeakMap<CedarEntity[], Map<string, CedarEntity>>();
+
+/** The principal's ancestors (entity keys) through the call's entities, as Cedar reads `in`. */
+function ancestorsIn(entities: CedarEntity[], principal: EntityUid): Set<string> {
+  let map = byKey.get(entities);
+  if (!map) byKey.set(entities, (map = new Map(entities.map((e) => [entityKey(e.uid), e]))));
+  return ancestorsOf(map, principal);
 }
 
 export type Link = { link: TemplateLink; newId: string };

@@ -3,6 +3,7 @@ import * as cedar from './cedar.ts';
 import { LeashError } from '../errors.ts';
 import { approverSpecOf, type ApproverSpec } from '../approvals/approver-spec.ts';
 import { combinedSchema, namedAttributes, ownerIsHuman, readsContextByAttribute, slimSchema, survivesJson, type CombinableSource, type PolicyEntry } from './combined.ts';
+import { indexByScope, type ScopeIndex } from './slices.ts';
 
 /** What an operator publishes: Cedar schema and policies (text), plus AuthZEN type aliases. */
 export interface PolicySetSource {
@@ -19,7 +20,11 @@ export interface CompiledPolicySet extends CombinableSource {
   source: PolicySetSource;
   policyIds: string[];
   templateIds: string[];
-  /** Handles into cedar-wasm's preparsed caches: the ordinary policies and the ceiling ones. */
+  /**
+   * Names of the three layers (the ordinary policies, the ceiling ones, the admin ones); each
+   * is prepared in slices by principal (slices.ts), found by name in `layers`. The name also
+   * keys every set prepared for this version, which are given back when it is superseded.
+   */
   preparsedId: string;
   ceilingPreparsedId: string;
   /** The `@layer("admin")` policies, which decide admin calls made with a human token and nothing else. */
@@ -39,6 +44,29 @@ export interface CompiledPolicySet extends CombinableSource {
    */
   combinedOwnerSchemaName: string | null;
   combinedSchemaName: string | null;
+  /** Each layer's policies by principal scope, by the layer's name (`preparsedId`, …). */
+  layers: Map<string, ScopeIndex>;
+}
+
+/**
+ * A policy set parsed and strictly validated, as plain data (it crosses from the thread that
+ * checks it to the one that decides): everything a compiled set needs but the preparsed parts.
+ */
+export interface CheckedPolicySet {
+  sha256: string;
+  source: PolicySetSource;
+  policyIds: string[];
+  templateIds: string[];
+  /** The static policies, admin ones apart. */
+  statics: PolicyEntry[];
+  admin: PolicyEntry[];
+  templateEntries: Record<string, PolicyEntry>;
+  approvals: [string, ApproverSpec][];
+  forbidIds: string[];
+  schemaJson: cedar.SchemaJson<string>;
+  namedAttributes: string[];
+  /** The schemas combined calls use (combined.ts), when this set and schema allow them. */
+  slim: { types: string[]; owner: cedar.SchemaJson<string> | null; combined: cedar.SchemaJson<string> | null } | null;
 }
 
 /** `@layer("ceiling")` marks a ceiling policy or template; everything else is ordinary. */
@@ -61,11 +89,16 @@ function idOf(json: { annotations?: Record<string, string | null> }, fallback: s
   return typeof id === 'string' && id.length > 0 ? id : fallback;
 }
 
+/** A set's digest: its schema, policies and aliases, as published. */
+export const policySetDigest = (source: PolicySetSource): string =>
+  createHash('sha256').update(JSON.stringify([source.schema, source.policies, source.aliases ?? {}])).digest('hex');
+
 /**
  * Parses and strictly validates a policy set against its schema; refuses it with Cedar's
- * diagnostics otherwise. Policy and template ids come from their `@id` annotations.
+ * diagnostics otherwise. Policy and template ids come from their `@id` annotations. Pure:
+ * nothing is kept in cedar-wasm, so it can run on any thread (policy-compiler.ts).
  */
-export function compilePolicySet(source: PolicySetSource, version: number, options: { prepare?: boolean } = {}): CompiledPolicySet {
+export function checkPolicySet(source: PolicySetSource): CheckedPolicySet {
   const schemaJson = cedar.schemaToJson(source.schema);
   if (schemaJson.type === 'failure') throw invalid('the schema does not parse', messages(schemaJson.errors));
 
@@ -73,14 +106,11 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
   if (parts.type === 'failure') throw invalid('the policies do not parse', messages(parts.errors));
 
   const staticPolicies: Record<string, string> = {};
-  const ceilingPolicies: Record<string, string> = {};
-  const adminPolicies: Record<string, string> = {};
-  const adminForbids: string[] = [];
   const templates: Record<string, string> = {};
-  const templateLayers: Record<string, { text: string; layer: string | null }> = {};
   const statics: PolicyEntry[] = [];
+  const admin: PolicyEntry[] = [];
   const templateEntries: Record<string, PolicyEntry> = {};
-  const approvals = new Map<string, ApproverSpec>();
+  const approvals: [string, ApproverSpec][] = [];
   const seen = new Set<string>();
   const name = (json: { annotations?: Record<string, string | null> }, fallback: string) => {
     const id = idOf(json, fallback);
@@ -100,15 +130,11 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
       const where = `@approval on ${JSON.stringify(id)}`;
       if (!spec) throw invalid(`policy ${JSON.stringify(id)} names its approvers as ${JSON.stringify(approval)}; write @approval("owner") or @approval("group:<id>")`, [where]);
       if (json.json.effect !== 'permit' || layer !== null) throw invalid(`policy ${JSON.stringify(id)} asks for an approval, which only an ordinary permit (no @layer) may do`, [where]);
-      approvals.set(id, spec);
+      approvals.push([id, spec]);
     }
-    if (layer === CEILING) ceilingPolicies[id] = text;
     // Admin policies stand apart: an admin forbid never touches a decision, nor a permit of the
     // decision layers an admin call.
-    if (layer === ADMIN) {
-      adminPolicies[id] = text;
-      if (json.json.effect === 'forbid') adminForbids.push(id);
-    } else statics.push({ id, text, json: json.json, layer });
+    (layer === ADMIN ? admin : statics).push({ id, text, json: json.json, layer });
   });
   parts.policy_templates.forEach((text, i) => {
     const json = cedar.templateToJson(text);
@@ -117,12 +143,10 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     if (json.json.annotations?.approval !== undefined) throw invalid(`template ${JSON.stringify(id)} asks for an approval, which only a static permit may do`, [`@approval on template ${id}`]);
     if (json.json.annotations?.layer === ADMIN) throw invalid(`template ${JSON.stringify(id)} is in the admin layer, which holds static policies only`, [`@layer("admin") on template ${id}`]);
     templates[id] = text;
-    templateLayers[id] = { text, layer: json.json.annotations?.layer ?? null };
     templateEntries[id] = { id, text, json: json.json, layer: json.json.annotations?.layer ?? null };
   });
 
-  const policySet = { staticPolicies, templates };
-  const validation = cedar.validate({ schema: source.schema, policies: policySet, validationSettings: { mode: 'strict' } });
+  const validation = cedar.validate({ schema: source.schema, policies: { staticPolicies, templates }, validationSettings: { mode: 'strict' } });
   if (validation.type === 'failure') throw invalid('the policy set cannot be validated', messages(validation.errors));
   if (validation.validationErrors.length > 0) {
     throw invalid(
@@ -134,38 +158,69 @@ export function compilePolicySet(source: PolicySetSource, version: number, optio
     if (!ENTITY_TYPE.test(type)) throw invalid(`alias ${alias} names an invalid entity type`, [type]);
   }
 
-  const sha256 = createHash('sha256').update(JSON.stringify([source.schema, source.policies, source.aliases ?? {}])).digest('hex');
-  const preparsedId = `v${version}-${sha256.slice(0, 16)}`;
-  const schemaName = `schema-${preparsedId}`;
-  const ordinary = Object.fromEntries(Object.entries(staticPolicies).filter(([id]) => !(id in ceilingPolicies) && !(id in adminPolicies)));
-  const compiled: CompiledPolicySet = {
-    version, sha256, source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates),
-    preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, adminPreparsedId: `${preparsedId}-admin`, schemaName, templates: templateLayers, schemaJson: schemaJson.json,
-    statics, templateEntries, ceilingLayer: CEILING, combinedOwnerSchemaName: null, combinedSchemaName: null,
-    namedAttributes: namedAttributes([...statics, ...Object.values(templateEntries)]), slimTypes: new Set(),
-    approvals,
-    forbidIds: new Set([
-      ...[...statics, ...Object.values(templateEntries)].filter((p) => p.json.effect === 'forbid').map((p) => p.id),
-      ...adminForbids,
-    ]),
-  };
-  if (options.prepare === false) return compiled; // validation only: nothing kept in cedar-wasm
-  const schemaParsed = cedar.preparseSchema(schemaName, source.schema);
-  if (schemaParsed.type === 'failure') throw invalid('the schema cannot be prepared', messages(schemaParsed.errors));
-  for (const [id, policies] of [[preparsedId, ordinary], [compiled.ceilingPreparsedId, ceilingPolicies], [compiled.adminPreparsedId, adminPolicies]] as const) {
-    const parsed = cedar.preparsePolicySet(id, { staticPolicies: policies });
-    if (parsed.type === 'failure') throw invalid('the policy set cannot be prepared', messages(parsed.errors));
-  }
+  const everything = [...statics, ...Object.values(templateEntries)];
   // Without these, agent decisions take one Cedar call per layer: slower, same answers.
   // Only the human-layer copies (ordinary policies) are rewritten; the rest go in as written.
-  const slim = slimSchema(schemaJson.json, ['Agent', 'Human', 'Group']);
-  const rewritable = slim && statics.every((p) => p.layer === CEILING || survivesJson(p.json));
-  if (slim && rewritable) {
-    compiled.slimTypes = slim.types;
-    const prepare = (name: string, schema: cedar.SchemaJson<string> | null) => (schema && cedar.preparseSchema(name, schema).type === 'success' ? name : null);
-    if (ownerIsHuman(schemaJson.json)) compiled.combinedOwnerSchemaName = prepare(`${schemaName}-owner`, slim.schema);
-    const byAttribute = [...statics, ...Object.values(templateEntries)].every((p) => readsContextByAttribute(p.json));
-    if (byAttribute) compiled.combinedSchemaName = prepare(`${schemaName}-combined`, combinedSchema(slim.schema));
+  const slimmed = slimSchema(schemaJson.json, ['Agent', 'Human', 'Group']);
+  const rewritable = slimmed && statics.every((p) => p.layer === CEILING || survivesJson(p.json));
+  const slim = slimmed && rewritable ? {
+    types: [...slimmed.types],
+    owner: ownerIsHuman(schemaJson.json) ? slimmed.schema : null,
+    combined: everything.every((p) => readsContextByAttribute(p.json)) ? combinedSchema(slimmed.schema) : null,
+  } : null;
+  return {
+    sha256: policySetDigest(source),
+    source, policyIds: Object.keys(staticPolicies), templateIds: Object.keys(templates),
+    statics, admin, templateEntries, approvals, schemaJson: schemaJson.json,
+    forbidIds: [...everything, ...admin].filter((p) => p.json.effect === 'forbid').map((p) => p.id),
+    namedAttributes: [...namedAttributes(everything)],
+    slim,
+  };
+}
+
+/** Schemas prepared in cedar-wasm, by name: a name is its text's digest, so versions that keep their schema share it. */
+const preparedSchemas = new Set<string>();
+
+function prepareSchema(name: string, schema: cedar.Schema): boolean {
+  if (preparedSchemas.has(name)) return true;
+  if (cedar.preparseSchema(name, schema).type === 'failure') return false;
+  preparedSchemas.add(name);
+  return true;
+}
+
+/**
+ * A checked set as the version `version` in force: its schemas prepared in cedar-wasm (on
+ * the thread that decides; cheap), its layers indexed for slicing (prepared on first use).
+ */
+export function prepareCompiled(checked: CheckedPolicySet, version: number): CompiledPolicySet {
+  const { sha256, source, statics, admin } = checked;
+  const preparsedId = `v${version}-${sha256.slice(0, 16)}`;
+  const schemaName = `schema-${createHash('sha256').update(source.schema).digest('hex').slice(0, 32)}`;
+  if (!prepareSchema(schemaName, source.schema)) throw invalid('the schema cannot be prepared', []);
+  const compiled: CompiledPolicySet = {
+    version, sha256, source, policyIds: checked.policyIds, templateIds: checked.templateIds,
+    preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, adminPreparsedId: `${preparsedId}-admin`, schemaName,
+    templates: Object.fromEntries(Object.values(checked.templateEntries).map((t) => [t.id, { text: t.text, layer: t.layer }])),
+    schemaJson: checked.schemaJson, statics, templateEntries: checked.templateEntries, ceilingLayer: CEILING,
+    combinedOwnerSchemaName: null, combinedSchemaName: null,
+    namedAttributes: new Set(checked.namedAttributes), slimTypes: new Set(),
+    approvals: new Map(checked.approvals), forbidIds: new Set(checked.forbidIds),
+    layers: new Map([
+      [preparsedId, indexByScope(statics.filter((p) => p.layer !== CEILING))],
+      [`${preparsedId}-ceiling`, indexByScope(statics.filter((p) => p.layer === CEILING))],
+      [`${preparsedId}-admin`, indexByScope(admin)],
+    ]),
+  };
+  if (checked.slim) {
+    compiled.slimTypes = new Set(checked.slim.types);
+    const prepare = (name: string, schema: cedar.SchemaJson<string> | null) => (schema && prepareSchema(name, schema) ? name : null);
+    compiled.combinedOwnerSchemaName = prepare(`${schemaName}-owner`, checked.slim.owner);
+    compiled.combinedSchemaName = prepare(`${schemaName}-combined`, checked.slim.combined);
   }
   return compiled;
+}
+
+/** Checked and prepared on this thread, in one go (replay's candidates, tests). */
+export function compilePolicySet(source: PolicySetSource, version: number): CompiledPolicySet {
+  return prepareCompiled(checkPolicySet(source), version);
 }

@@ -1,5 +1,7 @@
 import type { StoredEvent } from '../store/event-store.ts';
-import { compilePolicySet, type CompiledPolicySet, type PolicySetSource } from './policy-set.ts';
+import { checkOffThread } from './policy-compiler.ts';
+import { compilePolicySet, prepareCompiled, type CheckedPolicySet, type CompiledPolicySet, type PolicySetSource } from './policy-set.ts';
+import { releaseSource } from './preparsed-slots.ts';
 
 export const POLICY_STREAM_TYPE = 'policy';
 export const POLICY_STREAM_ID = `${POLICY_STREAM_TYPE}/current`;
@@ -12,42 +14,81 @@ function published(e: StoredEvent): { source: PolicySetSource; version: number }
   return { source: { schema, policies, ...(aliases ? { aliases } : {}) }, version: e.version };
 }
 
+/** How a view checks a set: off this thread (the default), or any other way (tests). */
+export type Check = (source: PolicySetSource) => Promise<CheckedPolicySet>;
+
 /**
- * The policy set in force, folded from `PolicySetPublished` events. Compiling is deferred to
- * first use, so catching up through many versions compiles only the last. A decision takes
- * `current()` once and uses that object throughout: nodes switch versions atomically.
+ * The policy set in force, folded from `PolicySetPublished` events. A new version is checked
+ * off this thread and prepared, then put in force in one step: until then, decisions go on
+ * with the version before it. Catching up through many versions compiles only the last. A
+ * decision takes `current()` once and uses that object throughout.
  */
 export class PolicyView {
   private latest: { source: PolicySetSource; version: number } | null = null;
   private compiled: CompiledPolicySet | null = null;
-  private failedVersion = 0;
+  /** The version in force: the compiled one, or the last that could not be compiled here. */
+  private inForce = 0;
+  private compiling: Promise<void> | null = null;
   /** Set when the latest published set cannot be compiled here (e.g. after a Cedar upgrade). */
   error: string | null = null;
+  /** Told each time another version comes into force. */
+  switched: ((version: number) => void) | null = null;
+  /** How long the last switch took, from its event to in force, ms. */
+  lastCompileMs = 0;
+
+  constructor(private readonly check: Check = checkOffThread) {}
 
   apply(e: StoredEvent): void {
-    this.latest = published(e) ?? this.latest;
+    const p = published(e);
+    if (!p) return;
+    this.latest = p;
+    this.compiling ??= this.compileLatest();
   }
 
+  /** The latest version published (in force, or being compiled). */
   get version(): number {
     return this.latest?.version ?? 0;
   }
 
-  /** The compiled set in force, or null when none is published or it cannot be compiled. */
+  /** The version decisions are made with now (0: none yet). */
+  get versionInForce(): number {
+    return this.inForce;
+  }
+
+  /** The compiled set in force, or null when none is, or the version in force cannot be compiled. */
   current(): CompiledPolicySet | null {
-    if (!this.latest || this.failedVersion === this.latest.version) return null;
-    if (this.compiled?.version !== this.latest.version) {
-      try {
-        this.compiled = compilePolicySet(this.latest.source, this.latest.version);
-        this.error = null;
-      } catch (err) {
-        // Keep deciding with nothing rather than with a stale set: every request is denied.
-        this.compiled = null;
-        this.failedVersion = this.latest.version;
-        this.error = `policy set version ${this.latest.version} cannot be loaded: ${(err as Error).message}`;
-        return null;
-      }
-    }
     return this.compiled;
+  }
+
+  /** Resolves once the latest version published is in force (or known not to compile). */
+  async settled(): Promise<void> {
+    while (this.compiling) await this.compiling;
+  }
+
+  private async compileLatest(): Promise<void> {
+    const started = performance.now();
+    // Events are folded in batches: let this one finish, so only its last version is compiled.
+    await new Promise((resolve) => setImmediate(resolve));
+    while (this.latest && this.latest.version !== this.inForce) {
+      const target = this.latest;
+      let next: CompiledPolicySet | null = null;
+      let failure: string | null = null;
+      try {
+        next = prepareCompiled(await this.check(target.source), target.version);
+      } catch (err) {
+        failure = (err as Error).message;
+      }
+      if (this.latest !== target) continue; // a newer version came meanwhile: that one, then
+      const before = this.compiled;
+      // Keep deciding with nothing rather than with a stale set: every request is denied.
+      this.compiled = next;
+      this.inForce = target.version;
+      this.error = failure === null ? null : `policy set version ${target.version} cannot be loaded: ${failure}`;
+      if (before) releaseSource(before.preparsedId);
+    }
+    this.lastCompileMs = performance.now() - started;
+    this.compiling = null;
+    this.switched?.(this.inForce);
   }
 }
 
@@ -78,6 +119,20 @@ export class PolicyHistory {
   describe(version: number): { version: number; position: number; sha256: string } | undefined {
     const p = this.published.find((x) => x.version === version);
     return p && { version: p.version, position: p.position, sha256: p.sha256 };
+  }
+
+  /** Compiles a version ahead of `set`, its check off this thread (a server replaying keeps serving). */
+  async ready(version: number): Promise<void> {
+    if (this.compiled.has(version)) return;
+    const p = this.published.find((x) => x.version === version);
+    if (!p) return;
+    let set: CompiledPolicySet | null = null;
+    try {
+      set = prepareCompiled(await checkOffThread(p.source), p.version);
+    } catch {
+      set = null;
+    }
+    if (!this.compiled.has(version)) this.compiled.set(version, set);
   }
 
   /** The version compiled as a node compiles it; null when it cannot be (a node denies everything then). */

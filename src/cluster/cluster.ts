@@ -30,6 +30,12 @@ export interface ClusterOptions {
    */
   joinMs?: number;
   log?: (fields: Record<string, unknown>, message: string) => void;
+  /**
+   * The policy version this node decides with (its compiled set in force). A new set is
+   * compiled off the event loop, so it comes into force a little after its event is applied;
+   * the node says in its heartbeats which version it decides with, for `awaitPolicy`.
+   */
+  policyVersion?: () => number;
 }
 
 export interface FenceResult {
@@ -47,6 +53,8 @@ export interface BroadcastHealth {
 
 interface Peer {
   position: number;
+  /** The policy version it decides with (0 when it has not said). */
+  policyVersion: number;
   seenAt: number;
   stalenessMs: number;
 }
@@ -79,8 +87,11 @@ export class Cluster {
   private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: (() => void)[] = [];
   private readonly waiters = new Set<() => void>();
-  /** Decisions on their way, by the position they were decided at. */
-  private readonly inflight = new Map<number, number>();
+  /** Decisions on their way, by ticket: the position and policy version each was decided at. */
+  private readonly inflight = new Map<number, { at: number; policy: number }>();
+  private tickets = 0;
+  private readonly policyVersion: () => number;
+  private reportedPolicy = 0;
   private acked = 0;
   /** Confirmations this node owes, by subject: the highest position asked for at each. */
   private readonly owed = new Map<string, number>();
@@ -97,6 +108,7 @@ export class Cluster {
     this.fenceTimeoutMs = options.fenceTimeoutMs ?? this.stalenessMs + 2 * this.heartbeatMs;
     this.joinMs = options.joinMs ?? 3 * this.heartbeatMs;
     this.log = options.log ?? (() => {});
+    this.policyVersion = options.policyVersion ?? (() => 0);
   }
 
   get description(): string {
@@ -145,17 +157,37 @@ export class Cluster {
     }
   }
 
-  private async awaitConfirmations(position: number): Promise<FenceResult> {
+  private awaitConfirmations(position: number): Promise<FenceResult> {
+    return this.awaitNodes(position, (id) => (id === this.nodeId ? this.confirmed() : this.peers.get(id)?.position ?? 0) >= position, 0, 'fence: nodes did not confirm in time');
+  }
+
+  /**
+   * Waits until every live node decides with policy version `version` or a later one (no
+   * decision made with an earlier one still on its way out), for as long as a fence would
+   * plus `extraMs`: a node compiles a new set before it switches, which takes time.
+   */
+  awaitPolicy(position: number, version: number, extraMs: number): Promise<FenceResult> {
+    const reached = (id: string) => (id === this.nodeId ? this.policyReported() : this.peers.get(id)?.policyVersion ?? 0) >= version;
+    return this.awaitNodes(position, reached, extraMs, 'policy fence: nodes did not switch to the new policy set in time');
+  }
+
+  /** Tells the others at once that this node decides with another policy version now. */
+  policySwitched(): void {
+    this.heartbeat();
+    for (const wake of [...this.waiters]) wake();
+  }
+
+  private async awaitNodes(position: number, reached: (id: string) => boolean, extraMs: number, late: string): Promise<FenceResult> {
     const expected = this.liveNodes();
     // Long enough for every node that stays silent to have passed its own staleness bound.
     const slowest = Math.max(0, ...expected.map((id) => (this.peers.get(id)?.stalenessMs ?? 0) + 2 * this.heartbeatMs));
-    const deadline = Date.now() + Math.max(this.fenceTimeoutMs, slowest);
-    const missing = () => expected.filter((id) => (id === this.nodeId ? this.confirmed() : this.peers.get(id)?.position ?? 0) < position);
+    const deadline = Date.now() + Math.max(this.fenceTimeoutMs, slowest) + extraMs;
+    const missing = () => expected.filter((id) => !reached(id));
     for (;;) {
       const left = missing();
       const wait = deadline - Date.now();
       if (left.length === 0 || wait <= 0) {
-        if (left.length > 0) this.log({ position, nodes: left }, 'fence: nodes did not confirm in time');
+        if (left.length > 0) this.log({ position, nodes: left }, late);
         return { position, nodesConfirmed: expected.length - left.length, nodesExpected: expected.length, nodesMissing: left };
       }
       await new Promise<void>((resolve) => {
@@ -209,20 +241,21 @@ export class Cluster {
         throw new LeashError('NOT_READY', 'this node has lost the revocation broadcast and cannot read the event log, so it decides nothing');
       }
     }
-    const at = this.follower.position;
-    this.inflight.set(at, (this.inflight.get(at) ?? 0) + 1);
-    return at;
+    const ticket = ++this.tickets;
+    this.inflight.set(ticket, { at: this.follower.position, policy: this.policyVersion() });
+    return ticket;
   }
 
   release(ticket: number): void {
-    const n = (this.inflight.get(ticket) ?? 1) - 1;
-    if (n > 0) this.inflight.set(ticket, n);
-    else this.inflight.delete(ticket);
+    this.inflight.delete(ticket);
     this.confirm();
+    // The last decision made with a superseded policy version has left: say so now.
+    if (this.reportedPolicy !== this.policyReported()) this.policySwitched();
   }
 
   private heartbeat(): void {
-    this.bus.publish(this.subjects.nodes, { kind: 'heartbeat', node: this.nodeId, position: this.confirmed(), stalenessMs: this.stalenessMs } satisfies NodeMessage);
+    this.reportedPolicy = this.policyReported();
+    this.bus.publish(this.subjects.nodes, { kind: 'heartbeat', node: this.nodeId, position: this.confirmed(), stalenessMs: this.stalenessMs, policyVersion: this.reportedPolicy } satisfies NodeMessage);
   }
 
   private heard(position: number): void {
@@ -250,7 +283,8 @@ export class Cluster {
     else {
       const known = this.peers.get(message.node);
       const stalenessMs = typeof message.stalenessMs === 'number' && message.stalenessMs > 0 ? message.stalenessMs : known?.stalenessMs ?? this.stalenessMs;
-      this.peers.set(message.node, { position: Math.max(message.position, known?.position ?? 0), seenAt: Date.now(), stalenessMs });
+      const policyVersion = typeof message.policyVersion === 'number' ? message.policyVersion : known?.policyVersion ?? 0;
+      this.peers.set(message.node, { position: Math.max(message.position, known?.position ?? 0), seenAt: Date.now(), stalenessMs, policyVersion });
     }
     if (message.position > this.follower.position) this.catchUp();
     for (const wake of [...this.waiters]) wake();
@@ -269,8 +303,15 @@ export class Cluster {
    */
   private confirmed(): number {
     let safe = this.follower.position;
-    for (const at of this.inflight.keys()) if (at < safe) safe = at;
+    for (const { at } of this.inflight.values()) if (at < safe) safe = at;
     return Math.max(safe, this.acked);
+  }
+
+  /** The policy version this node vouches for: in force, and no decision made with an earlier one still on its way out. */
+  private policyReported(): number {
+    let version = this.policyVersion();
+    for (const { policy } of this.inflight.values()) if (policy < version) version = policy;
+    return version;
   }
 
   /**

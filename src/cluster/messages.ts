@@ -40,4 +40,6 @@ export interface NodeMessage {
   position: number;
   /** The sender's staleness bound (heartbeats): a fence waits at least that long for it. */
   stalenessMs?: number;
+  /** The policy version the sender decides with (heartbeats; see Cluster `awaitPolicy`). */
+  policyVersion?: number;
 }

@@ -93,6 +93,7 @@ async function observe(source: SubjectSource, history: History, request: Suggest
     for (const d of page as StoredDecision[]) {
       contexts.saw(d);
       if (!isReplayable(d.request)) continue;
+      await history.policies.ready(d.policyVersion);
       const set = history.policies.set(d.policyVersion);
       const recorded = d.request as RecordedRequest & EvaluationRequest;
       // The subject id is the index's key, whatever its type: a person's request under the agent's id is not the agent's.
@@ -137,7 +138,7 @@ export async function suggestGrants(db: Kysely<Database>, request: SuggestionReq
   const proposed = proposalOf(changes);
   const read = seen.allowed + seen.denied;
   // The same records again (up to the last one read), each decided with the proposal as its grants.
-  const report = read === 0 ? null : await replay(source, { grants: { agent: record.id, links: proposed }, to: seen.lastSeq, maxDecisions: max, keep: 1_000, yieldEvery: 200 }, history);
+  const report = read === 0 ? null : await replay(source, { grants: { agent: record.id, links: proposed }, to: seen.lastSeq, maxDecisions: max, keep: 1_000, takeTurns: true }, history);
   const notes = [
     read === 0 ? `no decisions of ${record.id} recorded in the last ${request.days} days: nothing shows what it uses, so the proposal is empty (a longer window may show more)` : '',
     seen.capped ? `only the first ${max.toLocaleString('en')} decisions of the window were read` : '',

@@ -10,6 +10,7 @@ import { replayInParallel } from '../../src/audit/replay-parallel.ts';
 import { availableParallelism } from 'node:os';
 import { verifyAudit } from '../../src/audit/verify.ts';
 import * as cedar from '../../src/authz/cedar.ts';
+import { wholeSet } from './whole-set.ts';
 import { cedarType, entitiesFor, type EvaluationRequest } from '../../src/authz/engine.ts';
 
 const [mode, dir, n] = process.argv.slice(2) as [string, string, string | undefined];
@@ -44,7 +45,7 @@ switch (mode) {
         const answer = cedar.statefulIsAuthorized({
           principal: A, action: { type: 'Action', id: r.action.name }, resource, context: context as cedar.Context,
           entities: [...entitiesFor(state, [{ uid: A }, { uid: human }, { uid: resource, given: r.resource }], entities).values()] as cedar.Entities,
-          preparsedPolicySetId: set.preparsedId, preparsedSchemaName: set.schemaName, validateRequest: false,
+          preparsedPolicySetId: wholeSet(set), preparsedSchemaName: set.schemaName, validateRequest: false,
         });
         if (answer.type !== 'success') throw new Error('raw call failed');
         count++;

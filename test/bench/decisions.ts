@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import * as cedar from '../../src/authz/cedar.ts';
+import { wholeSet } from './whole-set.ts';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { evaluateAgent } from '../../src/authz/agent-decision.ts';
 import { DecisionCaches } from '../../src/authz/decision-caches.ts';
@@ -108,7 +109,7 @@ export async function benchDecisions(iterations = 3000, options: { counts?: numb
       const raw = (i: number, validateRequest = false) =>
         cedar.statefulIsAuthorized({
           principal: { type: 'Agent', id: 'bot' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Document', id: docs[i]!.request.resource.id }, context: {},
-          entities: rawInputs[i] as cedar.Entities, preparsedPolicySetId: set.preparsedId, preparsedSchemaName: set.schemaName, validateRequest,
+          entities: rawInputs[i] as cedar.Entities, preparsedPolicySetId: wholeSet(set), preparsedSchemaName: set.schemaName, validateRequest,
         });
       // The first decision warms the token cache and the agent's sets; it is not timed.
       const first = await evaluateAgent(docs[runs]!.request, set, view, new Date(), { caches });

@@ -86,7 +86,7 @@ export async function startServer(env: Record<string, string>): Promise<ServePro
 }
 
 /** An operator call; its answer. */
-async function call(url: string, method: string, path: string, body: unknown): Promise<unknown> {
+export async function call(url: string, method: string, path: string, body: unknown): Promise<unknown> {
   const res = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
   return res.json();
@@ -225,7 +225,7 @@ export const financeBody = (token: string) => JSON.stringify({
   },
 });
 
-const decides = async (url: string, token: string, request = body) => {
+export const decides = async (url: string, token: string, request = body) => {
   const probe = await fetch(`${url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${PEP}`, 'content-type': 'application/json' }, body: request(token) });
   return ((await probe.json()) as { decision?: boolean }).decision === true;
 };

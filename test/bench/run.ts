@@ -26,6 +26,7 @@ import { benchApprovals } from './approvals.ts';
 import { benchSetDelivery } from './ssf.ts';
 import { benchContainment, benchHttpPair, benchMonitoringHttp, type MemoryRun, type ObserveRun } from './monitoring.ts';
 import { BENCH_ADMIN } from './http.ts';
+import { benchStalls, type Probe } from './stalls.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -60,6 +61,10 @@ const MONITOR_DECISIONS = Number(process.env.BENCH_MONITOR_DECISIONS ?? 3000);
 const MONITOR_HTTP_BLOCKS = Number(process.env.BENCH_MONITOR_HTTP_BLOCKS ?? 4);
 /** Agents driven to containment (deny_burst) on three nodes. */
 const CONTAINMENT_AGENTS = Number(process.env.BENCH_CONTAINMENT_AGENTS ?? 30);
+/** Policies in each set published while /healthz is probed, how many versions, and the decisions then replayed. */
+const STALL_POLICIES = Number(process.env.BENCH_STALL_POLICIES ?? 3000);
+const STALL_PUBLISHES = Number(process.env.BENCH_STALL_PUBLISHES ?? 10);
+const STALL_DECISIONS = Number(process.env.BENCH_STALL_DECISIONS ?? 5440);
 /**
  * Sections to run (comma-separated); unset: all, and BENCHMARKS.md is rewritten. Set: only the
  * rows those sections produce are replaced in BENCHMARKS.md (see updateInPlace).
@@ -677,6 +682,32 @@ async function benchMonitoringRows(adminUrl: string): Promise<void> {
   console.log(rows[rows.length - 1]);
 }
 
+/** GET /healthz, one at a time, while a heavy call runs: what it costs everyone else. */
+async function benchStallRows(adminUrl: string): Promise<void> {
+  const run = await benchStalls((await freshDatabase(adminUrl)).url, { policies: STALL_POLICIES, publishes: STALL_PUBLISHES, decisions: STALL_DECISIONS });
+  const probeText = (p: Probe) => {
+    const s = sorted(p.latencies);
+    return { median: ms(pct(s, 50)), p99: ms(pct(s, 99)), max: ms(s[s.length - 1] ?? NaN), n: s.length };
+  };
+  const idle = probeText(run.idle);
+  const baseline = `the same probe, same server, nothing else running: median ${idle.median}, p99 ${idle.p99}, max ${idle.max} (${fmt(idle.n)} probes)`;
+  const target = '/healthz p99 < 50 ms';
+  const during = (what: string, p: Probe, figure: string) => {
+    const t = probeText(p);
+    rows.push({ key: `GET /healthz one at a time while ${what}`, what: `GET /healthz one at a time while ${what}`, backend: 'PostgreSQL', figure: `${figure}; /healthz max ${t.max} (${fmt(t.n)} probes)`, median: t.median, p99: t.p99, baseline, target });
+    console.log(rows[rows.length - 1]);
+  };
+  const put = sorted(run.publish.putMs);
+  const first = sorted(run.publish.firstDecisionMs);
+  const mb = (xs: number[]) => xs.map((x) => Math.round(x)).join(' → ');
+  during(`PUT /v1/policy-set publishes ${fmt(run.policies)}-policy sets, ${run.publish.putMs.length} versions one after another, each decided on right after`,
+    run.publish, `PUT median ${ms(pct(put, 50))} (max ${ms(put[put.length - 1]!)}), the first decision after it median ${ms(pct(first, 50))} (max ${ms(first[first.length - 1]!)}); server memory after seeding, then after each version: RSS ${mb(run.rssMb)} MB, V8 heap in use ${mb(run.heapMb)} MB`);
+  during(`POST /v1/audit/replay replays the decision log (${fmt(run.replay.decisions)} decisions over ${run.publish.putMs.length + 1} policy versions, ${run.replay.calls} call${run.replay.calls === 1 ? '' : 's'})`,
+    run.replay, `${ms(run.replay.ms)} in all (${fmt(run.replay.decisions / (run.replay.ms / 1000))} decisions/s, the superseded versions compiled on first use)`);
+  during(`POST /v1/audit/what-if decides the same log against a new ${fmt(run.policies)}-policy candidate`,
+    run.whatIf, `${ms(run.whatIf.ms)} in all (${fmt(run.whatIf.decisions / (run.whatIf.ms / 1000))} decisions/s)`);
+}
+
 async function main(): Promise<void> {
   const started = new Date();
   const server = await startPostgres({ durable: true });
@@ -702,6 +733,7 @@ async function main(): Promise<void> {
     });
     await section('embedded', () => benchEmbeddedRows(() => freshDatabase(server.url), pglite));
     await section('fresh-database', () => benchFreshDatabaseRow(() => freshDatabase(server.url)));
+    await section('stalls', () => benchStallRows(server.url));
     await section('tokens', () => benchTokenRows(server.url));
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
     await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
@@ -747,7 +779,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], stalls: ['event loop'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -876,6 +908,19 @@ function howToRead(): string {
   (src/store/pglite-thread.ts): the HTTP thread only sends it statements and takes their answers,
   and decisions that arrive while a batch is being written go in the next one. Its CPU is in
   the server's figure (one process); the PostgreSQL baseline's is split between the two.
+- **event loop**: a node has one thread for HTTP and decisions, so a call that holds it holds
+  every other caller. This process asks \`GET /healthz\` one request at a time, 2 ms apart,
+  while the server publishes ${STALL_POLICIES.toLocaleString('en-US')}-policy sets one after another (each a set of its own,
+  each followed by a decision), then while it replays its whole decision log over HTTP (the
+  benchmark's own decisions, made under the last version, and one after each publish, under
+  the earlier ones), then while it decides the log against another large candidate set; the
+  baseline is the same probe with nothing else running. A set is parsed and validated on a
+  thread of its own (src/authz/policy-compiler.ts), read back in parts, and prepared on the
+  HTTP thread in slices by principal on first use (src/authz/slices.ts); replay and what-if
+  give other callers a turn every 2 ms. A replay's time goes mostly to checking the
+  superseded versions it meets (off the thread, one after another). Memory is the server's
+  resident set and its V8 heap in use after each version: a superseded version's prepared
+  slices are given back to cedar-wasm's slots (src/authz/preparsed-slots.ts).
 - **fresh database**: PostgreSQL keeps no statistics of a table until ANALYZE runs (autovacuum's
   first pass is a minute or more after the writes begin), and plans made without them can be
   far from those made with them. The row runs the **embedded default**'s load on PostgreSQL

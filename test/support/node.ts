@@ -16,7 +16,7 @@ export interface TestNode extends LeashNode {
 
 export async function startTestNode(
   backend: Backend,
-  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs' | 'allowPrivateUrls' | 'maxDelegationDepth' | 'natsUrl' | 'logger' | 'humanPins' | 'approvalTtlSeconds' | 'approvalWebhook' | 'approvalBackoffMs' | 'monitoring' | 'clock' | 'monitorSeed' | 'metricsToken' | 'metrics' | 'ssf'> = {},
+  options: { nodeId?: string; pollMs?: number; cedarDir?: string } & Pick<NodeOptions, 'bus' | 'stalenessMs' | 'heartbeatMs' | 'allowPrivateUrls' | 'maxDelegationDepth' | 'natsUrl' | 'logger' | 'humanPins' | 'approvalTtlSeconds' | 'approvalWebhook' | 'approvalBackoffMs' | 'monitoring' | 'clock' | 'monitorSeed' | 'policyCheck' | 'metricsToken' | 'metrics' | 'ssf'> = {},
 ): Promise<TestNode> {
   // Tests serve JWKS from loopback: private URLs are allowed unless a test says otherwise.
   // The detectors are off unless a test asks for them: other tests deny one agent often, on purpose.

@@ -65,7 +65,7 @@ function rangeOf(body: RangeInput) {
   return {
     ...(body.from !== undefined ? { from: body.from } : {}), ...(body.to !== undefined ? { to: body.to } : {}),
     ...(body.since ? { since: instantOf(body.since, '/body/since') } : {}), ...(body.until ? { until: instantOf(body.until, '/body/until') } : {}),
-    maxDecisions: body.maxDecisions ?? MAX_DECISIONS, keep: body.limit ?? 1_000, yieldEvery: 200,
+    maxDecisions: body.maxDecisions ?? MAX_DECISIONS, keep: body.limit ?? 1_000, takeTurns: true,
   };
 }
 

@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import { policyAggregate } from '../../authz/policy-aggregate.ts';
-import { compilePolicySet } from '../../authz/policy-set.ts';
+import { checkOffThread } from '../../authz/policy-compiler.ts';
 import { LeashError } from '../../errors.ts';
 import { FenceFields, Problem, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -51,11 +51,19 @@ export async function policyRoutes(app: App, deps: ServerDeps): Promise<void> {
     { bodyLimit: 10 * 1024 * 1024, config: { access: 'operator', admin: adminOn.leash('publish-policies', 'policies') }, schema: { tags: ['policies'], body: PolicySetBody, headers: WriteHeaders, response: { 200: PublishedView, ...errors } } },
     async (request, reply) => {
       const source = request.body;
-      // Strict validation first: an invalid set is a 422 with Cedar's diagnostics, never an event.
-      const checked = compilePolicySet(source, policies.version + 1, { prepare: false });
+      // Strict validation first (off the event loop): an invalid set is a 422 with Cedar's
+      // diagnostics, never an event.
+      const checked = await checkOffThread(source);
       const result = await commands.handle(policyAggregate, 'current', { type: 'PublishPolicySet', data: { ...source, sha256: checked.sha256 }, metadata: { now: new Date() } }, writeOptions(request));
-      // Every live node switches before the call returns, as for a revocation (SPEC §6).
-      const fence = await deps.cluster.fence(result.position);
+      // Every live node has the event and decides with the new set before the call returns, as
+      // for a revocation (SPEC §6). Each compiles it first: this one's time tells how long the
+      // others may need beyond an ordinary fence.
+      const applied = await deps.cluster.fence(result.position);
+      await policies.settled();
+      const switched = await deps.cluster.awaitPolicy(result.position, result.version, 2 * policies.lastCompileMs);
+      const missing = [...new Set([...applied.nodesMissing, ...switched.nodesMissing])].sort();
+      const expected = Math.max(applied.nodesExpected, switched.nodesExpected);
+      const fence = { position: result.position, nodesConfirmed: expected - missing.length, nodesExpected: expected, nodesMissing: missing };
       void reply.header('etag', etag(result.version));
       if (result.replayed) void reply.header('idempotent-replayed', 'true');
       return { version: result.version, sha256: checked.sha256, policyIds: checked.policyIds, templateIds: checked.templateIds, ...fence };
