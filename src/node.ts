@@ -2,7 +2,7 @@ import type { FastifyServerOptions } from 'fastify';
 import { DecisionLog } from './audit/decision-log.ts';
 import { policyAggregate } from './authz/policy-aggregate.ts';
 import { readPolicyFiles } from './authz/policy-files.ts';
-import { checkOffThread } from './authz/policy-compiler.ts';
+import { checkPolicySet } from './authz/policy-set.ts';
 import { PolicyView, type Check } from './authz/policy-view.ts';
 import { InProcessBus, type Bus } from './bus/bus.ts';
 import { NatsBus } from './bus/nats-bus.ts';
@@ -148,7 +148,7 @@ async function bootstrapPolicies(options: NodeOptions, policies: PolicyView, com
   const source = readPolicyFiles(options.cedarDir);
   let sha256: string;
   try {
-    sha256 = (await checkOffThread(source)).sha256;
+    sha256 = checkPolicySet(source).sha256; // before it serves: nobody waits on this thread yet
   } catch (err) {
     const diagnostics = isLeashError(err) ? (err.details.diagnostics as string[] | undefined) ?? [] : [];
     throw new Error(`the Cedar policy set in ${options.cedarDir} is invalid: ${(err as Error).message}\n  ${diagnostics.join('\n  ')}`);
@@ -284,8 +284,9 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     try {
       await bootstrapPolicies(options, policies, commands, follower);
       await bootstrapMonitoring(options, monitoringView, commands, follower);
-      // The policy set in force before the first decision (compiled off the event loop).
+      // The policy set in force before the first decision; from now on new ones are checked off the event loop.
       await policies.settled();
+      policies.serving = true;
       // A key of its own before it serves: other nodes learn it from the log (and the broadcast).
       await signer.rotate();
     } catch (err) {

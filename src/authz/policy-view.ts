@@ -1,6 +1,6 @@
 import type { StoredEvent } from '../store/event-store.ts';
 import { checkOffThread } from './policy-compiler.ts';
-import { compilePolicySet, prepareCompiled, type CheckedPolicySet, type CompiledPolicySet, type PolicySetSource } from './policy-set.ts';
+import { checkPolicySet, compilePolicySet, prepareCompiled, type CheckedPolicySet, type CompiledPolicySet, type PolicySetSource } from './policy-set.ts';
 import { releaseSource } from './preparsed-slots.ts';
 
 export const POLICY_STREAM_TYPE = 'policy';
@@ -36,7 +36,17 @@ export class PolicyView {
   /** How long the last switch took, from its event to in force, ms. */
   lastCompileMs = 0;
 
-  constructor(private readonly check: Check = checkOffThread) {}
+  /**
+   * Set once the node serves. Before that nobody waits on its event loop, so the sets it folds
+   * while starting are checked on it (no thread to start); after, off it.
+   */
+  serving = false;
+
+  private readonly check: Check;
+
+  constructor(check?: Check) {
+    this.check = check ?? ((source) => (this.serving ? checkOffThread(source) : Promise.resolve().then(() => checkPolicySet(source))));
+  }
 
   apply(e: StoredEvent): void {
     const p = published(e);

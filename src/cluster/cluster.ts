@@ -86,7 +86,8 @@ export class Cluster {
   private readonly startedAt = Date.now();
   private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: (() => void)[] = [];
-  private readonly waiters = new Set<() => void>();
+  /** Fences waiting, woken with the node a message came from (null: look at every node again). */
+  private readonly waiters = new Set<(node: string | null) => void>();
   /** Decisions on their way, by ticket: the position and policy version each was decided at. */
   private readonly inflight = new Map<number, { at: number; policy: number }>();
   private tickets = 0;
@@ -131,7 +132,7 @@ export class Cluster {
     this.timer = null;
     this.bus.publish(this.subjects.nodes, { kind: 'leaving', node: this.nodeId, position: this.acked } satisfies NodeMessage);
     for (const off of this.unsubscribe.splice(0)) off();
-    for (const wake of this.waiters) wake();
+    for (const wake of [...this.waiters]) wake(null);
   }
 
   /** Tells every node about events this node has just committed. */
@@ -174,7 +175,7 @@ export class Cluster {
   /** Tells the others at once that this node decides with another policy version now. */
   policySwitched(): void {
     this.heartbeat();
-    for (const wake of [...this.waiters]) wake();
+    for (const wake of [...this.waiters]) wake(this.nodeId);
   }
 
   private async awaitNodes(position: number, reached: (id: string) => boolean, extraMs: number, late: string): Promise<FenceResult> {
@@ -182,23 +183,44 @@ export class Cluster {
     // Long enough for every node that stays silent to have passed its own staleness bound.
     const slowest = Math.max(0, ...expected.map((id) => (this.peers.get(id)?.stalenessMs ?? 0) + 2 * this.heartbeatMs));
     const deadline = Date.now() + Math.max(this.fenceTimeoutMs, slowest) + extraMs;
-    const missing = () => expected.filter((id) => !reached(id));
-    for (;;) {
-      const left = missing();
-      const wait = deadline - Date.now();
-      if (left.length === 0 || wait <= 0) {
-        if (left.length > 0) this.log({ position, nodes: left }, late);
-        return { position, nodesConfirmed: expected.length - left.length, nodesExpected: expected.length, nodesMissing: left };
+    // Each message looks at the node it came from only: a fence over many nodes costs one
+    // check per confirmation, not one per node for each. The fence hears every message while
+    // it waits (several can arrive in one turn), and looks at every node again at the end.
+    const left = new Set(expected.filter((id) => !reached(id)));
+    const woken: (string | null)[] = [];
+    let signal: (() => void) | null = null;
+    const wake = (node: string | null) => {
+      woken.push(node);
+      signal?.();
+    };
+    this.waiters.add(wake);
+    try {
+      for (;;) {
+        for (const node of woken.splice(0)) {
+          if (node === null) {
+            for (const id of left) if (reached(id)) left.delete(id);
+          } else if (left.has(node) && reached(node)) left.delete(node);
+        }
+        const wait = deadline - Date.now();
+        if (left.size === 0 || wait <= 0) {
+          for (const id of left) if (reached(id)) left.delete(id);
+          const missing = [...left];
+          if (missing.length > 0) this.log({ position, nodes: missing.slice(0, 100), missing: missing.length }, late);
+          return { position, nodesConfirmed: expected.length - missing.length, nodesExpected: expected.length, nodesMissing: missing };
+        }
+        if (woken.length === 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => signal?.(), wait);
+            signal = () => {
+              clearTimeout(timer);
+              signal = null;
+              resolve();
+            };
+          });
+        }
       }
-      await new Promise<void>((resolve) => {
-        const wake = () => {
-          clearTimeout(timer);
-          this.waiters.delete(wake);
-          resolve();
-        };
-        const timer = setTimeout(wake, wait);
-        this.waiters.add(wake);
-      });
+    } finally {
+      this.waiters.delete(wake);
     }
   }
 
@@ -287,7 +309,7 @@ export class Cluster {
       this.peers.set(message.node, { position: Math.max(message.position, known?.position ?? 0), seenAt: Date.now(), stalenessMs, policyVersion });
     }
     if (message.position > this.follower.position) this.catchUp();
-    for (const wake of [...this.waiters]) wake();
+    for (const wake of [...this.waiters]) wake(message.node);
   }
 
   private catchUp(): void {
@@ -320,6 +342,8 @@ export class Cluster {
    */
   private confirm(): void {
     const position = this.confirmed();
+    // A fence waiting on this node itself looks again (a decision has left, events were applied).
+    if (position !== this.acked) for (const wake of [...this.waiters]) wake(this.nodeId);
     this.acked = position;
     for (const [to, asked] of this.owed) {
       if (asked > position) continue;

@@ -25,7 +25,7 @@ export interface HttpResult {
 }
 
 /** CPU time (user + system) of a process so far, µs, from /proc (Linux); 0 if it cannot be read. */
-function cpuMicros(pid: number): number {
+export function cpuMicros(pid: number): number {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks (USER_HZ = 100)

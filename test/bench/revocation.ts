@@ -55,7 +55,7 @@ export function request(url: string, method: string, headers: Record<string, str
   });
 }
 
-async function pool<T>(items: T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
+export async function pool<T>(items: T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
   const queue = [...items];
   await Promise.all(Array.from({ length: width }, async () => {
     for (let item = queue.shift(); item !== undefined; item = queue.shift()) await work(item);

@@ -27,6 +27,7 @@ import { benchSetDelivery } from './ssf.ts';
 import { benchContainment, benchHttpPair, benchMonitoringHttp, type MemoryRun, type ObserveRun } from './monitoring.ts';
 import { BENCH_ADMIN } from './http.ts';
 import { benchStalls, type Probe } from './stalls.ts';
+import { benchFanout } from './fanout.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -65,6 +66,9 @@ const CONTAINMENT_AGENTS = Number(process.env.BENCH_CONTAINMENT_AGENTS ?? 30);
 const STALL_POLICIES = Number(process.env.BENCH_STALL_POLICIES ?? 3000);
 const STALL_PUBLISHES = Number(process.env.BENCH_STALL_PUBLISHES ?? 10);
 const STALL_DECISIONS = Number(process.env.BENCH_STALL_DECISIONS ?? 5440);
+/** Node counts a revoke is fenced across (8 real nodes, the rest simulated), and revokes at each. */
+const FANOUT_SIZES = (process.env.BENCH_FANOUT_SIZES ?? '8,64,256,1000').split(',').map(Number);
+const FANOUT_REVOCATIONS = Number(process.env.BENCH_FANOUT_REVOCATIONS ?? 100);
 /**
  * Sections to run (comma-separated); unset: all, and BENCHMARKS.md is rewritten. Set: only the
  * rows those sections produce are replaced in BENCHMARKS.md (see updateInPlace).
@@ -396,6 +400,28 @@ async function benchRevocationRow(databaseUrl: string): Promise<void> {
     target: 'p50 ≤ 3 ms, p99 ≤ 10 ms; zero allows after a confirmed revoke',
   });
   console.log(rows[rows.length - 1]);
+}
+
+/** One row per node count: a revoke fenced across 8 real nodes and simulated ones beside them. */
+async function benchFanoutRows(adminUrl: string): Promise<void> {
+  const run = await benchFanout((await freshDatabase(adminUrl)).url, { real: 8, sizes: FANOUT_SIZES, revocations: FANOUT_REVOCATIONS, warmUp: 50, simProcesses: 4 });
+  const cpu = (c: { real: number; simulated: number; nats: number }) => `real nodes ${c.real.toFixed(1)}, simulated ${c.simulated.toFixed(1)}, nats-server ${c.nats.toFixed(1)}`;
+  for (const r of run) {
+    const fenced = sorted(r.fenced);
+    const warm = sorted(r.warmUp);
+    const missing = [...r.missing].sort((a, b) => b[1] - a[1]);
+    rows.push({
+      key: `revoke fenced across ${fmt(r.nodes)} nodes`,
+      what: `revoke fenced across ${fmt(r.nodes)} nodes (8 \`leash serve\`${r.nodes > 8 ? `, ${fmt(r.nodes - 8)} simulated in 4 processes` : ''}; one nats-server, one Postgres), ${fmt(r.fenced.length)} revokes after 50 of warm-up`,
+      backend: 'PostgreSQL + NATS',
+      figure: `${r.exact} of ${r.fenced.length} answers counted all ${fmt(r.nodes)} nodes, none missing (${r.miscounted} miscounted; missing named: ${missing.length ? missing.slice(0, 5).map(([n, k]) => `${n} ×${k}`).join(', ') : 'none'}); CPU per revoke above idle, ms: ${cpu(r.cpu)}; idle (the heartbeats), ms of CPU per second: ${cpu(r.idle)}`,
+      median: ms(pct(fenced, 50)),
+      p99: ms(pct(fenced, 99)),
+      baseline: `the warm-up revokes, same nodes: median ${ms(pct(warm, 50))}, p99 ${ms(pct(warm, 99))}`,
+      target: r.nodes === 1000 ? 'p50 ≤ 10 ms, p99 ≤ 25 ms; every confirmation counted' : '(how the fence grows)',
+    });
+    console.log(rows[rows.length - 1]);
+  }
 }
 
 /** A realistic log: per agent register, authorize, rotate, suspend, authorize, revoke, authorize, retire. */
@@ -736,6 +762,7 @@ async function main(): Promise<void> {
     await section('stalls', () => benchStallRows(server.url));
     await section('tokens', () => benchTokenRows(server.url));
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
+    await section('fanout', () => benchFanoutRows(server.url));
     await section('approvals', async () => benchApprovalRow((await freshDatabase(server.url)).url));
     await section('monitoring', () => benchMonitoringRows(server.url));
     await section('operations', () => benchOperationsRows(server.url));
@@ -779,7 +806,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], stalls: ['event loop'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], stalls: ['event loop'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], fanout: ['fan-out'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -921,6 +948,21 @@ function howToRead(): string {
   superseded versions it meets (off the thread, one after another). Memory is the server's
   resident set and its V8 heap in use after each version: a superseded version's prepared
   slices are given back to cedar-wasm's slots (src/authz/preparsed-slots.ts).
+- **fan-out**: a revoke fenced across many nodes. Eight \`leash serve\` processes and, beside
+  them, simulated nodes (test/bench/fanout-sim.ts), 250 to a process, each with a NATS
+  connection of its own: they apply each committed batch that continues their fold (reading a
+  gap from the log), confirm it to the committing node, and send heartbeats every second with a
+  staleness bound of 3 s, as a node so configured would; they decide nothing, and the ones in a
+  process share the parsing of a batch they each receive. Revokes go one at a time through each
+  real node in turn; every answer must count all the nodes running and name none missing. The
+  CPU columns take what the processes spend idle (measured for 3 s before the revokes and 3 s after: mostly
+  heartbeats, which every real node hears from every other) from what they spend during the
+  revokes (a figure below zero means the cores were so busy during the revokes that the idle
+  work itself got less time than when measured alone). Everything shares the two cores, so past a few hundred nodes the fence waits for
+  CPU: the figures say how much each part takes, which is what a deployment with a core per
+  node would not share. With 50 revokes of warm-up (the **revoke** row warms up with 1,000),
+  the eight real nodes alone read slower here than there. A fence costs the committing node one check per confirmation
+  (src/cluster/cluster.ts), not one per node for each.
 - **fresh database**: PostgreSQL keeps no statistics of a table until ANALYZE runs (autovacuum's
   first pass is a minute or more after the writes begin), and plans made without them can be
   far from those made with them. The row runs the **embedded default**'s load on PostgreSQL

@@ -125,6 +125,8 @@ export async function startPostgres(options: { durable?: boolean } = {}): Promis
 
 export interface NatsServer extends RunningServer {
   port: number;
+  /** The server's process (benchmarks read its CPU time). */
+  pid: number;
   /** The cluster port other servers route to (with `cluster`). */
   clusterPort: number | null;
 }
@@ -151,6 +153,7 @@ export async function startNats(options: { port?: number; cluster?: { port: numb
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
+    pid: child.pid!,
     clusterPort: options.cluster?.port ?? null,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
