@@ -86,6 +86,19 @@ export function asHuman(json: cedar.PolicyJson, via: HumanVia): cedar.PolicyJson
 }
 
 /**
+ * The form a policy (or template) is prepared from at run time: its JSON, which cedar-wasm
+ * takes without parsing (an agent's own set prepared in about half the time: BENCHMARKS.md),
+ * unless that form would change it (see `survivesJson`); then the text. Both give Cedar the
+ * same policy.
+ */
+export function preparedForm(entry: Pick<PolicyEntry, 'text' | 'json'>): cedar.Policy {
+  let form = forms.get(entry.json);
+  if (form === undefined) forms.set(entry.json, (form = survivesJson(entry.json) ? entry.json : entry.text));
+  return form;
+}
+const forms = new WeakMap<object, cedar.Policy>();
+
+/**
  * Can the policy be rewritten through its JSON form without changing it? cedar-wasm hands
  * that form to JavaScript, where integer literals beyond 2^53 lose digits.
  */
@@ -288,7 +301,7 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
       const ceiling = p.layer === source.ceilingLayer;
       if (scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) {
         const id = `${ceiling ? 'c' : 'a'}:${p.id}`;
-        staticPolicies[id] = p.text;
+        staticPolicies[id] = preparedForm(p);
         origin.set(id, { layer: ceiling ? 'ceiling' : 'agent', id: p.id, forbid: p.json.effect === 'forbid' });
       }
       if (!ceiling && scopeCanMatch(p.json.principal, human.uid, human.ancestors)) {
@@ -302,7 +315,7 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
       const entry = source.templateEntries[l.template];
       if (!entry) return;
       const templateId = `${layer === 'ceiling' ? 'c' : 'a'}:${entry.id}`;
-      templates[templateId] ??= entry.text;
+      templates[templateId] ??= preparedForm(entry);
       const newId = `${layer === 'ceiling' ? 'c' : 'a'}:${l.newId}`;
       templateLinks.push({ templateId, newId, values: l.values as Record<string, cedar.EntityUid> });
       origin.set(newId, { layer, id: l.newId, forbid: entry.json.effect === 'forbid' });
@@ -323,11 +336,11 @@ export function ceilingSetFor(source: CombinableSource, agent: CombinedInput['ag
   return preparedFor(source.preparsedId, key, () => {
     const staticPolicies: Record<string, cedar.Policy> = {};
     for (const p of source.statics) {
-      if (p.layer === source.ceilingLayer && scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) staticPolicies[p.id] = p.text;
+      if (p.layer === source.ceilingLayer && scopeCanMatch(p.json.principal, agent.uid, agent.ancestors)) staticPolicies[p.id] = preparedForm(p);
     }
     const entry = source.templateEntries[ceiling.template]!;
     return {
-      policies: { staticPolicies, templates: { [entry.id]: entry.text }, templateLinks: [{ templateId: entry.id, newId: ceiling.newId, values: ceiling.values as Record<string, cedar.EntityUid> }] },
+      policies: { staticPolicies, templates: { [entry.id]: preparedForm(entry) }, templateLinks: [{ templateId: entry.id, newId: ceiling.newId, values: ceiling.values as Record<string, cedar.EntityUid> }] },
       extra: {},
     };
   })?.preparsedId ?? null;

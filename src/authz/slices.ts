@@ -1,6 +1,6 @@
 import * as cedar from './cedar.ts';
 import type { EntityUid } from '../registry/cedar-entities.ts';
-import type { PolicyEntry } from './combined.ts';
+import { preparedForm, type PolicyEntry } from './combined.ts';
 import { entityKey } from './engine.ts';
 import { preparedFor } from './preparsed-slots.ts';
 
@@ -14,7 +14,7 @@ import { preparedFor } from './preparsed-slots.ts';
 // (preparsed-slots.ts), given back when their version is superseded.
 
 /** A layer's policies by principal scope (`all`, `=uid`, `<uid`, `:Type`, `:Type<uid`). */
-export type ScopeIndex = Map<string, Record<string, string>>;
+export type ScopeIndex = Map<string, Record<string, cedar.Policy>>;
 
 const uidKey = (e: cedar.EntityUidJson) => entityKey(('__entity' in e ? e.__entity : e) as EntityUid);
 
@@ -41,7 +41,7 @@ export function indexByScope(entries: Pick<PolicyEntry, 'id' | 'text' | 'json'>[
     const bucket = bucketOf(p.json.principal);
     let policies = index.get(bucket);
     if (!policies) index.set(bucket, (policies = {}));
-    policies[p.id] = p.text;
+    policies[p.id] = preparedForm(p);
   }
   return index;
 }
@@ -68,7 +68,7 @@ export function sliceFor(source: string, layer: string, index: ScopeIndex, princ
   }
   hits.sort();
   return preparedFor(source, `slice\n${layer}\n${hits.join('\n')}`, () => {
-    const staticPolicies: Record<string, string> = {};
+    const staticPolicies: Record<string, cedar.Policy> = {};
     for (const bucket of hits) Object.assign(staticPolicies, index.get(bucket));
     return { policies: { staticPolicies }, extra: {} };
   })?.preparsedId ?? null;
