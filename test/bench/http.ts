@@ -192,6 +192,9 @@ export async function benchHttpTwoNodes(databaseUrl: string, options: { seconds:
 /** How many blocks of each the Leash-token comparison alternates (see benchHttp). */
 const LEASH_TOKEN_BLOCKS = 2;
 
+/** How many blocks of each the fresh-token comparison alternates (see benchHttp). */
+export const FRESH_TOKEN_BLOCKS = 3;
+
 /** Runs of equal length as one: their mean rate, mean p50, worst p99, summed failures, CPU per request over all. */
 export function merged(runs: HttpResult[]): HttpResult {
   const sum = (f: (r: HttpResult) => number) => runs.reduce((a, r) => a + f(r), 0);
@@ -235,6 +238,7 @@ export const decides = async (url: string, token: string, request = body) => {
  * self-signed token on every request; `leashToken` the cached run again with one token Leash issued.
  */
 export async function benchHttp(database: { url: string } | null, options: { seconds: number; connections: number; freshTokens: number; leashToken?: boolean; request?: (token: string) => string; afterSeed?: () => Promise<void> }): Promise<HttpRun> {
+  if (options.leashToken && options.freshTokens > 0) throw new Error('benchHttp: a Leash token run or a fresh-token run, not both');
   const request = options.request ?? ((token: string) => body(token));
   const dataDir = database ? null : mkdtempSync(join(tmpdir(), 'leash-bench-http-'));
   const server = await startServer(database ? { DATABASE_URL: database.url } : { LEASH_DATA_DIR: dataDir! });
@@ -282,20 +286,37 @@ export async function benchHttp(database: { url: string } | null, options: { sec
       cached = merged(own);
       leashCached = merged(leash);
       grantCached = merged(granted);
+    } else if (options.freshTokens > 0) {
+      // A different token on every request, each one verified (signature and claims) afresh,
+      // in blocks alternating with the cached token's, so that what else the machine runs
+      // falls on both alike. Each block has tokens of its own, never sent before (each
+      // connection takes the next one as it sends). autocannon builds every request of both
+      // kinds as it sends it (the cached token's too, its one body again): what it spends per
+      // request, on the cores the server runs on, is then the same for both, and the
+      // difference is the server's.
+      const block = Math.max(1, Math.round(options.seconds / FRESH_TOKEN_BLOCKS));
+      const perBlock = Math.ceil(options.freshTokens / FRESH_TOKEN_BLOCKS);
+      const cachedBody = request(cachedToken);
+      let minted = 0;
+      const own: HttpResult[] = [];
+      const each: HttpResult[] = [];
+      const sending = (next: () => string, duration: number) => measured(pid, {
+        ...common, url: at('/access/v1/evaluation'), method: 'POST', duration,
+        requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, body: next() }) }],
+      }, database?.url);
+      for (let i = 0; i < FRESH_TOKEN_BLOCKS; i++) {
+        const bodies: string[] = [];
+        while (bodies.length < perBlock) bodies.push(request(await mint(privateKey, ++minted)));
+        own.push(await sending(() => cachedBody, block));
+        let next = 0;
+        each.push(await sending(() => bodies[next++ % bodies.length]!, block));
+        if (next > bodies.length) throw new Error(`a fresh-token block sent ${next} requests with ${bodies.length} tokens: some were sent twice`);
+      }
+      return { cached: merged(own), fresh: merged(each), leashCached, grantCached, baseline, allowed };
     } else {
       cached = await evaluate(cachedToken);
     }
-    if (options.freshTokens <= 0) return { cached, leashCached, grantCached, baseline, allowed };
-
-    // A different token on every request: each one is verified (signature and claims) afresh.
-    const bodies: string[] = [];
-    for (let i = 1; i <= options.freshTokens; i++) bodies.push(request(await mint(privateKey, i)));
-    let next = 0;
-    const fresh = await measured(pid, {
-      ...common, url: at('/access/v1/evaluation'), method: 'POST',
-      requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }) }],
-    }, database?.url);
-    return { cached, fresh, leashCached, grantCached, baseline, allowed };
+    return { cached, leashCached, grantCached, baseline, allowed };
   } finally {
     await server.stop();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
