@@ -11,7 +11,8 @@ import { ensureServerPackages } from '../support/servers.ts';
 
 // The console in a real Chromium (Debian's, driven by playwright-core; nothing downloaded),
 // against a real node: sign in, find an agent, open its timeline, revoke it and see the status
-// change, run a what-if, and what an anonymous visitor gets. Screenshots go to
+// change, run a what-if, approve a payment, pull the kill switch for a tag, and what an
+// anonymous visitor gets. Screenshots go to
 // test-artifacts/console/ (not committed).
 
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/console/', import.meta.url));
@@ -164,6 +165,32 @@ describe('the console', () => {
     await page.getByText('Nothing waits.').waitFor();
     await shot('approvals');
     expect((await pay(node, token, 25_000, 'inv-1', { approvalId: held.context.approval!.id })).context.code).toBe('APPROVED');
+  });
+
+  it('pulls the kill switch for a tag: refused until REVOKE is typed, then only the tagged agents are revoked, on every node', async () => {
+    for (const id of ['lab-bot-1', 'lab-bot-2']) {
+      expect((await node.api('POST', '/v1/agents', agentBody({ id, tags: ['lab'] }))).status).toBe(201);
+      expect((await node.api('POST', `/v1/agents/${id}/authorize`, { grants: [] })).status).toBe(200);
+    }
+    await page.getByRole('link', { name: 'Kill switch' }).click();
+    await page.getByRole('heading', { name: 'Kill switch' }).waitFor();
+    await page.getByLabel('Scope').selectOption('tag');
+    await page.getByLabel('tag', { exact: true }).fill('lab');
+    await page.getByRole('button', { name: 'Revoke them all' }).click();
+    await page.getByLabel('Reason').fill('lab agents misbehaving');
+    await page.getByLabel('Type REVOKE').fill('revoke');
+    await page.getByRole('button', { name: 'Confirm: Revoke them all' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Type REVOKE to confirm.' }).waitFor();
+    expect(node.view.agents.get('lab-bot-1')!.record.status).toBe('active');
+    await page.getByLabel('Type REVOKE').fill('REVOKE');
+    await page.getByRole('button', { name: 'Confirm: Revoke them all' }).click();
+    const summary = page.locator('p.summary');
+    await summary.waitFor();
+    // (Revoked side by side: in the order they were committed.)
+    expect(await summary.textContent()).toMatch(/^Revoked 2: (lab-bot-1, lab-bot-2|lab-bot-2, lab-bot-1); confirmed by 1 of 1 nodes\.$/);
+    await shot('kill-switch');
+    for (const id of ['lab-bot-1', 'lab-bot-2']) expect(node.view.agents.get(id)!.record.status).toBe('revoked');
+    expect(node.view.agents.get('pay-bot')!.record.status).toBe('active');
   });
 
   it('every API call the console made carried the signed-in token', () => {
