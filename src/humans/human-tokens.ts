@@ -60,7 +60,7 @@ export function humanTokenVerifier(pins: HumanPins): HumanVerifier {
       const verified = await verifyJwt(token, check, now);
       if (!verified.ok) return { ok: false, code: verified.code, detail: verified.detail };
       claims = verified.claims;
-      cache.set(key, claims, (claims.exp! + HUMAN_CLOCK_SKEW_SECONDS) * 1000);
+      cache.set(key, claims, (claims.exp! + HUMAN_CLOCK_SKEW_SECONDS) * 1000, token.length);
     }
     const { sub, iat, exp } = claims;
     if (iat! * 1000 > now.getTime() + HUMAN_CLOCK_SKEW_SECONDS * 1000) return reject('TOKEN_NOT_YET_VALID', 'the token is issued in the future');

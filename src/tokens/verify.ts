@@ -75,7 +75,7 @@ export function tokenVerifier(leash: LeashTokens | null): TokenVerifier {
       if (cached) return notRevoked(leash, cached, now);
       const check = leash && issuerOf(token) === leash.issuer ? leashCheck(leash, pins) : pinnedCheck(pins);
       const verified = await verifyJwt(token, check, now);
-      if (verified.ok && cache) cache.set(cacheKey, verified.claims, (verified.claims.exp! + pins.clockSkewSeconds) * 1000);
+      if (verified.ok && cache) cache.set(cacheKey, verified.claims, (verified.claims.exp! + pins.clockSkewSeconds) * 1000, token.length);
       return verified.ok ? notRevoked(leash, verified.claims, now) : verified;
     });
   };

@@ -8,7 +8,7 @@ describe('verified-token cache', () => {
 
   it('keys by agent version: a lifecycle change makes every earlier entry unreachable', () => {
     const cache = new VerifiedTokenCache();
-    cache.set(VerifiedTokenCache.key('tok', 'bot', 2), claims, 10_000);
+    cache.set(VerifiedTokenCache.key('tok', 'bot', 2), claims, 10_000, 3);
     expect(cache.get(VerifiedTokenCache.key('tok', 'bot', 2), 0)).toEqual(claims);
     expect(cache.get(VerifiedTokenCache.key('tok', 'bot', 3), 0)).toBeUndefined();
     expect(cache.get(VerifiedTokenCache.key('tok', 'other', 2), 0)).toBeUndefined();
@@ -17,15 +17,46 @@ describe('verified-token cache', () => {
 
   it('drops an entry at its expiry and the oldest entry when full', () => {
     const cache = new VerifiedTokenCache(2);
-    cache.set('a', claims, 1000);
+    cache.set('a', claims, 1000, 1);
     expect(cache.get('a', 999)).toEqual(claims);
     expect(cache.get('a', 1000)).toBeUndefined();
-    cache.set('b', claims, 5000);
-    cache.set('c', claims, 5000);
-    cache.set('d', claims, 5000);
+    cache.set('b', claims, 5000, 1);
+    cache.set('c', claims, 5000, 1);
+    cache.set('d', claims, 5000, 1);
     expect(cache.size).toBe(2);
     expect(cache.get('b', 0)).toBeUndefined();
     expect(cache.get('d', 0)).toEqual(claims);
+  });
+
+  it('bounds what the tokens add up to: the oldest go first, and a token larger than the bound is not kept', () => {
+    const cache = new VerifiedTokenCache(100, 10_000);
+    cache.set('a', claims, 5000, 4_000);
+    cache.set('b', claims, 5000, 4_000);
+    expect(cache.tokenChars).toBe(8_000);
+    cache.set('c', claims, 5000, 4_000); // 12,000 would pass the bound: a goes
+    expect(cache.get('a', 0)).toBeUndefined();
+    expect(cache.get('b', 0)).toEqual(claims);
+    expect(cache.tokenChars).toBe(8_000);
+    cache.set('d', claims, 5000, 9_000); // b and c both go to make room
+    expect(cache.size).toBe(1);
+    expect(cache.tokenChars).toBe(9_000);
+    cache.set('e', claims, 5000, 10_001); // larger than the bound by itself: not kept, nothing pushed out
+    expect(cache.get('e', 0)).toBeUndefined();
+    expect(cache.get('d', 0)).toEqual(claims);
+    // Expiry and forgetting give the room back.
+    cache.get('d', 5000);
+    expect(cache.tokenChars).toBe(0);
+  });
+
+  it('a node keeps up to 100,000 tokens, bounded at 64 Mi characters of them', () => {
+    const cache = new VerifiedTokenCache();
+    for (let i = 0; i < 100_001; i++) cache.set(`k${i}`, claims, 5000, 600);
+    expect(cache.size).toBe(100_000);
+    expect(cache.get('k0', 0)).toBeUndefined();
+    const big = new VerifiedTokenCache();
+    for (let i = 0; i < 5_000; i++) big.set(`k${i}`, claims, 5000, 16_384);
+    expect(big.tokenChars).toBeLessThanOrEqual(64 * 2 ** 20);
+    expect(big.size).toBe(Math.floor((64 * 2 ** 20) / 16_384));
   });
 
   it('never holds the raw token', () => {
@@ -34,7 +65,7 @@ describe('verified-token cache', () => {
 
   it('forgets an agent: its own entries and tokens delegated through it, nobody else\'s', () => {
     const caches = new DecisionCaches();
-    const set = (token: string, agent: string, c: Record<string, unknown>) => caches.tokens.set(VerifiedTokenCache.key(token, agent, 1), { exp: 100, ...c }, 10_000);
+    const set = (token: string, agent: string, c: Record<string, unknown>) => caches.tokens.set(VerifiedTokenCache.key(token, agent, 1), { exp: 100, ...c }, 10_000, token.length);
     set('t1', 'parent', { sub: 'parent' });
     set('t2', 'child', { sub: 'alice', act: { sub: 'child', act: { sub: 'parent' } } });
     set('t3', 'other', { sub: 'other' });

@@ -356,7 +356,7 @@ describe('attacks on people at the admin API', () => {
     // Cached, and still the registry decides who it is: a sub no longer registered is refused.
     expect(await verify(token, { humans: new Map() } as unknown as RegistryState, new Date(now * 1000))).toMatchObject({ ok: false, code: 'TOKEN_UNKNOWN_HUMAN' });
     const cache = new VerifiedTokenCache(3);
-    for (let i = 0; i < 10; i++) cache.set(VerifiedTokenCache.key(`t${i}`, 'human', 0), { sub: 'alice' }, Date.now() + 60_000);
+    for (let i = 0; i < 10; i++) cache.set(VerifiedTokenCache.key(`t${i}`, 'human', 0), { sub: 'alice' }, Date.now() + 60_000, 100);
     expect(cache.size).toBe(3);
   });
 
