@@ -295,6 +295,7 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
     }
     const decisions = new DecisionLog(connection.db);
     if (metrics.enabled) decisions.timed = (s) => metrics.decisionLogCommitSeconds.observe(s);
+    decisions.anchorFailed = (err) => warn({ err: { name: (err as Error)?.name, code: (err as { code?: unknown })?.code } }, 'the decision chain head could not be anchored; trying again at the next interval');
     let app: App;
     try {
       app = await buildServer({
@@ -328,6 +329,8 @@ export async function startNode(options: NodeOptions): Promise<LeashNode> {
         // first, so it answers now with what it has rather than holding the close up.
         await transmitter.stop();
         await app.close();
+        // Its last decisions' head into the anchor chain, so verify can show none were cut off.
+        await decisions.close().catch((err: unknown) => warn({ err: { name: (err as Error)?.name } }, 'the decision chain head could not be anchored at close'));
         await shutDown();
         await connection.db.destroy();
       },

@@ -154,7 +154,8 @@ describe('the README', () => {
     expect(stderr).toMatch(/leash: invalid_authorization_details: /);
     expect(decisions[0]!.context.reasons).toEqual(expect.arrayContaining(['ceiling:reader-bot', 'grant:reader-bot:0', 'finance-reads-invoices']));
     expect(decisions[7]!.context).toMatchObject({ reasons: ['freeze-invoices'], policyVersion: 2 });
-    expect(stdout).toMatch(/decisions: \d+ records, chain intact/);
+    expect(stdout).toMatch(/decisions: \d+ records in 1 node chain, intact/);
+    expect(stdout).toMatch(/anchors: [1-9]\d* records, chain intact/); // the server anchored its chain's head, at least as it stopped
     expect(stdout).toMatch(/all 39 came out the same/);
     expect(stdout).toMatch(/1 would change: 1 allow→deny, 0 deny→allow/);
     expect(stdout).toMatch(/allow \(all\) by ceiling:reader-bot/);

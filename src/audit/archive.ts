@@ -9,7 +9,8 @@ import { sql, type Kysely } from 'kysely';
 import type { StoredEvent } from '../store/event-store.ts';
 import type { Database } from '../store/events.table.ts';
 import { chainHash, eventBody, GENESIS_HASH } from '../store/hash-chain.ts';
-import { decisionBody, readDecisions, type StoredDecision } from './decision-log.ts';
+import { decisionBody, type StoredDecision } from './decision-log.ts';
+import { chainNodes, readChain, readSharedChain } from './decision-reads.ts';
 import { readEvents, type AuditSource } from './source.ts';
 
 // SPEC §8 archive. Closed ranges of the logs go to compressed NDJSON segments, one record per
@@ -25,12 +26,20 @@ import { readEvents, type AuditSource } from './source.ts';
 // before the rename leaves a stray temporary file, overwritten next time; after the manifest
 // but before the transaction, the next run finds the listed segment, checks it against the
 // rows still in Postgres, and finishes the transaction. Nothing is lost or doubled.
+//
+// Since migration 0013 each node's decisions are a chain of their own, archived as such: a
+// node's segments name it (`node`), number their lines by the record's place in that chain
+// (`chainSeq`) and keep the log's sequence number beside it, outside the hashed body.
 
 export type ChainName = 'events' | 'decisions';
 export const ARCHIVE_FORMAT = 'leash-audit-archive/1';
 
 export interface Segment {
   chain: ChainName;
+  /** The node whose decision chain this is; absent for events and the shared chain from before per-node chains. */
+  node?: string;
+  /** A node chain's segment: the log's sequence number of its last record. */
+  lastSeq?: number;
   file: string;
   first: number;
   last: number;
@@ -50,6 +59,8 @@ export interface Manifest {
 /** One archived line: its number in the chain, its link, its hash and its hashed body (raw text). */
 export interface ArchivedLine {
   key: number;
+  /** On a node's chain: the log's sequence number (not hashed: an address for reading in order). */
+  seq?: number;
   prevHash: string;
   hash: string;
   body: string;
@@ -58,8 +69,20 @@ export interface ArchivedLine {
 const keyName: Record<ChainName, string> = { events: 'position', decisions: 'seq' };
 const HASH = 64;
 
-export function encodeLine(chain: ChainName, r: ArchivedLine): string {
-  return `{"${keyName[chain]}":${r.key},"prevHash":"${r.prevHash}","hash":"${r.hash}","body":${r.body}}\n`;
+/** How a segment's lines begin: a node chain's with its number in the chain and the log's number. */
+const openingOf = (s: Pick<Segment, 'chain' | 'node'>) => (s.node === undefined ? `{"${keyName[s.chain]}":` : '{"chainSeq":');
+
+export function encodeLine(s: Pick<Segment, 'chain' | 'node'>, r: ArchivedLine): string {
+  const seq = s.node === undefined ? '' : `,"seq":${r.seq}`;
+  return `${openingOf(s)}${r.key}${seq},"prevHash":"${r.prevHash}","hash":"${r.hash}","body":${r.body}}\n`;
+}
+
+/** The decimal number in `line` from `at` up to the next comma, and where that comma is; null if none is there. */
+function numberAt(line: string, at: number): { value: number; end: number } | null {
+  const end = line.indexOf(',', at);
+  const digits = line.slice(at, end);
+  if (end < 0 || digits.length === 0 || digits.length > 16 || !/^\d+$/.test(digits)) return null;
+  return { value: Number(digits), end };
 }
 
 /**
@@ -67,17 +90,24 @@ export function encodeLine(chain: ChainName, r: ArchivedLine): string {
  * regular expression (verify reads millions): a hash field that is not hex never matches the
  * hash it is compared with, so it needs no check of its own here.
  */
-export function decodeLine(chain: ChainName, line: string): ArchivedLine | null {
-  const open = `{"${keyName[chain]}":`;
+export function decodeLine(s: Pick<Segment, 'chain' | 'node'>, line: string): ArchivedLine | null {
+  const open = openingOf(s);
   if (!line.startsWith(open) || line.charCodeAt(line.length - 1) !== 125 /* } */) return null;
-  const comma = line.indexOf(',', open.length);
-  const digits = line.slice(open.length, comma);
-  if (comma < 0 || digits.length === 0 || digits.length > 16 || !/^\d+$/.test(digits)) return null;
+  const key = numberAt(line, open.length);
+  if (!key) return null;
+  let comma = key.end;
+  let seq: number | undefined;
+  if (s.node !== undefined) {
+    const logSeq = line.startsWith(',"seq":', comma) ? numberAt(line, comma + ',"seq":'.length) : null;
+    if (!logSeq) return null;
+    seq = logSeq.value;
+    comma = logSeq.end;
+  }
   const prevAt = comma + ',"prevHash":"'.length;
   const hashAt = prevAt + HASH + '","hash":"'.length;
   const bodyAt = hashAt + HASH + '","body":'.length;
   if (!line.startsWith(',"prevHash":"', comma) || !line.startsWith('","hash":"', prevAt + HASH) || !line.startsWith('","body":', hashAt + HASH)) return null;
-  return { key: Number(digits), prevHash: line.slice(prevAt, prevAt + HASH), hash: line.slice(hashAt, hashAt + HASH), body: line.slice(bodyAt, -1) };
+  return { key: key.value, ...(seq === undefined ? {} : { seq }), prevHash: line.slice(prevAt, prevAt + HASH), hash: line.slice(hashAt, hashAt + HASH), body: line.slice(bodyAt, -1) };
 }
 
 export function toEvent(l: ArchivedLine): StoredEvent {
@@ -87,7 +117,14 @@ export function toEvent(l: ArchivedLine): StoredEvent {
 
 export function toDecision(l: ArchivedLine): StoredDecision {
   const b = JSON.parse(l.body) as Omit<StoredDecision, 'at' | 'prevHash' | 'hash'> & { at: string };
-  return { ...b, at: new Date(b.at), prevHash: l.prevHash, hash: l.hash };
+  return { ...b, ...(l.seq === undefined ? {} : { seq: l.seq }), at: new Date(b.at), prevHash: l.prevHash, hash: l.hash };
+}
+
+/** A stored decision as its chain's archive line has it. */
+export function lineOfDecision(d: StoredDecision): ArchivedLine {
+  return d.chainSeq === undefined
+    ? { key: d.seq, prevHash: d.prevHash, hash: d.hash, body: decisionBody(d) }
+    : { key: d.chainSeq, seq: d.seq, prevHash: d.prevHash, hash: d.hash, body: decisionBody(d) };
 }
 
 // ---- manifest ---------------------------------------------------------------------------
@@ -131,7 +168,12 @@ function syncFile(path: string): void {
 
 const writeManifest = (dir: string, m: Manifest) => writeDurably(dir, 'manifest.json', `${JSON.stringify(m, null, 2)}\n`);
 
-export const segmentsOf = (m: Manifest, chain: ChainName) => m.segments.filter((s) => s.chain === chain).sort((a, b) => a.first - b.first);
+/** One chain's segments in order: the events', the shared decision chain's (no `node`), or a node's. */
+export const segmentsOf = (m: Manifest, chain: ChainName, node?: string) =>
+  m.segments.filter((s) => s.chain === chain && s.node === node).sort((a, b) => a.first - b.first);
+
+/** The nodes whose decision chains have segments in the manifest. */
+export const archivedNodes = (m: Manifest) => [...new Set(m.segments.flatMap((s) => (s.chain === 'decisions' && s.node !== undefined ? [s.node] : [])))].sort();
 
 // ---- reading ----------------------------------------------------------------------------
 
@@ -145,14 +187,14 @@ export async function* readSegment(dir: string, s: Segment): AsyncIterable<(Arch
     const lines: (ArchivedLine | null)[] = [];
     let start = 0;
     for (let end = text.indexOf('\n'); end !== -1; end = text.indexOf('\n', start)) {
-      if (end > start) lines.push(decodeLine(s.chain, text.slice(start, end)));
+      if (end > start) lines.push(decodeLine(s, text.slice(start, end)));
       start = end + 1;
     }
     rest = text.slice(start);
     if (lines.length > 0) yield lines;
   }
   rest += decoder.end();
-  if (rest.length > 0) yield [decodeLine(s.chain, rest)];
+  if (rest.length > 0) yield [decodeLine(s, rest)];
 }
 
 // ---- writing ----------------------------------------------------------------------------
@@ -178,55 +220,75 @@ export interface ArchiveResult {
 
 interface ChainSpec {
   chain: ChainName;
-  read: (after: number, limit: number) => Promise<{ key: number; prevHash: string; hash: string; body: string }[]>;
+  /** A node's decision chain; absent for events and the shared decision chain. */
+  node?: string;
+  read: (after: number, limit: number) => Promise<ArchivedLine[]>;
   /** Last record of the closed range after `after`: everything recorded before `before`, as a prefix. */
   closedEnd: (after: number) => Promise<number>;
   /** Moved (deleted once archived) or copied. */
   move: boolean;
 }
 
-function specs(db: Kysely<Database>, before: Date): ChainSpec[] {
-  const firstAtOrAfter = async (table: 'events' | 'decisions', column: 'position' | 'seq', after: number) => {
-    const r = await sql<{ k: string | null; max: string | null }>`
-      select (select min(${sql.ref(column)}) from ${sql.table(table)} where ${sql.ref(column)} > ${after} and recorded_at >= ${before.toISOString()}) as k,
-             (select max(${sql.ref(column)}) from ${sql.table(table)}) as max`.execute(db);
-    return { firstOpen: r.rows[0]?.k === null || r.rows[0]?.k === undefined ? null : Number(r.rows[0].k), max: Number(r.rows[0]?.max ?? 0) };
-  };
+/** The first record of a chain recorded at or after `before` (null if none), and the chain's last record. */
+async function firstOpen(db: Kysely<Database>, chain: ChainName, node: string | undefined, after: number, before: Date) {
+  const q = chain === 'events'
+    ? sql<{ k: string | null; max: string | null }>`
+      select (select min(position) from events where position > ${after} and recorded_at >= ${before.toISOString()}) as k, (select max(position) from events) as max`
+    : node === undefined
+      ? sql<{ k: string | null; max: string | null }>`
+      select (select min(seq) from decisions where chain_seq is null and seq > ${after} and recorded_at >= ${before.toISOString()}) as k,
+             (select max(seq) from decisions where chain_seq is null) as max`
+      : sql<{ k: string | null; max: string | null }>`
+      select (select min(chain_seq) from decisions where node_id = ${node} and chain_seq > ${after} and recorded_at >= ${before.toISOString()}) as k,
+             (select max(chain_seq) from decisions where node_id = ${node} and chain_seq is not null) as max`;
+  const r = (await q.execute(db)).rows[0];
+  return { open: r?.k === null || r?.k === undefined ? null : Number(r.k), max: Number(r?.max ?? 0) };
+}
+
+async function specs(db: Kysely<Database>, before: Date): Promise<ChainSpec[]> {
+  // A decision chain's newest record always stays: the next append chains onto it.
+  const decisions = (node?: string): ChainSpec => ({
+    chain: 'decisions', ...(node === undefined ? {} : { node }), move: true,
+    read: async (after, limit) => (node === undefined ? await readSharedChain(db, after, limit) : await readChain(db, node, after, limit)).map(lineOfDecision),
+    closedEnd: async (after) => {
+      const { open, max } = await firstOpen(db, 'decisions', node, after, before);
+      return Math.min(open === null ? max : open - 1, max - 1);
+    },
+  });
   return [
     {
       chain: 'events', move: false,
       read: async (after, limit) => (await readEvents(db, after, limit)).map((e) => ({ key: e.position, prevHash: e.prevHash, hash: e.hash, body: eventBody(e) })),
       closedEnd: async (after) => {
-        const { firstOpen, max } = await firstAtOrAfter('events', 'position', after);
-        return firstOpen === null ? max : firstOpen - 1;
+        const { open, max } = await firstOpen(db, 'events', undefined, after, before);
+        return open === null ? max : open - 1;
       },
     },
-    {
-      chain: 'decisions', move: true,
-      read: async (after, limit) => (await readDecisions(db, after, limit)).map((d) => ({ key: d.seq, prevHash: d.prevHash, hash: d.hash, body: decisionBody(d) })),
-      // The newest decision always stays: the next append chains onto it.
-      closedEnd: async (after) => {
-        const { firstOpen, max } = await firstAtOrAfter('decisions', 'seq', after);
-        return Math.min(firstOpen === null ? max : firstOpen - 1, max - 1);
-      },
-    },
+    decisions(),
+    ...(await chainNodes(db)).map((node) => decisions(node)),
   ];
 }
 
-/** Where Postgres says a chain's archive ends: its last recorded range. */
-export async function archivedHead(db: Kysely<Database>, chain: ChainName): Promise<{ at: number; hash: string }> {
+/** Where Postgres says a chain's archive ends: its last recorded range (a decision chain: the shared one, or a node's). */
+export async function archivedHead(db: Kysely<Database>, chain: ChainName, node?: string): Promise<{ at: number; hash: string }> {
   // A database not yet migrated to 0004 has archived nothing.
   const table = await sql<{ t: string | null }>`select to_regclass('audit_archive')::text as t`.execute(db);
   if (!table.rows[0]?.t) return { at: 0, hash: GENESIS_HASH };
-  const row = await db.selectFrom('audit_archive').select(['last', 'last_hash']).where('chain', '=', chain).orderBy('last', 'desc').limit(1).executeTakeFirst();
+  const row = await db.selectFrom('audit_archive').select(['last', 'last_hash']).where('chain', '=', chain).where('node_id', '=', node ?? '')
+    .orderBy('last', 'desc').limit(1).executeTakeFirst();
   return row ? { at: Number(row.last), hash: row.last_hash } : { at: 0, hash: GENESIS_HASH };
 }
 
-const fileName = (chain: ChainName, first: number, last: number) => `${chain}-${String(first).padStart(12, '0')}-${String(last).padStart(12, '0')}.ndjson.gz`;
+/** A segment's file name; a node's chain is named by a digest of the node's id, which may hold any character. */
+const fileName = (spec: Pick<Segment, 'chain' | 'node'>, first: number, last: number) => {
+  const chain = spec.node === undefined ? spec.chain : `${spec.chain}.${createHash('sha256').update(spec.node).digest('hex').slice(0, 16)}`;
+  return `${chain}-${String(first).padStart(12, '0')}-${String(last).padStart(12, '0')}.ndjson.gz`;
+};
 
 /** Writes records first..last to a segment, checking the chain as it goes; synced and renamed into place. */
 async function writeSegment(dir: string, spec: ChainSpec, start: { at: number; hash: string }, last: number, onRecords: (n: number) => void): Promise<Segment> {
-  const file = fileName(spec.chain, start.at + 1, last);
+  const file = fileName(spec, start.at + 1, last);
+  let lastSeq: number | undefined;
   const tmp = join(dir, `${file}.tmp`);
   let at = start.at;
   let hash = start.hash;
@@ -242,7 +304,8 @@ async function writeSegment(dir: string, spec: ChainSpec, start: { at: number; h
         }
         at = r.key;
         hash = r.hash;
-        text += encodeLine(spec.chain, r);
+        lastSeq = r.seq;
+        text += encodeLine(spec, r);
       }
       onRecords(page.length);
       yield text;
@@ -259,7 +322,10 @@ async function writeSegment(dir: string, spec: ChainSpec, start: { at: number; h
   syncFile(tmp);
   renameSync(tmp, join(dir, file));
   syncFile(dir);
-  return { chain: spec.chain, file, first: start.at + 1, last, records: last - start.at, prevHash: start.hash, lastHash: hash, sha256: digest.digest('hex') };
+  return {
+    chain: spec.chain, ...(spec.node === undefined ? {} : { node: spec.node, lastSeq: lastSeq! }),
+    file, first: start.at + 1, last, records: last - start.at, prevHash: start.hash, lastHash: hash, sha256: digest.digest('hex'),
+  };
 }
 
 /** A listed segment read back: whole, chained from `start`, ending where the listing says. */
@@ -328,16 +394,16 @@ async function archiveLocked(db: Kysely<Database>, options: ArchiveOptions): Pro
   removeStrayFiles(dir, manifest);
   const result: ArchiveResult = { written: [], finished: [], records: { events: 0, decisions: 0 } };
 
-  for (const spec of specs(db, before)) {
-    let start = await archivedHead(db, spec.chain);
+  for (const spec of await specs(db, before)) {
+    let start = await archivedHead(db, spec.chain, spec.node);
     // Listed past what Postgres records: an interrupted run. Finish it if the file is whole
     // and matches the rows still in Postgres; otherwise drop the listing and write it again.
-    const pending = segmentsOf(manifest, spec.chain).filter((s) => s.last > start.at);
+    const pending = segmentsOf(manifest, spec.chain, spec.node).filter((s) => s.last > start.at);
     for (const s of pending) {
       const dbLast = (await spec.read(s.last - 1, 1))[0];
       const intact = s.first === start.at + 1 && (await segmentIntact(dir, s, start)) && dbLast?.key === s.last && dbLast.hash === s.lastHash;
       if (!intact) {
-        manifest = { ...manifest, segments: manifest.segments.filter((x) => x !== s && !(x.chain === s.chain && x.first > s.first)) };
+        manifest = { ...manifest, segments: manifest.segments.filter((x) => x !== s && !(x.chain === s.chain && x.node === s.node && x.first > s.first)) };
         writeManifest(dir, manifest);
         break;
       }
@@ -372,9 +438,13 @@ async function archiveLocked(db: Kysely<Database>, options: ArchiveOptions): Pro
 async function record(db: Kysely<Database>, spec: ChainSpec, s: Segment): Promise<void> {
   await db.transaction().execute(async (trx) => {
     await trx.insertInto('audit_archive').values({
-      chain: s.chain, first: s.first, last: s.last, prev_hash: s.prevHash, last_hash: s.lastHash, records: s.records, file: s.file, sha256: s.sha256,
+      chain: s.chain, node_id: s.node ?? '', first: s.first, last: s.last, prev_hash: s.prevHash, last_hash: s.lastHash, records: s.records, file: s.file, sha256: s.sha256,
     }).execute();
-    if (spec.move) await trx.deleteFrom('decisions').where('seq', '>=', String(s.first)).where('seq', '<=', String(s.last)).execute();
+    if (!spec.move) return;
+    const range = trx.deleteFrom('decisions');
+    await (spec.node === undefined
+      ? range.where('chain_seq', 'is', null).where('seq', '>=', String(s.first)).where('seq', '<=', String(s.last))
+      : range.where('node_id', '=', spec.node).where('chain_seq', '>=', String(s.first)).where('chain_seq', '<=', String(s.last))).execute();
   });
 }
 
@@ -382,74 +452,6 @@ async function record(db: Kysely<Database>, spec: ChainSpec, s: Segment): Promis
 function removeStrayFiles(dir: string, manifest: Manifest): void {
   const listed = new Set(manifest.segments.map((s) => s.file));
   for (const f of readdirSync(dir)) {
-    if (f.endsWith('.tmp') || (/^(events|decisions)-\d{12}-\d{12}\.ndjson\.gz$/.test(f) && !listed.has(f))) rmSync(join(dir, f), { force: true });
-  }
-}
-
-// ---- reading archives as a source (replay, trace) ----------------------------------------
-
-async function* pagesOf<T>(dir: string, segments: Segment[], after: number, convert: (l: ArchivedLine) => T, pageSize = 5_000): AsyncIterable<T[]> {
-  let page: T[] = [];
-  for (const s of segments) {
-    if (s.last <= after) continue;
-    for await (const lines of readSegment(dir, s)) {
-      for (const l of lines) {
-        if (!l) throw new Error(`a line of ${s.file} is not a record as the archiver writes it: run leash audit verify --archive`);
-        if (l.key <= after) continue;
-        page.push(convert(l));
-      }
-      if (page.length >= pageSize) {
-        yield page;
-        page = [];
-      }
-    }
-  }
-  if (page.length > 0) yield page;
-}
-
-/** The records in an archive directory, alone (`--archive-only`) or before what Postgres holds after them. */
-export class ArchiveSource implements AuditSource {
-  readonly describe: string;
-  private readonly manifest: Manifest;
-
-  constructor(
-    private readonly dir: string,
-    private readonly then: AuditSource | null,
-  ) {
-    this.manifest = existingManifest(dir);
-    this.describe = then ? `${dir} and ${then.describe}` : dir;
-  }
-
-  private lastOf(chain: ChainName): number {
-    return segmentsOf(this.manifest, chain).at(-1)?.last ?? 0;
-  }
-
-  async *events(after = 0): AsyncIterable<StoredEvent[]> {
-    yield* pagesOf(this.dir, segmentsOf(this.manifest, 'events'), after, toEvent);
-    if (this.then) yield* this.then.events(Math.max(after, this.lastOf('events')));
-  }
-
-  async *decisions(after = 0): AsyncIterable<StoredDecision[]> {
-    yield* pagesOf(this.dir, segmentsOf(this.manifest, 'decisions'), after, toDecision);
-    if (this.then) yield* this.then.decisions(Math.max(after, this.lastOf('decisions')));
-  }
-
-  async heads(): Promise<{ events: number; decisions: number }> {
-    const then = this.then ? await this.then.heads() : { events: 0, decisions: 0 };
-    return { events: Math.max(then.events, this.lastOf('events')), decisions: Math.max(then.decisions, this.lastOf('decisions')) };
-  }
-
-  async decision(id: string): Promise<StoredDecision | undefined> {
-    const hot = await this.then?.decision(id);
-    if (hot) return hot;
-    for await (const page of pagesOf(this.dir, segmentsOf(this.manifest, 'decisions'), 0, (l) => l)) {
-      // Cheap test on the raw text first; only a line that mentions the id is parsed.
-      for (const line of page) {
-        if (!line.body.includes(`"id":"${id}"`)) continue;
-        const d = toDecision(line);
-        if (d.id === id) return d;
-      }
-    }
-    return undefined;
+    if (f.endsWith('.tmp') || (/^(events|decisions(\.[0-9a-f]{16})?)-\d{12}-\d{12}\.ndjson\.gz$/.test(f) && !listed.has(f))) rmSync(join(dir, f), { force: true });
   }
 }

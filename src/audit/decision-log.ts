@@ -1,9 +1,10 @@
-import { sql, type Kysely, type Selectable } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { canonicalJson } from '../canonical-json.ts';
 import { runStatement } from '../store/connect.ts';
-import type { Database, DecisionsTable } from '../store/events.table.ts';
+import type { Database } from '../store/events.table.ts';
 import { GroupCommitter } from '../store/group-commit.ts';
-import { chainHash, checkChain, GENESIS_HASH } from '../store/hash-chain.ts';
+import { chainHash } from '../store/hash-chain.ts';
+import { readChainHead } from './decision-reads.ts';
 
 /**
  * A request as the decision log keeps it (never a raw token: see the AuthZEN routes). An item
@@ -37,48 +38,71 @@ export interface DecisionRecord {
 }
 
 export interface StoredDecision extends DecisionRecord {
+  /** The log's reading order, across every node's chain (assigned by the database as it writes). */
   seq: number;
+  /** The record's number in its node's chain; absent on the shared chain from before migration 0013. */
+  chainSeq?: number;
   prevHash: string;
   hash: string;
 }
-
-// The log's append lock, 0x6c65617369 (distinct from the event log's), is taken inside the
-// database: leash_chain_decisions (migration 0007) and leash_append_decisions (0006).
 
 export function decisionHash(prevHash: string, d: Omit<StoredDecision, 'hash' | 'prevHash'>): string {
   return chainHash(prevHash, decisionBody(d));
 }
 
-/** The canonical form of a decision that its hash covers. */
+/**
+ * The canonical form of a decision that its hash covers. On a node's chain (since migration
+ * 0013) that is the record's number in the chain, not the log's `seq`, which the database
+ * assigns as it writes; on the shared chain from before, its `seq`.
+ */
 export function decisionBody(d: Omit<StoredDecision, 'hash' | 'prevHash'>): string {
   return canonicalJson({
-    seq: d.seq, id: d.id, nodeId: d.nodeId, at: d.at.toISOString(), request: d.request, decision: d.decision,
+    ...(d.chainSeq === undefined ? { seq: d.seq } : { chainSeq: d.chainSeq }),
+    id: d.id, nodeId: d.nodeId, at: d.at.toISOString(), request: d.request, decision: d.decision,
     layer: d.layer, code: d.code, reasons: d.reasons, policyVersion: d.policyVersion, logPosition: d.logPosition,
     // Only when present, so records from before the field existed keep their hashes.
     ...(d.shadow ? { shadow: d.shadow } : {}),
   });
 }
 
-/** Batches in a row with no other writer's between them before a node chains its own. */
-const ALONE_AFTER = 3;
+/** A chain's last record: its number in the chain and its hash. */
+export interface ChainHead {
+  at: number;
+  hash: string;
+}
+
+/** How often a node writes its chain's head into the shared anchor chain, by default. */
+export const ANCHOR_EVERY_MS = 1_000;
+
+/** Refusals in a row (another process writing the same node's chain) before a batch fails. */
+const ATTEMPTS = 3;
 
 /**
  * The decision log: append-only, hash-chained, group-committed. `record` resolves only once
  * the decision is durable, so a caller that awaits it never lets an allow out first.
+ *
+ * Each node writes a chain of its own, named by its id, and chains every batch itself onto the
+ * head it knows: one round trip, no lock shared with other nodes. Every `anchorEveryMs` it
+ * writes that head into the shared anchor chain, which is what lets verify prove that no
+ * node's records were cut off and in what order the nodes' records came.
  */
 export class DecisionLog {
   private readonly committer: GroupCommitter<DecisionRecord, StoredDecision>;
-  /** The last record this node wrote; null until it has written one, or after a failure. */
-  private last: { seq: number; hash: string } | null = null;
-  /** This node's last batches in a row that no other writer's came between (see `append`). */
-  private alone = 0;
+  /** Each chain's last record this log wrote; absent until it has read or written it, or after a failure. */
+  private readonly heads = new Map<string, ChainHead>();
+  /** Each chain's record last anchored by this log. */
+  private readonly anchored = new Map<string, number>();
+  private timer: NodeJS.Timeout | null = null;
+  private anchoring: Promise<void> | null = null;
 
-  constructor(readonly db: Kysely<Database>) {
+  constructor(readonly db: Kysely<Database>, private readonly options: { anchorEveryMs?: number } = {}) {
     this.committer = new GroupCommitter<DecisionRecord, StoredDecision>((batch) => this.append(batch), 512);
   }
 
   /** Told how long each record took to be durable, or to fail (the metrics). */
   timed: ((seconds: number) => void) | null = null;
+  /** Told when a head could not be anchored (it is tried again at the next interval). */
+  anchorFailed: ((err: unknown) => void) | null = null;
 
   record(decision: DecisionRecord): Promise<StoredDecision> {
     const timed = this.timed;
@@ -89,127 +113,121 @@ export class DecisionLog {
     return this.committer.submit(decision);
   }
 
-  /**
-   * One round trip either way. While this node is the log's only writer it knows the head,
-   * chains the batch itself and appends it with `leash_append_decisions`, which refuses it
-   * (writing nothing) if the head has moved after all. Otherwise, as when other nodes are
-   * deciding too, `leash_chain_decisions` chains the batch onto the head in the database
-   * (more work for the database, none of it wasted). A node takes itself to be the only
-   * writer once its last few batches followed each other directly, and not after a refusal.
-   */
-  private async append(batch: DecisionRecord[]): Promise<StoredDecision[]> {
-    try {
-      if (this.alone >= ALONE_AFTER && this.last) {
-        const stored = chain(batch, this.last);
-        if (await appendAfter(this.db, this.last, stored)) return this.wrote(stored, this.alone);
-      }
-      const stored = await appendChainedInDatabase(this.db, batch);
-      return this.wrote(stored, stored[0]!.prevHash === this.last?.hash ? Math.min(this.alone + 1, ALONE_AFTER) : 0);
-    } catch (err) {
-      this.last = null;
-      this.alone = 0;
-      throw err;
+  /** Every chain head this log wrote and has not anchored yet, anchored now. */
+  anchor(): Promise<void> {
+    this.anchoring ??= this.anchorHeads().finally(() => (this.anchoring = null));
+    return this.anchoring;
+  }
+
+  /** Stops the interval and anchors what is left (a node that stops leaves its tail anchored). */
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.anchor();
+  }
+
+  private async anchorHeads(): Promise<void> {
+    for (const [node, head] of this.heads) {
+      if ((this.anchored.get(node) ?? 0) >= head.at) continue;
+      await appendAnchor(this.db, node, head);
+      this.anchored.set(node, head.at);
     }
   }
 
-  private wrote(stored: StoredDecision[], alone: number): StoredDecision[] {
-    this.last = stored[stored.length - 1]!;
-    this.alone = alone;
-    return stored;
+  private async append(batch: DecisionRecord[]): Promise<StoredDecision[]> {
+    const node = batch[0]!.nodeId;
+    if (batch.every((d) => d.nodeId === node)) return this.appendToChain(node, batch);
+    // Records of several nodes (tests, tools): each to its own chain, in the order given.
+    const stored = new Map<DecisionRecord, StoredDecision>();
+    for (const id of new Set(batch.map((d) => d.nodeId))) {
+      const records = batch.filter((d) => d.nodeId === id);
+      (await this.appendToChain(id, records)).forEach((s, i) => stored.set(records[i]!, s));
+    }
+    return batch.map((d) => stored.get(d)!);
+  }
+
+  /**
+   * One round trip: the batch chained onto the head this log knows, appended with
+   * `leash_append_chain`, which refuses it (writing nothing) if the chain's head is elsewhere.
+   * It is then read again: another process is writing with the same node id.
+   */
+  private async appendToChain(node: string, batch: DecisionRecord[]): Promise<StoredDecision[]> {
+    try {
+      let head = this.heads.get(node) ?? (await readChainHead(this.db, node));
+      for (let attempt = 1; ; attempt++) {
+        const stored = chain(batch, head);
+        const seqs = await appendAfter(this.db, node, head, stored);
+        if (seqs) {
+          stored.forEach((d, i) => (d.seq = seqs[i]!));
+          const last = stored[stored.length - 1]!;
+          this.heads.set(node, { at: last.chainSeq!, hash: last.hash });
+          this.timer ??= setInterval(() => void this.anchor().catch((err) => this.anchorFailed?.(err)), this.options.anchorEveryMs ?? ANCHOR_EVERY_MS).unref();
+          return stored;
+        }
+        if (attempt === ATTEMPTS) throw new Error(`another process keeps writing the decision chain of node ${JSON.stringify(node)}: two nodes with one node id?`);
+        head = await readChainHead(this.db, node);
+      }
+    } catch (err) {
+      this.heads.delete(node);
+      throw err;
+    }
   }
 }
 
-/** The batch chained onto `head`: consecutive sequence numbers, each hash over the one before. */
-function chain(batch: DecisionRecord[], head: { seq: number; hash: string }): StoredDecision[] {
-  let seq = head.seq;
+/** The batch chained onto `head`: consecutive numbers in the chain, each hash over the one before. */
+function chain(batch: DecisionRecord[], head: ChainHead): StoredDecision[] {
+  let at = head.at;
   let prevHash = head.hash;
   return batch.map((d): StoredDecision => {
-    const row = { ...d, seq: ++seq, prevHash };
+    const row = { ...d, seq: 0, chainSeq: ++at, prevHash };
     prevHash = decisionHash(row.prevHash, row);
     return { ...row, hash: prevHash };
   });
 }
 
-/** A record's columns as the append functions take them (JSON null arrives as SQL null). */
-const columns = (d: DecisionRecord) => ({
-  id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
-  code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, shadow: d.shadow ?? null,
-});
-
-const APPEND_DECISIONS = { name: 'leash_append_decisions', text: 'select appended from leash_append_decisions($1, $2, $3::jsonb)' };
+const APPEND_CHAIN = { name: 'leash_append_chain', text: 'select appended, seqs from leash_append_chain($1, $2, $3, $4::jsonb)' };
 
 /**
- * Appends `stored` if the log's head is still `head` (migration 0006); false, with nothing
- * written, if another node appended meanwhile. The rows go as one JSON array.
+ * Appends `stored` to `node`'s chain if its head is still `head` (migration 0013): the log's
+ * sequence numbers it was given, in order; null, with nothing written, if the head moved.
+ * The rows go as one JSON array (JSON null arrives as SQL null).
  */
-async function appendAfter(db: Kysely<Database>, head: { seq: number; hash: string }, stored: StoredDecision[]): Promise<boolean> {
-  const rows = stored.map((d) => ({ ...columns(d), seq: d.seq, prev_hash: d.prevHash, hash: d.hash }));
-  const [result] = await runStatement<{ appended: boolean }>(db, APPEND_DECISIONS, [String(head.seq), head.hash, JSON.stringify(rows)]);
-  return result?.appended === true;
+async function appendAfter(db: Kysely<Database>, node: string, head: ChainHead, stored: StoredDecision[]): Promise<number[] | null> {
+  const rows = stored.map((d) => ({
+    id: d.id, chain_seq: d.chainSeq, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
+    code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, shadow: d.shadow ?? null,
+    prev_hash: d.prevHash, hash: d.hash,
+  }));
+  const [result] = await runStatement<{ appended: boolean; seqs: string[] | null }>(db, APPEND_CHAIN, [node, String(head.at), head.hash, JSON.stringify(rows)]);
+  if (result?.appended !== true) return null;
+  if (result.seqs?.length !== stored.length) throw new Error('the decision log did not number the batch it was given');
+  return result.seqs.map(Number);
 }
 
-const CHAIN_DECISIONS = { name: 'leash_chain_decisions', text: 'select first_seq, first_prev_hash, hashes from leash_chain_decisions($1::jsonb)' };
+/** An anchor's canonical body, which its hash covers (after the anchor chain's previous hash). */
+export function anchorBody(a: StoredAnchor | Omit<StoredAnchor, 'prevHash' | 'hash'>): string {
+  return canonicalJson({ at: a.at.toISOString(), chainHash: a.chainHash, chainSeq: a.chainSeq, nodeId: a.nodeId, seq: a.seq });
+}
 
-/**
- * Appends a batch onto whatever the head is: `leash_chain_decisions` (migration 0007) takes
- * the log's append lock, reads the head and links each record onto it, hashing the canonical
- * body this side wrote with the sequence number put in. Never refused for a moved head.
- */
-async function appendChainedInDatabase(db: Kysely<Database>, batch: DecisionRecord[]): Promise<StoredDecision[]> {
-  const rows = batch.map((d) => ({ ...columns(d), ...bodyAroundSeq(d) }));
-  const [chained] = await runStatement<{ first_seq: string; first_prev_hash: string; hashes: string[] }>(db, CHAIN_DECISIONS, [JSON.stringify(rows)]);
-  if (!chained || chained.hashes.length !== batch.length) throw new Error('the decision log did not chain the batch it was given');
-  let prevHash = chained.first_prev_hash;
-  return batch.map((d, i): StoredDecision => {
-    const stored = { ...d, seq: Number(chained.first_seq) + i, prevHash, hash: chained.hashes[i]! };
-    prevHash = stored.hash;
-    return stored;
-  });
+/** One entry of the shared anchor chain: a node's chain head as it stood at `at`. */
+export interface StoredAnchor {
+  seq: number;
+  nodeId: string;
+  chainSeq: number;
+  chainHash: string;
+  at: Date;
+  prevHash: string;
+  hash: string;
 }
 
 /**
- * A record's canonical body (`decisionBody`) cut where its sequence number goes, for the
- * database to put the number in. The top-level "seq" is the last one in the text: the only
- * member after it is the shadow, whose keys are fixed, and a string's own quotes are escaped.
+ * `head` of `node`'s chain into the shared anchor chain. Only the database knows the anchor
+ * chain's head, so it puts the anchor's number into the body, which is sent cut there ("seq"
+ * is the body's last member, so the cut is its last occurrence).
  */
-export function bodyAroundSeq(d: DecisionRecord): { body_head: string; body_tail: string } {
-  const body = decisionBody({ ...d, seq: 0 });
+async function appendAnchor(db: Kysely<Database>, node: string, head: ChainHead): Promise<void> {
+  const at = new Date();
+  const body = anchorBody({ seq: 0, nodeId: node, chainSeq: head.at, chainHash: head.hash, at });
   const cut = body.lastIndexOf('"seq":0') + '"seq":'.length;
-  return { body_head: body.slice(0, cut), body_tail: body.slice(cut + 1) };
-}
-
-export async function readDecisions(db: Kysely<Database>, afterSeq: number, limit: number): Promise<StoredDecision[]> {
-  const rows = await db.selectFrom('decisions').selectAll().where('seq', '>', String(afterSeq)).orderBy('seq').limit(limit).execute();
-  return rows.map(toStoredDecision);
-}
-
-/**
- * One subject's decisions recorded at or after `since`, after sequence number `afterSeq`, in
- * order: the subject is the request's, so this reads through migration 0010's index.
- */
-export async function readSubjectDecisions(db: Kysely<Database>, subject: string, since: Date, afterSeq: number, limit: number): Promise<StoredDecision[]> {
-  return (await subjectDecisionsQuery(db, subject, since, afterSeq, limit).execute()).map(toStoredDecision);
-}
-
-/** The query of `readSubjectDecisions` (tests explain it: it must read through the index). */
-export const subjectDecisionsQuery = (db: Kysely<Database>, subject: string, since: Date, afterSeq: number, limit: number) =>
-  db.selectFrom('decisions').selectAll()
-    .where(sql<string>`request #>> '{subject,id}'`, '=', subject)
-    .where('seq', '>', String(afterSeq))
-    .where('recorded_at', '>=', since)
-    .orderBy('seq').limit(limit);
-
-function toStoredDecision(r: Selectable<DecisionsTable>): StoredDecision {
-  return {
-    seq: Number(r.seq), id: r.id, nodeId: r.node_id, at: r.recorded_at instanceof Date ? r.recorded_at : new Date(r.recorded_at),
-    request: r.request, decision: r.decision, layer: r.layer, code: r.code, reasons: r.reasons as string[],
-    policyVersion: r.policy_version, logPosition: Number(r.log_position), prevHash: r.prev_hash, hash: r.hash,
-    ...(r.shadow ? { shadow: r.shadow as StoredDecision['shadow'] } : {}),
-  };
-}
-
-/** Consecutive decisions link and hash correctly (edits, deletions and reorderings show). */
-export function verifyDecisionChain(decisions: StoredDecision[], start = { seq: 0, hash: GENESIS_HASH }): { ok: true } | { ok: false; seq: number } {
-  const c = checkChain(decisions, (d) => d.seq, (d) => decisionHash(d.prevHash, d), { at: start.seq, hash: start.hash });
-  return c.ok ? { ok: true } : { ok: false, seq: c.at };
+  await sql`select seq from leash_append_anchor(${node}, ${String(head.at)}, ${head.hash}, ${at.toISOString()}, ${body.slice(0, cut)}, ${body.slice(cut + 1)})`.execute(db);
 }

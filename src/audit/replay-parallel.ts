@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { tokenSettings } from '../tokens/settings.ts';
 import { LeashError, type ErrorCode } from '../errors.ts';
 import { connect, type Backend } from '../store/connect.ts';
-import { ArchiveSource } from './archive.ts';
+import { ArchiveSource } from './archive-source.ts';
 import type { ReplayOptions, ReplayReport } from './replay.ts';
 import { PostgresSource, type AuditSource } from './source.ts';
 

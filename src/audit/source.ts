@@ -1,7 +1,8 @@
 import { sql, type Kysely } from 'kysely';
 import { toStoredEvent, type StoredEvent } from '../store/event-store.ts';
 import type { Database } from '../store/events.table.ts';
-import { readDecisions, readSubjectDecisions, type StoredDecision } from './decision-log.ts';
+import { type StoredDecision } from './decision-log.ts';
+import { readDecisions, readSubjectDecisions } from './decision-reads.ts';
 
 // Where the audit trail is read from (SPEC §8): PostgreSQL, archive files, or both. Replay and
 // trace read records through this and do not care which.
@@ -23,7 +24,7 @@ export async function readEvents(db: Kysely<Database>, after: number, limit: num
   return (await db.selectFrom('events').selectAll().where('position', '>', String(after)).orderBy('position').limit(limit).execute()).map(toStoredEvent);
 }
 
-export async function maxOf(db: Kysely<Database>, table: 'events' | 'decisions'): Promise<number> {
+export async function maxOf(db: Kysely<Database>, table: 'events' | 'decisions' | 'decision_anchors'): Promise<number> {
   const column = table === 'events' ? 'position' : 'seq';
   return Number((await sql<{ max: string | null }>`select max(${sql.ref(column)}) as max from ${sql.table(table)}`.execute(db)).rows[0]?.max ?? 0);
 }

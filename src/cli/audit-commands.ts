@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import type { ReplayReport } from '../audit/replay.ts';
 import type { SourceSpec } from '../audit/replay-parallel.ts';
 import type { Trace } from '../audit/trace.ts';
-import type { Anchor, ChainHead } from '../audit/verify.ts';
+import type { Anchor, ChainHead, Finding, VerifyResult } from '../audit/verify.ts';
 import { readPolicyFiles } from '../authz/policy-files.ts';
 import { backendOf, loadConfig } from '../config.ts';
 import { configureTokens } from '../tokens/settings.ts';
@@ -31,15 +31,12 @@ withServerFlags(audit.command('verify'))
     try {
       const result = await verifyAudit(connection?.db ?? null, { anchor, ...(flags.archive ? { archive: flags.archive } : {}), progress: (chain, done, total) => bar.update(chain, done, total) });
       bar.stop();
-      for (const f of result.findings) process.stdout.write(`${f.chain}: ${f.problem} at ${f.chain === 'events' ? 'position' : 'decision'} ${f.at}: ${f.detail}\n`);
+      for (const f of result.findings) process.stdout.write(`${findingLine(f)}\n`);
       if (!result.ok) {
         process.exitCode = 1;
         return;
       }
-      for (const chain of ['events', 'decisions'] as const) {
-        const head = result.heads[chain];
-        process.stdout.write(`${chain}: ${result.records[chain].toLocaleString('en-US')} records, chain intact, head ${head.at} ${head.hash.slice(0, 16)}…\n`);
-      }
+      process.stdout.write(summary(result));
       if (flags.anchor) {
         writeFileSync(`${flags.anchor}.tmp`, `${JSON.stringify(result.heads, null, 2)}\n`);
         renameSync(`${flags.anchor}.tmp`, flags.anchor);
@@ -157,7 +154,7 @@ withServerFlags(audit.command('archive'))
       });
       bar.stop();
       for (const s of result.finished) process.stdout.write(`finished an interrupted run: ${s.file} (${n(s.records)} ${s.chain})\n`);
-      for (const s of result.written) process.stdout.write(`wrote ${s.file}: ${s.chain} ${n(s.first)}–${n(s.last)}\n`);
+      for (const s of result.written) process.stdout.write(`wrote ${s.file}: ${s.chain} ${n(s.first)}–${n(s.last)}${s.node === undefined ? '' : ` of node ${JSON.stringify(s.node)}'s chain`}\n`);
       process.stdout.write(`archived ${n(result.records.decisions)} decisions (moved) and ${n(result.records.events)} events (copied) to ${flags.dir}\n`);
     } finally {
       bar.stop();
@@ -220,6 +217,26 @@ function describeReplay(r: ReplayReport, policiesDir?: string): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** A finding as verify prints it: the chain (and node), the problem, the record, and where. */
+function findingLine(f: Finding): string {
+  const chain = f.node === undefined ? f.chain : `${f.chain} (node ${JSON.stringify(f.node)})`;
+  const record = f.node !== undefined ? 'record' : { events: 'position', decisions: 'decision', anchors: 'anchor' }[f.chain];
+  return `${chain}: ${f.problem} at ${record} ${f.at}: ${f.detail}`;
+}
+
+/** An intact audit trail: each chain's records and head (a node's chain on a line of its own). */
+function summary(result: VerifyResult): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  const head = (h: ChainHead) => `head ${h.at} ${h.hash.slice(0, 16)}…`;
+  const nodes = Object.entries(result.heads.chains);
+  const lines = [`events: ${n(result.records.events)} records, chain intact, ${head(result.heads.events)}`];
+  lines.push(`decisions: ${n(result.records.decisions)} records in ${n(nodes.length)} node chain${nodes.length === 1 ? '' : 's'}${result.heads.decisions.at > 0 ? ' and the shared chain from before them' : ''}, intact`);
+  if (result.heads.decisions.at > 0) lines.push(`  shared chain: ${head(result.heads.decisions)}`);
+  for (const [node, h] of nodes) lines.push(`  node ${JSON.stringify(node)}: ${head(h)}`);
+  lines.push(result.anchorsChecked ? `anchors: ${n(result.records.anchors)} records, chain intact, ${head(result.heads.anchors)}` : 'anchors: not checked offline (they are kept in the database)');
+  return `${lines.join('\n')}\n`;
+}
+
 /** An anchor file from an earlier verify; a missing file starts one (trust on first use). */
 function readAnchor(file: string): Anchor | null {
   let text: string;
@@ -231,6 +248,10 @@ function readAnchor(file: string): Anchor | null {
   }
   const head = (h: unknown) => typeof h === 'object' && h !== null && Number.isInteger((h as ChainHead).at) && typeof (h as ChainHead).hash === 'string';
   const parsed = JSON.parse(text) as Anchor;
-  if (!head(parsed?.events) || !head(parsed?.decisions)) throw new Error(`${file} is not an anchor written by leash audit verify`);
+  const chains = parsed?.chains;
+  const chainsOk = chains === undefined || (typeof chains === 'object' && chains !== null && !Array.isArray(chains) && Object.values(chains).every(head));
+  if (!head(parsed?.events) || !head(parsed?.decisions) || !chainsOk || (parsed.anchors !== undefined && !head(parsed.anchors))) {
+    throw new Error(`${file} is not an anchor written by leash audit verify`);
+  }
   return parsed;
 }

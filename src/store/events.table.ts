@@ -16,7 +16,10 @@ export interface EventsTable {
 }
 
 export interface DecisionsTable {
-  seq: ColumnType<string, string | number, never>;
+  /** The log's reading order (a sequence since migration 0013; not hashed on a node's chain). */
+  seq: ColumnType<string, string | number | undefined, never>;
+  /** The record's number in its node's chain; null on the shared chain from before 0013. */
+  chain_seq: ColumnType<string | null, string | number | null | undefined, never>;
   id: string;
   node_id: string;
   recorded_at: ColumnType<Date, Date | string, never>;
@@ -34,6 +37,8 @@ export interface DecisionsTable {
 
 export interface AuditArchiveTable {
   chain: 'events' | 'decisions';
+  /** A decisions range's chain: the node's id, or '' for the shared chain from before migration 0013. */
+  node_id: ColumnType<string, string | undefined, never>;
   first: ColumnType<string, string | number, never>;
   last: ColumnType<string, string | number, never>;
   prev_hash: string;
@@ -42,6 +47,17 @@ export interface AuditArchiveTable {
   file: string;
   sha256: string;
   archived_at: Generated<Date>;
+}
+
+/** Each node's decision-chain head, at a fixed interval, in one shared hash chain (migration 0013). */
+export interface DecisionAnchorsTable {
+  seq: ColumnType<string, string | number, never>;
+  node_id: string;
+  chain_seq: ColumnType<string, string | number, never>;
+  chain_hash: string;
+  recorded_at: ColumnType<Date, Date | string, never>;
+  prev_hash: string;
+  hash: string;
 }
 
 /** Client assertions' `jti`s the token endpoint accepted, until they expire (migration 0008). */
@@ -74,6 +90,7 @@ export interface Database {
   events: EventsTable;
   decisions: DecisionsTable;
   audit_archive: AuditArchiveTable;
+  decision_anchors: DecisionAnchorsTable;
   client_assertion_jtis: ClientAssertionJtisTable;
   ssf_deliveries: SsfDeliveriesTable;
   ssf_acks: SsfAcksTable;

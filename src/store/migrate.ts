@@ -29,3 +29,9 @@ export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
+
+/** The schema brought up to `name` and no further (tests of an upgrade from an earlier version). */
+export async function migrateTo(db: Kysely<any>, name: string): Promise<void> {
+  const { error } = await new Migrator({ db, provider: new MigrationFolder() }).migrateTo(name);
+  if (error) throw new Error(`migration to ${name} failed: ${(error as Error).message}`, { cause: error });
+}

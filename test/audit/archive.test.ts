@@ -6,12 +6,15 @@ import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { ArchiveSource, archiveAudit, readManifest, type Manifest } from '../../src/audit/archive.ts';
-import { DecisionLog } from '../../src/audit/decision-log.ts';
+import { archiveAudit, readManifest, type Manifest } from '../../src/audit/archive.ts';
+import { ArchiveSource } from '../../src/audit/archive-source.ts';
+import { decisionBody, DecisionLog } from '../../src/audit/decision-log.ts';
+import { readChain } from '../../src/audit/decision-reads.ts';
 import { verifyAudit } from '../../src/audit/verify.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
 import { EventStore } from '../../src/store/event-store.ts';
-import { migrateToLatest } from '../../src/store/migrate.ts';
+import { migrateTo, migrateToLatest } from '../../src/store/migrate.ts';
+import { PostgresSource } from '../../src/audit/source.ts';
 import { backends, freshPostgres } from '../support/backends.ts';
 import type { Backend } from '../../src/store/connect.ts';
 
@@ -58,7 +61,7 @@ describe.each(backends)('audit archive on $name', ({ fresh }) => {
 
     // Postgres alone verifies from where its archive ends; with the archive, all 40; the archive alone, offline.
     expect(await verifyAudit(connection.db)).toMatchObject({ ok: true, records: { events: 30, decisions: 10 } });
-    expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { events: 30, decisions: 40 }, heads: { decisions: { at: 40 } } });
+    expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { events: 30, decisions: 40 }, heads: { chains: { n1: { at: 40 } } } });
     expect(await verifyAudit(null, { archive: dir })).toMatchObject({ ok: true, records: { events: 20, decisions: 30 } });
 
     // Rows not archived stay append-only; the record of archived ranges cannot be rewritten
@@ -70,13 +73,18 @@ describe.each(backends)('audit archive on $name', ({ fresh }) => {
     expect(await connection.db.selectFrom('audit_archive').select('first').execute()).toHaveLength(5);
     await new DecisionLog(connection.db).record({ id: crypto.randomUUID(), nodeId: 'n2', at: new Date(), request: {}, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 30 });
     const second = await archiveAudit(connection.db, { dir, before: new Date(Date.now() + 1000), segmentSize: 100 });
-    expect(second.written.map((s) => `${s.chain} ${s.first}-${s.last}`)).toEqual(['events 21-30', 'decisions 31-40']);
-    expect(await decisionSeqs(connection)).toEqual([41]); // the newest always stays: the next append chains onto it
+    expect(second.written.map((s) => `${s.chain} ${s.node} ${s.first}-${s.last}`)).toEqual(['events undefined 21-30', 'decisions n1 31-39']);
+    expect(await decisionSeqs(connection)).toEqual([40, 41]); // each chain's newest always stays: the next append chains onto it
     expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 41 } });
     // One archiver per directory; a lock left by a process that is gone is taken over.
     writeFileSync(join(dir, 'archive.lock'), `${process.pid}\n`);
     await expect(archiveAudit(connection.db, { dir, before: new Date(), segmentSize: 100 })).rejects.toThrow(/another archive run \(pid \d+\) is working/);
     writeFileSync(join(dir, 'archive.lock'), '999999999\n');
+    // Each chain continues where its archive ends.
+    await new DecisionLog(connection.db).record({ id: crypto.randomUUID(), nodeId: 'n1', at: new Date(), request: {}, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 30 });
+    expect((await readChain(connection.db, 'n1', 0, 10)).map((d) => d.chainSeq)).toEqual([40, 41]);
+    expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 42 } });
+    expect((await archiveAudit(connection.db, { dir, before: new Date(Date.now() + 1000), segmentSize: 100 })).written.map((s) => `${s.node} ${s.first}-${s.last}`)).toEqual(['n1 40-40']);
     // Nothing left to do: a third run writes nothing.
     expect((await archiveAudit(connection.db, { dir, before: new Date(), segmentSize: 100 })).written).toEqual([]);
     expect(existsSync(join(dir, 'archive.lock'))).toBe(false);
@@ -94,16 +102,18 @@ function tamperSegment(dir: string, file: string, edit: (lines: string[]) => str
 describe('tampering inside archive files', () => {
   const swap = (lines: string[], a: number, b: number) => lines.map((l, i) => (i === a ? lines[b]! : i === b ? lines[a]! : l));
   it.each([
-    ['an edited record', 'decisions-000000000013-000000000024.ndjson.gz', (ls: string[]) => ls.map((l, i) => (i === 3 ? l.replace('"decision":true', '"decision":false') : l)), { chain: 'decisions', at: 16, problem: 'edited' }],
-    ['a deleted record', 'decisions-000000000013-000000000024.ndjson.gz', (ls: string[]) => ls.filter((_, i) => i !== 2), { chain: 'decisions', at: 15, problem: 'deleted' }],
-    ['two records swapped', 'decisions-000000000001-000000000012.ndjson.gz', (ls: string[]) => swap(ls, 4, 7), { chain: 'decisions', at: 8, problem: 'inserted or reordered' }],
-    ['the tail of the last segment cut off', 'decisions-000000000025-000000000030.ndjson.gz', (ls: string[]) => ls.slice(0, 3), { chain: 'decisions', at: 28 }],
-    ['a line garbled', 'decisions-000000000001-000000000012.ndjson.gz', (ls: string[]) => ls.map((l, i) => (i === 5 ? `${l.slice(0, 40)}` : l)), { chain: 'decisions', at: 6, problem: 'edited' }],
-    ['an edited event copy', 'events-000000000001-000000000012.ndjson.gz', (ls: string[]) => ls.map((l, i) => (i === 9 ? l.replace('"i":', '"j":') : l)), { chain: 'events', at: 10, problem: 'edited' }],
-  ])('finds %s and names the record and its file', async (_name, file, edit, finding) => {
+    ['an edited record', 'decisions 13', (ls: string[]) => ls.map((l, i) => (i === 3 ? l.replace('"decision":true', '"decision":false') : l)), { chain: 'decisions', at: 16, problem: 'edited' }],
+    ['a deleted record', 'decisions 13', (ls: string[]) => ls.filter((_, i) => i !== 2), { chain: 'decisions', at: 15, problem: 'deleted' }],
+    ['two records swapped', 'decisions 1', (ls: string[]) => swap(ls, 4, 7), { chain: 'decisions', at: 8, problem: 'inserted or reordered' }],
+    ['the tail of the last segment cut off', 'decisions 25', (ls: string[]) => ls.slice(0, 3), { chain: 'decisions', at: 28 }],
+    ['a line garbled', 'decisions 1', (ls: string[]) => ls.map((l, i) => (i === 5 ? `${l.slice(0, 40)}` : l)), { chain: 'decisions', at: 6, problem: 'edited' }],
+    ['a log number changed (it is outside the hash)', 'decisions 1', (ls: string[]) => ls.map((l, i) => (i === 5 ? l.replace(/"seq":\d+/, '"seq":2') : l)), { chain: 'decisions', node: 'n1', at: 6, problem: 'inserted or reordered' }],
+    ['an edited event copy', 'events 1', (ls: string[]) => ls.map((l, i) => (i === 9 ? l.replace('"i":', '"j":') : l)), { chain: 'events', at: 10, problem: 'edited' }],
+  ])('finds %s and names the record and its file', async (_name, segment, edit, finding) => {
     const { connection } = await seeded();
     const dir = archiveDir();
     await archiveAudit(connection.db, { dir, before: cutoff, segmentSize: 12 });
+    const file = readManifest(dir).segments.find((s) => `${s.chain} ${s.first}` === segment)!.file;
     tamperSegment(dir, file, edit);
     for (const db of [connection.db, null]) {
       const result = await verifyAudit(db, { archive: dir });
@@ -159,7 +169,7 @@ describe('archive crash safety (the archiver killed at each step, then run again
 
     const rerun = await run(url!, dir);
     expect(rerun.code, rerun.stderr).toBe(0);
-    if (failpoint.startsWith('before-delete')) expect(rerun.stdout).toContain('finished an interrupted run: decisions-000000000001-000000000012.ndjson.gz');
+    if (failpoint.startsWith('before-delete')) expect(rerun.stdout).toMatch(/finished an interrupted run: decisions\.[0-9a-f]{16}-000000000001-000000000012\.ndjson\.gz/);
     const manifest = readManifest(dir);
     const ranges = manifest.segments.filter((s) => s.chain === 'decisions').map((s) => `${s.first}-${s.last}`);
     expect(ranges).toEqual(['1-12', '13-24', '25-30']); // each range once
@@ -167,5 +177,61 @@ describe('archive crash safety (the archiver killed at each step, then run again
     expect(readdirSync(dir).filter((f) => !manifest.segments.some((s) => s.file === f) && f !== 'manifest.json')).toEqual([]); // no strays
     expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { events: 30, decisions: 40 } });
     await connection.db.destroy();
+  });
+});
+
+describe('an archive of a log from before per-node chains and of two nodes after it', () => {
+  it("archives the shared chain and each node's chain apart; verify walks them all; reading merges them back in the log's order", async () => {
+    const connection = await connect(await freshPostgres());
+    try {
+      await migrateTo(connection.db, '0012_ssf_delivery');
+      const decision = (nodeId: string, i: number, at: Date) => ({ id: crypto.randomUUID(), nodeId, at, request: { i }, decision: i % 2 === 0, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 0 });
+      for (let i = 1; i <= 5; i++) {
+        // As a node before migration 0013 appended: chained in the database.
+        const d = decision('old', i, old);
+        const body = decisionBody({ ...d, seq: 0 });
+        const cut = body.lastIndexOf('"seq":0') + '"seq":'.length;
+        const row = { id: d.id, node_id: d.nodeId, recorded_at: old.toISOString(), request: d.request, decision: d.decision, layer: d.layer, code: null, reasons: [], policy_version: 1, log_position: 0, shadow: null, body_head: body.slice(0, cut), body_tail: body.slice(cut + 1) };
+        await sql`select hashes from leash_chain_decisions(${JSON.stringify([row])}::jsonb)`.execute(connection.db);
+      }
+      await migrateToLatest(connection.db);
+      const a = new DecisionLog(connection.db);
+      const b = new DecisionLog(connection.db);
+      for (let i = 1; i <= 12; i++) await Promise.all([a.record(decision('a', i, i <= 10 ? old : new Date())), b.record(decision('b', i, i <= 10 ? old : new Date()))]);
+      await Promise.all([a.close(), b.close()]);
+      const before = (await connection.db.selectFrom('decisions').select(['seq', 'id']).orderBy('seq').execute()).map((r) => [Number(r.seq), r.id]);
+      expect(before).toHaveLength(29);
+
+      const dir = archiveDir();
+      const result = await archiveAudit(connection.db, { dir, before: cutoff, segmentSize: 4 });
+      // Each chain's records before the cutoff, its newest always kept.
+      expect(result.written.map((s) => `${s.node ?? 'shared'} ${s.first}-${s.last}`)).toEqual(['shared 1-4', 'a 1-4', 'a 5-8', 'a 9-10', 'b 1-4', 'b 5-8', 'b 9-10']);
+      expect(result.records).toEqual({ events: 0, decisions: 24 });
+      expect(await decisionSeqs(connection)).toHaveLength(5);
+      expect(await verifyAudit(connection.db)).toMatchObject({ ok: true, records: { decisions: 5, anchors: 2 } });
+      expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 29 }, heads: { decisions: { at: 5 }, chains: { a: { at: 12 }, b: { at: 12 } } } });
+      expect(await verifyAudit(null, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 24 } });
+
+      // Every decision once, in the log's order, whether it now lives in a file or in Postgres.
+      const read = async (source: ArchiveSource) => {
+        const out: [number, string][] = [];
+        for await (const page of source.decisions()) out.push(...page.map((d): [number, string] => [d.seq, d.id]));
+        return out;
+      };
+      expect(await read(new ArchiveSource(dir, new PostgresSource(connection.db, 3)))).toEqual(before);
+      const archivedOnly = await read(new ArchiveSource(dir, null));
+      expect(archivedOnly).toEqual(before.filter(([seq]) => archivedOnly.some(([s]) => s === seq)));
+      expect(archivedOnly).toHaveLength(24);
+      const eleventh = before[10]!;
+      expect((await new ArchiveSource(dir, null).decision(eleventh[1] as string))?.seq).toBe(eleventh[0]);
+
+      // A record of b's archived chain edited: found, and named by node and file.
+      const bFile = readManifest(dir).segments.find((s) => s.node === 'b' && s.first === 5)!;
+      tamperSegment(dir, bFile.file, (ls) => ls.map((l, i) => (i === 1 ? l.replace(/"decision":(true|false)/, (_, v: string) => `"decision":${v === 'true' ? 'false' : 'true'}`) : l)));
+      const tampered = await verifyAudit(connection.db, { archive: dir });
+      expect(tampered.findings).toEqual([expect.objectContaining({ chain: 'decisions', node: 'b', at: 6, problem: 'edited', detail: expect.stringContaining(`in ${bFile.file}`) })]);
+    } finally {
+      await connection.db.destroy();
+    }
   });
 });

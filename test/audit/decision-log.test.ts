@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import fc from 'fast-check';
-import { bodyAroundSeq, decisionBody, decisionHash, DecisionLog, readDecisions, readSubjectDecisions, subjectDecisionsQuery, verifyDecisionChain, type DecisionRecord } from '../../src/audit/decision-log.ts';
+import { anchorBody, decisionBody, decisionHash, DecisionLog, type DecisionRecord } from '../../src/audit/decision-log.ts';
+import { chainNodes, readAnchors, readChain, readChainHead, readDecisions, readNodeAnchors, readSharedChain, readSubjectDecisions, subjectDecisionsQuery, verifyDecisionChain } from '../../src/audit/decision-reads.ts';
+import { chainHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
-import { migrateToLatest } from '../../src/store/migrate.ts';
+import { migrateTo, migrateToLatest } from '../../src/store/migrate.ts';
 import { backends, freshPostgres } from '../support/backends.ts';
 
 const record = (i: number): DecisionRecord => ({
@@ -22,16 +23,22 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
   });
   afterEach(async () => connection.db.destroy());
 
-  it('records concurrent decisions with gap-free sequence numbers in one hash chain', async () => {
+  it("records concurrent decisions in the node's own chain: numbered without gaps, in the log's order, each hash over the one before", async () => {
     const stored = await Promise.all(Array.from({ length: 50 }, (_, i) => log.record(record(i))));
-    expect(stored.map((d) => d.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    expect(stored.map((d) => d.chainSeq).sort((a, b) => a! - b!)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     const all = await readDecisions(connection.db, 0, 1000);
     expect(all).toHaveLength(50);
+    expect(all.map((d) => d.chainSeq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    expect(all.map((d) => d.seq)).toEqual(stored.map((d) => d.seq).sort((a, b) => a - b));
     expect(all[0]).toMatchObject({ request: expect.any(Object), reasons: expect.any(Array), policyVersion: 1, logPosition: 7 });
+    expect(await readChain(connection.db, 'n1', 0, 1000)).toEqual(all);
     expect(verifyDecisionChain(all)).toEqual({ ok: true });
     const edited = all.map((d, i) => (i === 10 ? { ...d, decision: !d.decision } : d));
-    expect(verifyDecisionChain(edited)).toEqual({ ok: false, seq: 11 });
-    expect(verifyDecisionChain([...all.slice(0, 5), ...all.slice(6)])).toEqual({ ok: false, seq: 7 });
+    expect(verifyDecisionChain(edited)).toEqual({ ok: false, at: 11 });
+    expect(verifyDecisionChain([...all.slice(0, 5), ...all.slice(6)])).toEqual({ ok: false, at: 7 });
+    // The log's sequence number is an address, not part of the hash: the chain's number is.
+    expect(decisionBody(all[3]!)).toContain('"chainSeq":4,');
+    expect(decisionBody(all[3]!)).not.toContain('"seq"');
   });
 
   it("one subject's decisions since a time, in order and paged, read through the subject index (migration 0010)", async () => {
@@ -52,17 +59,60 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
     expect(plan).toMatch(/decisions_by_agent/);
   });
 
-  it('several writers on one database (nodes) keep one gap-free chain, each taking the head the others moved', async () => {
-    // Each batch is chained onto the head in the database, under the log's lock: whoever
-    // wrote last, no writer forks the chain or skips a number.
+  it('several nodes on one database each keep a gap-free chain of their own, with no number of the log given twice', async () => {
     const logs = [log, new DecisionLog(connection.db), new DecisionLog(connection.db)];
     for (let round = 0; round < 5; round++) {
       await Promise.all(logs.flatMap((l, n) => Array.from({ length: 8 }, (_, i) => l.record({ ...record(round * 100 + n * 10 + i), nodeId: `n${n}` }))));
     }
     const all = await readDecisions(connection.db, 0, 1000);
-    expect(all.map((d) => d.seq)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
+    expect(new Set(all.map((d) => d.seq)).size).toBe(120);
     expect(new Set(all.map((d) => d.id)).size).toBe(120);
-    expect(verifyDecisionChain(all)).toEqual({ ok: true });
+    expect(await chainNodes(connection.db)).toEqual(['n0', 'n1', 'n2']);
+    for (const node of ['n0', 'n1', 'n2']) {
+      const chain = await readChain(connection.db, node, 0, 1000);
+      expect(chain.map((d) => d.chainSeq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      expect(chain.map((d) => d.seq)).toEqual(chain.map((d) => d.seq).sort((a, b) => a - b));
+      expect(verifyDecisionChain(chain)).toEqual({ ok: true });
+      expect(await readChainHead(connection.db, node)).toEqual({ at: 40, hash: chain[39]!.hash });
+    }
+  });
+
+  it('the same node id written by two processes: a batch onto a moved head is refused whole and chained again, the chain never forks', async () => {
+    const other = new DecisionLog(connection.db);
+    for (let round = 0; round < 4; round++) {
+      await Promise.all([log, other].flatMap((l, n) => Array.from({ length: 5 }, (_, i) => l.record(record(round * 100 + n * 10 + i)))));
+    }
+    const chain = await readChain(connection.db, 'n1', 0, 1000);
+    expect(chain.map((d) => d.chainSeq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    expect(verifyDecisionChain(chain)).toEqual({ ok: true });
+    // A batch chained onto a head that is not the chain's is refused with nothing written.
+    const stale = { ...record(1), id: randomUUID(), chain_seq: 2, recorded_at: new Date().toISOString(), prev_hash: chain[0]!.hash, hash: 'f'.repeat(64), policy_version: 1, log_position: 7, shadow: null };
+    const refused = await sql<{ appended: boolean }>`select appended from leash_append_chain('n1', 1, ${chain[0]!.hash}, ${JSON.stringify([stale])}::jsonb)`.execute(connection.db);
+    expect(refused.rows[0]!.appended).toBe(false);
+    expect(await readChain(connection.db, 'n1', 0, 1000)).toHaveLength(40);
+  });
+
+  it('anchors each chain head it wrote into the shared anchor chain, which hashes as verify recomputes it, and only a head that exists', async () => {
+    const other = new DecisionLog(connection.db);
+    await Promise.all([log.record(record(1)), log.record(record(2)), other.record({ ...record(3), nodeId: 'n2' })]);
+    await log.anchor();
+    await other.anchor();
+    await log.anchor(); // nothing new: no second anchor of the same head
+    await log.record(record(4));
+    await log.close();
+    const anchors = await readAnchors(connection.db, 0, 10);
+    expect(anchors.map((a) => [a.seq, a.nodeId, a.chainSeq])).toEqual([[1, 'n1', 2], [2, 'n2', 1], [3, 'n1', 3]]);
+    let prev = GENESIS_HASH;
+    for (const a of anchors) {
+      expect(a.prevHash).toBe(prev);
+      expect(a.hash).toBe(chainHash(prev, anchorBody(a)));
+      prev = a.hash;
+    }
+    const n1 = await readChain(connection.db, 'n1', 0, 10);
+    expect(anchors[2]!.chainHash).toBe(n1[2]!.hash);
+    expect(await readNodeAnchors(connection.db, 'n1', { chainSeq: 0, seq: 0 }, 10)).toEqual([anchors[0], anchors[2]]);
+    await expect(sql`select seq from leash_append_anchor('n1', 3, ${'0'.repeat(64)}, now(), '{"seq":', '}')`.execute(connection.db)).rejects.toThrow(/is not the hash of record 3/);
+    await expect(sql`select seq from leash_append_anchor('n1', 9, ${n1[2]!.hash}, now(), '{"seq":', '}')`.execute(connection.db)).rejects.toThrow(/is not the hash of record 9/);
   });
 
   it('the database chains each record exactly as verify hashes it, whatever its text (escapes, non-ASCII, a "seq" of its own, a shadow)', async () => {
@@ -72,32 +122,21 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
       reasons: [text], code: i % 2 ? text : null,
       ...(i === 1 ? { shadow: { decision: true, layer: 'all', reasons: [text], code: 'REVOKED_GRACE_PERIOD' } } : {}),
     });
-    // A log's first batches are chained in the database; once it knows it writes alone, it
-    // chains them itself. Both kinds of link must be the ones verify recomputes.
     const stored = await Promise.all(awkward.map((text, i) => log.record(awkwardRecord(text, i))));
     for (const [i, text] of awkward.entries()) stored.push(await log.record(awkwardRecord(text, i)));
-    for (const d of stored) expect(d.hash).toBe(decisionHash(d.prevHash, d));
     const all = await readDecisions(connection.db, 0, 100);
+    // Read back from the database (jsonb, timestamptz), each hash is still the one over its body.
+    for (const d of all) expect(d.hash).toBe(decisionHash(d.prevHash, d));
     expect(all.map((d) => d.hash)).toEqual([...stored].sort((a, b) => a.seq - b.seq).map((d) => d.hash));
     expect(verifyDecisionChain(all)).toEqual({ ok: true });
   });
 
-  it('a writer of the previous version (head known to it, leash_append_decisions) and this one share the chain', async () => {
+  it('refuses a writer of an earlier version (leash_append_decisions, leash_chain_decisions): it would fork the log', async () => {
     await log.record(record(1));
     const [head] = await readDecisions(connection.db, 0, 10);
-    // As a node before migration 0007 appends: it chains onto the head it knows.
-    const d = { ...record(2), seq: head!.seq + 1, nodeId: 'old' };
-    const hash = decisionHash(head!.hash, d);
-    const row = {
-      seq: d.seq, id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer,
-      code: d.code, reasons: d.reasons, policy_version: d.policyVersion, log_position: d.logPosition, prev_hash: head!.hash, hash, shadow: null,
-    };
-    const appended = await sql<{ appended: boolean }>`select appended from leash_append_decisions(${String(head!.seq)}, ${head!.hash}, ${JSON.stringify([row])}::jsonb)`.execute(connection.db);
-    expect(appended.rows[0]!.appended).toBe(true);
-    await log.record(record(3));
-    const all = await readDecisions(connection.db, 0, 10);
-    expect(all.map((r) => [r.seq, r.nodeId])).toEqual([[1, 'n1'], [2, 'old'], [3, 'n1']]);
-    expect(verifyDecisionChain(all)).toEqual({ ok: true });
+    await expect(sql`select appended from leash_append_decisions(${String(head!.seq)}, ${head!.hash}, '[]'::jsonb)`.execute(connection.db)).rejects.toThrow(/upgrade this node/);
+    await expect(sql`select hashes from leash_chain_decisions('[]'::jsonb)`.execute(connection.db)).rejects.toThrow(/upgrade this node/);
+    expect(await readDecisions(connection.db, 0, 10)).toHaveLength(1);
   });
 
   it('is append-only in the database', async () => {
@@ -106,6 +145,36 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
     await expect(sql`delete from decisions`.execute(connection.db)).rejects.toThrow(/append-only/);
     await expect(sql`truncate decisions`.execute(connection.db)).rejects.toThrow(/append-only/);
     expect(await readDecisions(connection.db, 0, 10)).toHaveLength(1);
+    await log.anchor();
+    await expect(sql`update decision_anchors set chain_seq = 2`.execute(connection.db)).rejects.toThrow(/append-only/);
+    await expect(sql`delete from decision_anchors`.execute(connection.db)).rejects.toThrow(/append-only/);
+    await expect(sql`truncate decision_anchors`.execute(connection.db)).rejects.toThrow(/append-only/);
+  });
+
+  it('a log from before per-node chains: its shared chain stays as it was, and new decisions follow it in the log', async () => {
+    const old = await connect(await fresh());
+    try {
+      await migrateTo(old.db, '0012_ssf_delivery');
+      // Appended as a node before migration 0013 appends: chained in the database.
+      for (const i of [1, 2, 3]) {
+        const d = { ...record(i), nodeId: 'old' };
+        const { body_head, body_tail } = ((b) => ({ body_head: b.slice(0, b.lastIndexOf('"seq":0') + 6), body_tail: b.slice(b.lastIndexOf('"seq":0') + 7) }))(decisionBody({ ...d, seq: 0 }));
+        const row = { id: d.id, node_id: 'old', recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer, code: d.code, reasons: d.reasons, policy_version: 1, log_position: 7, shadow: null, body_head, body_tail };
+        await sql`select hashes from leash_chain_decisions(${JSON.stringify([row])}::jsonb)`.execute(old.db);
+      }
+      await migrateToLatest(old.db);
+      const upgraded = new DecisionLog(old.db);
+      await upgraded.record(record(4));
+      await upgraded.record(record(5));
+      const all = await readDecisions(old.db, 0, 10);
+      expect(all.map((d) => [d.seq, d.chainSeq, d.nodeId])).toEqual([[1, undefined, 'old'], [2, undefined, 'old'], [3, undefined, 'old'], [4, 1, 'n1'], [5, 2, 'n1']]);
+      const shared = await readSharedChain(old.db, 0, 10);
+      expect(shared).toEqual(all.slice(0, 3));
+      expect(verifyDecisionChain(shared)).toEqual({ ok: true });
+      expect(verifyDecisionChain(all.slice(3))).toEqual({ ok: true });
+    } finally {
+      await old.db.destroy();
+    }
   });
 });
 
@@ -126,7 +195,7 @@ describe('decision log on postgres, its connections cut', () => {
       for (let i = 0; i < 8; i++) await log.record(record(200 + i)); // each on a working connection
       const all = await readDecisions(connection.db, 0, 1000);
       expect(all).toHaveLength(8 + (8 - refused) + 8);
-      expect(all.map((d) => d.seq)).toEqual(all.map((_, i) => i + 1));
+      expect(all.map((d) => d.chainSeq)).toEqual(all.map((_, i) => i + 1));
       expect(verifyDecisionChain(all)).toEqual({ ok: true });
     } finally {
       await connection.db.destroy();
@@ -143,35 +212,15 @@ describe('decision log on postgres behind a transaction pooler', () => {
     try {
       await migrateToLatest(connection.db);
       const log = new DecisionLog(connection.db);
-      // Both appends prepared on the one connection: a new log's batches are chained in the
-      // database, and once it has seen it writes alone, by the log itself.
       for (let i = 1; i <= 6; i++) await log.record(record(i));
       await sql`deallocate all`.execute(connection.db);
       await log.record(record(7));
       await log.record(record(8));
       const all = await readDecisions(connection.db, 0, 10);
-      expect(all.map((d) => d.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(all.map((d) => d.chainSeq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(verifyDecisionChain(all)).toEqual({ ok: true });
     } finally {
       await connection.db.destroy();
     }
-  });
-});
-
-describe('a decision body cut for the database', () => {
-  it('is the canonical body with the sequence number left out, for any request, reasons and shadow', () => {
-    const records = fc.record({
-      // Sometimes with a "seq" of its own, which comes before the record's in the text.
-      request: fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.jsonValue({ maxDepth: 2 }).map((v) => ({ seq: 0, v }))),
-      reasons: fc.array(fc.string()),
-      code: fc.option(fc.string()),
-      shadow: fc.option(fc.record({ decision: fc.boolean(), layer: fc.string(), reasons: fc.array(fc.string()), code: fc.string() }, { requiredKeys: ['decision', 'layer', 'reasons'] })),
-      seq: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
-    });
-    fc.assert(fc.property(records, ({ seq, shadow, ...fields }) => {
-      const d = { ...record(0), ...fields, ...(shadow ? { shadow } : {}) };
-      const { body_head, body_tail } = bodyAroundSeq(d);
-      expect(`${body_head}${seq}${body_tail}`).toBe(decisionBody({ ...d, seq }));
-    }), { numRuns: 500 });
   });
 });

@@ -15,7 +15,7 @@ import { freshPostgres } from '../support/backends.ts';
 // SPEC §8 `leash audit verify`: tampering done directly in PostgreSQL, as a superuser would
 // (append-only triggers disabled), is found and the first bad record named.
 
-/** 20 events over 5 streams and 12 decisions at log positions up to 20. */
+/** 20 events over 5 streams and 12 decisions at log positions up to 20, their head anchored (the node stopped). */
 async function seeded(): Promise<{ connection: Connection; url: string }> {
   const backend = await freshPostgres();
   const connection = await connect(backend);
@@ -31,12 +31,14 @@ async function seeded(): Promise<{ connection: Connection; url: string }> {
       reasons: ['p'], policyVersion: 1, logPosition: Math.min(20, i + 5), ...(i === 3 ? { shadow: { decision: true, layer: 'all', reasons: ['q'] } } : {}),
     });
   }
+  await log.close();
   return { connection, url: backend.url };
 }
 
 async function tamper(connection: Connection, statements: string[]): Promise<void> {
   await sql.raw('alter table events disable trigger user').execute(connection.db);
   await sql.raw('alter table decisions disable trigger user').execute(connection.db);
+  await sql.raw('alter table decision_anchors disable trigger user').execute(connection.db);
   for (const s of statements) await sql.raw(s).execute(connection.db);
 }
 
@@ -45,8 +47,8 @@ describe('audit verify on PostgreSQL', () => {
     const { connection } = await seeded();
     const seen: string[] = [];
     const result = await verifyAudit(connection.db, { pageSize: 7, progress: (chain, done, total) => seen.push(`${chain} ${done}/${total}`) });
-    expect(result).toMatchObject({ ok: true, findings: [], records: { events: 20, decisions: 12 }, heads: { events: { at: 20 }, decisions: { at: 12 } } });
-    expect(seen).toEqual(['events 7/20', 'events 14/20', 'events 20/20', 'decisions 7/12', 'decisions 12/12']);
+    expect(result).toMatchObject({ ok: true, findings: [], records: { events: 20, decisions: 12, anchors: 1 }, heads: { events: { at: 20 }, decisions: { at: 0 }, chains: { n1: { at: 12 } }, anchors: { at: 1 } } });
+    expect(seen).toEqual(['events 7/20', 'events 14/20', 'events 20/20', 'decisions 7/12', 'decisions 12/12', 'anchors 1/1']);
     await connection.db.destroy();
   });
 
@@ -56,10 +58,16 @@ describe('audit verify on PostgreSQL', () => {
     ['three deleted events', ['delete from events where position between 8 and 10'], { chain: 'events', at: 8, problem: 'deleted', detail: 'in the database: positions 8–10 are missing (deleted)' }],
     ['two events swapped', ['update events set position = -1 where position = 6', 'update events set position = 6 where position = 9', 'update events set position = 9 where position = -1'], { chain: 'events', at: 6, problem: 'inserted or reordered' }],
     ['an event appended by hand', ["insert into events (position, stream_id, stream_type, version, type, data, metadata, recorded_at, prev_hash, hash) select 21, 'agent/x', 'agent', 1, 'Forged', '{}', '{}', now(), hash, repeat('0', 64) from events where position = 20"], { chain: 'events', at: 21, problem: 'edited' }],
-    ['an edited decision (allow turned deny)', ['update decisions set decision = not decision where seq = 4'], { chain: 'decisions', at: 4, problem: 'edited' }],
+    ['an edited decision (allow turned deny)', ['update decisions set decision = not decision where seq = 4'], { chain: 'decisions', node: 'n1', at: 4, problem: 'edited' }],
     ['an edited quarantine shadow', ["update decisions set shadow = '{\"decision\": false, \"layer\": \"all\", \"reasons\": []}' where seq = 3"], { chain: 'decisions', at: 3, problem: 'edited' }],
-    ['a deleted decision', ['delete from decisions where seq = 5'], { chain: 'decisions', at: 5, problem: 'deleted' }],
-    ['two decisions swapped', ['update decisions set seq = -1 where seq = 2', 'update decisions set seq = 2 where seq = 7', 'update decisions set seq = 7 where seq = -1'], { chain: 'decisions', at: 2, problem: 'inserted or reordered' }],
+    ['a deleted decision', ['delete from decisions where seq = 5'], { chain: 'decisions', node: 'n1', at: 5, problem: 'deleted' }],
+    ['two decisions swapped', ['update decisions set chain_seq = -1 where chain_seq = 2', 'update decisions set chain_seq = 2 where chain_seq = 7', 'update decisions set chain_seq = 7 where chain_seq = -1'], { chain: 'decisions', node: 'n1', at: 2, problem: 'inserted or reordered' }],
+    ['two decisions renumbered in the log (its numbers are outside the hash)', ['update decisions set seq = -1 where seq = 2', 'update decisions set seq = 2 where seq = 7', 'update decisions set seq = 7 where seq = -1'], { chain: 'decisions', node: 'n1', at: 3, problem: 'inserted or reordered', detail: expect.stringContaining('renumbered') }],
+    ['the decisions after the last anchored one cut off', ['delete from decisions where seq > 9'], { chain: 'decisions', node: 'n1', at: 10, problem: 'truncated', detail: expect.stringContaining('anchor 1 saw it reach 12') }],
+    ['a whole node chain deleted', ['delete from decisions'], { chain: 'decisions', node: 'n1', at: 1, problem: 'truncated' }],
+    ['an anchored decision rewritten with a hash that links', ["update decisions set hash = repeat('a', 64) where seq = 12"], { chain: 'decisions', node: 'n1', at: 12, problem: 'edited' }],
+    ['an anchor edited', ["update decision_anchors set recorded_at = recorded_at - interval '1 hour'"], { chain: 'anchors', at: 1, problem: 'edited' }],
+    ['an anchor moved to a record the chain does not have there', ['update decision_anchors set chain_seq = 11'], { chain: 'decisions', node: 'n1', at: 11, problem: 'edited', detail: expect.stringContaining('not the record anchor 1 saw') }],
     ['the event log\'s tail cut off below what decisions refer to', ['delete from events where position > 15'], { chain: 'events', at: 16, problem: 'truncated' }],
   ])('finds %s and names it', async (_name, statements, finding) => {
     const { connection } = await seeded();
@@ -72,14 +80,23 @@ describe('audit verify on PostgreSQL', () => {
 
   it('a cut-off tail the chains cannot show is found against an anchor from an earlier verify', async () => {
     const { connection } = await seeded();
+    // Three more decisions the node has not anchored yet (its interval has not come).
+    const log = new DecisionLog(connection.db, { anchorEveryMs: 3_600_000 });
+    for (let i = 13; i <= 15; i++) await log.record({ id: crypto.randomUUID(), nodeId: 'n1', at: new Date(), request: { i }, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 20 });
     const anchor: Anchor = (await verifyAudit(connection.db)).heads;
-    await tamper(connection, ['delete from decisions where seq > 9', 'delete from events where position > 19']);
-    // Without the anchor both chains look whole (decision 9 refers to position 14, still there).
+    expect(anchor.chains).toMatchObject({ n1: { at: 15 } });
+    await tamper(connection, ['delete from decisions where seq > 12', 'delete from events where position > 19']);
+    // Without the anchor every chain looks whole: the anchor chain saw n1 reach 12, no further
+    // (and decision 12 refers to position 17, still there).
     expect((await verifyAudit(connection.db)).ok).toBe(true);
     const result = await verifyAudit(connection.db, { anchor });
     expect(result.findings).toEqual([
       expect.objectContaining({ chain: 'events', at: 20, problem: 'truncated' }),
-      expect.objectContaining({ chain: 'decisions', at: 10, problem: 'truncated' }),
+      expect.objectContaining({ chain: 'decisions', node: 'n1', at: 13, problem: 'truncated' }),
+    ]);
+    // An anchor file from before per-node chains (events and the shared chain only) is still read.
+    expect((await verifyAudit(connection.db, { anchor: { events: anchor.events, decisions: anchor.decisions } })).findings).toEqual([
+      expect.objectContaining({ chain: 'events', at: 20, problem: 'truncated' }),
     ]);
     await connection.db.destroy();
   });
@@ -125,9 +142,11 @@ describe('audit verify on PostgreSQL', () => {
     const ok = await run('--anchor', anchorFile);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toContain('events: 20 records, chain intact, head 20');
-    expect(ok.stdout).toContain('decisions: 12 records, chain intact, head 12');
+    expect(ok.stdout).toContain('decisions: 12 records in 1 node chain, intact');
+    expect(ok.stdout).toContain('  node "n1": head 12 ');
+    expect(ok.stdout).toContain('anchors: 1 records, chain intact, head 1 ');
     expect(ok.stderr).toContain('events: 20 of 20 (100%)'); // not a terminal: plain progress lines
-    expect(JSON.parse(readFileSync(anchorFile, 'utf8'))).toMatchObject({ events: { at: 20 }, decisions: { at: 12 } });
+    expect(JSON.parse(readFileSync(anchorFile, 'utf8'))).toMatchObject({ events: { at: 20 }, decisions: { at: 0 }, chains: { n1: { at: 12 } }, anchors: { at: 1 } });
 
     // An anchor file that is not one is refused, not silently replaced.
     const junk = join(mkdtempSync(join(tmpdir(), 'leash-anchor-')), 'junk.json');
@@ -140,8 +159,8 @@ describe('audit verify on PostgreSQL', () => {
     await tamper(connection, ['delete from decisions where seq = 12']);
     const bad = await run('--anchor', anchorFile);
     expect(bad.code).toBe(1);
-    expect(bad.stdout).toContain('decisions: truncated at decision 12');
-    expect(JSON.parse(readFileSync(anchorFile, 'utf8'))).toMatchObject({ decisions: { at: 12 } }); // a failed verify leaves the anchor alone
+    expect(bad.stdout).toContain('decisions (node "n1"): truncated at record 12');
+    expect(JSON.parse(readFileSync(anchorFile, 'utf8'))).toMatchObject({ chains: { n1: { at: 12 } } }); // a failed verify leaves the anchor alone
     await connection.db.destroy();
   });
 });

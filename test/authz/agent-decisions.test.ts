@@ -6,7 +6,7 @@ import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readDecisions, verifyDecisionChain } from '../../src/audit/decision-log.ts';
+import { readDecisions, verifyDecisionChain } from '../../src/audit/decision-reads.ts';
 import { entitiesFor } from '../../src/authz/engine.ts';
 import { freshPostgres } from '../support/backends.ts';
 import { freePort } from '../support/servers.ts';

@@ -4,7 +4,8 @@
 //   verify DIR   leash's verify of the archive (offline)
 //   read DIR     baseline: the same files decompressed and split into lines by the same reader, nothing checked
 // Prints one JSON line: {"count": …, "seconds": …}.
-import { ArchiveSource, readManifest, readSegment } from '../../src/audit/archive.ts';
+import { readManifest, readSegment } from '../../src/audit/archive.ts';
+import { ArchiveSource } from '../../src/audit/archive-source.ts';
 import { loadHistory } from '../../src/audit/replay.ts';
 import { replayInParallel } from '../../src/audit/replay-parallel.ts';
 import { availableParallelism } from 'node:os';

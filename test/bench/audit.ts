@@ -17,7 +17,7 @@ import { readPolicyFiles } from '../../src/authz/policy-files.ts';
 import { POLICY_PUBLISHED, POLICY_STREAM_TYPE } from '../../src/authz/policy-view.ts';
 import type { StoredEvent } from '../../src/store/event-store.ts';
 import { chainHash, eventBody, GENESIS_HASH } from '../../src/store/hash-chain.ts';
-import { ArchiveSource } from '../../src/audit/archive.ts';
+import { ArchiveSource } from '../../src/audit/archive-source.ts';
 
 export const AGENTS = 1_000;
 export const HUMANS = 100;
@@ -47,7 +47,7 @@ class SegmentWriter {
       this.segmentPrev = this.prev;
     }
     const hash = chainHash(this.prev, body);
-    this.lines.push(encodeLine(this.chain, { key, prevHash: this.prev, hash, body }));
+    this.lines.push(encodeLine({ chain: this.chain }, { key, prevHash: this.prev, hash, body }));
     this.prev = hash;
     this.key = key;
     if (this.lines.length >= SEGMENT) this.flush();

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readDecisions } from '../../src/audit/decision-log.ts';
+import { readDecisions } from '../../src/audit/decision-reads.ts';
 import { replay } from '../../src/audit/replay.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
 import { humanTokenVerifier, readJwksFile } from '../../src/humans/human-tokens.ts';

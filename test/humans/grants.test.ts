@@ -1,6 +1,6 @@
 import { decodeJwt, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { readDecisions } from '../../src/audit/decision-log.ts';
+import { readDecisions } from '../../src/audit/decision-reads.ts';
 import { replay } from '../../src/audit/replay.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
 import { traceDecision } from '../../src/audit/trace.ts';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readDecisions } from '../../src/audit/decision-log.ts';
+import { readDecisions } from '../../src/audit/decision-reads.ts';
 import { peoplePins, personToken } from '../support/people.ts';
 import { seedPrincipals, startTestNode, type TestNode } from '../support/node.ts';
 

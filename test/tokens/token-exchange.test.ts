@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt, generateKeyPair, SignJWT, type JWTPayload } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readDecisions } from '../../src/audit/decision-log.ts';
+import { readDecisions } from '../../src/audit/decision-reads.ts';
 import { replay } from '../../src/audit/replay.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
 import { verifyAudit } from '../../src/audit/verify.ts';
