@@ -155,6 +155,13 @@ describe('audit verify on PostgreSQL', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('is not an anchor written by leash audit verify');
     expect(readFileSync(junk, 'utf8')).toBe('{"events": {"at": "twenty"}}');
+    const good = JSON.parse(readFileSync(anchorFile, 'utf8')) as Anchor;
+    for (const bad of [{ ...good, chains: { n1: { at: 'twelve', hash: 'x' } } }, { ...good, chains: [good.events] }, { ...good, chains: null }, { ...good, anchors: 'head' }]) {
+      writeFileSync(junk, JSON.stringify(bad));
+      const refusedChains = await run('--anchor', junk);
+      expect(refusedChains.code).toBe(1);
+      expect(refusedChains.stderr).toContain('is not an anchor written by leash audit verify');
+    }
 
     await tamper(connection, ['delete from decisions where seq = 12']);
     const bad = await run('--anchor', anchorFile);
