@@ -15,7 +15,8 @@ import { sql, type Kysely } from 'kysely';
 // interval. A node's chain must still reach every head it anchored, with the same hashes.
 //
 // The records before this migration stay as they were: one shared chain (chain_seq null)
-// numbered by `seq`. leash_append_decisions (0006) and leash_chain_decisions (0007) would
+// numbered by `seq`, closed by the anchor chain's first entry (node_id '', the shared chain's
+// head), so neither its tail cut off nor a record added after it goes unseen. leash_append_decisions (0006) and leash_chain_decisions (0007) would
 // append to that chain; they now refuse, so a node of an earlier version stops deciding (its
 // decisions fail closed) rather than fork the log. Upgrade every node together.
 export async function up(db: Kysely<unknown>): Promise<void> {
@@ -63,6 +64,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       head_seq bigint;
       head_hash text;
     begin
+      if node = '' then
+        raise exception 'leash: a decision chain needs a node id' using errcode = 'invalid_parameter_value';
+      end if;
       perform pg_advisory_xact_lock(1818583393, hashtext(node));
       select d.chain_seq, d.hash into head_seq, head_hash from decisions d
        where d.node_id = node and d.chain_seq is not null order by d.chain_seq desc limit 1;
@@ -96,6 +100,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     declare
       h text;
     begin
+      if node = '' then
+        raise exception 'leash: a decision chain needs a node id' using errcode = 'invalid_parameter_value';
+      end if;
       if not exists (select 1 from decisions d where d.node_id = node and d.chain_seq = at_chain_seq and d.hash = at_hash)
          and not exists (select 1 from audit_archive a where a.chain = 'decisions' and a.node_id = node and a.last = at_chain_seq and a.last_hash = at_hash) then
         raise exception 'leash: % is not the hash of record % of node %''s decision chain', at_hash, at_chain_seq, node
@@ -121,6 +128,19 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
     create or replace function leash_chain_decisions(batch jsonb, out first_seq bigint, out first_prev_hash text, out hashes text[])
     language plpgsql as $$ ${refuse} $$`.execute(db);
+
+  // The shared chain closed: its head (the last record, or the last archived) as anchor 1, with
+  // the body an anchor's hash covers, {"at","chainHash","chainSeq","nodeId","seq"} (RFC 8785:
+  // every value here is ASCII without escapes, so the text below is that canonical form).
+  await sql`
+    insert into decision_anchors (seq, node_id, chain_seq, chain_hash, recorded_at, prev_hash, hash)
+    select 1, '', h.seq, h.hash, h.at, repeat('0', 64),
+           encode(sha256(convert_to(repeat('0', 64) || E'\n' || '{"at":"' || to_char(h.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+             || '","chainHash":"' || h.hash || '","chainSeq":' || h.seq || ',"nodeId":"","seq":1}', 'UTF8')), 'hex')
+      from (select head.seq, head.hash, date_trunc('milliseconds', now()) as at
+              from (select d.seq, d.hash from decisions d
+                    union all select a.last, a.last_hash from audit_archive a where a.chain = 'decisions') head
+             order by head.seq desc limit 1) h`.execute(db);
 
   // Archived ranges name their chain: '' for the shared chain from before, else the node's id.
   await sql`alter table audit_archive add column node_id text not null default ''`.execute(db);

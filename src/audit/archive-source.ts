@@ -13,7 +13,8 @@ const seqOf = (l: ArchivedLine) => l.seq ?? l.key;
 async function* pagesOf<T>(dir: string, segments: Segment[], after: number, convert: (l: ArchivedLine) => T, pageSize = 5_000): AsyncIterable<T[]> {
   let page: T[] = [];
   for (const s of segments) {
-    if ((s.lastSeq ?? s.last) <= after) continue;
+    // A node chain's segments are read line by line: the manifest's lastSeq is not hashed.
+    if (s.node === undefined && s.last <= after) continue;
     for await (const lines of readSegment(dir, s)) {
       for (const l of lines) {
         if (!l) throw new Error(`a line of ${s.file} is not a record as the archiver writes it: run leash audit verify --archive`);

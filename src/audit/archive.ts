@@ -81,7 +81,7 @@ export function encodeLine(s: Pick<Segment, 'chain' | 'node'>, r: ArchivedLine):
 function numberAt(line: string, at: number): { value: number; end: number } | null {
   const end = line.indexOf(',', at);
   const digits = line.slice(at, end);
-  if (end < 0 || digits.length === 0 || digits.length > 16 || !/^\d+$/.test(digits)) return null;
+  if (end < 0 || digits.length === 0 || digits.length > 16 || !/^\d+$/.test(digits) || !Number.isSafeInteger(Number(digits))) return null;
   return { value: Number(digits), end };
 }
 

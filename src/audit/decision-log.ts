@@ -75,7 +75,7 @@ export interface ChainHead {
 export const ANCHOR_EVERY_MS = 1_000;
 
 /** Refusals in a row (another process writing the same node's chain) before a batch fails. */
-const ATTEMPTS = 3;
+const ATTEMPTS = 8;
 
 /**
  * The decision log: append-only, hash-chained, group-committed. `record` resolves only once
@@ -90,6 +90,8 @@ export class DecisionLog {
   private readonly committer: GroupCommitter<DecisionRecord, StoredDecision>;
   /** Each chain's last record this log wrote; absent until it has read or written it, or after a failure. */
   private readonly heads = new Map<string, ChainHead>();
+  /** Each chain's newest record this log wrote (kept through failures: it is what the next anchor names). */
+  private readonly written = new Map<string, ChainHead>();
   /** Each chain's record last anchored by this log. */
   private readonly anchored = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
@@ -123,11 +125,13 @@ export class DecisionLog {
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    // An anchoring under way may have read the heads before the last batch: once more after it.
+    await this.anchoring?.catch(() => {});
     await this.anchor();
   }
 
   private async anchorHeads(): Promise<void> {
-    for (const [node, head] of this.heads) {
+    for (const [node, head] of this.written) {
       if ((this.anchored.get(node) ?? 0) >= head.at) continue;
       await appendAnchor(this.db, node, head);
       this.anchored.set(node, head.at);
@@ -153,7 +157,7 @@ export class DecisionLog {
    */
   private async appendToChain(node: string, batch: DecisionRecord[]): Promise<StoredDecision[]> {
     try {
-      let head = this.heads.get(node) ?? (await readChainHead(this.db, node));
+      let head = this.heads.get(node) ?? (await this.readHead(node));
       for (let attempt = 1; ; attempt++) {
         const stored = chain(batch, head);
         const seqs = await appendAfter(this.db, node, head, stored);
@@ -161,16 +165,31 @@ export class DecisionLog {
           stored.forEach((d, i) => (d.seq = seqs[i]!));
           const last = stored[stored.length - 1]!;
           this.heads.set(node, { at: last.chainSeq!, hash: last.hash });
+          this.written.set(node, { at: last.chainSeq!, hash: last.hash });
           this.timer ??= setInterval(() => void this.anchor().catch((err) => this.anchorFailed?.(err)), this.options.anchorEveryMs ?? ANCHOR_EVERY_MS).unref();
           return stored;
         }
         if (attempt === ATTEMPTS) throw new Error(`another process keeps writing the decision chain of node ${JSON.stringify(node)}: two nodes with one node id?`);
-        head = await readChainHead(this.db, node);
+        head = await this.readHead(node);
       }
     } catch (err) {
       this.heads.delete(node);
       throw err;
     }
+  }
+
+  /**
+   * The chain's head as the database has it. Behind a record this log wrote, it means records
+   * were removed: writing on would put new ones in their place, so nothing is written.
+   */
+  private async readHead(node: string): Promise<ChainHead> {
+    if (node === '') throw new Error('a decision chain needs a node id');
+    const head = await readChainHead(this.db, node);
+    const mine = this.written.get(node);
+    if (mine && head.at < mine.at) {
+      throw new Error(`node ${JSON.stringify(node)}'s decision chain ends at record ${head.at} in the database, but this node wrote record ${mine.at}: records were removed; nothing more is recorded until an operator looks (leash audit verify)`);
+    }
+    return head;
   }
 }
 

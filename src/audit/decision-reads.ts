@@ -17,12 +17,12 @@ export async function readChainHead(db: Kysely<Database>, node: string): Promise
   return archived ? { at: Number(archived.last), hash: archived.last_hash } : { at: 0, hash: GENESIS_HASH };
 }
 
-/** Every node that has a chain of its own, in the database or archived, or named by an anchor. */
+/** Every node that has a chain of its own, in the database or archived, or named by an anchor ('' is the shared chain's). */
 export async function chainNodes(db: Kysely<Database>): Promise<string[]> {
   const rows = await sql<{ node_id: string }>`
     select node_id from decisions where chain_seq is not null
     union select node_id from audit_archive where chain = 'decisions' and node_id <> ''
-    union select node_id from decision_anchors
+    union select node_id from decision_anchors where node_id <> ''
     order by node_id`.execute(db);
   return rows.rows.map((r) => r.node_id);
 }
@@ -46,9 +46,12 @@ export async function readAnchors(db: Kysely<Database>, after: number, limit: nu
   return (await db.selectFrom('decision_anchors').selectAll().where('seq', '>', String(after)).orderBy('seq').limit(limit).execute()).map(toAnchor);
 }
 
-/** The anchors of one node's chain after `after` (a record's number in the chain, an anchor's number), in the chain's order. */
-export async function readNodeAnchors(db: Kysely<Database>, node: string, after: { chainSeq: number; seq: number }, limit: number): Promise<StoredAnchor[]> {
-  return (await db.selectFrom('decision_anchors').selectAll().where('node_id', '=', node)
+/**
+ * The anchors of one node's chain ('' for the shared chain's) after `after` (a record's number
+ * in the chain, an anchor's number) and at most anchor `upTo`, in the chain's order.
+ */
+export async function readNodeAnchors(db: Kysely<Database>, node: string, after: { chainSeq: number; seq: number }, upTo: number, limit: number): Promise<StoredAnchor[]> {
+  return (await db.selectFrom('decision_anchors').selectAll().where('node_id', '=', node).where('seq', '<=', String(upTo))
     .where(sql<boolean>`(chain_seq, seq) > (${String(after.chainSeq)}::bigint, ${String(after.seq)}::bigint)`)
     .orderBy('chain_seq').orderBy('seq').limit(limit).execute()).map(toAnchor);
 }

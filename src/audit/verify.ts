@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type { StoredEvent } from '../store/event-store.ts';
 import type { Database } from '../store/events.table.ts';
 import { eventBody, GENESIS_HASH } from '../store/hash-chain.ts';
-import { archivedHead, archivedNodes, existingManifest, lineOfDecision, segmentsOf, type ArchivedLine, type ChainName, type Manifest } from './archive.ts';
+import { archivedHead, archivedNodes, existingManifest, lineOfDecision, segmentsOf, type ArchivedLine, type ChainName, type Manifest, type Segment } from './archive.ts';
 import { archivePages, checkListing, concat, dbPages, finding, locator, named, walk, type ChainHead, type Finding, type Named, type Walked, type WalkOptions } from './chain-walk.ts';
 import { anchorBody, type StoredAnchor } from './decision-log.ts';
 import { chainNodes, readAnchors, readChain, readNodeAnchors, readSharedChain } from './decision-reads.ts';
@@ -67,6 +67,8 @@ class NodeAnchors {
     private readonly db: Kysely<Database>,
     private readonly node: string,
     after: number,
+    /** The anchor chain's last entry when verify began: a node still running anchors more meanwhile. */
+    private readonly upTo: number,
     private readonly pageSize: number,
   ) {
     this.after = { chainSeq: after, seq: 0 };
@@ -75,7 +77,7 @@ class NodeAnchors {
   /** The next anchor, without taking it. */
   async peek(): Promise<StoredAnchor | undefined> {
     if (this.i >= this.page.length && !this.done) {
-      this.page = await readNodeAnchors(this.db, this.node, this.after, this.pageSize);
+      this.page = await readNodeAnchors(this.db, this.node, this.after, this.upTo, this.pageSize);
       this.i = 0;
       this.done = this.page.length < this.pageSize;
       const last = this.page[this.page.length - 1];
@@ -84,19 +86,23 @@ class NodeAnchors {
     return this.page[this.i];
   }
 
+  /** The last anchor taken. */
+  taken: StoredAnchor | undefined;
+
   take(): void {
-    this.i++;
+    this.taken = this.page[this.i++];
   }
 }
 
 /**
- * A node chain's own checks on each page: its log numbers rise along it (they are not hashed,
- * so renumbering shows only here), and every anchor of it names a record found with its hash.
+ * A decision chain's checks on each page: every anchor of it names a record found with its
+ * hash, and on a node's chain its log numbers rise along it (they are not hashed there, so
+ * renumbering shows only here).
  */
-function nodeChecks(n: Named, anchors: NodeAnchors | null): WalkOptions['check'] {
+function decisionChecks(n: Named, anchors: NodeAnchors | null): WalkOptions['check'] {
   let lastSeq = 0;
   return async (page, head) => {
-    for (const r of page) {
+    for (const r of n.node === undefined ? [] : page) {
       if (r.seq === undefined || r.seq <= lastSeq) {
         return finding(n, { at: r.key, problem: 'inserted or reordered', detail: `${n.one(r.key)} has the log's number ${r.seq ?? 'none'}, not after the record before it (${lastSeq}): records were renumbered` });
       }
@@ -113,7 +119,10 @@ function nodeChecks(n: Named, anchors: NodeAnchors | null): WalkOptions['check']
   };
 }
 
-/** Findings about a chain's tail against the anchor chain: it must reach the last head anchored. */
+/**
+ * Findings about a chain's tail against the anchor chain: it must reach the last head anchored;
+ * the shared chain from before per-node chains, closed when they came, must end there.
+ */
 async function anchoredBeyond(n: Named, anchors: NodeAnchors | null, head: ChainHead): Promise<Finding | null> {
   for (let a = await anchors?.peek(); anchors && a; anchors.take(), a = await anchors.peek()) {
     if (a.chainSeq > head.at) {
@@ -123,6 +132,34 @@ async function anchoredBeyond(n: Named, anchors: NodeAnchors | null, head: Chain
     if (a.chainSeq === head.at && a.chainHash !== head.hash) {
       return finding(n, { at: a.chainSeq, problem: 'edited', detail: `${n.one(a.chainSeq)} is not the record anchor ${a.seq} saw there: the chain was rewritten up to there` });
     }
+  }
+  const last = anchors?.taken;
+  if (n.node === undefined && last && head.at > last.chainSeq) {
+    return finding(n, { at: last.chainSeq + 1, problem: 'inserted or reordered', detail: `the shared chain was closed at ${n.one(last.chainSeq)} when per-node chains came (anchor ${last.seq}), but goes on to ${head.at}: records were added after it` });
+  }
+  return null;
+}
+
+/**
+ * What Postgres records as archived of a chain, against the archive given (every range listed
+ * there, with the hash it ends at) or, without one, against itself: ranges one after another
+ * from the first record, and the chain's newest record left in the database (the archiver
+ * always keeps it). A range recorded by hand would let its records be deleted unseen.
+ */
+async function checkArchivedRanges(db: Kysely<Database>, n: Named, segments: Segment[] | null, head: ChainHead): Promise<Finding | null> {
+  const ranges = await db.selectFrom('audit_archive').select(['first', 'last', 'last_hash']).where('chain', '=', 'decisions').where('node_id', '=', n.node ?? '').orderBy('first').execute();
+  let at = 0;
+  for (const r of ranges.map((x) => ({ first: Number(x.first), last: Number(x.last), lastHash: x.last_hash }))) {
+    if (segments && !segments.some((s) => s.first === r.first && s.last === r.last && s.lastHash === r.lastHash)) {
+      return finding(n, { at: r.first, problem: 'deleted', detail: `the database records ${n.range(r.first, r.last).replace(/ are$/, '')} as archived, but this archive has no such segment: segments are missing, or the range was recorded by hand` });
+    }
+    if (r.first !== at + 1) {
+      return finding(n, { at: at + 1, problem: 'deleted', detail: `the database records ${n.range(r.first, r.last).replace(/ are$/, '')} as archived, but no archived range ends at ${r.first - 1}: the record of what was archived was written by hand` });
+    }
+    at = r.last;
+  }
+  if (at > 0 && head.at <= at) {
+    return finding(n, { at, problem: 'deleted', detail: `the database holds none of the chain after its archived range (up to ${at}), but the archiver always keeps a chain's newest record: the range was recorded by hand, or the records after it deleted` });
   }
   return null;
 }
@@ -149,22 +186,15 @@ async function walkDecisionChain(w: Walker, node: string | undefined, external: 
   const start: ChainHead = db && !archived ? await archivedHead(db, 'decisions', node) : { at: 0, hash: GENESIS_HASH };
   const read = (after: number, limit: number) => (node === undefined ? readSharedChain(db!, after, limit) : readChain(db!, node, after, limit)).then((ds) => ds.map(lineOfDecision));
   const parts = [...(archived ? [() => archivePages(options.archive!, segments)] : []), ...(db ? [() => dbPages(read, archived?.last ?? start.at, w.pageSize)] : [])];
-  // The anchors are in Postgres (never archived): offline, a node's chain is walked without them.
-  const anchors = db && node !== undefined ? new NodeAnchors(db, node, start.at - 1, w.pageSize) : null;
+  // The anchors are in Postgres (never archived): offline, a chain is walked without them.
+  const anchors = db ? new NodeAnchors(db, node ?? '', start.at - 1, w.total.anchors, w.pageSize) : null;
   const walked = await walk(n, concat(...parts), start, {
-    external, where: locator(segments), progress: (records) => w.done('decisions', records),
-    ...(node === undefined ? {} : { check: nodeChecks(n, anchors) }),
+    external, where: locator(segments), progress: (records) => w.done('decisions', records), check: decisionChecks(n, anchors),
   });
   walked.finding ??= await anchoredBeyond(n, anchors, walked.head);
+  if (db) walked.finding ??= await checkArchivedRanges(db, n, manifest ? segments : null, walked.head);
   if (!walked.finding && archived && walked.head.at < archived.last) {
     walked.finding = finding(n, { at: walked.head.at + 1, problem: 'truncated', detail: `in ${archived.file}: the chain ends at ${n.one(walked.head.at)}, but the manifest lists records up to ${archived.last}: the tail was cut off` });
-  }
-  if (!walked.finding && db && archived) {
-    // Postgres' own record of what was archived must not reach past the archive given.
-    const dbArchived = await archivedHead(db, 'decisions', node);
-    if (dbArchived.at > archived.last) {
-      walked.finding = finding(n, { at: archived.last + 1, problem: 'deleted', detail: `the database records ${n.range(archived.last + 1, dbArchived.at).replace(/ are$/, '')} as archived, but this archive ends at ${archived.last}: segments are missing` });
-    }
   }
   if (manifest && !walked.finding) walked.finding = checkListing(options.archive!, n, segments);
   return walked;
@@ -226,12 +256,13 @@ export async function verifyAudit(db: Kysely<Database> | null, options: VerifyOp
   const shared = await walkDecisionChain(w, undefined, options.anchor?.decisions);
   note(shared);
   const nodes = [...new Set([...(db ? await chainNodes(db) : []), ...(manifest ? archivedNodes(manifest) : []), ...Object.keys(options.anchor?.chains ?? {})])].sort();
-  const chains: Record<string, ChainHead> = {};
+  const chains = new Map<string, ChainHead>();
   let decisions = shared.records;
   for (const node of nodes) {
-    const walked = await walkDecisionChain(w, node, options.anchor?.chains?.[node]);
+    const chainsSeen = options.anchor?.chains;
+    const walked = await walkDecisionChain(w, node, chainsSeen && Object.hasOwn(chainsSeen, node) ? chainsSeen[node] : undefined);
     note(walked);
-    chains[node] = walked.head;
+    chains.set(node, walked.head);
     decisions += walked.records;
   }
   const anchors = db
@@ -253,7 +284,8 @@ export async function verifyAudit(db: Kysely<Database> | null, options: VerifyOp
   }
   return {
     ok: findings.length === 0,
-    heads: { events: events.head, decisions: shared.head, chains, anchors: anchors.head },
+    // Own properties whatever a node's id is (`__proto__` included).
+    heads: { events: events.head, decisions: shared.head, chains: Object.fromEntries(chains), anchors: anchors.head },
     records: { events: events.records, decisions, anchors: anchors.records },
     anchorsChecked: db !== null,
     findings,

@@ -208,7 +208,7 @@ describe('an archive of a log from before per-node chains and of two nodes after
       expect(result.written.map((s) => `${s.node ?? 'shared'} ${s.first}-${s.last}`)).toEqual(['shared 1-4', 'a 1-4', 'a 5-8', 'a 9-10', 'b 1-4', 'b 5-8', 'b 9-10']);
       expect(result.records).toEqual({ events: 0, decisions: 24 });
       expect(await decisionSeqs(connection)).toHaveLength(5);
-      expect(await verifyAudit(connection.db)).toMatchObject({ ok: true, records: { decisions: 5, anchors: 2 } });
+      expect(await verifyAudit(connection.db)).toMatchObject({ ok: true, records: { decisions: 5, anchors: 3 } }); // the shared chain's closing anchor, and each node's as it stopped
       expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 29 }, heads: { decisions: { at: 5 }, chains: { a: { at: 12 }, b: { at: 12 } } } });
       expect(await verifyAudit(null, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 24 } });
 

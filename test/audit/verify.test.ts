@@ -5,11 +5,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { DecisionLog } from '../../src/audit/decision-log.ts';
+import { anchorBody, decisionBody, decisionHash, DecisionLog } from '../../src/audit/decision-log.ts';
+import { readAnchors, readChain, readSharedChain } from '../../src/audit/decision-reads.ts';
+import { chainHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
 import { verifyAudit, type Anchor } from '../../src/audit/verify.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
 import { EventStore } from '../../src/store/event-store.ts';
-import { migrateToLatest } from '../../src/store/migrate.ts';
+import { migrateTo, migrateToLatest } from '../../src/store/migrate.ts';
 import { freshPostgres } from '../support/backends.ts';
 
 // SPEC §8 `leash audit verify`: tampering done directly in PostgreSQL, as a superuser would
@@ -98,6 +100,58 @@ describe('audit verify on PostgreSQL', () => {
     expect((await verifyAudit(connection.db, { anchor: { events: anchor.events, decisions: anchor.decisions } })).findings).toEqual([
       expect.objectContaining({ chain: 'events', at: 20, problem: 'truncated' }),
     ]);
+    await connection.db.destroy();
+  });
+
+  it("a range recorded as archived by hand (which lets its rows be deleted) is found, with or without the archive", async () => {
+    const { connection } = await seeded();
+    const [eighth] = await readChain(connection.db, 'n1', 7, 1);
+    // No trigger disabled: audit_archive takes inserts, and the trigger lets recorded ranges go.
+    await sql`insert into audit_archive (chain, node_id, first, last, prev_hash, last_hash, records, file, sha256)
+              values ('decisions', 'n1', 1, 8, ${'0'.repeat(64)}, ${eighth!.hash}, 8, 'x', 'x')`.execute(connection.db);
+    await sql`delete from decisions where node_id = 'n1' and chain_seq <= 8`.execute(connection.db);
+    // Postgres alone trusts its record of what was archived from 1 to 8, and the rest links on;
+    // the archive given must list the range, and an empty one does not.
+    expect((await verifyAudit(connection.db)).ok).toBe(true);
+    const dir = mkdtempSync(join(tmpdir(), 'leash-archive-'));
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ format: 'leash-audit-archive/1', segments: [] }));
+    expect((await verifyAudit(connection.db, { archive: dir })).findings).toEqual([
+      expect.objectContaining({ chain: 'decisions', node: 'n1', at: 1, problem: 'deleted', detail: expect.stringContaining('this archive has no such segment') }),
+    ]);
+    // A range after a gap in what was archived.
+    const [eleventh] = await readChain(connection.db, 'n1', 10, 1);
+    await sql`insert into audit_archive (chain, node_id, first, last, prev_hash, last_hash, records, file, sha256)
+              values ('decisions', 'n1', 10, 11, ${'0'.repeat(64)}, ${eleventh!.hash}, 2, 'x', 'x')`.execute(connection.db);
+    expect((await verifyAudit(connection.db)).findings).toEqual([expect.objectContaining({ node: 'n1', at: 9, problem: 'deleted', detail: expect.stringContaining('no archived range ends at 9') })]);
+    await connection.db.destroy();
+  });
+
+  it('the shared chain from before per-node chains is closed by the anchor chain: its tail cut off, or a record added after it, shows', async () => {
+    const backend = await freshPostgres();
+    const connection = await connect(backend);
+    await migrateTo(connection.db, '0012_ssf_delivery');
+    for (let i = 1; i <= 4; i++) {
+      const d = { id: crypto.randomUUID(), nodeId: 'old', at: new Date(), request: { i }, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 0 };
+      const body = decisionBody({ ...d, seq: 0 });
+      const cut = body.lastIndexOf('"seq":0') + '"seq":'.length;
+      const row = { id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: true, layer: 'all', code: null, reasons: [], policy_version: 1, log_position: 0, shadow: null, body_head: body.slice(0, cut), body_tail: body.slice(cut + 1) };
+      await sql`select hashes from leash_chain_decisions(${JSON.stringify([row])}::jsonb)`.execute(connection.db);
+    }
+    await migrateToLatest(connection.db);
+    const intact = await verifyAudit(connection.db);
+    expect(intact).toMatchObject({ ok: true, records: { decisions: 4, anchors: 1 }, heads: { decisions: { at: 4 }, anchors: { at: 1 } } });
+    const [closing] = await readAnchors(connection.db, 0, 1);
+    expect(closing).toMatchObject({ seq: 1, nodeId: '', chainSeq: 4 });
+    expect(closing!.hash).toBe(chainHash(GENESIS_HASH, anchorBody(closing!))); // the migration's SQL writes the canonical body
+
+    const [fourth] = await readSharedChain(connection.db, 3, 1);
+    // A fifth "old" decision, chained and hashed correctly onto the fourth, in a number the sequence left free.
+    const forged = { ...fourth!, id: crypto.randomUUID(), seq: 5, request: { forged: true } };
+    await sql`insert into decisions (seq, id, node_id, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash)
+              values (5, ${forged.id}, 'old', ${forged.at.toISOString()}, ${JSON.stringify(forged.request)}, true, 'all', null, '[]', 1, 0, ${fourth!.hash}, ${decisionHash(fourth!.hash, forged)})`.execute(connection.db);
+    expect((await verifyAudit(connection.db)).findings).toEqual([expect.objectContaining({ chain: 'decisions', at: 5, problem: 'inserted or reordered', detail: expect.stringContaining('was closed at decision 4') })]);
+    await tamper(connection, ['delete from decisions where seq >= 4']);
+    expect((await verifyAudit(connection.db)).findings).toEqual([expect.objectContaining({ chain: 'decisions', at: 4, problem: 'truncated' })]);
     await connection.db.destroy();
   });
 
