@@ -38,8 +38,15 @@ export function cpuMicros(pid: number): number {
  * The PostgreSQL server listening on `port` (its postmaster and the processes it forked), not
  * another one that shares the machine (other work may run its own); none without a port (PGlite).
  */
-function postgresMicros(port: string | undefined): number {
-  if (!port) return 0;
+export function postgresMicros(port: string | undefined): number {
+  let total = 0;
+  for (const us of postgresMicrosByProcess(port).values()) total += us;
+  return total;
+}
+
+/** `postgresMicros` process by process: pid → CPU so far, µs. */
+export function postgresMicrosByProcess(port: string | undefined): Map<number, number> {
+  if (!port) return new Map();
   const postgres: { pid: number; ppid: number; argv: string[] }[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -52,7 +59,7 @@ function postgresMicros(port: string | undefined): number {
     }
   }
   const postmaster = postgres.find((p) => p.argv.some((a, i) => a === '-p' && p.argv[i + 1] === port))?.pid;
-  return postgres.filter((p) => p.pid === postmaster || p.ppid === postmaster).reduce((total, p) => total + cpuMicros(p.pid), 0);
+  return new Map(postgres.filter((p) => p.pid === postmaster || p.ppid === postmaster).map((p) => [p.pid, cpuMicros(p.pid)]));
 }
 
 /** `load`, with the CPU each side spent on it. A backend's processes that exit meanwhile are not counted. */

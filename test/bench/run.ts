@@ -29,6 +29,7 @@ import { benchContainment, benchHttpPair, benchMonitoringHttp, type MemoryRun, t
 import { BENCH_ADMIN } from './http.ts';
 import { benchStalls, type Probe } from './stalls.ts';
 import { benchFanout } from './fanout.ts';
+import { benchWriters, type WritersRun } from './writers.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -73,6 +74,8 @@ const STALL_DECISIONS = Number(process.env.BENCH_STALL_DECISIONS ?? 5440);
 /** Node counts a revoke is fenced across (8 real nodes, the rest simulated), and revokes at each. */
 const FANOUT_SIZES = (process.env.BENCH_FANOUT_SIZES ?? '8,64,256,1000').split(',').map(Number);
 const FANOUT_REVOCATIONS = Number(process.env.BENCH_FANOUT_REVOCATIONS ?? 100);
+/** `leash serve` processes writing the one decision log, one run per count (the first is the baseline). */
+const WRITER_NODES = (process.env.BENCH_WRITER_NODES ?? '1,2,4,8').split(',').map(Number);
 /**
  * Sections to run (comma-separated); unset: all, and BENCHMARKS.md is rewritten. Set: only the
  * rows those sections produce are replaced in BENCHMARKS.md (see updateInPlace).
@@ -210,7 +213,7 @@ const line = (r: HttpResult) => `${fmt(r.perSecond)}/s, p50 ${httpMs(Math.round(
 /** "; CPU per <what>: server …" from a measured run (nothing when it was not measured). */
 const cpuText = (r: HttpResult, what: string, postgres = true) =>
   r.cpu ? `; CPU per ${what}: server ${fmt(r.cpu.server)} µs${postgres ? `, Postgres ${fmt(r.cpu.postgres)} µs` : ''}, autocannon ${fmt(r.cpu.loadGenerator)} µs` : '';
-const mustAnswer = (r: HttpResult) => {
+const mustAnswer = (r: Pick<HttpResult, 'non2xx' | 'errors'>) => {
   if (r.non2xx > 0 || r.errors > 0) throw new Error(`HTTP benchmark: ${r.non2xx} non-2xx answers, ${r.errors} errors`);
 };
 
@@ -341,6 +344,37 @@ async function benchHttpTwoNodesRow(databaseUrl: string): Promise<void> {
     target: '(reported beside)',
   });
   console.log(rows[rows.length - 1]);
+}
+
+/**
+ * One row per node count: all the nodes writing the decision log at once, beside the first
+ * count's figure; with the same total of connections split over the nodes, then with as many
+ * for each node as the first count has (clients that grow with the nodes).
+ */
+async function benchWritersRows(adminUrl: string): Promise<void> {
+  const connections = HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!;
+  const nodes = (n: number) => `${n} \`leash serve\` node${n === 1 ? '' : 's'}`;
+  const cpu = (r: WritersRun) => `CPU per decision: leash ${fmt(r.cpu.leash)} µs (${r.nodes === 1 ? 'the server' : `the ${r.nodes} servers together`}), Postgres ${fmt(r.cpu.postgres)} µs, autocannon ${fmt(r.cpu.loadGenerator)} µs`;
+  for (const perNode of [false, true]) {
+    const runs = await benchWriters(async () => (await freshDatabase(adminUrl)).url, { nodeCounts: WRITER_NODES, seconds: HTTP_SECONDS, connections, perNode });
+    for (const r of runs) mustAnswer(r);
+    const first = runs[0]!;
+    const split = perNode ? `${connections} connections to each node` : `${connections} connections in all`;
+    for (const r of runs) {
+      const alone = r === first;
+      rows.push({
+        key: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres, ${split}`,
+        what: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres (a chain of its own each), ${split}${perNode ? '' : ` (${r.connectionsPerNode} each)`}, ${HTTP_SECONDS} s after ${r.warmUpSeconds} s of warm-up, a database of its own for each node count, decision log durable`,
+        backend: 'PostgreSQL',
+        figure: `${fmt(r.perSecond)} decisions/s${alone ? '' : ` (${Math.round((100 * r.perSecond) / first.perSecond)}% of ${nodes(first.nodes)}'s; ${fmt(r.nodeRange[0])}–${fmt(r.nodeRange[1])}/s a node)`}; ${cpu(r)}; about ${(1 / r.commitsPerDecision).toFixed(1)} decisions per Postgres commit; to project: one core of Postgres takes ${fmt(1e6 / r.cpu.postgres)} decisions/s at ${fmt(r.cpu.postgres)} µs each, one core of leash ${fmt(1e6 / r.cpu.leash)} at ${fmt(r.cpu.leash)} µs each`,
+        median: httpMs(Math.round(r.p50 * 10) / 10),
+        p99: httpMs(r.p99),
+        baseline: alone ? '(the baseline of the rows below)' : `${nodes(first.nodes)} with ${first.connectionsPerNode} connections, same run: ${fmt(first.perSecond)}/s, p50 ${httpMs(Math.round(first.p50 * 10) / 10)}, p99 ${httpMs(first.p99)}; ${cpu(first)}`,
+        target: alone ? '(the baseline)' : `total not below the ${first.nodes}-node figure`,
+      });
+      console.log(rows[rows.length - 1]);
+    }
+  }
 }
 
 /**
@@ -815,6 +849,7 @@ async function main(): Promise<void> {
       await benchHttpTwoNodesRow((await freshDatabase(server.url)).url);
       await benchHttpRows(pglite, 'PGlite');
     });
+    await section('writers', () => benchWritersRows(server.url));
     await section('embedded', () => benchEmbeddedRows(() => freshDatabase(server.url), pglite));
     await section('fresh-database', () => benchFreshDatabaseRow(() => freshDatabase(server.url)));
     await section('stalls', () => benchStallRows(server.url));
@@ -869,7 +904,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], stalls: ['event loop'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], fanout: ['fan-out'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'], scale: ['scale'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], writers: ['writers'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], stalls: ['event loop'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], fanout: ['fan-out'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'], scale: ['scale'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -1007,6 +1042,29 @@ function howToRead(): string {
   2 cores, so this shows what a second writer costs the log, not what a second machine adds. A
   node that writes alone chains its batches itself; with another writer, each batch is chained
   onto the head inside Postgres (one round trip either way, never a refused append).
+- **writers**: the decision log with many writers. For each of ${WRITER_NODES.join(', ')} nodes, that many
+  \`leash serve\` processes on the same PostgreSQL server, all on one database, a new database
+  for each node count (so every count starts from an empty log). The first node is seeded and
+  the others start after it; every node must allow the benchmark request before the load. The
+  HTTP rows' cached-token decision comes from autocannon (in the benchmark's process), first with
+  the same total of ${HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]} connections split evenly over the nodes, then with ${HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]} to each node
+  (clients that grow with the nodes, as when nodes are added for more of them); all of them loaded at once after
+  a warm-up of 3 s per node (a node's code is optimised by the decisions it runs, and with N
+  nodes each runs 1/N of them, so each gets about the warm-up one node alone gets). Every
+  decision of every node is recorded durably in the decision log before it is answered, each
+  node group-committing its own batches into a hash chain of its own. The figure is the nodes' sum (with the least and
+  the most one node answered), p50 the nodes' mean, p99 the worst node's; each row is compared
+  with the first node count's total in the same run. All of it shares the 2 cores, so adding
+  nodes here cannot add much: the question is whether the total holds. CPU per decision is as
+  for the HTTP rows, leash being the nodes' processes together; Postgres' backends are sampled
+  every 0.5 s, so one that a node's pool closes meanwhile (idle for 10 s) still counts up to its
+  last sample. Decisions per commit come from PostgreSQL's count of committed transactions (all
+  of the database's, flushed to its statistics about once a second, so approximate): the fewer
+  connections a node has, the fewer decisions wait together for its next batch, and at one per
+  commit each decision pays a commit and a round trip of its own. To project onto a bigger machine: a core of PostgreSQL
+  takes about one million divided by its µs per decision, and a core of leash nodes one million
+  divided by theirs, as long as nothing the nodes share in the log makes them wait for each
+  other.
 - **embedded default**: \`leash serve\` as \`npm start\` runs it, on PGlite (PostgreSQL compiled to
   WebAssembly) in a data directory of its own, beside the same node on the PostgreSQL server,
   one after the other at each connection count, same load as **HTTP** with a request that
