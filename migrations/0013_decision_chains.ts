@@ -22,6 +22,8 @@ import { sql, type Kysely } from 'kysely';
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`alter table decisions add column chain_seq bigint`.execute(db);
   await sql`create unique index decisions_by_chain on decisions (node_id, chain_seq) where chain_seq is not null`.execute(db);
+  // The shared chain read on its own (verify, archive) without passing every newer record.
+  await sql`create index decisions_shared_chain on decisions (seq) where chain_seq is null`.execute(db);
   await sql`create sequence decisions_seq as bigint owned by decisions.seq`.execute(db);
   await sql`
     select setval('decisions_seq', greatest(

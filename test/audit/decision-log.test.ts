@@ -196,6 +196,12 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
       expect(shared).toEqual(all.slice(0, 3));
       expect(verifyDecisionChain(shared)).toEqual({ ok: true });
       expect(verifyDecisionChain(all.slice(3))).toEqual({ ok: true });
+      // Read through its own index, not past every newer record.
+      const plan = await old.db.transaction().execute(async (tx) => {
+        await sql`set local enable_seqscan = off`.execute(tx);
+        return (await tx.selectFrom('decisions').selectAll().where('chain_seq', 'is', null).where('seq', '>', '0').orderBy('seq').limit(10).explain()).map((r) => Object.values(r).join(' ')).join('\n');
+      });
+      expect(plan).toMatch(/decisions_shared_chain/);
     } finally {
       await old.db.destroy();
     }

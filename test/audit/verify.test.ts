@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { anchorBody, decisionBody, decisionHash, DecisionLog } from '../../src/audit/decision-log.ts';
 import { readAnchors, readChain, readSharedChain } from '../../src/audit/decision-reads.ts';
 import { chainHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
+import { readEvents } from '../../src/audit/source.ts';
 import { verifyAudit, type Anchor } from '../../src/audit/verify.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
 import { EventStore } from '../../src/store/event-store.ts';
@@ -158,7 +159,9 @@ describe('audit verify on PostgreSQL', () => {
   it('an event inserted in the middle with a hash that verifies is found where the chain breaks after it', async () => {
     const { connection } = await seeded();
     const { eventHash } = await import('../../src/store/hash-chain.ts');
-    const seventh = (await new EventStore(connection.db).readAll(6, 1))[0]!;
+    // Read as verify reads (readAll holds back rows newer than any transaction still running on
+    // the server, and the test server runs other files' transactions).
+    const seventh = (await readEvents(connection.db, 6, 1))[0]!;
     const forged = { ...seventh, position: 8, streamId: 'agent/forged', version: 1, type: 'Forged', data: {}, prevHash: seventh.hash };
     await tamper(connection, [
       'update events set position = position + 1000 where position > 7',
