@@ -139,7 +139,25 @@ export function readManifest(dir: string): Manifest {
     // reported below
   }
   if (parsed?.format !== ARCHIVE_FORMAT || !Array.isArray(parsed.segments)) throw new Error(`${file} is not a Leash audit archive manifest (${ARCHIVE_FORMAT})`);
+  const bad = parsed.segments.findIndex((x) => !isSegment(x));
+  if (bad !== -1) throw new Error(`${file} is not a Leash audit archive manifest: segment ${bad + 1} is not one the archiver lists`);
   return parsed;
+}
+
+const SEGMENT_FILE = /^(events|decisions(\.[0-9a-f]{16})?)-\d{12,16}-\d{12,16}\.ndjson\.gz$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+const count = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** A manifest entry as the archiver writes it: a plain file name in the directory, numbers, hashes, a node's id only on decisions. */
+function isSegment(x: unknown): x is Segment {
+  const s = x as Partial<Segment> | null;
+  return typeof s === 'object' && s !== null && (s.chain === 'events' || s.chain === 'decisions')
+    && (s.node === undefined || (s.chain === 'decisions' && typeof s.node === 'string' && s.node !== ''))
+    && (s.lastSeq === undefined || count(s.lastSeq))
+    && typeof s.file === 'string' && SEGMENT_FILE.test(s.file)
+    && count(s.first) && count(s.last) && count(s.records) && s.first! >= 1 && s.last! >= s.first!
+    && typeof s.prevHash === 'string' && HEX64.test(s.prevHash) && typeof s.lastHash === 'string' && HEX64.test(s.lastHash)
+    && typeof s.sha256 === 'string' && HEX64.test(s.sha256);
 }
 
 /** The manifest of an archive that must be there: what verify, replay and trace read from. */
@@ -452,6 +470,6 @@ async function record(db: Kysely<Database>, spec: ChainSpec, s: Segment): Promis
 function removeStrayFiles(dir: string, manifest: Manifest): void {
   const listed = new Set(manifest.segments.map((s) => s.file));
   for (const f of readdirSync(dir)) {
-    if (f.endsWith('.tmp') || (/^(events|decisions(\.[0-9a-f]{16})?)-\d{12}-\d{12}\.ndjson\.gz$/.test(f) && !listed.has(f))) rmSync(join(dir, f), { force: true });
+    if (f.endsWith('.tmp') || (SEGMENT_FILE.test(f) && !listed.has(f))) rmSync(join(dir, f), { force: true });
   }
 }

@@ -84,7 +84,7 @@ const ATTEMPTS = 8;
  * Each node writes a chain of its own, named by its id, and chains every batch itself onto the
  * head it knows: one round trip, no lock shared with other nodes. Every `anchorEveryMs` it
  * writes that head into the shared anchor chain, which is what lets verify prove that no
- * node's records were cut off and in what order the nodes' records came.
+ * node's records were cut off (up to its last anchor) and how far each chain had come when.
  */
 export class DecisionLog {
   private readonly committer: GroupCommitter<DecisionRecord, StoredDecision>;

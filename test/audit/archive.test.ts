@@ -149,6 +149,17 @@ describe('reading an archive that is not there', () => {
     expect(offline).toMatchObject({ code: 1, stderr: expect.stringContaining('holds no Leash audit archive') });
     writeFileSync(join(empty, 'manifest.json'), '{"format": ');
     await expect(verifyAudit(null, { archive: empty })).rejects.toThrow('manifest.json is not a Leash audit archive manifest');
+    // Entries the archiver would not write: a path out of the directory, a node's id that is not
+    // one, numbers that are not counts, hashes that are not sha-256.
+    const segment = { chain: 'decisions', node: 'n1', lastSeq: 12, file: `decisions.${'a'.repeat(16)}-000000000001-000000000012.ndjson.gz`, first: 1, last: 12, records: 12, prevHash: '0'.repeat(64), lastHash: 'b'.repeat(64), sha256: 'c'.repeat(64) };
+    const entries = [{ file: '../../etc/passwd' }, { node: 123 }, { node: '' }, { chain: 'events', node: 'n1' }, { first: '1' }, { first: 0 }, { last: 2 ** 60 }, { lastSeq: -1 }, { lastHash: 'b'.repeat(63) }, { sha256: 'C'.repeat(64) }];
+    for (const edit of entries) {
+      writeFileSync(join(empty, 'manifest.json'), JSON.stringify({ format: 'leash-audit-archive/1', segments: [{ ...segment, ...edit }] }));
+      await expect(verifyAudit(null, { archive: empty }), JSON.stringify(edit)).rejects.toThrow('segment 1 is not one the archiver lists');
+      expect(() => new ArchiveSource(empty, null)).toThrow('segment 1 is not one the archiver lists');
+    }
+    writeFileSync(join(empty, 'manifest.json'), JSON.stringify({ format: 'leash-audit-archive/1', segments: [segment] }));
+    expect(() => new ArchiveSource(empty, null)).not.toThrow();
   });
 });
 
