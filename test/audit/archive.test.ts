@@ -8,14 +8,15 @@ import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { archiveAudit, readManifest, type Manifest } from '../../src/audit/archive.ts';
 import { ArchiveSource } from '../../src/audit/archive-source.ts';
-import { decisionBody, DecisionLog } from '../../src/audit/decision-log.ts';
+import { DecisionLog } from '../../src/audit/decision-log.ts';
 import { readChain } from '../../src/audit/decision-reads.ts';
 import { verifyAudit } from '../../src/audit/verify.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
 import { EventStore } from '../../src/store/event-store.ts';
-import { migrateTo, migrateToLatest } from '../../src/store/migrate.ts';
+import { migrateToLatest } from '../../src/store/migrate.ts';
 import { PostgresSource } from '../../src/audit/source.ts';
 import { backends, freshPostgres } from '../support/backends.ts';
+import { sharedChainLog } from '../support/shared-chain.ts';
 import type { Backend } from '../../src/store/connect.ts';
 
 // SPEC §8 archive: closed ranges to compressed, chained NDJSON segments with a manifest; the
@@ -195,16 +196,8 @@ describe('an archive of a log from before per-node chains and of two nodes after
   it("archives the shared chain and each node's chain apart; verify walks them all; reading merges them back in the log's order", async () => {
     const connection = await connect(await freshPostgres());
     try {
-      await migrateTo(connection.db, '0012_ssf_delivery');
       const decision = (nodeId: string, i: number, at: Date) => ({ id: crypto.randomUUID(), nodeId, at, request: { i }, decision: i % 2 === 0, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 0 });
-      for (let i = 1; i <= 5; i++) {
-        // As a node before migration 0013 appended: chained in the database.
-        const d = decision('old', i, old);
-        const body = decisionBody({ ...d, seq: 0 });
-        const cut = body.lastIndexOf('"seq":0') + '"seq":'.length;
-        const row = { id: d.id, node_id: d.nodeId, recorded_at: old.toISOString(), request: d.request, decision: d.decision, layer: d.layer, code: null, reasons: [], policy_version: 1, log_position: 0, shadow: null, body_head: body.slice(0, cut), body_tail: body.slice(cut + 1) };
-        await sql`select hashes from leash_chain_decisions(${JSON.stringify([row])}::jsonb)`.execute(connection.db);
-      }
+      await sharedChainLog(connection.db, [1, 2, 3, 4, 5].map((i) => decision('old', i, old)));
       await migrateToLatest(connection.db);
       const a = new DecisionLog(connection.db);
       const b = new DecisionLog(connection.db);

@@ -5,8 +5,9 @@ import { anchorBody, decisionBody, decisionHash, DecisionLog, type DecisionRecor
 import { chainNodes, readAnchors, readChain, readChainHead, readDecisions, readNodeAnchors, readSharedChain, readSubjectDecisions, subjectDecisionsQuery, verifyDecisionChain } from '../../src/audit/decision-reads.ts';
 import { chainHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
-import { migrateTo, migrateToLatest } from '../../src/store/migrate.ts';
+import { migrateToLatest } from '../../src/store/migrate.ts';
 import { backends, freshPostgres } from '../support/backends.ts';
+import { sharedChainLog } from '../support/shared-chain.ts';
 
 const record = (i: number): DecisionRecord => ({
   id: randomUUID(), nodeId: 'n1', at: new Date('2026-11-23T10:00:00.000Z'), request: { subject: { type: 'user', id: `u${i}` } },
@@ -178,14 +179,7 @@ describe.each(backends)('decision log on $name', ({ fresh }) => {
   it('a log from before per-node chains: its shared chain stays as it was, and new decisions follow it in the log', async () => {
     const old = await connect(await fresh());
     try {
-      await migrateTo(old.db, '0012_ssf_delivery');
-      // Appended as a node before migration 0013 appends: chained in the database.
-      for (const i of [1, 2, 3]) {
-        const d = { ...record(i), nodeId: 'old' };
-        const { body_head, body_tail } = ((b) => ({ body_head: b.slice(0, b.lastIndexOf('"seq":0') + 6), body_tail: b.slice(b.lastIndexOf('"seq":0') + 7) }))(decisionBody({ ...d, seq: 0 }));
-        const row = { id: d.id, node_id: 'old', recorded_at: d.at.toISOString(), request: d.request, decision: d.decision, layer: d.layer, code: d.code, reasons: d.reasons, policy_version: 1, log_position: 7, shadow: null, body_head, body_tail };
-        await sql`select hashes from leash_chain_decisions(${JSON.stringify([row])}::jsonb)`.execute(old.db);
-      }
+      await sharedChainLog(old.db, [1, 2, 3].map((i) => ({ ...record(i), nodeId: 'old' })));
       await migrateToLatest(old.db);
       const upgraded = new DecisionLog(old.db);
       await upgraded.record(record(4));

@@ -5,15 +5,16 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { anchorBody, decisionBody, decisionHash, DecisionLog } from '../../src/audit/decision-log.ts';
+import { anchorBody, decisionHash, DecisionLog } from '../../src/audit/decision-log.ts';
 import { readAnchors, readChain, readSharedChain } from '../../src/audit/decision-reads.ts';
 import { chainHash, GENESIS_HASH } from '../../src/store/hash-chain.ts';
 import { readEvents } from '../../src/audit/source.ts';
 import { verifyAudit, type Anchor } from '../../src/audit/verify.ts';
 import { connect, type Connection } from '../../src/store/connect.ts';
 import { EventStore } from '../../src/store/event-store.ts';
-import { migrateTo, migrateToLatest } from '../../src/store/migrate.ts';
+import { migrateToLatest } from '../../src/store/migrate.ts';
 import { freshPostgres } from '../support/backends.ts';
+import { sharedChainLog } from '../support/shared-chain.ts';
 
 // SPEC §8 `leash audit verify`: tampering done directly in PostgreSQL, as a superuser would
 // (append-only triggers disabled), is found and the first bad record named.
@@ -130,14 +131,7 @@ describe('audit verify on PostgreSQL', () => {
   it('the shared chain from before per-node chains is closed by the anchor chain: its tail cut off, or a record added after it, shows', async () => {
     const backend = await freshPostgres();
     const connection = await connect(backend);
-    await migrateTo(connection.db, '0012_ssf_delivery');
-    for (let i = 1; i <= 4; i++) {
-      const d = { id: crypto.randomUUID(), nodeId: 'old', at: new Date(), request: { i }, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 0 };
-      const body = decisionBody({ ...d, seq: 0 });
-      const cut = body.lastIndexOf('"seq":0') + '"seq":'.length;
-      const row = { id: d.id, node_id: d.nodeId, recorded_at: d.at.toISOString(), request: d.request, decision: true, layer: 'all', code: null, reasons: [], policy_version: 1, log_position: 0, shadow: null, body_head: body.slice(0, cut), body_tail: body.slice(cut + 1) };
-      await sql`select hashes from leash_chain_decisions(${JSON.stringify([row])}::jsonb)`.execute(connection.db);
-    }
+    await sharedChainLog(connection.db, [1, 2, 3, 4].map((i) => ({ id: crypto.randomUUID(), nodeId: 'old', at: new Date(), request: { i }, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 0 })));
     await migrateToLatest(connection.db);
     const intact = await verifyAudit(connection.db);
     expect(intact).toMatchObject({ ok: true, records: { decisions: 4, anchors: 1 }, heads: { decisions: { at: 4 }, anchors: { at: 1 } } });
