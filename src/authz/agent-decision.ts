@@ -5,7 +5,8 @@ import type { AgentRecord } from '../registry/agent.ts';
 import type { EntityUid } from '../registry/cedar-entities.ts';
 import type { RegistryState } from '../registry/registry-view.ts';
 import { verifyAgentToken, type TokenVerifier } from '../tokens/verify.ts';
-import { combinedSetFor, withHuman, type CombinedLayer } from './combined.ts';
+import { combinedSetFor, withHuman, type CombinedInput, type CombinedLayer, type CombinedSet } from './combined.ts';
+import { sharedCombinedSetFor, type CallSet } from './shared-sets.ts';
 import { answerKey, callEntities, literalsOf, literalsOfLinks, literalsWith, shareable, slimRegistryEntities } from './call-inputs.ts';
 import { DecisionCaches } from './decision-caches.ts';
 import { ancestorsOf, detailsOf, within, type CedarDetail } from './details.ts';
@@ -164,7 +165,7 @@ async function decideLayers(
   const ceilingLink = ceiling.link;
   const ceilingId = ceiling.id;
   const agentAncestors = ceiling.ancestors;
-  const inside = withinCeiling({ policies, agent, agentVersion, ceiling, details, entities: entityMap, context, caches, request: call });
+  const inside = withinCeiling({ policies, agent, agentVersion, ceiling, details, entities: entityMap, view, context, caches, request: call, token: token.claims });
   if (!inside.ok) return deny('details', inside.code, inside.reasons, inside.errors);
 
   // The human layer asks whether H may do what A asks. When the schema says no human can be
@@ -189,38 +190,41 @@ async function decideLayers(
     : via === 'owner' ? { context: context as cedar.Context, schemaName: policies.combinedOwnerSchemaName! }
     : policies.combinedSchemaName ? { context: withHuman(context, H), schemaName: policies.combinedSchemaName } : null;
   if (combined?.context && slimEntities) {
-    const set = combinedSetFor(policies, {
+    const input: CombinedInput = {
       agent: { uid: A, version: agentVersion, ancestors: agentAncestors },
       human: { uid: H, ancestors: ancestorsOf(entityMap, H), via },
       ceiling: { ...ceilingLink, newId: ceilingId },
       grants: grants.map(({ link, newId }) => ({ ...link, newId })),
-    });
+    };
+    // Shared by the agents alike in what can match them (shared-sets.ts); else the agent's own.
+    const set = sharedCombinedSetFor(policies, input, resource, ancestorsOf(entityMap, resource)) ?? ownSet(combinedSetFor(policies, input));
     if (set) {
       const combinedContext = combined.context;
       const isForbid = (id: string) => {
-        const origin = set.origin.get(id);
+        const origin = set.origin(id);
         return origin?.forbid === true && (origin.layer !== 'human' || humanMayAct);
       };
       const call = () =>
         answer(
-          cedar.statefulIsAuthorized({
+          set.rename(cedar.statefulIsAuthorized({
             principal: A, action, resource, context: combinedContext, entities: slimEntities as cedar.Entities,
             preparsedPolicySetId: set.preparsedId, preparsedSchemaName: combined.schemaName, validateRequest: true,
-          }),
+          })),
           isForbid,
-          (id) => set.origin.get(id)?.id ?? id,
+          (id) => set.origin(id)?.id ?? id,
         );
-      // Cedar is a function of its inputs: the same set (this agent, version and human, this
-      // policy version), request and entities give the same answer. The key is those inputs.
+      // Cedar is a function of its inputs: the same set (this policy version, and what can match
+      // this agent and human), request and entities give the same answer; renamed for the
+      // agent's links (its memo key). The key is those inputs.
       let result: LayerResult;
       if (caches) {
-        const memo = answerKey(`${set.generation}\n${JSON.stringify(combined.schemaName)}\n${JSON.stringify([action.type, action.id])}`, resource, JSON.stringify(combinedContext), slimEntities, named);
+        const memo = answerKey(`${set.memoKey}\n${JSON.stringify(combined.schemaName)}\n${JSON.stringify([action.type, action.id])}`, resource, JSON.stringify(combinedContext), slimEntities, named);
         result = caches.decided(agent.id, memo.key, call, memo.shared ? shareable : undefined);
       } else {
         result = call();
       }
-      const inLayer = (layer: CombinedLayer) => (id: string) => set.origin.get(id)?.layer === layer;
-      const original = (id: string) => set.origin.get(id)?.id ?? id;
+      const inLayer = (layer: CombinedLayer) => (id: string) => set.origin(id)?.layer === layer;
+      const original = (id: string) => set.origin(id)?.id ?? id;
       const errorsOf = (layer: CombinedLayer) => result.failed.filter(({ policyId }) => inLayer(layer)(policyId)).map(({ message }) => message);
       if (result.allow) {
         // Allowed only if each layer has a satisfied permit of its own (no forbid was satisfied).
@@ -249,6 +253,10 @@ async function decideLayers(
 
   return allowed([{ layer: 'ceiling', ...ceilingResult }, { layer: 'agent', ...agentResult }, { layer: 'human', ...humanResult }]);
 }
+
+/** An agent's own combined set, as a call uses it: its ids as they are. */
+const ownSet = (set: CombinedSet | null): CallSet | null =>
+  set && { preparsedId: set.preparsedId, origin: (id) => set.origin.get(id), memoKey: `${set.generation}`, rename: (raw) => raw };
 
 /** The agent's grants a decision under this policy set uses: those that still fit it, in the order given at authorize. */
 export const grantsInUse = (policies: CompiledPolicySet, agent: AgentRecord) => agent.grants.filter((g) => linkFits(policies, g, 'grant'));

@@ -28,6 +28,15 @@ export class DecisionCaches {
    */
   private readonly withinCeiling = new Lru<string, { agent: string; pairs: Map<string, LayerResult> }>(10_000);
   private readonly ceilingKeys = new KeyIndex();
+  /**
+   * The same, for the last inputs each verified token was checked with, by its claims object
+   * (the one the token cache holds): kept as long as the token is, however many agents decide
+   * meanwhile, at the cost of a digest. Inputs carry the agent's version and the policy set, so
+   * an entry can never answer for a changed agent or another version.
+   */
+  private readonly byToken = new WeakMap<object, { digest: string; pairs: Map<string, LayerResult>; forgotten: number }>();
+  /** How often each agent was forgotten: a kept verdict from before does not answer. */
+  private readonly forgotten = new Map<string, number>();
 
   /** Cedar answers of the combined call, keyed by its exact inputs (see decideLayers). */
   private readonly answers = new Lru<string, { agent: string; result: LayerResult }>(20_000);
@@ -52,8 +61,18 @@ export class DecisionCaches {
     return result;
   }
 
-  /** The remembered pair verdicts under `key`, to read and add to (at most MAX_PAIRS_PER_KEY). */
-  ceilingVerdicts(agent: string, inputs: string): Map<string, LayerResult> {
+  /**
+   * The remembered pair verdicts under `key`, to read and add to (at most MAX_PAIRS_PER_KEY);
+   * `token`: the verified claims the check is for, whose last verdicts are kept with them.
+   */
+  ceilingVerdicts(agent: string, inputs: string, token?: object): Map<string, LayerResult> {
+    const digest = token && hash('sha256', inputs, 'base64');
+    const kept = token && this.byToken.get(token);
+    const forgotten = this.forgotten.get(agent) ?? 0;
+    if (kept && kept.digest === digest && kept.forgotten === forgotten) {
+      if (kept.pairs.size > MAX_PAIRS_PER_KEY) kept.pairs.clear();
+      return kept.pairs;
+    }
     const key = stored(inputs);
     let hit = this.withinCeiling.get(key);
     if (!hit) {
@@ -63,6 +82,7 @@ export class DecisionCaches {
       this.ceilingKeys.add(agent, key);
     }
     if (hit.pairs.size > MAX_PAIRS_PER_KEY) hit.pairs.clear();
+    if (token) this.byToken.set(token, { digest: digest!, pairs: hit.pairs, forgotten });
     return hit.pairs;
   }
 
@@ -70,6 +90,7 @@ export class DecisionCaches {
   forgetAgent(agentId: string): void {
     this.tokens.forget(agentId);
     for (const key of this.ceilingKeys.take(agentId)) this.withinCeiling.delete(key);
+    this.forgotten.set(agentId, (this.forgotten.get(agentId) ?? 0) + 1);
     for (const key of this.answerKeys.take(agentId)) this.answers.delete(key);
   }
 }

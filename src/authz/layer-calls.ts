@@ -23,7 +23,9 @@ export interface Call {
  * done on the calls whose principal is the agent; the human layer's calls ask about the same
  * request with another principal, which the action need not name.
  */
-export function preparsed(set: CompiledPolicySet, id: string, principal: EntityUid, call: Call, validate: boolean, links: Link[] = [], isForbid?: IsForbid): LayerResult {
+export function preparsed(
+  set: CompiledPolicySet, id: string, principal: EntityUid, call: Call, validate: boolean, links: Link[] = [], isForbid?: IsForbid, schemaName = set.schemaName,
+): LayerResult {
   // A layer of the set is asked through its slice for this principal, looked up right before the call.
   const layer = set.layers.get(id);
   const preparsedPolicySetId = layer ? sliceFor(set.preparsedId, id, layer, principal, ancestorsIn(call.entities, principal)) : id;
@@ -31,7 +33,7 @@ export function preparsed(set: CompiledPolicySet, id: string, principal: EntityU
   return answer(
     cedar.statefulIsAuthorized({
       principal, action: call.action, resource: call.resource, context: call.context as cedar.Context,
-      entities: call.entities as cedar.Entities, preparsedPolicySetId, preparsedSchemaName: set.schemaName, validateRequest: validate,
+      entities: call.entities as cedar.Entities, preparsedPolicySetId, preparsedSchemaName: schemaName, validateRequest: validate,
     }),
     isForbid ?? forbidsOf(set, links),
   );
@@ -39,8 +41,8 @@ export function preparsed(set: CompiledPolicySet, id: string, principal: EntityU
 
 const byKey = new WeakMap<CedarEntity[], Map<string, CedarEntity>>();
 
-/** The principal's ancestors (entity keys) through the call's entities, as Cedar reads `in`. */
-function ancestorsIn(entities: CedarEntity[], principal: EntityUid): Set<string> {
+/** An entity's ancestors (entity keys) through the call's entities, as Cedar reads `in`. */
+export function ancestorsIn(entities: CedarEntity[], principal: EntityUid): Set<string> {
   let map = byKey.get(entities);
   if (!map) byKey.set(entities, (map = new Map(entities.map((e) => [entityKey(e.uid), e]))));
   return ancestorsOf(map, principal);

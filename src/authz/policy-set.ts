@@ -44,6 +44,8 @@ export interface CompiledPolicySet extends CombinableSource {
    */
   combinedOwnerSchemaName: string | null;
   combinedSchemaName: string | null;
+  /** The schema with the registry types' attributes optional (combined.ts `slimSchema`), for calls given slimmed registry entities; null when there is none. */
+  slimSchemaName: string | null;
   /** Each layer's policies by principal scope, by the layer's name (`preparsedId`, …). */
   layers: Map<string, ScopeIndex>;
 }
@@ -66,7 +68,7 @@ export interface CheckedPolicySet {
   schemaJson: cedar.SchemaJson<string>;
   namedAttributes: string[];
   /** The schemas combined calls use (combined.ts), when this set and schema allow them. */
-  slim: { types: string[]; owner: cedar.SchemaJson<string> | null; combined: cedar.SchemaJson<string> | null } | null;
+  slim: { types: string[]; schema: cedar.SchemaJson<string>; owner: cedar.SchemaJson<string> | null; combined: cedar.SchemaJson<string> | null } | null;
 }
 
 /** `@layer("ceiling")` marks a ceiling policy or template; everything else is ordinary. */
@@ -165,6 +167,7 @@ export function checkPolicySet(source: PolicySetSource): CheckedPolicySet {
   const rewritable = slimmed && statics.every((p) => p.layer === CEILING || survivesJson(p.json));
   const slim = slimmed && rewritable ? {
     types: [...slimmed.types],
+    schema: slimmed.schema,
     owner: ownerIsHuman(schemaJson.json) ? slimmed.schema : null,
     combined: everything.every((p) => readsContextByAttribute(p.json)) ? combinedSchema(slimmed.schema) : null,
   } : null;
@@ -202,7 +205,7 @@ export function prepareCompiled(checked: CheckedPolicySet, version: number): Com
     preparsedId, ceilingPreparsedId: `${preparsedId}-ceiling`, adminPreparsedId: `${preparsedId}-admin`, schemaName,
     templates: Object.fromEntries(Object.values(checked.templateEntries).map((t) => [t.id, { text: t.text, layer: t.layer }])),
     schemaJson: checked.schemaJson, statics, templateEntries: checked.templateEntries, ceilingLayer: CEILING,
-    combinedOwnerSchemaName: null, combinedSchemaName: null,
+    combinedOwnerSchemaName: null, combinedSchemaName: null, slimSchemaName: null,
     namedAttributes: new Set(checked.namedAttributes), slimTypes: new Set(),
     approvals: new Map(checked.approvals), forbidIds: new Set(checked.forbidIds),
     layers: new Map([
@@ -214,7 +217,9 @@ export function prepareCompiled(checked: CheckedPolicySet, version: number): Com
   if (checked.slim) {
     compiled.slimTypes = new Set(checked.slim.types);
     const prepare = (name: string, schema: cedar.SchemaJson<string> | null) => (schema && prepareSchema(name, schema) ? name : null);
-    compiled.combinedOwnerSchemaName = prepare(`${schemaName}-owner`, checked.slim.owner);
+    compiled.slimSchemaName = prepare(`${schemaName}-slim`, checked.slim.schema);
+    // (The owner's schema is the slim one: it adds nothing, so it is prepared once.)
+    compiled.combinedOwnerSchemaName = checked.slim.owner ? compiled.slimSchemaName : null;
     compiled.combinedSchemaName = prepare(`${schemaName}-combined`, checked.slim.combined);
   }
   return compiled;

@@ -14,7 +14,7 @@ import { preparedFor } from './preparsed-slots.ts';
 // (preparsed-slots.ts), given back when their version is superseded.
 
 /** A layer's policies by principal scope (`all`, `=uid`, `<uid`, `:Type`, `:Type<uid`). */
-export type ScopeIndex = Map<string, Record<string, cedar.Policy>>;
+export type ScopeIndex = Map<string, PolicyEntry[]>;
 
 const uidKey = (e: cedar.EntityUidJson) => entityKey(('__entity' in e ? e.__entity : e) as EntityUid);
 
@@ -35,27 +35,26 @@ function bucketOf(scope: cedar.PrincipalConstraint): string {
   }
 }
 
-export function indexByScope(entries: Pick<PolicyEntry, 'id' | 'text' | 'json'>[]): ScopeIndex {
+export function indexByScope(entries: PolicyEntry[]): ScopeIndex {
   const index: ScopeIndex = new Map();
   for (const p of entries) {
     const bucket = bucketOf(p.json.principal);
     let policies = index.get(bucket);
-    if (!policies) index.set(bucket, (policies = {}));
-    policies[p.id] = preparedForm(p);
+    if (!policies) index.set(bucket, (policies = []));
+    policies.push(p);
   }
   return index;
 }
 
 /**
- * The preparsed id of the slice of a layer (`layer`, indexed as `index`, of policy version
- * `source`) for `principal`, whose ancestors (entity keys) are `ancestors`; null when Cedar
- * refuses it (it parsed whole at publish, so this does not happen).
+ * The buckets of `index` whose scope can match `principal`, whose ancestors (entity keys) are
+ * `ancestors`, sorted: the policies in them are every policy of the layer that can apply to it.
  */
-export function sliceFor(source: string, layer: string, index: ScopeIndex, principal: EntityUid, ancestors: Iterable<string>): string | null {
+export function scopeHits(index: ScopeIndex, principal: EntityUid, ancestors: Iterable<string>): string[] {
   const p = entityKey(principal);
-  const hits: string[] = [];
+  const hits = new Set<string>();
   const at = (bucket: string) => {
-    if (index.has(bucket)) hits.push(bucket);
+    if (index.has(bucket)) hits.add(bucket);
   };
   at('all');
   at(`=${p}`);
@@ -66,10 +65,19 @@ export function sliceFor(source: string, layer: string, index: ScopeIndex, princ
     at(`<${a}`);
     at(`:${principal.type}<${a}`);
   }
-  hits.sort();
+  return [...hits].sort();
+}
+
+/**
+ * The preparsed id of the slice of a layer (`layer`, indexed as `index`, of policy version
+ * `source`) for `principal`, whose ancestors (entity keys) are `ancestors`; null when Cedar
+ * refuses it (it parsed whole at publish, so this does not happen).
+ */
+export function sliceFor(source: string, layer: string, index: ScopeIndex, principal: EntityUid, ancestors: Iterable<string>): string | null {
+  const hits = scopeHits(index, principal, ancestors);
   return preparedFor(source, `slice\n${layer}\n${hits.join('\n')}`, () => {
     const staticPolicies: Record<string, cedar.Policy> = {};
-    for (const bucket of hits) Object.assign(staticPolicies, index.get(bucket));
+    for (const bucket of hits) for (const p of index.get(bucket)!) staticPolicies[p.id] = preparedForm(p);
     return { policies: { staticPolicies }, extra: {} };
   })?.preparsedId ?? null;
 }

@@ -60,7 +60,7 @@ export function checkCeiling(policies: CompiledPolicySet, registry: RegistryStat
   if (!found.ok) throw refuse(`the agent has no ceiling that can be checked (${found.code}), so no entry lies within it`);
   let inside;
   try {
-    inside = withinCeiling({ policies, agent, agentVersion: version, ceiling: found.ceiling, details, entities, context: {}, caches });
+    inside = withinCeiling({ policies, agent, agentVersion: version, ceiling: found.ceiling, details, entities, view: registry, context: {}, caches });
   } catch (err) {
     if (isLeashError(err)) throw refuse(err.message);
     throw err;

@@ -1,13 +1,12 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { evaluateAgent } from '../../src/authz/agent-decision.ts';
 import { DecisionCaches } from '../../src/authz/decision-caches.ts';
 import { compilePolicySet } from '../../src/authz/policy-set.ts';
 import type { EvaluationRequest } from '../../src/authz/engine.ts';
-import { RegistryView } from '../../src/registry/registry-view.ts';
-import type { StoredEvent } from '../../src/store/event-store.ts';
+import { handFedView, testIssuer } from '../support/agent-fixture.ts';
 
 // Agent decisions take one Cedar call for the ceiling, agent and human layers (src/authz/
 // combined.ts) and fall back to one call per layer when that call cannot say which layer
@@ -30,6 +29,9 @@ const policies = `
 @id("ceiling-reports") @layer("ceiling") permit (principal is Agent, action == Action::"read", resource in Folder::"reports") when { principal.status == "active" };
 @id("ceiling-folder") @layer("ceiling") permit (principal, action in [Action::"read", Action::"write"], resource in ?resource);
 @id("grant-write-folder") permit (principal, action == Action::"write", resource in ?resource);
+@id("grant-read-doc") permit (principal == ?principal, action == Action::"read", resource == ?resource);
+@id("grant-read-docs-in") permit (principal in ?principal, action == Action::"read", resource is Document in ?resource) when { context has amount && context.amount * 4000000000000000 > 0 };
+@id("grant-no-write") forbid (principal == ?principal, action == Action::"write", resource in ?resource);
 `;
 
 const folder = (id: string) => ({ type: 'Folder', id });
@@ -44,31 +46,34 @@ const entities = [
   }),
 ];
 
-const keys = await generateKeyPair('ES256', { extractable: true });
-const jwk = { ...(await exportJWK(keys.publicKey)), alg: 'ES256', kid: 'k1' };
-const credentials = { issuer: 'https://idp.example', audience: 'leash', algorithms: ['ES256'], clockSkewSeconds: 30, maxTokenLifetimeSeconds: 300, jwks: { keys: [jwk] } };
-
-const view = new RegistryView();
-let position = 0;
-const apply = (streamType: string, id: string, version: number, type: string, data: Record<string, unknown>) =>
-  view.apply({ position: ++position, streamId: `${streamType}/${id}`, streamType, version, type, data, metadata: {}, at: new Date(), idempotencyKey: null, prevHash: '', hash: '' } as StoredEvent);
+const { keys, credentials } = await testIssuer();
+const { view, apply } = handFedView();
 apply('group', 'finance', 1, 'GroupRegistered', { id: 'finance', parents: [] });
 apply('group', 'finance-agents', 1, 'GroupRegistered', { id: 'finance-agents', parents: [] });
 apply('human', 'alice', 1, 'HumanRegistered', { id: 'alice', email: 'alice@example.com', groups: ['finance'] });
 apply('human', 'eve', 1, 'HumanRegistered', { id: 'eve', email: 'eve@evil.test', groups: [] });
 apply('human', 'bob', 1, 'HumanRegistered', { id: 'bob', email: 'bob@example.com', groups: ['finance'] });
-const agents: Record<string, { owner: string; groups: string[]; trustScore: number; ceiling: string; grants?: string[] }> = {
+type Grant = string | { template: string; values: Record<string, unknown> };
+const agents: Record<string, { owner: string; groups: string[]; trustScore: number; ceiling: string; grants?: Grant[] }> = {
   bot: { owner: 'alice', groups: ['finance-agents'], trustScore: 70, ceiling: 'invoices' },
   'bot-eve': { owner: 'eve', groups: ['finance-agents'], trustScore: 70, ceiling: 'invoices' },
   'bot-low-trust': { owner: 'bob', groups: ['finance-agents'], trustScore: 10, ceiling: 'reports' },
   'bot-writer': { owner: 'alice', groups: [], trustScore: 50, ceiling: 'invoices', grants: ['invoices'] },
+  // Grants of every slot form, two of one template, one outside the ceiling, one whose condition can fail.
+  'bot-multi': {
+    owner: 'alice', groups: ['finance-agents'], trustScore: 70, ceiling: 'invoices',
+    grants: ['reports', 'invoices', { template: 'grant-read-doc', values: { '?resource': { type: 'Document', id: 'd1' } } }, { template: 'grant-read-docs-in', values: { '?resource': folder('reports') } },
+      { template: 'grant-read-docs-in', values: { '?resource': folder('invoices') } }],
+  },
+  // A grant of a forbid template: this agent's links are not shared (shared-sets.ts).
+  'bot-forbid': { owner: 'alice', groups: [], trustScore: 50, ceiling: 'invoices', grants: ['invoices', { template: 'grant-no-write', values: { '?resource': { type: 'Document', id: 'd1' } } }] },
 };
 for (const [id, a] of Object.entries(agents)) {
   apply('agent', id, 1, 'AgentRegistered', {
     id, owner: a.owner, purpose: 'test', provenance: { model: 'm', modelVersion: '1', environment: 'test' }, trustScore: a.trustScore,
     groups: a.groups, tags: [], credentials, ceiling: { template: 'ceiling-folder', values: { '?resource': folder(a.ceiling) } },
   });
-  const grants = (a.grants ?? []).map((f) => ({ template: 'grant-write-folder', values: { '?resource': folder(f) } }));
+  const grants = (a.grants ?? []).map((g) => (typeof g === 'string' ? { template: 'grant-write-folder', values: { '?resource': folder(g) } } : g));
   apply('agent', id, 2, 'AgentAuthorized', { grants, tokensNotBefore: new Date(Date.now() - 60_000).toISOString() });
 }
 
@@ -116,6 +121,13 @@ describe('one Cedar call for the ceiling, agent and human layers', () => {
       ['bot-writer', null, 'write', 'l1', {}], // forbid in the ceiling
       ['bot', null, 'write', 'd1', {}], // the agent layer has no permit
       ['bot-low-trust', null, 'read', 'r1', {}], // ceiling allows, agent does not (trust)
+      ['bot-multi', null, 'read', 'd1', {}], // a grant of the document itself
+      ['bot-multi', null, 'write', 'd1', {}], // the second grant of one template
+      ['bot-multi', null, 'read', 'r1', { amount: 5000 }], // outside the ceiling
+      ['bot-multi', null, 'read', 'd1', { amount: 5000 }], // one grant's condition fails to evaluate where its slot holds, not where it does not
+      ['bot-multi', null, 'read', 'd1', { amount: 1 }],
+      ['bot-forbid', null, 'write', 'd1', {}], // a forbid grant holds
+      ['bot-forbid', null, 'write', 'l1', {}],
     ];
     const details = (action: string) => [{ type: 'leash:cedar', actions: [action], resourceIn: folder('invoices') }, { type: 'leash:cedar', actions: ['read'], resourceIn: folder('reports') }];
     const seen = new Set<string>();
@@ -138,7 +150,7 @@ describe('one Cedar call for the ceiling, agent and human layers', () => {
     );
     const request = fc.record({
       // Weighted towards the agents and requests that can be allowed, so both outcomes are compared often.
-      agent: fc.constantFrom('bot', 'bot', 'bot-writer', 'bot-writer', 'bot-eve', 'bot-low-trust'),
+      agent: fc.constantFrom('bot', 'bot', 'bot-writer', 'bot-writer', 'bot-eve', 'bot-low-trust', 'bot-multi', 'bot-multi', 'bot-forbid'),
       human: fc.constantFrom(null, null, null, 'alice', 'eve', 'bob'),
       action: fc.constantFrom('read', 'read', 'write'),
       doc: fc.constantFrom('d1', 'd1', 'd1', 'r1', 's1', 'l1', 'x9'),
@@ -237,7 +249,7 @@ describe('the memory of combined answers', () => {
   it('property: one long-lived memory answers random requests exactly as deciding each afresh', async () => {
     const caches = new DecisionCaches();
     const request = fc.record({
-      agent: fc.constantFrom('bot', 'bot', 'bot-doc', 'bot-writer', 'bot-eve'),
+      agent: fc.constantFrom('bot', 'bot', 'bot-doc', 'bot-writer', 'bot-eve', 'bot-multi', 'bot-forbid'),
       // Mostly for the owner; sometimes for a delegating human (the human goes in the context).
       human: fc.constantFrom(null, null, null, 'alice', 'eve', 'bob'),
       action: fc.constantFrom('read', 'read', 'write'),

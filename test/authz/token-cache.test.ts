@@ -85,6 +85,30 @@ describe('verified-token cache', () => {
     expect(caches.tokens.size).toBe(1);
   });
 
+  it("keeps a token's ceiling verdicts as long as the token, however many others are checked meanwhile; never for other inputs or past a forget", () => {
+    const caches = new DecisionCaches();
+    const claims = { sub: 'bot' }; // the object the token cache holds for a verified token
+    const verdict = { allow: true, reasons: [], errors: [], failed: [], errored: false };
+    caches.ceilingVerdicts('bot', 'inputs-1', claims).set('Folder::"inv"\nread', verdict);
+    // 10,001 other checks push it out of the shared memory (its bound is 10,000)...
+    for (let i = 0; i < 10_001; i++) caches.ceilingVerdicts(`a${i}`, `other-${i}`);
+    expect(caches.ceilingVerdicts('bot', 'inputs-1').size).toBe(0);
+    // ...but the token still has it.
+    expect(caches.ceilingVerdicts('bot', 'inputs-1', claims).get('Folder::"inv"\nread')).toBe(verdict);
+    // Other inputs (another agent version, policy set, context or entities) are another check.
+    expect(caches.ceilingVerdicts('bot', 'inputs-2', claims).size).toBe(0);
+    caches.ceilingVerdicts('bot', 'inputs-1', claims).set('Folder::"inv"\nread', verdict);
+    expect(caches.ceilingVerdicts('bot', 'inputs-1', claims).size).toBe(1);
+    // Forgetting the agent forgets what its tokens kept.
+    caches.forgetAgent('bot');
+    expect(caches.ceilingVerdicts('bot', 'inputs-1', claims).size).toBe(0);
+    // Another token's claims never see it.
+    caches.ceilingVerdicts('bot', 'inputs-3', claims).set('Folder::"inv"\nread', verdict);
+    expect(caches.ceilingVerdicts('bot', 'inputs-3', { sub: 'bot' }).size).toBe(1); // (the shared memory still holds it)
+    for (let i = 0; i < 10_001; i++) caches.ceilingVerdicts(`b${i}`, `more-${i}`);
+    expect(caches.ceilingVerdicts('bot', 'inputs-3', { sub: 'bot' }).size).toBe(0);
+  });
+
   it('the registry view tells who changed, event by event', () => {
     const view = new RegistryView();
     const changed: string[] = [];

@@ -13,6 +13,7 @@ import { preparedForm } from '../../src/authz/combined.ts';
 import { evaluateAgent } from '../../src/authz/agent-decision.ts';
 import { DecisionCaches } from '../../src/authz/decision-caches.ts';
 import { compilePolicySet, type CompiledPolicySet } from '../../src/authz/policy-set.ts';
+import { slotStats } from '../../src/authz/preparsed-slots.ts';
 import { RegistryView } from '../../src/registry/registry-view.ts';
 import { connect } from '../../src/store/connect.ts';
 import { EventStore, insertEvents, type StoredEvent } from '../../src/store/event-store.ts';
@@ -118,6 +119,10 @@ export interface ScaleRun {
   prepare: ReturnType<typeof benchPrepare>;
   /** The same agents again right after (their tokens verified, their sets prepared, as far as the caches hold them). */
   seen: { median: number; p99: number; tokenCacheHits: number };
+  /** The same agents each with a new token (never verified before). */
+  fresh: { median: number; p99: number; tokenCacheHits: number };
+  /** Sets prepared in cedar-wasm for the policy version at the end (slices and shared sets). */
+  setsHeld: number;
 }
 
 const stats = (xs: number[]) => {
@@ -158,11 +163,11 @@ export async function benchScale(agents: number, databaseUrl: string, decisions:
     // One token per agent, each for reading its own reads folder.
     const now = Math.floor(Date.now() / 1000);
     const tokenOf = new Map<number, string>();
-    const token = async (i: number) => {
+    const token = async (i: number, jti?: string) => {
       let tok = tokenOf.get(i);
       if (!tok) {
         tok = await new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder(`reads-${i}`) }] })
-          .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(ISSUER).setAudience('leash').setSubject(`agent-${i}`).setIssuedAt(now).setExpirationTime(now + 3000).sign(keys.privateKey);
+          .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(ISSUER).setAudience('leash').setSubject(`agent-${i}`).setIssuedAt(now).setExpirationTime(now + 3000).setJti(jti ?? `t-${i}`).sign(keys.privateKey);
         tokenOf.set(i, tok);
       }
       return tok;
@@ -170,7 +175,7 @@ export async function benchScale(agents: number, databaseUrl: string, decisions:
     // A different document each time, in a folder of its own in the agent's reads folder (inside
     // its home folder, the ceiling): Cedar runs every time.
     let doc = 0;
-    const request = async (i: number) => {
+    const request = async (i: number, jti?: string) => {
       const d = ++doc;
       const home = folder(`home-${i}`);
       const reads = folder(`reads-${i}`);
@@ -181,20 +186,29 @@ export async function benchScale(agents: number, databaseUrl: string, decisions:
         { uid: own, attrs: {}, parents: [reads] },
         { uid: { type: 'Document', id: `d-${d}` }, attrs: {}, parents: [own] },
       ];
-      return { subject: { type: 'agent', id: `agent-${i}`, properties: { token: await token(i) } }, action: { name: 'read' }, resource: { type: 'Document', id: `d-${d}` }, context: { entities } };
+      return { subject: { type: 'agent', id: `agent-${i}`, properties: { token: await token(i, jti) } }, action: { name: 'read' }, resource: { type: 'Document', id: `d-${d}` }, context: { entities } };
     };
-    // Steady state first: as many decisions as are timed, five times over, for agents picked at
-    // random, so the node's bounded caches (verified tokens, prepared sets) hold what they would
-    // after a while of such traffic; then the timed ones, picked the same way.
+    const caches = new DecisionCaches();
+    const decided = async (r: Awaited<ReturnType<typeof request>>) => {
+      const d = await evaluateAgent(r, set, view, new Date(), { caches });
+      if (!d.decision) throw new Error(`a benchmark request was denied at ${d.layer} (${d.code ?? d.reasons.join(',')})`);
+    };
+    // A node that has served these agents a while: each has decided before (its token verified
+    // once, as a token is in its lifetime), 64 at a time in a random order. Then as many
+    // decisions as are timed, five times over, for agents picked at random, so the node's
+    // bounded caches hold what they would after such traffic; then the timed ones.
+    const order = Array.from({ length: agents }, (_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    for (let k = 0; k < order.length; k += 64) await Promise.all(order.slice(k, k + 64).map(async (i) => decided(await request(i))));
+    progress(`${agents} agents: each decided once`);
     const warm = 5 * decisions;
     const picks = Array.from({ length: warm + decisions }, () => Math.floor(Math.random() * agents));
     const requests: Awaited<ReturnType<typeof request>>[] = [];
     for (const i of picks) requests.push(await request(i));
-    const caches = new DecisionCaches();
-    for (const r of requests.slice(0, warm)) {
-      const d = await evaluateAgent(r, set, view, new Date(), { caches });
-      if (!d.decision) throw new Error(`a benchmark request was denied at ${d.layer} (${d.code ?? d.reasons.join(',')})`);
-    }
+    for (const r of requests.slice(0, warm)) await decided(r);
     const timed = async (rs: typeof requests) => {
       const hitsBefore = caches.tokens.hits;
       const times: number[] = [];
@@ -212,7 +226,13 @@ export async function benchScale(agents: number, databaseUrl: string, decisions:
     const again: typeof requests = [];
     for (const i of picks.slice(warm)) again.push(await request(i));
     const seen = await timed(again);
-    return { agents, registryBytes, rssGrowth, rebuildMs, compileMs, decision, seen, prepare: benchPrepare(set, decisions) };
+    // The same agents each with a token never seen before (its signature checked on the spot).
+    tokenOf.clear();
+    const renewed: typeof requests = [];
+    for (const i of picks.slice(warm)) renewed.push(await request(i, `renewed-${i}`));
+    const fresh = await timed(renewed);
+    const setsHeld = slotStats().sources.get(set.preparsedId) ?? 0;
+    return { agents, registryBytes, rssGrowth, rebuildMs, compileMs, decision, seen, fresh, setsHeld, prepare: benchPrepare(set, decisions) };
   } finally {
     await connection.db.destroy();
   }
