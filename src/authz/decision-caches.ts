@@ -66,24 +66,25 @@ export class DecisionCaches {
    * `token`: the verified claims the check is for, whose last verdicts are kept with them.
    */
   ceilingVerdicts(agent: string, inputs: string, token?: object): Map<string, LayerResult> {
-    const digest = token && hash('sha256', inputs, 'base64');
-    const kept = token && this.byToken.get(token);
-    const forgotten = this.forgotten.get(agent) ?? 0;
-    if (kept && kept.digest === digest && kept.forgotten === forgotten) {
-      if (kept.pairs.size > MAX_PAIRS_PER_KEY) kept.pairs.clear();
-      return kept.pairs;
-    }
     const key = stored(inputs);
+    const forgotten = this.forgotten.get(agent) ?? 0;
+    const kept = token && this.byToken.get(token);
+    // The shared memory first: it answers the usual case without a digest.
     let hit = this.withinCeiling.get(key);
     if (!hit) {
-      hit = { agent, pairs: new Map() };
-      const evicted = this.withinCeiling.set(key, hit);
-      if (evicted) this.ceilingKeys.remove(evicted[1].agent, evicted[0]);
-      this.ceilingKeys.add(agent, key);
+      const digest = kept && kept.forgotten === forgotten ? hash('sha256', inputs, 'base64') : undefined;
+      hit = { agent, pairs: kept && digest === kept.digest ? kept.pairs : new Map() };
+      this.remember(key, hit);
     }
     if (hit.pairs.size > MAX_PAIRS_PER_KEY) hit.pairs.clear();
-    if (token) this.byToken.set(token, { digest: digest!, pairs: hit.pairs, forgotten });
+    if (token && !(kept && kept.pairs === hit.pairs && kept.forgotten === forgotten)) this.byToken.set(token, { digest: hash('sha256', inputs, 'base64'), pairs: hit.pairs, forgotten });
     return hit.pairs;
+  }
+
+  private remember(key: string, entry: { agent: string; pairs: Map<string, LayerResult> }): void {
+    const evicted = this.withinCeiling.set(key, entry);
+    if (evicted) this.ceilingKeys.remove(evicted[1].agent, evicted[0]);
+    this.ceilingKeys.add(entry.agent, key);
   }
 
   /** Everything held for an agent whose state changed, and for tokens delegated through it. */

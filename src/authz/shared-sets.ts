@@ -5,7 +5,7 @@ import { jsonOf } from './call-inputs.ts';
 import { entityKey } from './engine.ts';
 import { answer, type LayerResult } from './layer-result.ts';
 import type { CompiledPolicySet } from './policy-set.ts';
-import { preparedFor } from './preparsed-slots.ts';
+import { Lru, preparedFor } from './preparsed-slots.ts';
 import { scopeHits } from './slices.ts';
 
 // Sets shared by every agent that can match the same policies and links the same templates.
@@ -44,8 +44,15 @@ export function unslotted(entry: PolicyEntry): cedar.PolicyJson {
   return json;
 }
 
+const shareable = new WeakMap<PolicyEntry, boolean>();
+
 /** Can this template's links share one policy? A permit whose JSON form is exact (see survivesJson). */
-export const shareableTemplate = (entry: PolicyEntry | undefined): entry is PolicyEntry => !!entry && entry.json.effect === 'permit' && survivesJson(entry.json);
+export function shareableTemplate(entry: PolicyEntry | undefined): entry is PolicyEntry {
+  if (!entry) return false;
+  let ok = shareable.get(entry);
+  if (ok === undefined) shareable.set(entry, (ok = entry.json.effect === 'permit' && survivesJson(entry.json)));
+  return ok;
+}
 
 const uidOf = (value: unknown): EntityUid | null => {
   const v = (value !== null && typeof value === 'object' && '__entity' in value ? (value as { __entity: unknown }).__entity : value) as Partial<EntityUid> | null;
@@ -82,6 +89,11 @@ export function renamed(raw: cedar.AuthorizationAnswer, ids: (cedarId: string) =
 }
 
 type Source = Pick<CompiledPolicySet, 'preparsedId' | 'ceilingPreparsedId' | 'layers' | 'templateEntries'>;
+
+/** How many principals' set keys each policy version remembers. */
+const SET_KEYS = 10_000;
+const setKeys = new WeakMap<Source, Lru<string, string>>();
+const ceilingKeys = new WeakMap<Source, Lru<string, string>>();
 type Link = CombinedInput['ceiling'];
 
 /** A combined set as one call uses it: what its ids stand for, and its answers as decisions read them. */
@@ -107,12 +119,20 @@ export function sharedCombinedSetFor(source: Source, input: CombinedInput, resou
   if (!shareableTemplate(ceilingEntry) || !grantEntries.every(shareableTemplate)) return null;
   const ordinary = source.layers.get(source.preparsedId)!;
   const ceilings = source.layers.get(source.ceilingPreparsedId)!;
-  const agentHits = scopeHits(ordinary, agent.uid, agent.ancestors);
-  const ceilingHits = scopeHits(ceilings, agent.uid, agent.ancestors);
-  const humanHits = scopeHits(ordinary, human.uid, human.ancestors);
   const templates = [...new Set(grants.map((g) => g.template))].sort();
-  const key = JSON.stringify(['shared', agentHits, ceilingHits, human.via, humanHits, ceiling.template, templates]);
+  // Which set is found from the scopes that can match (below); which scopes can match, from
+  // the principals and their ancestors, remembered by those.
+  const principals = `${entityKey(agent.uid)}\n${[...agent.ancestors].join('\n')}\n\n${entityKey(human.uid)}\n${human.via}\n${[...human.ancestors].join('\n')}\n\n${JSON.stringify([ceiling.template, templates])}`;
+  let keys = setKeys.get(source);
+  if (!keys) setKeys.set(source, (keys = new Lru(SET_KEYS)));
+  let key = keys.get(principals);
+  if (key === undefined) {
+    key = JSON.stringify(['shared', scopeHits(ordinary, agent.uid, agent.ancestors), scopeHits(ceilings, agent.uid, agent.ancestors), human.via, scopeHits(ordinary, human.uid, human.ancestors), ceiling.template, templates]);
+    keys.set(principals, key);
+  }
+  const setKey = key;
   const set = preparedFor(source.preparsedId, key, () => {
+    const [, agentHits, ceilingHits, , humanHits] = JSON.parse(setKey) as [string, string[], string[], string, string[]];
     const origin = new Map<string, { layer: CombinedLayer; id: string; forbid: boolean }>();
     const staticPolicies: Record<string, cedar.Policy> = {};
     const add = (id: string, layer: CombinedLayer, p: PolicyEntry, form: cedar.Policy) => {
@@ -138,8 +158,9 @@ export function sharedCombinedSetFor(source: Source, input: CombinedInput, resou
     ids.push(as);
     links.set(as, { layer, id: link.newId, forbid: false });
   };
-  holding(`tc:${ceilingEntry.id}`, `c:${ceiling.newId}`, 'ceiling', ceilingEntry, ceiling);
-  grants.forEach((g, i) => holding(`ta:${g.template}`, `a:${g.newId}`, 'agent', grantEntries[i]!, g));
+  // The links by ids of their own (`lc:`, `la:`), apart from every policy's in the set.
+  holding(`tc:${ceilingEntry.id}`, `lc:${ceiling.newId}`, 'ceiling', ceilingEntry, ceiling);
+  grants.forEach((g, i) => holding(`ta:${g.template}`, `la:${g.newId}`, 'agent', grantEntries[i]!, g));
   return {
     preparsedId: set.preparsedId,
     origin: (id) => set.origin.get(id) ?? links.get(id),
@@ -159,10 +180,15 @@ export function sharedCeilingFor(
   const entry = source.templateEntries[link.template];
   if (!shareableTemplate(entry)) return null;
   const ceilings = source.layers.get(source.ceilingPreparsedId)!;
-  const hits = scopeHits(ceilings, agent, agentAncestors);
   const templateId = `t:${entry.id}`;
-  const key = JSON.stringify(['shared-ceiling', hits, entry.id]);
-  const prepared = () => preparedFor(source.preparsedId, key, () => {
+  const principal = `${entityKey(agent)}\n${[...agentAncestors].join('\n')}\n\n${JSON.stringify(entry.id)}`;
+  let keys = ceilingKeys.get(source);
+  if (!keys) ceilingKeys.set(source, (keys = new Lru(SET_KEYS)));
+  let key = keys.get(principal);
+  if (key === undefined) keys.set(principal, (key = JSON.stringify(['shared-ceiling', scopeHits(ceilings, agent, agentAncestors), entry.id])));
+  const setKey = key;
+  const prepared = () => preparedFor(source.preparsedId, setKey, () => {
+    const hits = (JSON.parse(setKey) as [string, string[]])[1];
     const staticPolicies: Record<string, cedar.Policy> = { [templateId]: unslotted(entry) };
     for (const b of hits) for (const p of ceilings.get(b)!) staticPolicies[`c:${p.id}`] = preparedForm(p);
     return { policies: { staticPolicies }, extra: {} };
