@@ -290,10 +290,11 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
   const { agent, human } = input;
   // The grants are in the key, not only the agent's version: a what-if decides one agent
   // version with other grants (audit/replay.ts `withGrants`), and must never share its set.
-  const key = [
-    'combined', entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(','), entityKey(human.uid), human.via, [...human.ancestors].sort().join(','),
-    ...input.grants.map((g) => `${g.template}${jsonOf(g.values)}`),
-  ].join('\n');
+  // As JSON: ancestors' types come from callers as they are, so no separator is safe.
+  const key = JSON.stringify([
+    'combined', entityKey(agent.uid), agent.version, [...agent.ancestors].sort(), entityKey(human.uid), human.via, [...human.ancestors].sort(),
+    input.grants.map((g) => `${JSON.stringify(g.template)}${jsonOf(g.values)}`),
+  ]);
   return preparedFor(source.preparsedId, key, () => {
     const origin: CombinedSet['origin'] = new Map();
     const staticPolicies: Record<string, cedar.Policy> = {};
@@ -332,7 +333,7 @@ export function combinedSetFor(source: CombinableSource, input: CombinedInput): 
  * One stateful call instead of a stateless one that parses the schema and template each time.
  */
 export function ceilingSetFor(source: CombinableSource, agent: CombinedInput['agent'], ceiling: CombinedInput['ceiling']): string | null {
-  const key = ['ceiling', entityKey(agent.uid), agent.version, [...agent.ancestors].sort().join(',')].join('\n');
+  const key = JSON.stringify(['ceiling', entityKey(agent.uid), agent.version, [...agent.ancestors].sort()]);
   return preparedFor(source.preparsedId, key, () => {
     const staticPolicies: Record<string, cedar.Policy> = {};
     for (const p of source.statics) {

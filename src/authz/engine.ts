@@ -129,6 +129,7 @@ export function entitiesFor(view: RegistryState, named: { uid: EntityUid; given?
     for (const e of extra as CedarEntity[]) {
       const uid = e?.uid;
       if (!uid || typeof uid.type !== 'string' || typeof uid.id !== 'string') throw new LeashError('VALIDATION_FAILED', 'each context.entities item needs uid.type and uid.id');
+      if (!ENTITY_TYPE.test(uid.type)) throw new LeashError('VALIDATION_FAILED', 'a context.entities item has a uid.type that is not a Cedar entity type');
       // A caller may describe other entities, never rewrite what the registry says.
       if (registered.has(key(uid)) || registryEntity(view, uid)) {
         throw new LeashError('VALIDATION_FAILED', `context.entities cannot redefine the registered entity ${uid.type}::"${uid.id}"`);
@@ -136,8 +137,8 @@ export function entitiesFor(view: RegistryState, named: { uid: EntityUid; given?
       if (out.has(key(uid))) throw new LeashError('VALIDATION_FAILED', `context.entities repeats ${uid.type}::"${uid.id}"`);
       const tags = e.tags !== undefined ? { tags: e.tags } : {};
       const parents = Array.isArray(e.parents) ? e.parents : [];
-      if (parents.some((p) => typeof p !== 'object' || p === null || typeof p.type !== 'string' || typeof p.id !== 'string')) {
-        throw new LeashError('VALIDATION_FAILED', `each parent of ${uid.type}::"${uid.id}" in context.entities needs a string type and id`);
+      if (parents.some((p) => typeof p !== 'object' || p === null || typeof p.type !== 'string' || typeof p.id !== 'string' || !ENTITY_TYPE.test(p.type))) {
+        throw new LeashError('VALIDATION_FAILED', `each parent of ${uid.type}::"${uid.id}" in context.entities needs a Cedar entity type and a string id`);
       }
       out.set(key(uid), { uid, attrs: e.attrs ?? {}, parents, ...tags });
     }

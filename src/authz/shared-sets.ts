@@ -122,7 +122,8 @@ export function sharedCombinedSetFor(source: Source, input: CombinedInput, resou
   const templates = [...new Set(grants.map((g) => g.template))].sort();
   // Which set is found from the scopes that can match (below); which scopes can match, from
   // the principals and their ancestors, remembered by those.
-  const principals = `${entityKey(agent.uid)}\n${[...agent.ancestors].join('\n')}\n\n${entityKey(human.uid)}\n${human.via}\n${[...human.ancestors].join('\n')}\n\n${JSON.stringify([ceiling.template, templates])}`;
+  // (Each part as JSON: entity types a caller sends are read raw, so no separator is safe.)
+  const principals = JSON.stringify([entityKey(agent.uid), [...agent.ancestors], entityKey(human.uid), human.via, [...human.ancestors], ceiling.template, templates]);
   let keys = setKeys.get(source);
   if (!keys) setKeys.set(source, (keys = new Lru(SET_KEYS)));
   let key = keys.get(principals);
@@ -181,7 +182,7 @@ export function sharedCeilingFor(
   if (!shareableTemplate(entry)) return null;
   const ceilings = source.layers.get(source.ceilingPreparsedId)!;
   const templateId = `t:${entry.id}`;
-  const principal = `${entityKey(agent)}\n${[...agentAncestors].join('\n')}\n\n${JSON.stringify(entry.id)}`;
+  const principal = JSON.stringify([entityKey(agent), [...agentAncestors], entry.id]);
   let keys = ceilingKeys.get(source);
   if (!keys) ceilingKeys.set(source, (keys = new Lru(SET_KEYS)));
   let key = keys.get(principal);

@@ -104,3 +104,40 @@ describe('sets shared between agents', () => {
     expect(resourceSlotHolds(template('resource'), {}, doc, ancestors)).toBe(true);
   });
 });
+
+describe('sets shared between agents, attacked', () => {
+  // A ceiling forbid for group g1; the agent is in a group x the registry does not hold, which
+  // a caller may describe (with its parents). A parent type holding a newline once read, in a
+  // key, like two parents: the set prepared for it lacked the forbid, for every later caller.
+  const attacked = compilePolicySet({ schema, policies: `
+@id("agents-read") permit (principal, action == Action::"read", resource);
+@id("ceiling-no-g1") @layer("ceiling") forbid (principal in Group::"g1", action, resource);
+@id("ceiling-folder") @layer("ceiling") permit (principal, action in [Action::"read", Action::"write"], resource in ?resource);
+@id("grant-read") permit (principal == ?principal, action == Action::"read", resource in ?resource);
+` }, 3);
+  apply('group', 'g1', 1, 'GroupRegistered', { id: 'g1', parents: [] });
+  apply('group', 'g2', 1, 'GroupRegistered', { id: 'g2', parents: [] });
+  apply('agent', 'x0', 1, 'AgentRegistered', {
+    id: 'x0', owner: 'alice', purpose: 'test', provenance: { model: 'm', modelVersion: '1', environment: 'test' }, trustScore: 50,
+    groups: ['x'], tags: [], credentials, ceiling: { template: 'ceiling-folder', values: { '?resource': folder('home') } },
+  });
+  apply('agent', 'x0', 2, 'AgentAuthorized', { grants: [{ template: 'grant-read', values: { '?resource': folder('home') } }], tokensNotBefore: new Date(Date.now() - 60_000).toISOString() });
+
+  it('a parent type that is not a Cedar type is refused, and cannot make later decisions skip a forbid', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({ authorization_details: [{ type: 'leash:cedar', actions: ['read'], resourceIn: folder('home') }] })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(credentials.issuer).setAudience('leash').setSubject('x0').setIssuedAt(now).setExpirationTime(now + 120).sign(keys.privateKey);
+    const request = (parents: unknown[]) => ({
+      subject: { type: 'agent', id: 'x0', properties: { token } }, action: { name: 'read' }, resource: { type: 'Document', id: 'd' },
+      context: { entities: [{ uid: { type: 'Group', id: 'x' }, attrs: {}, parents }, { uid: folder('home'), attrs: {}, parents: [] }, { uid: { type: 'Document', id: 'd' }, attrs: {}, parents: [folder('home')] }] },
+    });
+    const legit = request([{ type: 'Group', id: 'g1' }, { type: 'Group', id: 'g2' }]);
+    const reference = await evaluateAgent(legit, attacked, view, new Date(), { combined: false });
+    expect(reference).toMatchObject({ decision: false, code: 'DETAILS_BEYOND_CEILING', reasons: ['ceiling-no-g1'] });
+    for (const type of ['Group::"g2"\nGroup', 'Group::"g2",Group', 'Group x', '']) {
+      await expect(evaluateAgent(request([{ type, id: 'g1' }]), attacked, view, new Date(), { caches })).rejects.toMatchObject({ code: 'VALIDATION_FAILED' });
+    }
+    expect(await evaluateAgent(legit, attacked, view, new Date(), { caches })).toEqual(reference);
+    expect(await evaluateAgent(legit, attacked, view, new Date(), {})).toEqual(reference);
+  });
+});
