@@ -137,6 +137,10 @@ describe('sets shared between agents, attacked', () => {
     for (const type of ['Group::"g2"\nGroup', 'Group::"g2",Group', 'Group x', '']) {
       await expect(evaluateAgent(request([{ type, id: 'g1' }]), attacked, view, new Date(), { caches })).rejects.toMatchObject({ code: 'VALIDATION_FAILED' });
     }
+    // The entity's own type too.
+    const ownType = request([]);
+    (ownType.context.entities[0]!.uid as { type: string }).type = 'Group\nGroup';
+    await expect(evaluateAgent(ownType, attacked, view, new Date(), { caches })).rejects.toMatchObject({ code: 'VALIDATION_FAILED', message: expect.stringContaining('not a Cedar entity type') });
     expect(await evaluateAgent(legit, attacked, view, new Date(), { caches })).toEqual(reference);
     expect(await evaluateAgent(legit, attacked, view, new Date(), {})).toEqual(reference);
   });
