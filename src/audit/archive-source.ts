@@ -1,5 +1,6 @@
 import type { StoredEvent } from '../store/event-store.ts';
-import { existingManifest, readSegment, segmentsOf, toDecision, toEvent, type ArchivedLine, type ChainName, type Manifest, type Segment } from './archive.ts';
+import TinyQueue from 'tinyqueue';
+import { archivedNodes, existingManifest, readSegment, segmentsOf, toDecision, toEvent, type ArchivedLine, type ChainName, type Manifest, type Segment } from './archive.ts';
 import type { StoredDecision } from './decision-log.ts';
 import type { AuditSource } from './source.ts';
 
@@ -30,27 +31,71 @@ async function* pagesOf<T>(dir: string, segments: Segment[], after: number, conv
   if (page.length > 0) yield page;
 }
 
-/** Streams of decisions, each in the log's order, as one stream in that order. */
-export async function* mergedBySeq(streams: AsyncIterable<StoredDecision[]>[], pageSize = 5_000): AsyncIterable<StoredDecision[]> {
-  const cursors = streams.map((s) => ({ it: s[Symbol.asyncIterator](), page: [] as StoredDecision[], i: 0, done: false }));
-  const fill = async (c: (typeof cursors)[number]) => {
-    while (!c.done && c.i >= c.page.length) {
-      const next = await c.it.next();
-      if (next.done) c.done = true;
-      else [c.page, c.i] = [next.value, 0];
-    }
-  };
-  for (const c of cursors) await fill(c);
+/** A stream of decisions in the log's order, opened only when the merge reaches `from`, a bound below its first record's number. */
+export interface MergeSource {
+  from: number;
+  open: () => AsyncIterable<StoredDecision[]>;
+}
+
+interface Cursor {
+  /** Unopened: the source's `from`; opened: the number of its next record. */
+  key: number;
+  source: MergeSource;
+  it: AsyncIterator<StoredDecision[]> | null;
+  page: StoredDecision[];
+  i: number;
+}
+
+/** The cursor's next record in hand (a new page read when the last is used up); false once it has none. */
+async function filled(c: Cursor): Promise<boolean> {
+  while (c.i >= c.page.length) {
+    const next = await c.it!.next();
+    if (next.done) return false;
+    [c.page, c.i] = [next.value, 0];
+  }
+  return true;
+}
+
+/**
+ * Streams of decisions, each in the log's order, as one stream in that order. A source is
+ * opened only once every record before its `from` has gone out, so an archive of many chains
+ * (a node id per process by default: one per restart) holds open only the segments whose
+ * ranges overlap, and picking the next record costs a heap step, not a look at every chain.
+ * `from` and the segment addresses it comes from are not hashed: a record that would come out
+ * of the log's order stops the stream instead.
+ */
+export async function* mergedBySeq(sources: MergeSource[], pageSize = 5_000): AsyncIterable<StoredDecision[]> {
+  // On a tie an unopened source goes first: its bound is at most its first record's number.
+  const queue = new TinyQueue<Cursor>(sources.map((source) => ({ key: source.from, source, it: null, page: [], i: 0 })), (a, b) => a.key - b.key || (a.it ? 1 : 0) - (b.it ? 1 : 0));
+  const disordered = (seq: number, after: number) => new Error(`the archive's records are not in the log's order (${seq} after ${after}); run leash audit verify --archive`);
   let out: StoredDecision[] = [];
-  for (;;) {
-    let next: (typeof cursors)[number] | null = null;
-    for (const c of cursors) if (c.i < c.page.length && (!next || c.page[c.i]!.seq < next.page[next.i]!.seq)) next = c;
-    if (!next) break;
-    out.push(next.page[next.i++]!);
-    await fill(next);
-    if (out.length >= pageSize) {
-      yield out;
-      out = [];
+  let last = 0;
+  for (let c = queue.pop(); c; c = queue.pop()) {
+    if (c.it === null) {
+      c.it = c.source.open()[Symbol.asyncIterator]();
+      if (!(await filled(c))) continue;
+      if (c.page[c.i]!.seq < c.source.from) throw disordered(c.page[c.i]!.seq, c.source.from);
+      c.key = c.page[c.i]!.seq;
+      queue.push(c);
+      continue;
+    }
+    // This source's records go out as long as they come before every other source's next.
+    for (;;) {
+      const d = c.page[c.i++]!;
+      if (d.seq <= last) throw disordered(d.seq, last);
+      last = d.seq;
+      out.push(d);
+      if (out.length >= pageSize) {
+        yield out;
+        out = [];
+      }
+      if (!(await filled(c))) break;
+      c.key = c.page[c.i]!.seq;
+      const other = queue.peek();
+      if (other && other.key <= c.key) {
+        queue.push(c);
+        break;
+      }
     }
   }
   if (out.length > 0) yield out;
@@ -96,12 +141,16 @@ export class ArchiveSource implements AuditSource {
    * them) is read from the archive only.
    */
   decisions(after = 0): AsyncIterable<StoredDecision[]> {
-    const chains = [undefined, ...new Set(this.decisionSegments.flatMap((s) => (s.node === undefined ? [] : [s.node])))];
-    const archived = chains.map((node) => pagesOf(this.dir, segmentsOf(this.manifest, 'decisions', node), after, toDecision));
+    const chains = [undefined, ...archivedNodes(this.manifest)];
+    // Each segment is a source of its own, opened when the merge reaches it.
+    const archived = chains.flatMap((node) => segmentsOf(this.manifest, 'decisions', node).map((s, i, all): MergeSource => ({
+      from: Math.max(after + 1, node === undefined ? s.first : s.firstSeq ?? (i > 0 ? (all[i - 1]!.lastSeq ?? 0) + 1 : 0)),
+      open: () => pagesOf(this.dir, [s], after, toDecision),
+    })));
     if (!this.then) return mergedBySeq(archived);
     const ends = new Map(chains.map((node) => [node, this.lastOf('decisions', node)]));
     const hot = filtered(this.then.decisions(after), (d) => (d.chainSeq === undefined ? d.seq > ends.get(undefined)! : d.chainSeq > (ends.get(d.nodeId) ?? 0)));
-    return mergedBySeq([...archived, hot]);
+    return mergedBySeq([...archived, { from: 0, open: () => hot }]);
   }
 
   async heads(): Promise<{ events: number; decisions: number }> {

@@ -38,6 +38,8 @@ export interface Segment {
   chain: ChainName;
   /** The node whose decision chain this is; absent for events and the shared chain from before per-node chains. */
   node?: string;
+  /** A node chain's segment: the log's sequence number of its first record (absent in archives written before it was kept). */
+  firstSeq?: number;
   /** A node chain's segment: the log's sequence number of its last record. */
   lastSeq?: number;
   file: string;
@@ -154,6 +156,7 @@ function isSegment(x: unknown): x is Segment {
   return typeof s === 'object' && s !== null && (s.chain === 'events' || s.chain === 'decisions')
     && (s.node === undefined || (s.chain === 'decisions' && typeof s.node === 'string' && s.node !== ''))
     && (s.lastSeq === undefined || count(s.lastSeq))
+    && (s.firstSeq === undefined || (count(s.firstSeq) && s.lastSeq !== undefined && s.firstSeq >= 1 && s.firstSeq <= s.lastSeq))
     && typeof s.file === 'string' && SEGMENT_FILE.test(s.file)
     && count(s.first) && count(s.last) && count(s.records) && s.first! >= 1 && s.last! >= s.first!
     && typeof s.prevHash === 'string' && HEX64.test(s.prevHash) && typeof s.lastHash === 'string' && HEX64.test(s.lastHash)
@@ -306,6 +309,7 @@ const fileName = (spec: Pick<Segment, 'chain' | 'node'>, first: number, last: nu
 /** Writes records first..last to a segment, checking the chain as it goes; synced and renamed into place. */
 async function writeSegment(dir: string, spec: ChainSpec, start: { at: number; hash: string }, last: number, onRecords: (n: number) => void): Promise<Segment> {
   const file = fileName(spec, start.at + 1, last);
+  let firstSeq: number | undefined;
   let lastSeq: number | undefined;
   const tmp = join(dir, `${file}.tmp`);
   let at = start.at;
@@ -322,6 +326,7 @@ async function writeSegment(dir: string, spec: ChainSpec, start: { at: number; h
         }
         at = r.key;
         hash = r.hash;
+        firstSeq ??= r.seq;
         lastSeq = r.seq;
         text += encodeLine(spec, r);
       }
@@ -341,7 +346,7 @@ async function writeSegment(dir: string, spec: ChainSpec, start: { at: number; h
   renameSync(tmp, join(dir, file));
   syncFile(dir);
   return {
-    chain: spec.chain, ...(spec.node === undefined ? {} : { node: spec.node, lastSeq: lastSeq! }),
+    chain: spec.chain, ...(spec.node === undefined ? {} : { node: spec.node, firstSeq: firstSeq!, lastSeq: lastSeq! }),
     file, first: start.at + 1, last, records: last - start.at, prevHash: start.hash, lastHash: hash, sha256: digest.digest('hex'),
   };
 }

@@ -17,12 +17,27 @@ export async function readChainHead(db: Kysely<Database>, node: string): Promise
   return archived ? { at: Number(archived.last), hash: archived.last_hash } : { at: 0, hash: GENESIS_HASH };
 }
 
-/** Every node that has a chain of its own, in the database or archived, or named by an anchor ('' is the shared chain's). */
+/**
+ * Every node that has a chain of its own, in the database or archived, or named by an anchor ('' is the shared chain's).
+ * The decisions' and anchors' node ids are found by skipping through their (node_id, chain_seq)
+ * indexes, one probe per node: the tables themselves are never read through.
+ */
 export async function chainNodes(db: Kysely<Database>): Promise<string[]> {
   const rows = await sql<{ node_id: string }>`
-    select node_id from decisions where chain_seq is not null
+    with recursive in_decisions(node_id) as (
+      (select node_id from decisions where chain_seq is not null order by node_id limit 1)
+      union all
+      select (select d.node_id from decisions d where d.chain_seq is not null and d.node_id > n.node_id order by d.node_id limit 1)
+      from in_decisions n where n.node_id is not null
+    ), in_anchors(node_id) as (
+      (select node_id from decision_anchors where node_id > '' order by node_id limit 1)
+      union all
+      select (select a.node_id from decision_anchors a where a.node_id > n.node_id order by a.node_id limit 1)
+      from in_anchors n where n.node_id is not null
+    )
+    select node_id from in_decisions where node_id is not null
     union select node_id from audit_archive where chain = 'decisions' and node_id <> ''
-    union select node_id from decision_anchors where node_id <> ''
+    union select node_id from in_anchors where node_id is not null
     order by node_id`.execute(db);
   return rows.rows.map((r) => r.node_id);
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -153,7 +153,7 @@ describe('reading an archive that is not there', () => {
     // Entries the archiver would not write: a path out of the directory, a node's id that is not
     // one, numbers that are not counts, hashes that are not sha-256.
     const segment = { chain: 'decisions', node: 'n1', lastSeq: 12, file: `decisions.${'a'.repeat(16)}-000000000001-000000000012.ndjson.gz`, first: 1, last: 12, records: 12, prevHash: '0'.repeat(64), lastHash: 'b'.repeat(64), sha256: 'c'.repeat(64) };
-    const entries = [{ file: '../../etc/passwd' }, { node: 123 }, { node: '' }, { chain: 'events', node: 'n1' }, { first: '1' }, { first: 0 }, { last: 2 ** 60 }, { lastSeq: -1 }, { lastHash: 'b'.repeat(63) }, { sha256: 'C'.repeat(64) }];
+    const entries = [{ file: '../../etc/passwd' }, { node: 123 }, { node: '' }, { chain: 'events', node: 'n1' }, { first: '1' }, { first: 0 }, { last: 2 ** 60 }, { lastSeq: -1 }, { firstSeq: 13 }, { firstSeq: 0 }, { firstSeq: '1' }, { lastHash: 'b'.repeat(63) }, { sha256: 'C'.repeat(64) }];
     for (const edit of entries) {
       writeFileSync(join(empty, 'manifest.json'), JSON.stringify({ format: 'leash-audit-archive/1', segments: [{ ...segment, ...edit }] }));
       await expect(verifyAudit(null, { archive: empty }), JSON.stringify(edit)).rejects.toThrow('segment 1 is not one the archiver lists');
@@ -192,6 +192,37 @@ describe('archive crash safety (the archiver killed at each step, then run again
   });
 });
 
+describe('an archive of many short-lived nodes (a node id per process: a chain per restart)', () => {
+  it("reads 150 chains back in the log's order, verifies them, and replays across archive and Postgres", async () => {
+    const connection = await connect(await freshPostgres());
+    try {
+      await migrateToLatest(connection.db);
+      // Node k started after node k-1 stopped, as restarts do; each decided 3 times.
+      for (let k = 0; k < 150; k++) {
+        const log = new DecisionLog(connection.db);
+        for (let i = 0; i < 3; i++) {
+          await log.record({ id: crypto.randomUUID(), nodeId: `host-${k}`, at: old, request: { k, i }, decision: true, layer: 'all', code: null, reasons: [], policyVersion: 1, logPosition: 0 });
+        }
+        await log.close();
+      }
+      const before = (await connection.db.selectFrom('decisions').select(['seq', 'id']).orderBy('seq').execute()).map((r) => [Number(r.seq), r.id]);
+      const dir = archiveDir();
+      const result = await archiveAudit(connection.db, { dir, before: cutoff, segmentSize: 100 });
+      expect(result.written).toHaveLength(150); // each chain's newest record stays in Postgres
+      expect(await verifyAudit(connection.db, { archive: dir })).toMatchObject({ ok: true, records: { decisions: 450 } });
+      const read = async (source: ArchiveSource) => {
+        const out: [number, string][] = [];
+        for await (const page of source.decisions()) out.push(...page.map((d): [number, string] => [d.seq, d.id]));
+        return out;
+      };
+      expect(await read(new ArchiveSource(dir, new PostgresSource(connection.db, 7)))).toEqual(before);
+      expect(await read(new ArchiveSource(dir, null))).toEqual(before.filter((_, i) => i % 3 !== 2));
+    } finally {
+      await connection.db.destroy();
+    }
+  });
+});
+
 describe('an archive of a log from before per-node chains and of two nodes after it', () => {
   it("archives the shared chain and each node's chain apart; verify walks them all; reading merges them back in the log's order", async () => {
     const connection = await connect(await freshPostgres());
@@ -226,6 +257,20 @@ describe('an archive of a log from before per-node chains and of two nodes after
       const archivedOnly = await read(new ArchiveSource(dir, null));
       expect(archivedOnly).toEqual(before.filter(([seq]) => archivedOnly.some(([s]) => s === seq)));
       expect(archivedOnly).toHaveLength(24);
+      // An archive written before segments kept their first record's number reads the same.
+      const manifest = readManifest(dir);
+      expect(manifest.segments.filter((s) => s.node !== undefined).every((s) => s.firstSeq !== undefined && s.firstSeq <= s.lastSeq!)).toBe(true);
+      const older = archiveDir();
+      cpSync(dir, older, { recursive: true });
+      writeFileSync(join(older, 'manifest.json'), JSON.stringify({ ...manifest, segments: manifest.segments.map(({ firstSeq: _, ...s }) => s) }));
+      expect(await read(new ArchiveSource(older, new PostgresSource(connection.db, 3)))).toEqual(before);
+      // A first record's number raised in the manifest (it is not hashed): the read stops, never out of order.
+      const raised = archiveDir();
+      cpSync(dir, raised, { recursive: true });
+      const a5 = manifest.segments.find((s) => s.node === 'a' && s.first === 5)!;
+      writeFileSync(join(raised, 'manifest.json'), JSON.stringify({ ...manifest, segments: manifest.segments.map((s) => (s === a5 ? { ...s, firstSeq: a5.lastSeq } : s)) }));
+      await expect(read(new ArchiveSource(raised, null))).rejects.toThrow("the archive's records are not in the log's order");
+
       const eleventh = before[10]!;
       expect((await new ArchiveSource(dir, null).decision(eleventh[1] as string))?.seq).toBe(eleventh[0]);
 
