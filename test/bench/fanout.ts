@@ -5,6 +5,7 @@
 // that carries the confirmations; each response must count every node and name none missing.
 // Measures; asserts nothing.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { exportJWK, generateKeyPair } from 'jose';
@@ -32,6 +33,12 @@ export interface FanoutSize {
   cpu: { real: number; simulated: number; nats: number };
   /** What they spend idle, ms of CPU per second: the heartbeats of this many nodes. */
   idle: { real: number; simulated: number; nats: number };
+  /**
+   * During the measured revokes, idle work included: the CPU all these processes and the
+   * benchmark's own spent per revoke (ms), and that as a share of the machine's cores over the
+   * same time. Near 1, the fence waits for CPU, not for the network or for a node.
+   */
+  during: { perRevoke: number; busy: number };
 }
 
 async function startSims(count: number, processes: number, env: Record<string, string>, tag: string): Promise<ChildProcess[]> {
@@ -106,9 +113,10 @@ export async function benchFanout(databaseUrl: string, options: { real: number; 
     for (const [s, size] of options.sizes.entries()) {
       sims = size > options.real ? await startSims(size - options.real, options.simProcesses, { DATABASE_URL: databaseUrl, NATS_URL: nats.url }, String(size)) : [];
       await untilLive(size);
-      const result: FanoutSize = { nodes: size, fenced: [], warmUp: [], exact: 0, missing: new Map(), miscounted: 0, cpu: { real: 0, simulated: 0, nats: 0 }, idle: { real: 0, simulated: 0, nats: 0 } };
+      const result: FanoutSize = { nodes: size, fenced: [], warmUp: [], exact: 0, missing: new Map(), miscounted: 0, cpu: { real: 0, simulated: 0, nats: 0 }, idle: { real: 0, simulated: 0, nats: 0 }, during: { perRevoke: 0, busy: 0 } };
       const cpu = () => ({
         real: nodes.reduce((t, n) => t + cpuMicros(n.child.pid!), 0), simulated: sims.reduce((t, c) => t + cpuMicros(c.pid!), 0), nats: cpuMicros(nats.pid),
+        bench: cpuMicros(process.pid),
       });
       // Idle, before the revokes (after the joins have settled) and after them: the heartbeats alone.
       const idleRate = async () => {
@@ -146,6 +154,8 @@ export async function benchFanout(databaseUrl: string, options: { real: number; 
       result.idle = { real: mean('real'), simulated: mean('simulated'), nats: mean('nats') };
       const per = (k: 'real' | 'simulated' | 'nats') => ((after[k] - before[k]) / 1000 - result.idle[k] * seconds) / options.revocations;
       result.cpu = { real: per('real'), simulated: per('simulated'), nats: per('nats') };
+      const spent = (['real', 'simulated', 'nats', 'bench'] as const).reduce((t, k) => t + (after[k] - before[k]) / 1000, 0);
+      result.during = { perRevoke: spent / options.revocations, busy: spent / (seconds * 1000 * availableParallelism()) };
       out.push(result);
       await stopSims(sims);
       sims = [];

@@ -3,7 +3,7 @@
 // Prints a table and rewrites BENCHMARKS.md. Not a test: nothing here asserts a time.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem, tmpdir } from 'node:os';
+import { availableParallelism, cpus, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { sql } from 'kysely';
@@ -363,7 +363,7 @@ async function benchWritersRows(adminUrl: string): Promise<void> {
     for (const r of runs) {
       const alone = r === first;
       rows.push({
-        key: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres, ${split}`,
+        key: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres (a chain of its own each), ${split}`,
         what: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres (a chain of its own each), ${split}${perNode ? '' : ` (${r.connectionsPerNode} each)`}, ${HTTP_SECONDS} s after ${r.warmUpSeconds} s of warm-up, a database of its own for each node count, decision log durable`,
         backend: 'PostgreSQL',
         figure: `${fmt(r.perSecond)} decisions/s${alone ? '' : ` (${Math.round((100 * r.perSecond) / first.perSecond)}% of ${nodes(first.nodes)}'s; ${fmt(r.nodeRange[0])}–${fmt(r.nodeRange[1])}/s a node)`}; ${cpu(r)}; about ${(1 / r.commitsPerDecision).toFixed(1)} decisions per Postgres commit; to project: one core of Postgres takes ${fmt(1e6 / r.cpu.postgres)} decisions/s at ${fmt(r.cpu.postgres)} µs each, one core of leash ${fmt(1e6 / r.cpu.leash)} at ${fmt(r.cpu.leash)} µs each`,
@@ -405,12 +405,12 @@ async function benchTokenRows(adminUrl: string): Promise<void> {
     const g = http.grantCached!;
     for (const x of [r, g, http.cached]) mustAnswer(x);
     // Each beside the agent's own cached token, measured in the same alternating blocks.
-    for (const [result, key, what] of [
-      [r, 'a token Leash issued (cached)', 'a token Leash issued (cached)'],
-      [g, 'a token acting for another human under her grant (cached)', 'a token acting for another human under her grant (cached; the grant found and checked on every decision)'],
+    for (const [result, what] of [
+      [r, 'a token Leash issued (cached)'],
+      [g, 'a token acting for another human under her grant (cached; the grant found and checked on every decision)'],
     ] as const) {
       rows.push({
-        key: `POST /access/v1/evaluation, ${key}, ${connections} connections,`,
+        key: `POST /access/v1/evaluation, ${what}, ${connections} connections,`,
         what: `POST /access/v1/evaluation, ${what}, ${connections} connections, ${HTTP_SECONDS} s, decision log durable`,
         backend: 'PostgreSQL',
         figure: `${fmt(result.perSecond)} decisions/s (${((100 * result.perSecond) / http.cached.perSecond).toFixed(0)}% of the baseline's)${cpuText(result, 'decision')}`,
@@ -456,7 +456,7 @@ async function benchFanoutRows(adminUrl: string): Promise<void> {
       key: `revoke fenced across ${fmt(r.nodes)} nodes`,
       what: `revoke fenced across ${fmt(r.nodes)} nodes (8 \`leash serve\`${r.nodes > 8 ? `, ${fmt(r.nodes - 8)} simulated in 4 processes` : ''}; one nats-server, one Postgres), ${fmt(r.fenced.length)} revokes after 50 of warm-up`,
       backend: 'PostgreSQL + NATS',
-      figure: `${r.exact} of ${r.fenced.length} answers counted all ${fmt(r.nodes)} nodes, none missing (${r.miscounted} miscounted; missing named: ${missing.length ? missing.slice(0, 5).map(([n, k]) => `${n} ×${k}`).join(', ') : 'none'}); CPU per revoke above idle, ms: ${cpu(r.cpu)}; idle (the heartbeats), ms of CPU per second: ${cpu(r.idle)}`,
+      figure: `${r.exact} of ${r.fenced.length} answers counted all ${fmt(r.nodes)} nodes, none missing (${r.miscounted} miscounted; missing named: ${missing.length ? missing.slice(0, 5).map(([n, k]) => `${n} ×${k}`).join(', ') : 'none'}); CPU per revoke above idle, ms: ${cpu(r.cpu)}; idle (the heartbeats), ms of CPU per second: ${cpu(r.idle)}; during the revokes, idle work included: ${r.during.perRevoke.toFixed(1)} ms of CPU per revoke over these processes and the benchmark's, the ${availableParallelism()} cores ${Math.round(100 * r.during.busy)}% busy`,
       median: ms(pct(fenced, 50)),
       p99: ms(pct(fenced, 99)),
       baseline: `the warm-up revokes, same nodes: median ${ms(pct(warm, 50))}, p99 ${ms(pct(warm, 99))}`,
@@ -810,9 +810,10 @@ async function benchStallRows(adminUrl: string): Promise<void> {
   const idle = probeText(run.idle);
   const baseline = `the same probe, same server, nothing else running: median ${idle.median}, p99 ${idle.p99}, max ${idle.max} (${fmt(idle.n)} probes)`;
   const target = '/healthz p99 < 50 ms';
+  // Keyed by the call alone: the counts in the text follow the environment's settings.
   const during = (what: string, p: Probe, figure: string) => {
     const t = probeText(p);
-    rows.push({ key: `GET /healthz one at a time while ${what}`, what: `GET /healthz one at a time while ${what}`, backend: 'PostgreSQL', figure: `${figure}; /healthz max ${t.max} (${fmt(t.n)} probes)`, median: t.median, p99: t.p99, baseline, target });
+    rows.push({ key: `GET /healthz one at a time while ${what.split(' ').slice(0, 2).join(' ')}`, what: `GET /healthz one at a time while ${what}`, backend: 'PostgreSQL', figure: `${figure}; /healthz max ${t.max} (${fmt(t.n)} probes)`, median: t.median, p99: t.p99, baseline, target });
     console.log(rows[rows.length - 1]);
   };
   const put = sorted(run.publish.putMs);
@@ -835,12 +836,33 @@ async function main(): Promise<void> {
     pgliteDirs.push(dir);
     return { kind: 'pglite', dataDir: dir };
   };
-  /** Runs a section if selected, and marks the rows it made as its own. */
+  /** The sections that ran to the end, and those that failed (their rows dropped, the others kept). */
+  const done: string[] = [];
+  const failed: string[] = [];
+  /** Runs a section if selected, and marks the rows it made as its own. A section that fails costs only its own rows. */
   const section = async (name: string, body: () => void | Promise<void>) => {
     if (!runs(name)) return;
     const from = rows.length;
-    await body();
-    for (const r of rows.slice(from)) r.section = name;
+    try {
+      await body();
+      checkKeys(name, rows.slice(from));
+      for (const r of rows.slice(from)) r.section = name;
+      done.push(name);
+    } catch (err) {
+      console.error(`section ${name} failed; its rows are left as they were:`, err);
+      rows.splice(from);
+      failed.push(name);
+    }
+  };
+  const checkKeys = (name: string, made: Row[]) => {
+    for (const r of made) {
+      r.section = name;
+      // A key that is not the start of its own text would never find the row it wrote, so each run would add another.
+      if (r.key !== undefined && !r.what.startsWith(r.key)) throw new Error(`section ${name}: the row key ${JSON.stringify(r.key)} does not begin its measurement ${JSON.stringify(r.what)}`);
+      // Nor may it begin another row's: a partial run would write one over the other.
+      const other = rows.find((q) => q !== r && q.backend === r.backend && q.what.startsWith(r.key ?? r.what));
+      if (other) throw new Error(`section ${name}: the row key ${JSON.stringify(r.key ?? r.what)} also begins ${JSON.stringify(other.what)}`);
+    }
   };
   try {
     await section('decisions', benchDecisionsInProcesses);
@@ -851,7 +873,16 @@ async function main(): Promise<void> {
     });
     await section('writers', () => benchWritersRows(server.url));
     await section('embedded', () => benchEmbeddedRows(() => freshDatabase(server.url), pglite));
-    await section('fresh-database', () => benchFreshDatabaseRow(() => freshDatabase(server.url)));
+    // A server of its own: the databases earlier sections left on the shared one (autovacuum
+    // working through them) weighed on one kind of run more than the other in a full run.
+    await section('fresh-database', async () => {
+      const own = await startPostgres({ durable: true });
+      try {
+        await benchFreshDatabaseRow(() => freshDatabase(own.url));
+      } finally {
+        await own.stop();
+      }
+    });
     await section('stalls', () => benchStallRows(server.url));
     await section('tokens', () => benchTokenRows(server.url));
     await section('revocation', async () => benchRevocationRow((await freshDatabase(server.url)).url));
@@ -882,9 +913,11 @@ async function main(): Promise<void> {
   console.log(`\n${table}\n`);
   const file = new URL('../../BENCHMARKS.md', import.meta.url);
   const day = started.toISOString().slice(0, 10);
-  if (ONLY !== null) {
-    writeFileSync(file, updateInPlace(readFileSync(file, 'utf8'), ONLY, day));
-    return console.log(`BENCH_ONLY=${ONLY.join(',')}: replaced ${rows.length} rows of BENCHMARKS.md (and their sections' "How to read it" entries)`);
+  if (failed.length > 0) process.exitCode = 1;
+  if (ONLY !== null || failed.length > 0) {
+    if (done.length === 0) return console.error(`every section failed (${failed.join(', ')}): BENCHMARKS.md is unchanged`);
+    writeFileSync(file, updateInPlace(readFileSync(file, 'utf8'), done, day));
+    return console.log(`BENCH_ONLY=${done.join(',')}: replaced ${rows.length} rows of BENCHMARKS.md (and their sections' "How to read it" entries)${failed.length ? `; failed, left as they were: ${failed.join(', ')}` : ''}`);
   }
   writeFileSync(
     file,
@@ -938,9 +971,15 @@ function updateInPlace(text: string, sections: string[], day: string): string {
   const lastOf = new Map<string, number>();
   for (const r of rows) {
     const key = r.key ?? r.what;
-    const at = table.findIndex((l) => l.slice(2).startsWith(key) && cells(l)[1] === r.backend);
+    const matches = (l: string) => l.slice(2).startsWith(key) && cells(l)[1] === r.backend;
+    const at = table.findIndex(matches);
     if (at >= 0) {
       table[at] = tableLine(r);
+      // Older copies of the same row (left by a run whose key did not match) go.
+      for (let i = table.length - 1; i > at; i--) if (matches(table[i]!)) {
+        table.splice(i, 1);
+        for (const [s, j] of lastOf) if (j > i) lastOf.set(s, j - 1);
+      }
       lastOf.set(r.section!, at);
     } else {
       const after = lastOf.get(r.section!) ?? table.length - 1;
@@ -957,7 +996,7 @@ function updateInPlace(text: string, sections: string[], day: string): string {
   const mark = `Re-measured with \`BENCH_ONLY=${selection}\``;
   const names = [...new Set(rows.map((r) => r.key ?? r.what))].map((k) => `"${k.replace(/[,:( ]+$/, '')}"`).join('; ');
   const machineNow = machine();
-  const note = `${mark} on ${day}: the ${rows.length} rows ${names}${before.some((l) => l === `Machine: ${machineNow}.`) ? '' : ` (on ${machineNow})`}; every other row is from the run the lines above name.`;
+  const note = `${mark} on ${day}: the ${rows.length} row${rows.length === 1 ? '' : 's'} ${names}${before.some((l) => l === `Machine: ${machineNow}.`) ? '' : ` (on ${machineNow})`}; every other row is from the run the lines above name.`;
   const noteAt = before.findIndex((l) => l.startsWith(`${mark} on `));
   if (noteAt >= 0) before[noteAt] = note;
   else {
@@ -1099,7 +1138,11 @@ function howToRead(): string {
   CPU columns take what the processes spend idle (measured for 3 s before the revokes and 3 s after: mostly
   heartbeats, which every real node hears from every other) from what they spend during the
   revokes (a figure below zero means the cores were so busy during the revokes that the idle
-  work itself got less time than when measured alone). Everything shares the two cores, so past a few hundred nodes the fence waits for
+  work itself got less time than when measured alone). The last figure is everything these
+  processes and the benchmark's own spent while the revokes ran, idle work included, per revoke
+  and as a share of the machine's cores over that time: where the cores are nearly all busy,
+  the fence waits for CPU, and a median below that CPU divided by the cores cannot happen here.
+  Everything shares the two cores, so past a few hundred nodes the fence waits for
   CPU: the figures say how much each part takes, which is what a deployment with a core per
   node would not share. With 50 revokes of warm-up (the **revoke** row warms up with 1,000),
   the eight real nodes alone read slower here than there. A fence costs the committing node one check per confirmation
@@ -1108,7 +1151,10 @@ function howToRead(): string {
   first pass is a minute or more after the writes begin), and plans made without them can be
   far from those made with them. The row runs the **embedded default**'s load on PostgreSQL
   twice in each round: on a database just created, and on one analyzed right after the seeding
-  (before the warm-up), each on a database of its own, the rounds alternating. Leash's hot
+  (before the warm-up), each on a database of its own, the rounds alternating, on a PostgreSQL
+  server of its own (in a full run on the shared one, the databases earlier sections left there
+  once slowed the analyzed runs to half: Postgres spent 338 µs a decision on them against 60 µs
+  on the fresh ones, and 60 µs on both when the section ran alone). Leash's hot
   statements (the appends and the jti claims) are one-row or one-batch statements that
   reach their rows by primary key or by the head's position whatever the statistics say.
 - **tokens**: \`leash serve\` on PostgreSQL (one Node process) issues tokens at POST /oauth/token
