@@ -59,6 +59,17 @@ afterAll(async () => {
   receiver?.close();
 });
 
+/**
+ * Until each node has heard the other's heartbeats within its staleness bound. In one busy
+ * test process a node's heartbeats can pause past it, and a fence then rightly leaves it out.
+ */
+async function bothLive(): Promise<void> {
+  for (const deadline = Date.now() + 10_000; !(n1.cluster.liveNodes().length === 2 && n2.cluster.liveNodes().length === 2);) {
+    if (Date.now() > deadline) throw new Error(`the two nodes do not hear each other: ${n1.cluster.liveNodes()} / ${n2.cluster.liveNodes()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 describe('an approval is spent once across nodes', () => {
   it('two PEPs retrying on two nodes at the same instant get exactly one allow, round after round', async () => {
     const token = await payToken();
@@ -69,6 +80,7 @@ describe('an approval is spent once across nodes', () => {
       expect(held.context.code).toBe('APPROVAL_REQUIRED');
       const id = held.context.approval!.id;
       // Approved on the other node: fenced, so both know before the answer returns.
+      await bothLive();
       const approved = await n2.api('POST', `/v1/approvals/${id}/approve`, { reason: 'ok' }, {}, alice);
       expect(approved.body).toMatchObject({ status: 'approved', nodesConfirmed: 2, nodesExpected: 2 });
       const [a, b] = await Promise.all([n1, n2].map((n) => pay(n, token, 20_000 + round, doc, { approvalId: id })));
