@@ -6,6 +6,9 @@ import type { LayerResult } from './layer-result.ts';
 
 const MAX_PAIRS_PER_KEY = 1024;
 
+/** Agents whose forgetting is counted before the counts start over (in a new epoch, so nothing kept before answers). */
+const MAX_FORGOTTEN = 200_000;
+
 /** Inputs up to this long are kept as they are (a usual key is under 1,000: hashing it cost the benchmark a 0.1 ms a decision); longer ones by their sha-256. */
 const EXACT_KEY_CHARS = 4096;
 
@@ -34,9 +37,11 @@ export class DecisionCaches {
    * meanwhile, at the cost of a digest. Inputs carry the agent's version and the policy set, so
    * an entry can never answer for a changed agent or another version.
    */
-  private readonly byToken = new WeakMap<object, { digest: string; pairs: Map<string, LayerResult>; forgotten: number }>();
-  /** How often each agent was forgotten: a kept verdict from before does not answer. */
+  private readonly byToken = new WeakMap<object, { digest: string; pairs: Map<string, LayerResult>; forgotten: number; epoch: number }>();
+  /** How often each agent was forgotten in this epoch: a kept verdict from before does not answer. */
   private readonly forgotten = new Map<string, number>();
+  /** Counts of `forgotten` started over this often (when it held MAX_FORGOTTEN agents). */
+  private epoch = 0;
 
   /** Cedar answers of the combined call, keyed by its exact inputs (see decideLayers). */
   private readonly answers = new Lru<string, { agent: string; result: LayerResult }>(20_000);
@@ -69,15 +74,16 @@ export class DecisionCaches {
     const key = stored(inputs);
     const forgotten = this.forgotten.get(agent) ?? 0;
     const kept = token && this.byToken.get(token);
+    const current = kept && kept.forgotten === forgotten && kept.epoch === this.epoch;
     // The shared memory first: it answers the usual case without a digest.
     let hit = this.withinCeiling.get(key);
     if (!hit) {
-      const digest = kept && kept.forgotten === forgotten ? hash('sha256', inputs, 'base64') : undefined;
+      const digest = current ? hash('sha256', inputs, 'base64') : undefined;
       hit = { agent, pairs: kept && digest === kept.digest ? kept.pairs : new Map() };
       this.remember(key, hit);
     }
     if (hit.pairs.size > MAX_PAIRS_PER_KEY) hit.pairs.clear();
-    if (token && !(kept && kept.pairs === hit.pairs && kept.forgotten === forgotten)) this.byToken.set(token, { digest: hash('sha256', inputs, 'base64'), pairs: hit.pairs, forgotten });
+    if (token && !(current && kept.pairs === hit.pairs)) this.byToken.set(token, { digest: hash('sha256', inputs, 'base64'), pairs: hit.pairs, forgotten, epoch: this.epoch });
     return hit.pairs;
   }
 
@@ -87,10 +93,20 @@ export class DecisionCaches {
     this.ceilingKeys.add(entry.agent, key);
   }
 
+  /** Agents whose forgetting is counted now (at most MAX_FORGOTTEN). */
+  get agentsCounted(): number {
+    return this.forgotten.size;
+  }
+
   /** Everything held for an agent whose state changed, and for tokens delegated through it. */
   forgetAgent(agentId: string): void {
     this.tokens.forget(agentId);
     for (const key of this.ceilingKeys.take(agentId)) this.withinCeiling.delete(key);
+    if (this.forgotten.size >= MAX_FORGOTTEN && !this.forgotten.has(agentId)) {
+      // Bounded: every count starts over, and the new epoch keeps verdicts kept before from answering.
+      this.forgotten.clear();
+      this.epoch++;
+    }
     this.forgotten.set(agentId, (this.forgotten.get(agentId) ?? 0) + 1);
     for (const key of this.answerKeys.take(agentId)) this.answers.delete(key);
   }

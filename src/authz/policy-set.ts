@@ -91,6 +91,23 @@ function idOf(json: { annotations?: Record<string, string | null> }, fallback: s
   return typeof id === 'string' && id.length > 0 ? id : fallback;
 }
 
+/**
+ * Ids Leash gives the policies it links for an agent: `ceiling:<agent>` and `grant:<agent>:<i>`,
+ * which decisions name among their reasons. A published policy may not take one, so a reason
+ * always says which of the two it was.
+ */
+export const RESERVED_ID_PREFIXES = ['ceiling:', 'grant:'] as const;
+
+/** Refuses a set to be published whose policy or template ids begin as Leash's own links' do. */
+export function refuseReservedIds(checked: Pick<CheckedPolicySet, 'policyIds' | 'templateIds'>): void {
+  const taken = [...checked.policyIds, ...checked.templateIds].filter((id) => RESERVED_ID_PREFIXES.some((prefix) => id.startsWith(prefix)));
+  if (taken.length === 0) return;
+  throw invalid(
+    `policy ids beginning ${RESERVED_ID_PREFIXES.map((p) => JSON.stringify(p)).join(' or ')} are Leash's own (the links it makes for an agent's ceiling and grants); rename ${taken.length === 1 ? 'this one' : `these ${taken.length}`}`,
+    taken.slice(0, 20).map((id) => `@id("${id.length > 200 ? `${id.slice(0, 200)}…` : id}") is reserved`),
+  );
+}
+
 /** A set's digest: its schema, policies and aliases, as published. */
 export const policySetDigest = (source: PolicySetSource): string =>
   createHash('sha256').update(JSON.stringify([source.schema, source.policies, source.aliases ?? {}])).digest('hex');

@@ -152,6 +152,10 @@ describe('policy set publishing', () => {
       { ...todo, policies: '@id("x") permit (principal in Group::"a", action, resource) when { principal.nope == 1 };' },
       { ...todo, policies: '@id("dup") permit (principal, action, resource);\n@id("dup") forbid (principal, action, resource);' },
       { ...todo, schema: 'entity {' },
+      // Ids Leash gives an agent's ceiling and grant links, which decisions name as reasons.
+      { ...todo, policies: '@id("ceiling:invoice-bot") permit (principal, action, resource);' },
+      { ...todo, policies: '@id("grant:invoice-bot:0") permit (principal, action, resource);' },
+      { ...todo, policies: '@id("grant:t") permit (principal == ?principal, action, resource);' },
     ];
     for (const body of bad) {
       const res = await node.api('PUT', '/v1/policy-set', body);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isLeashError } from '../../src/errors.ts';
 import { checkOffThread, stopChecker } from '../../src/authz/policy-compiler.ts';
-import { checkPolicySet } from '../../src/authz/policy-set.ts';
+import { checkPolicySet, refuseReservedIds } from '../../src/authz/policy-set.ts';
 
 // Policy sets are checked on a thread of their own: the same answers as on this one, Cedar's
 // refusals carried back whole, and nothing lost when that thread dies.
@@ -41,5 +41,27 @@ describe('checking policy sets off the event loop', () => {
     expect(checked.policyIds).toHaveLength(1500);
     const next = await checkOffThread({ schema, policies: many(3, 'after') });
     expect(next.policyIds).toEqual(['after-0', 'after-1', 'after-2']);
+  });
+});
+
+describe("ids Leash gives an agent's links", () => {
+  it('are refused to a published set, with each one named; ids that only look like them are not', () => {
+    const refused = (policyIds: string[], templateIds: string[] = []) => {
+      try {
+        refuseReservedIds({ policyIds, templateIds });
+        return null;
+      } catch (err) {
+        if (!isLeashError(err)) throw err;
+        return { code: err.code, diagnostics: (err.details as { diagnostics: string[] }).diagnostics };
+      }
+    };
+    expect(refused(['ceiling:bot'])).toEqual({ code: 'POLICY_INVALID', diagnostics: ['@id("ceiling:bot") is reserved'] });
+    expect(refused(['ok'], ['grant:t'])?.diagnostics).toEqual(['@id("grant:t") is reserved']);
+    expect(refused(['grant:bot:0', 'fine', 'ceiling:'])?.diagnostics).toEqual(['@id("grant:bot:0") is reserved', '@id("ceiling:") is reserved']);
+    // Bounded, however many and however long.
+    const many = refused(Array.from({ length: 5_000 }, (_, i) => `grant:${'x'.repeat(10_000)}${i}`));
+    expect(many?.diagnostics).toHaveLength(20);
+    expect(Math.max(...many!.diagnostics.map((d) => d.length))).toBeLessThan(250);
+    for (const id of ['ceilings', 'Ceiling:bot', 'Grant:x', 'my-ceiling:x', 'grant', '']) expect(refused([id]), id).toBeNull();
   });
 });

@@ -107,6 +107,20 @@ describe('verified-token cache', () => {
     expect(caches.ceilingVerdicts('bot', 'inputs-3', { sub: 'bot' }).size).toBe(0);
   });
 
+  it("a token's kept verdicts never answer past a forget, however many agents are forgotten after it (the counts are bounded)", () => {
+    const caches = new DecisionCaches();
+    const claims = { sub: 'bot' };
+    const verdict = { allow: true, reasons: [], errors: [], failed: [], errored: false };
+    caches.ceilingVerdicts('bot', 'inputs-1', claims).set('Folder::"inv"\nread', verdict);
+    caches.forgetAgent('bot');
+    // 200,000 agents counted in all: the counts start over, bot's with them, and what its token kept still never answers.
+    for (let i = 1; i < 200_000; i++) caches.forgetAgent(`agent-${i}`);
+    expect(caches.agentsCounted).toBe(200_000);
+    caches.forgetAgent('one-more');
+    expect(caches.agentsCounted).toBe(1);
+    expect(caches.ceilingVerdicts('bot', 'inputs-1', claims).size).toBe(0);
+  });
+
   it('the registry view tells who changed, event by event', () => {
     const view = new RegistryView();
     const changed: string[] = [];
