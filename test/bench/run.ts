@@ -29,7 +29,7 @@ import { benchContainment, benchHttpPair, benchMonitoringHttp, type MemoryRun, t
 import { BENCH_ADMIN } from './http.ts';
 import { benchStalls, type Probe } from './stalls.ts';
 import { benchFanout } from './fanout.ts';
-import { benchWriters, type WritersRun } from './writers.ts';
+import { benchCommitFloor, benchWriters, WARM_UP_DECISIONS, type WritersRun } from './writers.ts';
 
 const CLIENTS = 32;
 const APPEND_SECONDS = Number(process.env.BENCH_APPEND_SECONDS ?? 10);
@@ -76,6 +76,7 @@ const FANOUT_SIZES = (process.env.BENCH_FANOUT_SIZES ?? '8,64,256,1000').split('
 const FANOUT_REVOCATIONS = Number(process.env.BENCH_FANOUT_REVOCATIONS ?? 100);
 /** `leash serve` processes writing the one decision log, one run per count (the first is the baseline). */
 const WRITER_NODES = (process.env.BENCH_WRITER_NODES ?? '1,2,4,8').split(',').map(Number);
+const COMMIT_FLOOR_COMMITS = 3_000;
 /**
  * Sections to run (comma-separated); unset: all, and BENCHMARKS.md is rewritten. Set: only the
  * rows those sections produce are replaced in BENCHMARKS.md (see updateInPlace).
@@ -355,26 +356,52 @@ async function benchWritersRows(adminUrl: string): Promise<void> {
   const connections = HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]!;
   const nodes = (n: number) => `${n} \`leash serve\` node${n === 1 ? '' : 's'}`;
   const cpu = (r: WritersRun) => `CPU per decision: leash ${fmt(r.cpu.leash)} µs (${r.nodes === 1 ? 'the server' : `the ${r.nodes} servers together`}), Postgres ${fmt(r.cpu.postgres)} µs, autocannon ${fmt(r.cpu.loadGenerator)} µs`;
+  const database = async () => (await freshDatabase(adminUrl)).url;
+  const commits = (r: WritersRun) => `about ${(1 / r.commitsPerDecision).toFixed(1)} decisions per Postgres commit`;
   for (const perNode of [false, true]) {
-    const runs = await benchWriters(async () => (await freshDatabase(adminUrl)).url, { nodeCounts: WRITER_NODES, seconds: HTTP_SECONDS, connections, perNode });
+    const runs = await benchWriters(database, { nodeCounts: WRITER_NODES, seconds: HTTP_SECONDS, connections, perNode });
     for (const r of runs) mustAnswer(r);
     const first = runs[0]!;
+    // With the connections split, each node has fewer of them: one node alone with as few, in
+    // the same run, tells what that costs apart from the other nodes.
+    const few = new Map<number, WritersRun>();
+    if (!perNode) {
+      for (const n of new Set(runs.filter((r) => r !== first).map((r) => r.connectionsPerNode))) {
+        const [alone] = await benchWriters(database, { nodeCounts: [1], seconds: HTTP_SECONDS, connections: n });
+        mustAnswer(alone!);
+        few.set(n, alone!);
+      }
+    }
     const split = perNode ? `${connections} connections to each node` : `${connections} connections in all`;
     for (const r of runs) {
       const alone = r === first;
+      const fewer = few.get(r.connectionsPerNode);
       rows.push({
         key: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres (a chain of its own each), ${split}`,
-        what: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres (a chain of its own each), ${split}${perNode ? '' : ` (${r.connectionsPerNode} each)`}, ${HTTP_SECONDS} s after ${r.warmUpSeconds} s of warm-up, a database of its own for each node count, decision log durable`,
+        what: `POST /access/v1/evaluation, same token (cached), ${nodes(r.nodes)} writing the decision log on one Postgres (a chain of its own each), ${split}${perNode ? '' : ` (${r.connectionsPerNode} each)`}, ${HTTP_SECONDS} s after ${fmt(r.warmUpDecisions)} decisions of warm-up on each node, a database of its own for each node count, decision log durable`,
         backend: 'PostgreSQL',
-        figure: `${fmt(r.perSecond)} decisions/s${alone ? '' : ` (${Math.round((100 * r.perSecond) / first.perSecond)}% of ${nodes(first.nodes)}'s; ${fmt(r.nodeRange[0])}–${fmt(r.nodeRange[1])}/s a node)`}; ${cpu(r)}; about ${(1 / r.commitsPerDecision).toFixed(1)} decisions per Postgres commit; to project: one core of Postgres takes ${fmt(1e6 / r.cpu.postgres)} decisions/s at ${fmt(r.cpu.postgres)} µs each, one core of leash ${fmt(1e6 / r.cpu.leash)} at ${fmt(r.cpu.leash)} µs each`,
+        figure: `${fmt(r.perSecond)} decisions/s${alone ? '' : ` (${Math.round((100 * r.perSecond) / first.perSecond)}% of ${nodes(first.nodes)}'s; ${fmt(r.nodeRange[0])}–${fmt(r.nodeRange[1])}/s a node)`}; ${cpu(r)}; ${commits(r)}; to project: one core of Postgres takes ${fmt(1e6 / r.cpu.postgres)} decisions/s at ${fmt(r.cpu.postgres)} µs each, one core of leash ${fmt(1e6 / r.cpu.leash)} at ${fmt(r.cpu.leash)} µs each`,
         median: httpMs(Math.round(r.p50 * 10) / 10),
         p99: httpMs(r.p99),
-        baseline: alone ? '(the baseline of the rows below)' : `${nodes(first.nodes)} with ${first.connectionsPerNode} connections, same run: ${fmt(first.perSecond)}/s, p50 ${httpMs(Math.round(first.p50 * 10) / 10)}, p99 ${httpMs(first.p99)}; ${cpu(first)}`,
+        baseline: alone
+          ? '(the baseline of the rows below)'
+          : `${nodes(first.nodes)} with ${first.connectionsPerNode} connections, same run: ${fmt(first.perSecond)}/s, p50 ${httpMs(Math.round(first.p50 * 10) / 10)}, p99 ${httpMs(first.p99)}; ${cpu(first)}${fewer ? `; 1 node alone with ${fewer.connectionsPerNode} connections, same run: ${fmt(fewer.perSecond)}/s, ${cpu(fewer)}, ${commits(fewer)}` : ''}`,
         target: alone ? '(the baseline)' : `total not below the ${first.nodes}-node figure`,
       });
       console.log(rows[rows.length - 1]);
     }
   }
+  const floor = await benchCommitFloor(await database(), COMMIT_FLOOR_COMMITS);
+  rows.push({
+    what: `one decision per commit: ${fmt(floor.commits)} decisions recorded one after another by one caller (each its own batch, as on a node with one request in flight), after 300 of warm-up, PostgreSQL's CPU per commit`,
+    backend: 'PostgreSQL',
+    figure: `${fmt(floor.log.postgres)} µs of Postgres CPU per decision (the decision log: chained, appended by leash_append_chain)`,
+    median: `${floor.log.p50.toFixed(2)} ms`,
+    p99: `${floor.log.p99.toFixed(2)} ms`,
+    baseline: `the same rows by a plain one-row INSERT into the decisions table, same client: ${fmt(floor.insert.postgres)} µs, p50 ${floor.insert.p50.toFixed(2)} ms, p99 ${floor.insert.p99.toFixed(2)} ms`,
+    target: '(reported beside: the floor under the writers rows)',
+  });
+  console.log(rows[rows.length - 1]);
 }
 
 /**
@@ -937,7 +964,7 @@ const tableLine = (r: Row) => `| ${r.what} | ${r.backend} | ${r.figure} | ${r.me
 
 /** The entries of "How to read it" that explain each section's rows, by their bold names. */
 const EXPLAINED: Record<string, string[]> = {
-  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], writers: ['writers'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], stalls: ['event loop'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], fanout: ['fan-out'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'], scale: ['scale'],
+  decisions: ['agent decision'], http: ['HTTP', 'two nodes'], writers: ['writers', 'one decision per commit'], embedded: ['embedded default'], 'fresh-database': ['fresh database'], stalls: ['event loop'], tokens: ['tokens'], approvals: ['approval round trip'], operations: ['security event delivery', 'metrics and a push stream over HTTP'], monitoring: ['monitor memory', 'detectors in process', 'detectors over HTTP', 'containment'], revocation: ['revoke'], fanout: ['fan-out'], audit: ['replay', 'verify'], appends: ['append'], rebuild: ['projection rebuild'], scale: ['scale'],
 };
 
 /** A markdown list's entries: each from its `- ` line up to the next one (or the end). */
@@ -1091,8 +1118,10 @@ function howToRead(): string {
   HTTP rows' cached-token decision comes from autocannon (in the benchmark's process), first with
   the same total of ${HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]} connections split evenly over the nodes, then with ${HTTP_CONNECTIONS[HTTP_CONNECTIONS.length - 1]} to each node
   (clients that grow with the nodes, as when nodes are added for more of them); all of them loaded at once after
-  a warm-up of 3 s per node (a node's code is optimised by the decisions it runs, and with N
-  nodes each runs 1/N of them, so each gets about the warm-up one node alone gets). Every
+  a warm-up in which every node answers ${fmt(WARM_UP_DECISIONS)} decisions (a node's code is optimised by the
+  decisions it has run, not by the time it ran). With the connections split, each split row's baseline also
+  gives one node alone with as few connections as each node had, in the same run: what so few
+  requests in flight cost a node by itself, apart from the other nodes. Every
   decision of every node is recorded durably in the decision log before it is answered, each
   node group-committing its own batches into a hash chain of its own. The figure is the nodes' sum (with the least and
   the most one node answered), p50 the nodes' mean, p99 the worst node's; each row is compared
@@ -1107,6 +1136,11 @@ function howToRead(): string {
   takes about one million divided by its µs per decision, and a core of leash nodes one million
   divided by theirs, as long as nothing the nodes share in the log makes them wait for each
   other.
+- **one decision per commit**: the floor under the writers rows. One caller records
+  ${fmt(COMMIT_FLOOR_COMMITS)} decisions through the decision log one after another, so every one is a batch and
+  a durable commit of its own, as on a node with one request in flight; the baseline inserts the
+  same rows into the same table with a plain one-row INSERT (no function, no chain). The figure is
+  the PostgreSQL processes' CPU per commit; the latencies are the caller's, per record.
 - **embedded default**: \`leash serve\` as \`npm start\` runs it, on PGlite (PostgreSQL compiled to
   WebAssembly) in a data directory of its own, beside the same node on the PostgreSQL server,
   one after the other at each connection count, same load as **HTTP** with a request that

@@ -5,16 +5,20 @@
 // total against the 1-node figure of the same run, and each side's CPU per decision, which
 // says how far more cores would carry it. Not a test: it measures, it asserts nothing.
 import autocannon from 'autocannon';
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { DecisionLog, type DecisionRecord } from '../../src/audit/decision-log.ts';
+import { connect, runStatement } from '../../src/store/connect.ts';
+import { migrateToLatest } from '../../src/store/migrate.ts';
 import type { ServeProcess } from '../support/serve.ts';
-import { body, cpuMicros, load, mint, PEP, postgresMicrosByProcess, seed, startServer, type HttpResult } from './http.ts';
+import { body, cpuMicros, load, mint, PEP, postgresMicros, postgresMicrosByProcess, seed, startServer, type HttpResult } from './http.ts';
 
 /** One node count's run: all nodes loaded at once. */
 export interface WritersRun {
   nodes: number;
   connectionsPerNode: number;
-  /** Of all nodes loaded at once before the timed window. */
-  warmUpSeconds: number;
+  /** Decisions each node answered in the warm-up, all nodes loaded at once, before the timed window. */
+  warmUpDecisions: number;
   /** Decisions a second of all nodes together. */
   perSecond: number;
   /** The least and the most one node answered a second. */
@@ -29,6 +33,9 @@ export interface WritersRun {
   /** Transactions the database committed meanwhile (every one, the decision log's batches most of them), per decision. */
   commitsPerDecision: number;
 }
+
+/** Decisions each node answers before the timed window (about what one node with 16 connections answers in 3 s). */
+export const WARM_UP_DECISIONS = 12_000;
 
 /** Transactions committed in the database at `url` so far (Postgres' statistics). */
 async function commits(url: string): Promise<number> {
@@ -87,19 +94,20 @@ async function writersRun(databaseUrl: string, count: number, options: { seconds
       if (((await probe.json()) as { decision?: boolean }).decision !== true) throw new Error(`the benchmark request is not allowed on ${node.url}`);
     }
     const connectionsPerNode = options.perNode ? options.connections : Math.max(1, Math.floor(options.connections / count));
-    const evaluation = (node: ServeProcess, duration: number): autocannon.Options => ({
-      url: `${node.url}/access/v1/evaluation`, connections: connectionsPerNode, duration, method: 'POST', body: body(token), headers,
+    const evaluation = (node: ServeProcess, run: { duration: number } | { amount: number }): autocannon.Options => ({
+      url: `${node.url}/access/v1/evaluation`, connections: connectionsPerNode, ...run, method: 'POST', body: body(token), headers,
     });
-    const all = (duration: number) => Promise.all(nodes.map((node) => load(evaluation(node, duration))));
-    // Each node gets about as many warm-up decisions as one node alone does in 3 s: a node's
-    // code is optimised by the decisions it has run, and with N nodes each runs 1/N of them.
-    const warmUpSeconds = 3 * count;
-    await all(warmUpSeconds);
+    const all = (run: { duration: number } | { amount: number }) => Promise.all(nodes.map((node) => load(evaluation(node, run))));
+    // Every node gets the same number of warm-up decisions, whatever the node count and its
+    // connections: a node's code is optimised by the decisions it has run, not by the time it
+    // has run (measured: one node with 2 connections spent 732 µs of user CPU a decision after
+    // 3 s of warm-up, 561 µs after 40 s).
+    await all({ amount: WARM_UP_DECISIONS });
 
     const snapshot = async () => ({ leash: nodes.reduce((total, node) => total + cpuMicros(node.child.pid!), 0), self: process.cpuUsage(), commits: await commits(databaseUrl) });
     const before = await snapshot();
     const postgres = postgresCpuFromNow(new URL(databaseUrl).port);
-    const results: HttpResult[] = await all(options.seconds);
+    const results: HttpResult[] = await all({ duration: options.seconds });
     const postgresMicros = postgres();
     const self = process.cpuUsage(before.self);
     const after = await snapshot();
@@ -109,7 +117,7 @@ async function writersRun(databaseUrl: string, count: number, options: { seconds
     const per = (us: number) => Math.round(us / answered);
     const rates = results.map((r) => r.perSecond);
     return {
-      nodes: count, connectionsPerNode, warmUpSeconds, perSecond,
+      nodes: count, connectionsPerNode, warmUpDecisions: WARM_UP_DECISIONS, perSecond,
       nodeRange: [Math.min(...rates), Math.max(...rates)],
       p50: results.reduce((total, r) => total + r.p50, 0) / results.length,
       p99: Math.max(...results.map((r) => r.p99)),
@@ -120,5 +128,59 @@ async function writersRun(databaseUrl: string, count: number, options: { seconds
     };
   } finally {
     for (const node of nodes.reverse()) await node.stop();
+  }
+}
+
+/** What one decision committed on its own costs PostgreSQL, beside a plain INSERT of the same row. */
+export interface CommitFloorRun {
+  commits: number;
+  /** Through the decision log, one decision at a time (each its own batch): µs of Postgres CPU per commit, and ms per record. */
+  log: { postgres: number; p50: number; p99: number };
+  /** The same rows by a plain one-row INSERT into the decisions table (no function, no chain), same client. */
+  insert: { postgres: number; p50: number; p99: number };
+}
+
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
+/**
+ * One caller, one decision at a time: every record is a commit of its own, as on a node with
+ * one request in flight. What that commit costs PostgreSQL's processes, µs each, through
+ * `DecisionLog` and through a plain INSERT of the same row into the same table, which is the
+ * floor for a durable commit of one decision there.
+ */
+export async function benchCommitFloor(databaseUrl: string, commits: number): Promise<CommitFloorRun> {
+  const connection = await connect({ kind: 'postgres', url: databaseUrl, poolSize: 2 });
+  try {
+    await migrateToLatest(connection.db);
+    const log = new DecisionLog(connection.db);
+    const record = (i: number): DecisionRecord => ({
+      id: randomUUID(), nodeId: 'bench-floor', at: new Date(), decision: true, layer: 'allow', code: null, reasons: ['p1'], policyVersion: 3, logPosition: i,
+      request: { subject: { type: 'Agent', id: 'invoice-bot' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Document', id: 'inv-42' }, context: {} },
+    });
+    const port = new URL(databaseUrl).port;
+    const measure = async (one: (i: number) => Promise<unknown>) => {
+      for (let i = 0; i < 300; i++) await one(i);
+      const times: number[] = [];
+      const before = postgresMicros(port);
+      for (let i = 0; i < commits; i++) {
+        const started = performance.now();
+        await one(i);
+        times.push(performance.now() - started);
+      }
+      const postgres = Math.round((postgresMicros(port) - before) / commits);
+      times.sort((a, b) => a - b);
+      return { postgres, p50: pct(times, 50), p99: pct(times, 99) };
+    };
+    const logRun = await measure((i) => log.record(record(i)));
+    await log.close();
+    const insert = { name: 'bench_floor_insert', text: 'insert into decisions (id, node_id, chain_seq, recorded_at, request, decision, layer, code, reasons, policy_version, log_position, prev_hash, hash) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)' };
+    let chainSeq = 0;
+    const insertRun = await measure((i) => {
+      const d = record(i);
+      return runStatement(connection.db, insert, [d.id, 'bench-floor-insert', String(++chainSeq), d.at.toISOString(), JSON.stringify(d.request), true, d.layer, null, JSON.stringify(d.reasons), 3, i, '0'.repeat(64), '0'.repeat(64)]);
+    });
+    return { commits, log: logRun, insert: insertRun };
+  } finally {
+    await connection.db.destroy();
   }
 }

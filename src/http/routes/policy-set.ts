@@ -1,6 +1,7 @@
 import { Type } from 'typebox';
 import { policyAggregate } from '../../authz/policy-aggregate.ts';
 import { checkOffThread } from '../../authz/policy-compiler.ts';
+import { refuseReservedIds } from '../../authz/policy-set.ts';
 import { LeashError } from '../../errors.ts';
 import { FenceFields, Problem, WriteHeaders } from '../schemas.ts';
 import type { App, ServerDeps } from '../server.ts';
@@ -54,6 +55,7 @@ export async function policyRoutes(app: App, deps: ServerDeps): Promise<void> {
       // Strict validation first (off the event loop): an invalid set is a 422 with Cedar's
       // diagnostics, never an event.
       const checked = await checkOffThread(source);
+      refuseReservedIds(checked);
       const result = await commands.handle(policyAggregate, 'current', { type: 'PublishPolicySet', data: { ...source, sha256: checked.sha256 }, metadata: { now: new Date() } }, writeOptions(request));
       // Every live node has the event and decides with the new set before the call returns, as
       // for a revocation (SPEC §6). Each compiles it first: this one's time tells how long the
