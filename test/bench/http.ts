@@ -24,6 +24,9 @@ export interface HttpResult {
   cpu?: { server: number; postgres: number; loadGenerator: number };
 }
 
+/** The `p`th percentile of ascending `sorted`. */
+export const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
 /** CPU time (user + system) of a process so far, µs, from /proc (Linux); 0 if it cannot be read. */
 export function cpuMicros(pid: number): number {
   try {

@@ -17,7 +17,7 @@ import { migrateToLatest } from '../../src/store/migrate.ts';
 import { startPostgres } from '../support/servers.ts';
 import { AGENTS, DOCUMENTS, makeReplayArchive, makeVerifyArchive } from './audit.ts';
 import type { DecisionRow } from './decisions.ts';
-import { benchHttp, benchHttpTwoNodes, financeBody, FRESH_TOKEN_BLOCKS, type HttpResult } from './http.ts';
+import { benchHttp, benchHttpTwoNodes, financeBody, FRESH_TOKEN_BLOCKS, pct, type HttpResult } from './http.ts';
 import { benchScale, type ScaleRun } from './scale.ts';
 import { benchRevocation } from './revocation.ts';
 import { benchTokens } from './tokens.ts';
@@ -132,7 +132,6 @@ function benchDecisionsInProcesses(): void {
 }
 
 const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
 

@@ -11,7 +11,7 @@ import { DecisionLog, type DecisionRecord } from '../../src/audit/decision-log.t
 import { connect, runStatement } from '../../src/store/connect.ts';
 import { migrateToLatest } from '../../src/store/migrate.ts';
 import type { ServeProcess } from '../support/serve.ts';
-import { body, cpuMicros, load, mint, PEP, postgresMicros, postgresMicrosByProcess, seed, startServer, type HttpResult } from './http.ts';
+import { body, cpuMicros, load, mint, PEP, pct, postgresMicros, postgresMicrosByProcess, seed, startServer, type HttpResult } from './http.ts';
 
 /** One node count's run: all nodes loaded at once. */
 export interface WritersRun {
@@ -139,8 +139,6 @@ export interface CommitFloorRun {
   /** The same rows by a plain one-row INSERT into the decisions table (no function, no chain), same client. */
   insert: { postgres: number; p50: number; p99: number };
 }
-
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 /**
  * One caller, one decision at a time: every record is a commit of its own, as on a node with
